@@ -1,0 +1,42 @@
+# kernelscope: `make run` sets everything up and runs the main job; `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.kernelscope-installed
+
+# Project-local homes and quiet defaults for the tools (see infra/kernelscope.env).
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 60
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DVC_NO_ANALYTICS ?= 1
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup run test repro mlflow-ui clean
+
+setup: $(STAMP)
+
+# Reinstalls only when the pins or the package metadata change; a second call is a no-op.
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	@echo "Setting up $(VENV) (first time: about 2 minutes)..."
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -qq -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install -qq --no-deps -e .
+	$(BIN)/python -m pip check
+	touch $@
+
+run: setup
+	$(BIN)/python -m flows.main
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+repro: setup
+	$(BIN)/dvc repro
+
+mlflow-ui: setup
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf outputs .prefect mlflow.db mlartifacts

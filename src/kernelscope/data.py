@@ -1,0 +1,134 @@
+"""Datasets: scikit-learn's bundled digits, split, and stored as Parquet with content hashes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from kernelscope import __version__
+from kernelscope.errors import ArtifactError
+from kernelscope.fileio import atomic_path, sha256_bytes
+
+METADATA_KEY = b"kernelscope"
+DATASET_CLASSES = {"digits2": (0, 1), "digits10": tuple(range(10))}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset: features (n, d) float32 in [0, 1], labels (n,) int64, ids (n,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    ids: np.ndarray
+
+    @property
+    def content_hash(self) -> str:
+        return sha256_bytes(
+            np.ascontiguousarray(self.x, dtype=np.float32).tobytes(),
+            np.ascontiguousarray(self.y, dtype=np.int64).tobytes(),
+            np.ascontiguousarray(self.ids, dtype=np.int64).tobytes(),
+        )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+    n_classes: int
+    image_shape: tuple[int, ...]
+
+    @property
+    def dataset_hash(self) -> str:
+        return sha256_bytes(self.name.encode(), self.train.content_hash.encode(), self.test.content_hash.encode())
+
+
+def make_digits(name: str, test_fraction: float, seed: int) -> Dataset:
+    """Bundled 8x8 digits, pixels scaled to [0, 1], stratified split seeded by ``seed``."""
+    if name not in DATASET_CLASSES:
+        raise ArtifactError(f"dataset '{name}' is unknown; choose one of {sorted(DATASET_CLASSES)}.")
+    bunch = load_digits()
+    classes = DATASET_CLASSES[name]
+    keep = np.isin(bunch.target, classes)
+    x = (bunch.data[keep] / 16.0).astype(np.float32)  # (n, 64)
+    y = np.searchsorted(np.asarray(classes), bunch.target[keep]).astype(np.int64)
+    ids = np.flatnonzero(keep).astype(np.int64)
+    x_tr, x_te, y_tr, y_te, id_tr, id_te = train_test_split(
+        x, y, ids, test_size=test_fraction, stratify=y, random_state=seed
+    )
+    # Sort each split by id so the order is a property of the data, not of the splitter.
+    order_tr, order_te = np.argsort(id_tr), np.argsort(id_te)
+    return Dataset(
+        name=name,
+        train=Split(x_tr[order_tr], y_tr[order_tr], id_tr[order_tr]),
+        test=Split(x_te[order_te], y_te[order_te], id_te[order_te]),
+        n_classes=len(classes),
+        image_shape=(8, 8),
+    )
+
+
+def _split_table(split: Split, meta: dict) -> pa.Table:
+    n, d = split.x.shape
+    features = pa.FixedSizeListArray.from_arrays(pa.array(split.x.reshape(-1), type=pa.float32()), d)
+    table = pa.table({"id": pa.array(split.ids, pa.int64()), "label": pa.array(split.y, pa.int64()), "features": features})
+    return table.replace_schema_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
+
+
+def write_dataset(dataset: Dataset, out_dir: str | Path, provenance: dict | None = None) -> dict[str, str]:
+    """Write train.parquet and test.parquet atomically; return their paths and the dataset hash."""
+    out_dir = Path(out_dir)
+    paths = {}
+    for split_name, split in (("train", dataset.train), ("test", dataset.test)):
+        meta = {
+            "dataset": dataset.name,
+            "split": split_name,
+            "n_classes": dataset.n_classes,
+            "image_shape": list(dataset.image_shape),
+            "content_hash": split.content_hash,
+            "dataset_hash": dataset.dataset_hash,
+            "kernelscope_version": __version__,
+            **(provenance or {}),
+        }
+        target = out_dir / f"{split_name}.parquet"
+        with atomic_path(target) as tmp:
+            pq.write_table(_split_table(split, meta), tmp, compression="zstd")
+        paths[split_name] = str(target)
+    return {**paths, "dataset_hash": dataset.dataset_hash}
+
+
+def read_split(path: str | Path) -> tuple[Split, dict]:
+    """Read one split; verify its content hash against the metadata written with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: dataset file not found; run the data stage first (kernelscope data).")
+    try:
+        table = pq.read_table(path)
+        meta = json.loads(table.schema.metadata[METADATA_KEY])
+    except (pa.ArrowInvalid, OSError, KeyError, TypeError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{path}: not a kernelscope dataset file ({error.__class__.__name__}); rerun the data stage.") from None
+    features = table.column("features").combine_chunks()
+    d = features.type.list_size
+    x = features.flatten().to_numpy().reshape(-1, d).astype(np.float32)
+    split = Split(x=x, y=table.column("label").to_numpy().astype(np.int64), ids=table.column("id").to_numpy().astype(np.int64))
+    if split.content_hash != meta.get("content_hash"):
+        raise ArtifactError(f"{path}: content does not match its recorded content_hash; the file was modified, rerun the data stage.")
+    return split, meta
+
+
+def read_dataset(data_dir: str | Path) -> Dataset:
+    data_dir = Path(data_dir)
+    train, meta = read_split(data_dir / "train.parquet")
+    test, meta_test = read_split(data_dir / "test.parquet")
+    if meta["dataset_hash"] != meta_test["dataset_hash"]:
+        raise ArtifactError(f"{data_dir}: train.parquet and test.parquet come from different data stage runs; rerun the data stage.")
+    dataset = Dataset(meta["dataset"], train, test, int(meta["n_classes"]), tuple(meta["image_shape"]))
+    if dataset.dataset_hash != meta["dataset_hash"]:
+        raise ArtifactError(f"{data_dir}: dataset_hash does not match the files' contents; rerun the data stage.")
+    return dataset

@@ -1,0 +1,63 @@
+"""Kernel GLM surrogate: kGLM(x) = W κ(x, X) + b fit by log-loss SGD on the train × train kernel."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import SGDClassifier
+
+from kernelscope.errors import ArtifactError
+from kernelscope.fileio import atomic_path
+
+
+@dataclass(frozen=True)
+class KGLM:
+    """weight (C_out, N_train), bias (C_out,); C_out = 1 for two classes (sigmoid link)."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    converged: bool = True
+
+    def logits(self, k_query: np.ndarray) -> np.ndarray:
+        """(n_query, N_train) kernel -> (n_query, C_out) float64 logits."""
+        return np.asarray(k_query, dtype=np.float64) @ self.weight.T + self.bias
+
+
+def fit_kglm(k_train: np.ndarray, y: np.ndarray, *, alpha: float, max_iter: int, tol: float, seed: int) -> KGLM:
+    """Fit scikit-learn's SGDClassifier(loss='log_loss', penalty='l2') on the kernel features, seeded."""
+    classifier = SGDClassifier(loss="log_loss", penalty="l2", alpha=alpha, max_iter=max_iter, tol=tol, random_state=seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        classifier.fit(np.asarray(k_train, dtype=np.float64), y)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    if not np.array_equal(classifier.classes_, np.arange(len(classifier.classes_))):
+        raise ValueError(f"labels must be 0..C-1, got classes {classifier.classes_}")
+    return KGLM(weight=classifier.coef_.astype(np.float64), bias=classifier.intercept_.astype(np.float64), converged=converged)
+
+
+def save_kglm(model: KGLM, path: str | Path, metadata: dict[str, str]) -> None:
+    with atomic_path(path) as tmp:
+        save_file({"weight": model.weight, "bias": model.bias}, str(tmp), metadata=metadata)
+
+
+def load_kglm(path: str | Path, expect: dict[str, str] | None = None) -> KGLM:
+    """Load a saved kGLM; its stored provenance must match ``expect``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: kGLM file not found; run the kglm stage first (kernelscope kglm).")
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            meta = handle.metadata() or {}
+            weight, bias = handle.get_tensor("weight"), handle.get_tensor("bias")
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise ArtifactError(f"{path}: not a readable kGLM file ({error.__class__.__name__}); rerun the kglm stage.") from None
+    for key, wanted in (expect or {}).items():
+        if meta.get(key) != wanted:
+            raise ArtifactError(f"{path}: provenance field '{key}' is {meta.get(key)!r}, expected {wanted!r}; rerun the kglm stage.")
+    return KGLM(weight=weight, bias=bias, converged=meta.get("converged", "True") == "True")

@@ -1,0 +1,70 @@
+"""Model families and the link from logits to class probabilities."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kernelscope.errors import CheckpointError
+
+
+class ScaledLinear(nn.Linear):
+    """y = W (s·a) + b. With s = 1/sqrt(fan_in) and N(0, 1) weights this is the NTK parameterization.
+
+    Keeping the layer an ``nn.Linear`` (the scale is applied to its input) lets kernel code treat it
+    as any linear layer whose input activation is s·a.
+    """
+
+    def __init__(self, in_features: int, out_features: int, ntk: bool) -> None:
+        super().__init__(in_features, out_features)
+        self.scale = 1.0 / math.sqrt(in_features) if ntk else 1.0
+        if ntk:
+            nn.init.normal_(self.weight)
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x * self.scale, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", scale={self.scale:.4g}"
+
+
+def n_outputs_for(n_classes: int) -> int:
+    """Two classes use one logit with a sigmoid link (as in the paper's MNIST2 MLP)."""
+    return 1 if n_classes == 2 else n_classes
+
+
+def build_mlp(input_dim: int, hidden: list[int] | tuple[int, ...], n_outputs: int, parameterization: str = "ntk") -> nn.Sequential:
+    ntk = parameterization == "ntk"
+    widths = [input_dim, *hidden]
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+        layers += [ScaledLinear(fan_in, fan_out, ntk), nn.ReLU()]
+    layers.append(ScaledLinear(widths[-1], n_outputs, ntk))  # no final activation: logits
+    return nn.Sequential(*layers)
+
+
+def build_model(arch: dict[str, Any]) -> nn.Module:
+    """Build an (untrained) model from the architecture record stored in a checkpoint sidecar."""
+    name = arch.get("name")
+    if name == "mlp":
+        return build_mlp(int(arch["input_dim"]), list(arch["hidden"]), int(arch["n_outputs"]), str(arch["parameterization"]))
+    raise CheckpointError(f"architecture name {name!r} is unknown; expected 'mlp'.")
+
+
+def log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """(n, C) logits -> (n, classes) log-probabilities; one logit means sigmoid over two classes."""
+    if logits.shape[1] == 1:
+        z = logits[:, 0]
+        return torch.stack([F.logsigmoid(-z), F.logsigmoid(z)], dim=1)
+    return F.log_softmax(logits, dim=1)
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

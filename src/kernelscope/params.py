@@ -1,0 +1,84 @@
+"""Typed view of params.yaml: every tunable value of a run, validated in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kernelscope.errors import ParamsError
+
+DatasetName = Literal["digits2", "digits10"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Section):
+    test_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="Fraction of each class held out for testing (stratified).")
+
+
+class TrainParams(_Section):
+    arch: Literal["mlp"] = Field("mlp", description="Model family.")
+    hidden: tuple[int, ...] = Field((100, 100, 100), description="Hidden layer widths of the MLP.")
+    parameterization: Literal["ntk", "standard"] = Field(
+        "ntk", description="'ntk': N(0,1) weights and activations divided by sqrt(fan-in) (the paper's MLP); 'standard': PyTorch's default Linear."
+    )
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="Optimizer.")
+    lr: float = Field(0.1, gt=0.0, description="Learning rate.")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum.")
+    batch_size: int = Field(16, ge=1, description="Minibatch size.")
+    epochs: int = Field(100, ge=1, description="Passes over the training set.")
+
+
+class KernelParams(_Section):
+    kinds: tuple[Literal["trntk", "trntk0"], ...] = Field(("trntk",), min_length=1, description="Kernels a run computes.")
+    chunk_size: int = Field(128, ge=1, description="Samples per Jacobian chunk.")
+    memory_budget_mb: int = Field(2048, ge=16, description="Largest block of Jacobians held in memory at once (MiB).")
+
+
+class KGLMParams(_Section):
+    alpha: float = Field(1e-4, gt=0.0, description="L2 regularization of the SGDClassifier.")
+    max_iter: int = Field(1000, ge=1, description="Epochs of SGD for the kGLM.")
+    tol: float = Field(1e-3, gt=0.0, description="Stopping tolerance of the kGLM.")
+
+
+class Params(_Section):
+    seed: int = Field(0, ge=0, description="Seed of every random choice of a run.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when present.")
+    datasets: tuple[DatasetName, ...] = Field(("digits2", "digits10"), min_length=1, description="Datasets the main job runs.")
+    outputs: str = Field("outputs", description="Root folder of artifacts written by flows.")
+    data: DataParams = DataParams()
+    train: TrainParams = TrainParams()
+    kernel: KernelParams = KernelParams()
+    kglm: KGLMParams = KGLMParams()
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    got = first.get("input")
+    return f"{source}: field '{field}' is invalid ({first['msg']}; got {got!r}); fix it in {source}."
+
+
+def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(_describe(error, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: file not found; run from the project root or pass --params PATH.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML ({error.__class__.__name__}); fix the syntax.") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of sections; fix the file.")
+    return params_from_dict(raw, source=str(path))

@@ -1,0 +1,174 @@
+"""The stages of an attribution run: data → train → kernel → kglm.
+
+The DVC stages (through the CLI) and the Prefect tasks call these same functions, so the two
+paths cannot drift. Each stage reads its inputs from a run folder, writes its outputs there
+atomically, and returns a small JSON-able summary.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kernelscope import __version__
+from kernelscope.checkpoint import load_checkpoint, save_checkpoint
+from kernelscope.data import make_digits, read_dataset, write_dataset
+from kernelscope.faithfulness import faithfulness
+from kernelscope.fileio import atomic_path, sha256_file, sha256_json, write_json_atomic
+from kernelscope.kernels import NORMALIZATION, compute_kernel
+from kernelscope.kernels.store import read_kernel, write_kernel
+from kernelscope.kglm import fit_kglm, load_kglm, save_kglm
+from kernelscope.models import pick_device
+from kernelscope.params import Params
+from kernelscope.plots import probability_scatter
+from kernelscope.train import predict_logits, train_classifier
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where one dataset's artifacts live under a root folder."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @classmethod
+    def at(cls, outputs: str | Path, dataset: str) -> RunLayout:
+        return cls(Path(outputs) / dataset)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    def kernel_path(self, kind: str, split: str) -> Path:
+        """split 'train': train × train; split 'test': test × train."""
+        return self.root / "kernels" / f"{kind}.{split}.parquet"
+
+    def kglm_dir(self, kind: str) -> Path:
+        return self.root / "kglm" / kind
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.json"
+
+
+def data_stage(params: Params, dataset: str, layout: RunLayout) -> dict[str, Any]:
+    ds = make_digits(dataset, params.data.test_fraction, params.seed)
+    provenance = {"seed": params.seed, "test_fraction": params.data.test_fraction}
+    written = write_dataset(ds, layout.data_dir, provenance)
+    return {**written, "n_train": len(ds.train.y), "n_test": len(ds.test.y), "n_classes": ds.n_classes}
+
+
+def train_stage(params: Params, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
+    ds = read_dataset(layout.data_dir)
+    result = train_classifier(ds, params.train, params.seed, progress=progress)
+    meta = save_checkpoint(
+        result.model, layout.model_dir, arch=result.arch, hyperparameters=params.train.model_dump(mode="json"),
+        dataset_name=ds.name, dataset_hash=ds.dataset_hash, seed=params.seed,
+        metrics={"train_accuracy": result.train_accuracy, "test_accuracy": result.test_accuracy, "final_loss": result.final_loss},
+    )
+    return {"checkpoint_hash": meta["weights_sha256"], "dataset_hash": ds.dataset_hash, **meta["metrics"]}
+
+
+def kernel_stage(params: Params, layout: RunLayout, kind: str, progress: bool = True) -> dict[str, Any]:
+    """Write the train × train and test × train kernels of one kind."""
+    ds = read_dataset(layout.data_dir)
+    ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
+    device = pick_device(params.device)
+    options = {"chunk_size": params.kernel.chunk_size, "memory_budget_mb": params.kernel.memory_budget_mb, "progress": progress}
+    model = ckpt.model.to(device)
+    x_train = torch.from_numpy(ds.train.x).to(device)
+    x_test = torch.from_numpy(ds.test.x).to(device)
+    written = {}
+    for split, x_query, query_ids in (("train", None, ds.train.ids), ("test", x_test, ds.test.ids)):
+        kernel = compute_kernel(model, x_train if x_query is None else x_query, None if x_query is None else x_train, kind, **options)
+        provenance = {
+            "kind": kind, "normalization": NORMALIZATION[kind], "split": split,
+            "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash,
+        }
+        write_kernel(layout.kernel_path(kind, split), kernel, query_ids, ds.train.ids, provenance)
+        written[split] = str(layout.kernel_path(kind, split))
+    return {"kind": kind, "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash, **written}
+
+
+def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, Any]:
+    """Fit the kGLM on the train × train kernel and save it (safetensors)."""
+    ds = read_dataset(layout.data_dir)
+    ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
+    expect = {"kind": kind, "split": "train", "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash}
+    k_train, _ = read_kernel(layout.kernel_path(kind, "train"), expect=expect)
+    kp = params.kglm
+    surrogate = fit_kglm(k_train, ds.train.y, alpha=kp.alpha, max_iter=kp.max_iter, tol=kp.tol, seed=params.seed)
+    path = layout.kglm_dir(kind) / "kglm.safetensors"
+    save_kglm(surrogate, path, {"kind": kind, "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash,
+                                "converged": str(surrogate.converged), "kernelscope_version": __version__})
+    return {"kind": kind, "path": str(path), "converged": surrogate.converged, "kglm_sha256": sha256_file(path)}
+
+
+def evaluate_stage(layout: RunLayout, kind: str) -> dict[str, Any]:
+    """Evaluate the saved kGLM against the NN on the test set; write metrics.json, the CSV and the plot."""
+    ds = read_dataset(layout.data_dir)
+    ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
+    expect = {"kind": kind, "split": "test", "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash}
+    k_test, _ = read_kernel(layout.kernel_path(kind, "test"), expect=expect)
+    out = layout.kglm_dir(kind)
+    surrogate = load_kglm(out / "kglm.safetensors", expect={"kind": kind, "checkpoint_hash": ckpt.checkpoint_hash})
+    nn_logits = predict_logits(ckpt.model, ds.test.x)
+    report, points = faithfulness(ds.test.y, nn_logits, surrogate.logits(k_test))
+
+    with atomic_path(out / "probabilities.csv") as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["test_id", "label", "kglm_logit", "nn_logit"])
+            for row in zip(ds.test.ids, points["label"], points["kglm_logit"], points["nn_logit"]):
+                writer.writerow([int(row[0]), int(row[1]), f"{row[2]:.6g}", f"{row[3]:.6g}"])
+    title = f"{ds.name} · {kind}: τ_K = {report.tau_k:.3f}, TAD = {report.tad:+.2f} pts"
+    plot = probability_scatter(out / "probabilities.png", points["kglm_logit"], points["nn_logit"], points["label"], title)
+    summary = {
+        "dataset": ds.name, "kind": kind, **report.as_dict(), "kglm_converged": surrogate.converged,
+        "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash,
+        "plot": str(plot), "points_csv": str(out / "probabilities.csv"),
+    }
+    write_json_atomic(out / "metrics.json", summary)
+    return summary
+
+
+def write_metrics(layout: RunLayout, summaries: list[dict[str, Any]]) -> Path:
+    """The DVC metrics file: {kind: {tau_k, tad, r_miss, nn_accuracy, kglm_accuracy}}."""
+    keys = ("tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy")
+    payload = {s["kind"]: {k: (None if np.isnan(s[k]) else round(float(s[k]), 6)) for k in keys} for s in summaries}
+    write_json_atomic(layout.metrics_path, payload)
+    return layout.metrics_path
+
+
+def params_hash(params: Params) -> str:
+    return sha256_json(params.model_dump(mode="json"))[:16]
+
+
+def track_attribution(params: Params, summaries: list[dict[str, Any]], *, source: str, experiment: str = "attribution") -> list[str]:
+    """Log one MLflow run per kernel kind: params, τ_K, TAD, R_Miss, accuracies, hashes, the scatter plot."""
+    from kernelscope.tracking import log_run
+
+    run_ids = []
+    for s in summaries:
+        metrics = {k: s[k] for k in ("tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy")}
+        tags = {
+            "flow": experiment, "source": source, "dataset": s["dataset"], "kernel": s["kind"], "seed": str(params.seed),
+            "checkpoint_hash": s["checkpoint_hash"], "dataset_hash": s["dataset_hash"], "params_hash": params_hash(params),
+            "kernelscope_version": __version__, "kglm_converged": str(s["kglm_converged"]),
+        }
+        run_params = {"seed": params.seed, "dataset": s["dataset"], "kernel": s["kind"], "data": params.data.model_dump(mode="json"),
+                      "train": params.train.model_dump(mode="json"), "kglm": params.kglm.model_dump(mode="json")}
+        run_ids.append(log_run(experiment, f"{s['dataset']}-{s['kind']}", params=run_params, metrics=metrics, tags=tags,
+                               artifacts=[s["plot"], s["points_csv"]]))
+    return run_ids

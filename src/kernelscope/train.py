@@ -1,0 +1,82 @@
+"""Seeded training of a classifier on a dataset split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from kernelscope.data import Dataset
+from kernelscope.models import build_mlp, log_probs, n_outputs_for
+from kernelscope.params import TrainParams
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: nn.Module
+    arch: dict
+    train_accuracy: float
+    test_accuracy: float
+    final_loss: float
+
+
+def classification_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy on one logit, cross-entropy on several."""
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype))
+    return F.cross_entropy(logits, y)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+    """(n, d) inputs -> (n, C) float64 logits, model in eval mode."""
+    model.eval()
+    x = torch.as_tensor(x, dtype=next(model.parameters()).dtype)
+    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).double().numpy()
+
+
+def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    pred = log_probs(torch.from_numpy(predict_logits(model, x))).argmax(1).numpy()
+    return float((pred == y).mean())
+
+
+def train_classifier(dataset: Dataset, params: TrainParams, seed: int, progress: bool = True) -> TrainResult:
+    torch.manual_seed(seed)
+    arch = {
+        "name": params.arch,
+        "input_dim": int(dataset.train.x.shape[1]),
+        "hidden": list(params.hidden),
+        "n_outputs": n_outputs_for(dataset.n_classes),
+        "parameterization": params.parameterization,
+    }
+    model = build_mlp(arch["input_dim"], arch["hidden"], arch["n_outputs"], arch["parameterization"])
+    if params.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=params.momentum)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
+    x = torch.from_numpy(dataset.train.x)
+    y = torch.from_numpy(dataset.train.y)
+    shuffler = torch.Generator().manual_seed(seed + 1)
+    loss_value = float("nan")
+    for _ in tqdm(range(params.epochs), desc=f"train {dataset.name}", unit="epoch", disable=not progress, leave=False):
+        model.train()
+        order = torch.randperm(len(x), generator=shuffler)
+        for start in range(0, len(x), params.batch_size):
+            idx = order[start : start + params.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = classification_loss(model(x[idx]), y[idx])
+            loss.backward()
+            optimizer.step()
+            loss_value = loss.item()
+    model.eval()
+    return TrainResult(
+        model=model,
+        arch=arch,
+        train_accuracy=accuracy(model, dataset.train.x, dataset.train.y),
+        test_accuracy=accuracy(model, dataset.test.x, dataset.test.y),
+        final_loss=loss_value,
+    )

@@ -1,0 +1,47 @@
+"""Tasks of the attribution flow. Each takes only the params sections its stage reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from kernelscope.checkpoint import load_checkpoint as _load_checkpoint
+from kernelscope.params import params_from_dict
+from kernelscope.pipeline import RunLayout, data_stage, evaluate_stage, fit_kglm_stage, kernel_stage, train_stage
+from tasks.caching import CACHED_TASK
+
+
+@task(name="prepare-data", **CACHED_TASK)
+def prepare_data(sections: dict[str, Any], dataset: str, root: str) -> dict[str, Any]:
+    return data_stage(params_from_dict(sections), dataset, RunLayout(root))
+
+
+@task(name="train-model", **CACHED_TASK)
+def train_model(sections: dict[str, Any], root: str, dataset_hash: str) -> dict[str, Any]:
+    summary = train_stage(params_from_dict(sections), RunLayout(root), progress=False)
+    return {**summary, "path": str(RunLayout(root).model_dir / "model.safetensors")}
+
+
+@task(name="load-checkpoint", **CACHED_TASK)
+def load_checkpoint(root: str, checkpoint_hash: str, dataset_hash: str) -> dict[str, Any]:
+    """Verify the checkpoint (hash, shapes, dataset) and return its sidecar record."""
+    ckpt = _load_checkpoint(RunLayout(root).model_dir, expected_dataset_hash=dataset_hash)
+    if ckpt.checkpoint_hash != checkpoint_hash:
+        raise ValueError(f"{RunLayout(root).model_dir}: checkpoint changed during the run")
+    return ckpt.meta
+
+
+@task(name="assemble-kernel", **CACHED_TASK)
+def assemble_kernel(sections: dict[str, Any], root: str, kind: str, checkpoint_hash: str) -> dict[str, Any]:
+    return kernel_stage(params_from_dict(sections), RunLayout(root), kind, progress=False)
+
+
+@task(name="train-kglm", **CACHED_TASK)
+def train_kglm(sections: dict[str, Any], root: str, kind: str, kernel_train: str, checkpoint_hash: str) -> dict[str, Any]:
+    return fit_kglm_stage(params_from_dict(sections), RunLayout(root), kind)
+
+
+@task(name="evaluate", **CACHED_TASK)
+def evaluate(root: str, kind: str, kglm_sha256: str, checkpoint_hash: str) -> dict[str, Any]:
+    return {**evaluate_stage(RunLayout(root), kind), "path": str(RunLayout(root).kglm_dir(kind) / "metrics.json")}

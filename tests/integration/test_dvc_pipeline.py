@@ -1,0 +1,58 @@
+"""`dvc repro` in a temporary git repository holding the project's pipeline files."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def _run(cmd: list[str], cwd: Path, env: dict) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def _stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_dict):
+    work = tmp_path / "project"
+    work.mkdir()
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    (work / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    dvc = [sys.executable, "-m", "dvc"]
+    _run(["git", "init", "-q"], work, env)
+    _run(dvc + ["init", "-q"], work, env)
+    _run(["git", "add", "-A"], work, env)
+    _run(["git", "commit", "-qm", "pipeline"], work, env)
+
+    first = _run(dvc + ["repro"], work, env)
+    assert _stages_run(first) == {"data@digits2", "train@digits2", "kernel@digits2", "kglm@digits2"}
+    metrics = json.loads((work / "outputs/dvc/digits2/metrics.json").read_text())
+    assert -1 <= metrics["trntk"]["tau_k"] <= 1
+
+    second = _run(dvc + ["repro"], work, env)
+    assert _stages_run(second) == set()
+
+    tiny_params_dict["kglm"]["alpha"] = 1e-2
+    (work / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict, sort_keys=False))
+    third = _run(dvc + ["repro"], work, env)
+    assert _stages_run(third) == {"kglm@digits2"}
+
+    shown = json.loads(_run(dvc + ["metrics", "show", "--json"], work, env))
+    assert "tau_k" in json.dumps(shown)

@@ -1,0 +1,50 @@
+"""The attribution flow under Prefect's test harness: a second run is all cache hits."""
+
+import shutil
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_second_run_hits_the_cache_and_logs_to_mlflow(harness, tmp_path, tiny_params_dict, monkeypatch):
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(tiny_params_dict))
+    from flows.attribution import attribution
+
+    kwargs = dict(dataset="digits2", params_path=str(params_path), outputs=str(tmp_path / "out"))
+    first = attribution(**kwargs)
+    second = attribution(**kwargs)
+    assert first["tasks"] == second["tasks"] == 6
+    assert first["cache_hits"] == 0
+    assert second["cache_hits"] == second["tasks"]
+    assert second["summaries"][0]["tau_k"] == first["summaries"][0]["tau_k"]
+
+    # A cached result whose file was deleted is recomputed rather than trusted.
+    (tmp_path / "out" / "digits2" / "kernels" / "trntk.test.parquet").unlink()
+    third = attribution(**kwargs)
+    assert third["cache_hits"] == third["tasks"] - 1
+    assert (tmp_path / "out" / "digits2" / "kernels" / "trntk.test.parquet").exists()
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("attribution")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.source = 'prefect'")
+    assert len(runs) == 3
+    run = runs[0]
+    assert run.data.metrics["tau_k"] == pytest.approx(first["summaries"][0]["tau_k"])
+    assert {"tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy"} <= set(run.data.metrics)
+    assert run.data.tags["dataset"] == "digits2" and len(run.data.tags["checkpoint_hash"]) == 64
+    assert "probabilities.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    shutil.rmtree(tmp_path / "out")

@@ -1,0 +1,55 @@
+"""The four stages end to end on a tiny model, without Prefect, DVC or MLflow."""
+
+import json
+
+import numpy as np
+import pytest
+
+from kernelscope.faithfulness import correct_class_logit, faithfulness
+from kernelscope.kernels.store import read_kernel
+from kernelscope.params import params_from_dict
+from kernelscope.pipeline import RunLayout, data_stage, evaluate_stage, fit_kglm_stage, kernel_stage, train_stage
+
+
+def test_correct_class_logit_matches_direct_formula():
+    rng = np.random.default_rng(0)
+    logits, y = rng.normal(size=(20, 4)), rng.integers(0, 4, 20)
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    py = p[np.arange(20), y]
+    np.testing.assert_allclose(correct_class_logit(logits, y), np.log(py / (1 - py)), rtol=1e-10)
+    z, yb = rng.normal(size=(10, 1)), rng.integers(0, 2, 10)
+    p1 = 1 / (1 + np.exp(-z[:, 0]))
+    pyb = np.where(yb == 1, p1, 1 - p1)
+    np.testing.assert_allclose(correct_class_logit(z, yb), np.log(pyb / (1 - pyb)), rtol=1e-10)
+
+
+def test_saturated_probabilities_keep_their_order():
+    # float64 probabilities of these logits all round to 1.0; their logits do not tie
+    logits = np.array([[40.0], [45.0], [50.0]])
+    report, points = faithfulness(np.array([1, 1, 1]), logits, logits * 2)
+    assert report.tau_k == pytest.approx(1.0)
+    assert np.all(np.diff(points["nn_logit"]) > 0)
+
+
+def test_stages_end_to_end_and_deterministic(tmp_path, tiny_params_dict):
+    params = params_from_dict(tiny_params_dict)
+    outputs = {}
+    for run in ("a", "b"):
+        layout = RunLayout(tmp_path / run)
+        data_stage(params, "digits2", layout)
+        trained = train_stage(params, layout, progress=False)
+        kernel_stage(params, layout, "trntk", progress=False)
+        fit_kglm_stage(params, layout, "trntk")
+        summary = evaluate_stage(layout, "trntk")
+        outputs[run] = (layout, trained, summary)
+    (la, ta, sa), (lb, tb, sb) = outputs["a"], outputs["b"]
+    assert ta["checkpoint_hash"] == tb["checkpoint_hash"]  # seeded training: the same bytes
+    for split in ("train", "test"):
+        assert la.kernel_path("trntk", split).read_bytes() == lb.kernel_path("trntk", split).read_bytes()
+    assert sa["tau_k"] == sb["tau_k"]
+    k, meta = read_kernel(la.kernel_path("trntk", "test"))
+    assert k.shape == (meta["n_query"], meta["n_train"]) and meta["split"] == "test"
+    assert meta["checkpoint_hash"] == ta["checkpoint_hash"] and meta["normalization"] == "cosine"
+    assert -1.0 <= sa["tau_k"] <= 1.0 and sa["nn_accuracy"] > 0.9
+    assert json.loads((la.kglm_dir("trntk") / "metrics.json").read_text())["tau_k"] == sa["tau_k"]
+    assert (la.kglm_dir("trntk") / "probabilities.png").stat().st_size > 1000
