@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run every kernelscope flow on the defaults in params.yaml.")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=max(Console().width, 120))  # keep the table on one line in logs and CI
     try:
         params = load_params(args.params)
     except KernelscopeError as error:

@@ -28,10 +28,10 @@ class TrainParams(_Section):
         "ntk", description="'ntk': N(0,1) weights and activations divided by sqrt(fan-in) (the paper's MLP); 'standard': PyTorch's default Linear."
     )
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="Optimizer.")
-    lr: float = Field(0.1, gt=0.0, description="Learning rate.")
+    lr: float = Field(0.5, gt=0.0, description="Learning rate.")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum.")
     batch_size: int = Field(16, ge=1, description="Minibatch size.")
-    epochs: int = Field(100, ge=1, description="Passes over the training set.")
+    epochs: int = Field(200, ge=1, description="Passes over the training set.")
 
 
 class KernelParams(_Section):
@@ -44,6 +44,9 @@ class KGLMParams(_Section):
     alpha: float = Field(1e-4, gt=0.0, description="L2 regularization of the SGDClassifier.")
     max_iter: int = Field(1000, ge=1, description="Epochs of SGD for the kGLM.")
     tol: float = Field(1e-3, gt=0.0, description="Stopping tolerance of the kGLM.")
+    standardize: bool = Field(
+        True, description="Fit on kernel columns scaled to zero mean and unit variance, folded back into W and b (false: the paper's raw fit)."
+    )
 
 
 class Params(_Section):

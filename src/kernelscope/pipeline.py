@@ -108,7 +108,8 @@ def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, An
     expect = {"kind": kind, "split": "train", "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash}
     k_train, _ = read_kernel(layout.kernel_path(kind, "train"), expect=expect)
     kp = params.kglm
-    surrogate = fit_kglm(k_train, ds.train.y, alpha=kp.alpha, max_iter=kp.max_iter, tol=kp.tol, seed=params.seed)
+    surrogate = fit_kglm(k_train, ds.train.y, alpha=kp.alpha, max_iter=kp.max_iter, tol=kp.tol, seed=params.seed,
+                         standardize=kp.standardize)
     path = layout.kglm_dir(kind) / "kglm.safetensors"
     save_kglm(surrogate, path, {"kind": kind, "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash,
                                 "converged": str(surrogate.converged), "kernelscope_version": __version__})

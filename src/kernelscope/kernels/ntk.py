@@ -45,23 +45,23 @@ def trace_ntk0(model: nn.Module, x_query: torch.Tensor, x_train: torch.Tensor | 
     n_blocks = -(-n_q // chunk_size) * (1 if cache_train else -(-n_t // chunk_size))
     bar = tqdm(total=n_blocks, desc="trNTK blocks", unit="block", disable=not progress, leave=False)
     if cache_train:
-        j_train = torch.empty((n_t, width), dtype=x_train.dtype)  # (n_train, C·P)
+        j_train = torch.empty((n_t, width), dtype=x_train.dtype, device=x_train.device)  # (n_train, C·P)
         for rows, j in _flat_jacobians(model, x_train, chunk_size):
             j_train[rows] = j
-        diag_t[:] = (j_train * j_train).sum(1).double().numpy()
+        diag_t[:] = (j_train * j_train).sum(1).double().cpu().numpy()
         for rows, jq in (_flat_jacobians(model, x_query, chunk_size) if not same else
                          ((r, j_train[r]) for r in _chunks(n_q, chunk_size))):
-            k0[rows] = (jq @ j_train.T).double().numpy()
-            diag_q[rows] = (jq * jq).sum(1).double().numpy()
+            k0[rows] = (jq @ j_train.T).double().cpu().numpy()
+            diag_q[rows] = (jq * jq).sum(1).double().cpu().numpy()
             bar.update()
         del j_train
     else:
         for q_rows, jq in _flat_jacobians(model, x_query, chunk_size):
-            diag_q[q_rows] = (jq * jq).sum(1).double().numpy()
+            diag_q[q_rows] = (jq * jq).sum(1).double().cpu().numpy()
             for t_rows, jt in _flat_jacobians(model, x_train, chunk_size):
-                k0[q_rows, t_rows] = (jq @ jt.T).double().numpy()
+                k0[q_rows, t_rows] = (jq @ jt.T).double().cpu().numpy()
                 if q_rows.start == 0:
-                    diag_t[t_rows] = (jt * jt).sum(1).double().numpy()
+                    diag_t[t_rows] = (jt * jt).sum(1).double().cpu().numpy()
                 bar.update()
     bar.close()
     if same:
