@@ -8,7 +8,7 @@ from prefect import task
 
 from kernelscope.checkpoint import load_checkpoint as _load_checkpoint
 from kernelscope.params import params_from_dict
-from kernelscope.pipeline import RunLayout, data_stage, evaluate_stage, fit_kglm_stage, kernel_stage, train_stage
+from kernelscope.pipeline import RunLayout, compare_stage, data_stage, evaluate_stage, fit_kglm_stage, kernel_stage, train_stage
 from tasks.caching import CACHED_TASK
 
 
@@ -32,16 +32,23 @@ def load_checkpoint(root: str, checkpoint_hash: str, dataset_hash: str) -> dict[
     return ckpt.meta
 
 
-@task(name="assemble-kernel", **CACHED_TASK)
+@task(name="assemble-kernel", task_run_name="assemble-kernel-{kind}", **CACHED_TASK)
 def assemble_kernel(sections: dict[str, Any], root: str, kind: str, checkpoint_hash: str) -> dict[str, Any]:
     return kernel_stage(params_from_dict(sections), RunLayout(root), kind, progress=False)
 
 
-@task(name="train-kglm", **CACHED_TASK)
+@task(name="train-kglm", task_run_name="train-kglm-{kind}", **CACHED_TASK)
 def train_kglm(sections: dict[str, Any], root: str, kind: str, kernel_train: str, checkpoint_hash: str) -> dict[str, Any]:
     return fit_kglm_stage(params_from_dict(sections), RunLayout(root), kind)
 
 
-@task(name="evaluate", **CACHED_TASK)
+@task(name="evaluate", task_run_name="evaluate-{kind}", **CACHED_TASK)
 def evaluate(root: str, kind: str, kglm_sha256: str, checkpoint_hash: str) -> dict[str, Any]:
     return {**evaluate_stage(RunLayout(root), kind), "path": str(RunLayout(root).kglm_dir(kind) / "metrics.json")}
+
+
+@task(name="compare-kernels", **CACHED_TASK)
+def compare_kernels(root: str, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Comparison table, bar chart and residual plots across the run's kernels."""
+    result = compare_stage(RunLayout(root), summaries)
+    return {**result, "path": str(RunLayout(root).comparison_dir / "comparison.csv")}

@@ -29,7 +29,8 @@ TINY_PARAMS = {
     "data": {"test_fraction": 0.3},
     "train": {"arch": "mlp", "hidden": [16, 16], "parameterization": "ntk", "optimizer": "sgd", "lr": 0.1,
               "momentum": 0.0, "batch_size": 16, "epochs": 15},
-    "kernel": {"kinds": ["trntk"], "chunk_size": 64, "memory_budget_mb": 64},
+    "kernel": {"kinds": ["trntk"], "chunk_size": 64, "memory_budget_mb": 64, "projection_dim": 256,
+               "projection": "kron_hadamard", "em_layers": None},
     "kglm": {"alpha": 1e-3, "max_iter": 200, "tol": 1e-3},
 }
 

@@ -46,3 +46,31 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
 def test_missing_file(tmp_path):
     with pytest.raises(ArtifactError, match="not found"):
         read_kernel(tmp_path / "absent.parquet")
+
+
+def test_kernel_larger_than_a_block_streams_and_reads_back_exactly(tmp_path):
+    import torch
+
+    from kernelscope.kernels import compute_kernel, kernel_spec
+    from kernelscope.kernels.assembly import kernel_row_blocks
+    from kernelscope.kernels.store import write_kernel_blocks
+    from kernelscope.models import build_mlp
+
+    torch.manual_seed(0)
+    model = build_mlp(6, [8], 3, "ntk").eval()
+    xq, xt = torch.randn(23, 6), torch.randn(17, 6)
+    spec = kernel_spec(model, "trntk")
+    blocks = ((np.arange(23)[rows], block) for rows, block in kernel_row_blocks(spec, xq, xt, chunk_size=5, memory_budget_mb=0))
+    write_kernel_blocks(tmp_path / "k.parquet", blocks, 23, np.arange(17), {"kind": "trntk"})
+    back, meta = read_kernel(tmp_path / "k.parquet")
+    assert len(list(iter_kernel_blocks(tmp_path / "k.parquet"))) == 5  # one row group per block of 5
+    np.testing.assert_array_equal(back, compute_kernel(model, xq, xt, kind="trntk", chunk_size=5).astype(np.float32))
+
+
+def test_short_stream_is_refused_and_leaves_nothing(tmp_path):
+    from kernelscope.kernels.store import write_kernel_blocks
+
+    blocks = [(np.arange(2), np.ones((2, 3)))]
+    with pytest.raises(ValueError, match="2 rows were written"):
+        write_kernel_blocks(tmp_path / "k.parquet", blocks, 4, np.arange(3), {"kind": "trntk"})
+    assert list(tmp_path.iterdir()) == []

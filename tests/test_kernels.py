@@ -1,65 +1,147 @@
-"""Exact trNTK / trNTK0 against a slow reference that loops over samples and classes."""
+"""Every kernel kind against a slow reference on small random models (float64)."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+import kernel_reference as ref
 from kernelscope.errors import KernelscopeError
-from kernelscope.kernels import compute_kernel
-from kernelscope.models import build_mlp
+from kernelscope.kernels import compute_kernel, kernel_spec
+from kernelscope.kernels.assembly import represent
+from kernelscope.models import build_cnn, build_mlp
 
 
-def reference_trntk0(model: nn.Module, xq: torch.Tensor, xt: torch.Tensor) -> np.ndarray:
-    """Σ_c ⟨g_c(x), g_c(x')⟩ with every g_c(x) materialized by plain autograd, one sample and class at a time."""
-    model.eval()
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    def grads(x: torch.Tensor) -> list[list[torch.Tensor]]:
-        out = []
-        for i in range(len(x)):
-            logits = model(x[i : i + 1])[0]
-            per_class = []
-            for c in range(logits.shape[0]):
-                g = torch.autograd.grad(logits[c], params, retain_graph=True)
-                per_class.append(torch.cat([t.reshape(-1) for t in g]))
-            out.append(per_class)
-        return out
-
-    gq, gt = grads(xq), grads(xt)
-    k = np.zeros((len(xq), len(xt)))
-    for i, gi in enumerate(gq):
-        for j, gj in enumerate(gt):
-            k[i, j] = sum(float(torch.dot(a, b)) for a, b in zip(gi, gj))
-    return k
+def _cnn(n_out: int) -> nn.Module:
+    torch.manual_seed(2)
+    model = build_cnn((1, 6, 6), n_out, channels=(3, 4), hidden=(5,)).double()
+    for m in model.modules():  # non-trivial running statistics, so eval-mode batch norm matters
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
 
 
-def reference_trntk(model, xq, xt) -> np.ndarray:
-    k0 = reference_trntk0(model, xq, xt)
-    dq = np.diag(reference_trntk0(model, xq, xq))
-    dt = np.diag(reference_trntk0(model, xt, xt))
-    return k0 / np.sqrt(np.outer(dq, dt))
-
-
-def small_models(n_out: int):
+def models(n_out: int):
     torch.manual_seed(0)
-    yield "ntk-mlp", build_mlp(5, [7, 6], n_out, "ntk").double()
+    yield "ntk-mlp", build_mlp(36, [7, 6], n_out, "ntk").double(), 36
     torch.manual_seed(1)
-    yield "tanh-mlp", nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, n_out)).double()
+    yield "tanh-mlp", nn.Sequential(nn.Linear(36, 8), nn.Tanh(), nn.Linear(8, n_out)).double(), 36
+    yield "cnn", _cnn(n_out), 36
+    torch.manual_seed(4)  # LayerNorm is not factored: its parameters take the autograd fallback
+    yield "layernorm-mlp", nn.Sequential(nn.Linear(36, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, n_out)).double(), 36
+
+
+def _inputs(d: int):
+    gen = torch.Generator().manual_seed(42)
+    return torch.randn(5, d, generator=gen, dtype=torch.float64), torch.randn(7, d, generator=gen, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("n_out", [1, 3])
-def test_trntk_matches_reference(n_out):
-    gen = torch.Generator().manual_seed(42)
-    xq = torch.randn(6, 5, generator=gen, dtype=torch.float64)
-    xt = torch.randn(9, 5, generator=gen, dtype=torch.float64)
-    for name, model in small_models(n_out):
-        ref0 = reference_trntk0(model, xq, xt)
-        got0 = compute_kernel(model, xq, xt, kind="trntk0", chunk_size=4)
-        assert got0.shape == (6, 9)
-        np.testing.assert_allclose(got0, ref0, rtol=1e-6, atol=0, err_msg=name)
-        got = compute_kernel(model, xq, xt, kind="trntk", chunk_size=4)
-        np.testing.assert_allclose(got, reference_trntk(model, xq, xt), rtol=1e-6, atol=0, err_msg=name)
+def test_exact_kernels_match_reference(n_out):
+    for name, model, d in models(n_out):
+        xq, xt = _inputs(d)
+        expected = {
+            "trntk0": ref.trntk0(model, xq, xt),
+            "trntk": ref.cosine(ref.trntk0, model, xq, xt),
+            "pntk": ref.pntk(model, xq, xt),
+        }
+        for kind, want in expected.items():
+            for method in ("factored", "jacobian"):
+                got = compute_kernel(model, xq, xt, kind=kind, chunk_size=3, method=method)
+                np.testing.assert_allclose(got, want, rtol=1e-6, atol=0, err_msg=f"{name} {kind} {method}")
+
+
+def test_ck_and_em_against_hand_built_activations():
+    torch.manual_seed(0)
+    model = build_mlp(4, [6, 5], 3, "ntk").double()
+    xq, xt = torch.randn(4, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+
+    def hidden_outputs(x):
+        l1, r1, l2, r2, l3 = model
+        h1 = r1(l1(x))
+        h2 = r2(l2(h1))
+        return h1, h2
+
+    h1q, h2q = hidden_outputs(xq)
+    h1t, h2t = hidden_outputs(xt)
+    np.testing.assert_allclose(compute_kernel(model, xq, xt, kind="ck"), ref.cosine_of_features(h2q, h2t), rtol=1e-10)
+    em = compute_kernel(model, xq, xt, kind="em")
+    np.testing.assert_allclose(em, ref.cosine_of_features(torch.cat([h1q, h2q], 1), torch.cat([h1t, h2t], 1)), rtol=1e-10)
+    only_first = compute_kernel(model, xq, xt, kind="em", layers=["1"])
+    np.testing.assert_allclose(only_first, ref.cosine_of_features(h1q, h1t), rtol=1e-10)
+    with pytest.raises(KernelscopeError, match="not modules"):
+        compute_kernel(model, xq, xt, kind="em", layers=["nope"])
+
+
+def _relative_error(model, xq, xt, kind, k, seed, projection):
+    exact = compute_kernel(model, xq, xt, kind=kind.removeprefix("proj_"))
+    if kind == "proj_pntk":
+        exact = ref.cosine(ref.pntk, model, xq, xt)
+    approx = compute_kernel(model, xq, xt, kind=kind, projection_dim=k, seed=seed, projection=projection)
+    return np.abs(approx - exact).mean()
+
+
+@pytest.mark.parametrize("projection", ["kron_hadamard", "gaussian", "rademacher"])
+@pytest.mark.parametrize("kind", ["proj_trntk", "proj_pntk"])
+def test_projected_error_shrinks_with_k(kind, projection):
+    torch.manual_seed(0)
+    model = build_mlp(12, [16, 16], 3, "ntk").double()
+    xq, xt = torch.randn(6, 12, dtype=torch.float64), torch.randn(10, 12, dtype=torch.float64)
+    small = np.mean([_relative_error(model, xq, xt, kind, 16, s, projection) for s in range(4)])
+    large = np.mean([_relative_error(model, xq, xt, kind, 1024, s, projection) for s in range(4)])
+    assert large < small / 3, (small, large)
+    assert large < 0.05
+
+
+def test_projected_cnn_kernel_is_close_to_exact():
+    model = _cnn(3)
+    xq, xt = _inputs(36)
+    exact = compute_kernel(model, xq, xt, kind="trntk")
+    approx = compute_kernel(model, xq, xt, kind="proj_trntk", projection_dim=4096, seed=1)
+    assert np.abs(approx - exact).max() < 0.1
+
+
+@pytest.mark.parametrize("kind", ["proj_trntk", "proj_pntk", "trntk", "ck"])
+def test_features_do_not_depend_on_batch_composition(kind):
+    torch.manual_seed(0)
+    model = build_mlp(8, [10], 3, "ntk").eval()
+    spec = kernel_spec(model, kind, projection_dim=64, seed=3)
+    x = torch.randn(100, 8)
+    alone = represent(spec, x[7:8])
+    in_batch = represent(spec, x)
+    shuffled = represent(spec, torch.cat([x[50:], x[:50]]))
+    for rep in (in_batch, shuffled):
+        row = 7 if rep is in_batch else 57
+        pick = (lambda r, i=row: r[i : i + 1]) if isinstance(alone, torch.Tensor) else None
+        if pick is not None:
+            assert torch.equal(pick(rep), alone)
+        else:
+            for fa, fb in zip(alone, rep):
+                for name in ("act", "delta", "grad"):
+                    if hasattr(fa, name):
+                        assert torch.equal(getattr(fb, name)[row : row + 1], getattr(fa, name))
+
+
+def test_train_and_test_passes_give_identical_features():
+    torch.manual_seed(0)
+    model = build_mlp(8, [10], 3, "ntk").eval()
+    x = torch.randn(20, 8)
+    train_train = compute_kernel(model, x, kind="proj_trntk", projection_dim=128, seed=5)
+    test_train = compute_kernel(model, x, x, kind="proj_trntk", projection_dim=128, seed=5)
+    assert np.array_equal(train_train, test_train)
+
+
+def test_blockwise_equals_one_shot_and_budget_path():
+    model = _cnn(3)
+    gen = torch.Generator().manual_seed(0)
+    xq, xt = torch.randn(11, 36, generator=gen, dtype=torch.float64), torch.randn(13, 36, generator=gen, dtype=torch.float64)
+    for kind in ("trntk", "pntk", "proj_trntk", "em"):
+        one_shot = compute_kernel(model, xq, xt, kind=kind, chunk_size=1000)
+        blockwise = compute_kernel(model, xq, xt, kind=kind, chunk_size=4, memory_budget_mb=0)
+        np.testing.assert_allclose(blockwise, one_shot, rtol=1e-12, atol=1e-14, err_msg=kind)
 
 
 @pytest.mark.parametrize("n_out", [1, 4])
@@ -67,19 +149,10 @@ def test_train_by_train_is_symmetric_with_unit_diagonal(n_out):
     torch.manual_seed(3)
     model = build_mlp(4, [6], n_out, "ntk").double()
     x = torch.randn(11, 4, dtype=torch.float64)
-    k = compute_kernel(model, x, kind="trntk", chunk_size=3)
-    np.testing.assert_allclose(k, k.T, rtol=1e-12)
-    np.testing.assert_allclose(np.diag(k), 1.0, rtol=1e-12)
-    np.testing.assert_allclose(compute_kernel(model, x, kind="trntk0"), reference_trntk0(model, x, x), rtol=1e-6)
-
-
-def test_chunking_and_memory_budget_do_not_change_the_kernel():
-    torch.manual_seed(5)
-    model = build_mlp(4, [6, 5], 3, "ntk").double()
-    xq, xt = torch.randn(7, 4, dtype=torch.float64), torch.randn(10, 4, dtype=torch.float64)
-    cached = compute_kernel(model, xq, xt, kind="trntk0", chunk_size=100, memory_budget_mb=1024)
-    blockwise = compute_kernel(model, xq, xt, kind="trntk0", chunk_size=3, memory_budget_mb=0)  # recompute every block
-    np.testing.assert_allclose(blockwise, cached, rtol=1e-12)
+    for kind in ("trntk", "proj_trntk", "proj_pntk", "ck", "em"):
+        k = compute_kernel(model, x, kind=kind, chunk_size=3)
+        np.testing.assert_allclose(k, k.T, rtol=1e-12, err_msg=kind)
+        np.testing.assert_allclose(np.diag(k), 1.0, rtol=1e-12, err_msg=kind)
 
 
 def test_float32_inputs_and_arrays_are_accepted():
@@ -90,7 +163,7 @@ def test_float32_inputs_and_arrays_are_accepted():
     assert k.shape == (5, 5) and np.allclose(np.diag(k), 1.0, atol=1e-5)
 
 
-def test_kernel_leaves_model_mode_and_refuses_wrong_dtype():
+def test_kernel_leaves_model_mode_and_refuses_bad_requests():
     model = build_mlp(4, [6], 2, "ntk")
     model.train()
     compute_kernel(model, torch.randn(3, 4), kind="trntk")
@@ -99,3 +172,5 @@ def test_kernel_leaves_model_mode_and_refuses_wrong_dtype():
         compute_kernel(model, torch.randn(3, 4, dtype=torch.float64))
     with pytest.raises(KernelscopeError, match="unknown"):
         compute_kernel(model, torch.randn(3, 4), kind="nope")
+    with pytest.raises(KernelscopeError, match="projection"):
+        compute_kernel(model, torch.randn(3, 4), kind="proj_trntk", projection="sparse")

@@ -8,7 +8,7 @@ import pytest
 from kernelscope.faithfulness import correct_class_logit, faithfulness
 from kernelscope.kernels.store import read_kernel
 from kernelscope.params import params_from_dict
-from kernelscope.pipeline import RunLayout, data_stage, evaluate_stage, fit_kglm_stage, kernel_stage, train_stage
+from kernelscope.pipeline import RunLayout, compare_stage, data_stage, evaluate_stage, fit_kglm_stage, kernel_stage, train_stage
 
 
 def test_correct_class_logit_matches_direct_formula():
@@ -32,16 +32,21 @@ def test_saturated_probabilities_keep_their_order():
 
 
 def test_stages_end_to_end_and_deterministic(tmp_path, tiny_params_dict):
+    tiny_params_dict["kernel"]["kinds"] = ["trntk", "proj_trntk"]
+    tiny_params_dict["kernel"]["chunk_size"] = 50  # several row groups per kernel file
     params = params_from_dict(tiny_params_dict)
     outputs = {}
     for run in ("a", "b"):
         layout = RunLayout(tmp_path / run)
         data_stage(params, "digits2", layout)
         trained = train_stage(params, layout, progress=False)
-        kernel_stage(params, layout, "trntk", progress=False)
-        fit_kglm_stage(params, layout, "trntk")
-        summary = evaluate_stage(layout, "trntk")
-        outputs[run] = (layout, trained, summary)
+        summaries = []
+        for kind in params.kernel.kinds:
+            kernel_stage(params, layout, kind, progress=False)
+            fit_kglm_stage(params, layout, kind)
+            summaries.append(evaluate_stage(layout, kind))
+        comparison = compare_stage(layout, summaries)
+        outputs[run] = (layout, trained, summaries[0])
     (la, ta, sa), (lb, tb, sb) = outputs["a"], outputs["b"]
     assert ta["checkpoint_hash"] == tb["checkpoint_hash"]  # seeded training: the same bytes
     for split in ("train", "test"):
@@ -53,3 +58,9 @@ def test_stages_end_to_end_and_deterministic(tmp_path, tiny_params_dict):
     assert -1.0 <= sa["tau_k"] <= 1.0 and sa["nn_accuracy"] > 0.9
     assert json.loads((la.kglm_dir("trntk") / "metrics.json").read_text())["tau_k"] == sa["tau_k"]
     assert (la.kglm_dir("trntk") / "probabilities.png").stat().st_size > 1000
+    assert [row["kernel"] for row in comparison["table"]] == ["trntk", "proj_trntk"]
+    assert (la.comparison_dir / "residuals_proj_trntk.png").exists()
+    assert "| proj_trntk |" in (la.comparison_dir / "comparison.md").read_text()
+    proj, meta = read_kernel(la.kernel_path("proj_trntk", "train"))
+    assert meta["projection_dim"] == params.kernel.projection_dim and meta["seed"] == params.seed
+    assert np.abs(proj - read_kernel(la.kernel_path("trntk", "train"))[0]).max() < 0.1

@@ -46,16 +46,16 @@ def cmd_kernel(args: argparse.Namespace, params: Params) -> Any:
 
 
 def cmd_kglm(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.pipeline import evaluate_stage, fit_kglm_stage, track_attribution, write_metrics
+    from kernelscope.pipeline import compare_stage, evaluate_stage, fit_kglm_stage, track_attribution
 
     layout = _layout(args)
     summaries = []
     for kind in params.kernel.kinds:
         fit_kglm_stage(params, layout, kind)
         summaries.append(evaluate_stage(layout, kind))
-    write_metrics(layout, summaries)
+    comparison = compare_stage(layout, summaries)
     if not args.no_track:
-        track_attribution(params, summaries, source=args.source)
+        track_attribution(params, summaries, source=args.source, comparison_artifacts=comparison["artifacts"])
     return [{k: s[k] for k in ("dataset", "kind", "tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy")} for s in summaries]
 
 

@@ -48,12 +48,40 @@ def build_mlp(input_dim: int, hidden: list[int] | tuple[int, ...], n_outputs: in
     return nn.Sequential(*layers)
 
 
+def build_cnn(image_shape: tuple[int, int, int], n_outputs: int, channels: tuple[int, ...] = (8, 8, 16, 24, 32, 48),
+              hidden: tuple[int, ...] = (256, 256), batch_norm: bool = True) -> nn.Sequential:
+    """The NTK-surrogate paper's small CNN (its App. K.2.2), sized for small images.
+
+    Sections of (conv 3×3 → BatchNorm → ReLU → conv 3×3 stride 2 → ReLU), one per pair of
+    ``channels``, each halving the feature map; then fully connected layers ``hidden`` and the
+    logits. Takes flat inputs (b, c·h·w) like the MLP.
+    """
+    c, h, w = image_shape
+    layers: list[nn.Module] = [nn.Unflatten(1, (c, h, w))]
+    in_ch = c
+    for first, second in zip(channels[0::2], channels[1::2]):
+        layers += [nn.Conv2d(in_ch, first, 3, padding=1)]
+        layers += [nn.BatchNorm2d(first)] if batch_norm else []
+        layers += [nn.ReLU(), nn.Conv2d(first, second, 3, padding=1, stride=2), nn.ReLU()]
+        in_ch = second
+        h, w = (h + 1) // 2, (w + 1) // 2
+    layers.append(nn.Flatten())
+    widths = [in_ch * h * w, *hidden]
+    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+    layers.append(nn.Linear(widths[-1], n_outputs))
+    return nn.Sequential(*layers)
+
+
 def build_model(arch: dict[str, Any]) -> nn.Module:
     """Build an (untrained) model from the architecture record stored in a checkpoint sidecar."""
     name = arch.get("name")
     if name == "mlp":
         return build_mlp(int(arch["input_dim"]), list(arch["hidden"]), int(arch["n_outputs"]), str(arch["parameterization"]))
-    raise CheckpointError(f"architecture name {name!r} is unknown; expected 'mlp'.")
+    if name == "cnn":
+        return build_cnn(tuple(arch["image_shape"]), int(arch["n_outputs"]), tuple(arch["channels"]), tuple(arch["hidden"]),
+                         bool(arch.get("batch_norm", True)))
+    raise CheckpointError(f"architecture name {name!r} is unknown; expected 'mlp' or 'cnn'.")
 
 
 def log_probs(logits: torch.Tensor) -> torch.Tensor:

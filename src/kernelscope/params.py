@@ -34,10 +34,20 @@ class TrainParams(_Section):
     epochs: int = Field(200, ge=1, description="Passes over the training set.")
 
 
+KernelKind = Literal["trntk", "trntk0", "pntk", "proj_trntk", "proj_pntk", "ck", "em"]
+
+
 class KernelParams(_Section):
-    kinds: tuple[Literal["trntk", "trntk0"], ...] = Field(("trntk",), min_length=1, description="Kernels a run computes.")
-    chunk_size: int = Field(128, ge=1, description="Samples per Jacobian chunk.")
-    memory_budget_mb: int = Field(2048, ge=16, description="Largest block of Jacobians held in memory at once (MiB).")
+    kinds: tuple[KernelKind, ...] = Field(
+        ("trntk", "trntk0", "pntk", "proj_trntk", "proj_pntk", "ck", "em"), min_length=1,
+        description="Kernels a run computes; each is its own artifact, task and DVC output.")
+    chunk_size: int = Field(256, ge=1, description="Rows per Gram block (query and training side).")
+    memory_budget_mb: int = Field(2048, ge=16, description="Largest training-side representation or projection kept in memory (MiB).")
+    projection_dim: int = Field(2048, ge=1, description="K of the projected kernels (the paper uses 10240).")
+    projection: Literal["kron_hadamard", "gaussian", "rademacher"] = Field(
+        "kron_hadamard", description="Random projection: Kronecker-structured subsampled Hadamard (fast) or dense Gaussian / Rademacher.")
+    em_layers: tuple[str, ...] | None = Field(
+        None, description="Module names whose outputs form the embedding kernel; null: every hidden layer's activation.")
 
 
 class KGLMParams(_Section):

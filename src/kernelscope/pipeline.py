@@ -20,8 +20,9 @@ from kernelscope.checkpoint import load_checkpoint, save_checkpoint
 from kernelscope.data import make_digits, read_dataset, write_dataset
 from kernelscope.faithfulness import faithfulness
 from kernelscope.fileio import atomic_path, sha256_file, sha256_json, write_json_atomic
-from kernelscope.kernels import NORMALIZATION, compute_kernel
-from kernelscope.kernels.store import read_kernel, write_kernel
+from kernelscope.kernels import NORMALIZATION, kernel_spec
+from kernelscope.kernels.assembly import kernel_row_blocks
+from kernelscope.kernels.store import read_kernel, write_kernel_blocks
 from kernelscope.kglm import fit_kglm, load_kglm, save_kglm
 from kernelscope.models import pick_device
 from kernelscope.params import Params
@@ -50,9 +51,16 @@ class RunLayout:
     def model_dir(self) -> Path:
         return self.root / "model"
 
+    def kernel_dir(self, kind: str) -> Path:
+        return self.root / "kernels" / kind
+
     def kernel_path(self, kind: str, split: str) -> Path:
         """split 'train': train × train; split 'test': test × train."""
-        return self.root / "kernels" / f"{kind}.{split}.parquet"
+        return self.kernel_dir(kind) / f"{split}.parquet"
+
+    @property
+    def comparison_dir(self) -> Path:
+        return self.root / "comparison"
 
     def kglm_dir(self, kind: str) -> Path:
         return self.root / "kglm" / kind
@@ -80,23 +88,36 @@ def train_stage(params: Params, layout: RunLayout, progress: bool = True) -> dic
     return {"checkpoint_hash": meta["weights_sha256"], "dataset_hash": ds.dataset_hash, **meta["metrics"]}
 
 
+def kernel_options(params: Params, kind: str) -> dict[str, Any]:
+    """The options that define a kernel of this kind (recorded as provenance)."""
+    kp = params.kernel
+    if kind.startswith("proj_"):
+        return {"projection": kp.projection, "projection_dim": kp.projection_dim, "seed": params.seed}
+    if kind == "em":
+        return {"layers": list(kp.em_layers) if kp.em_layers else None}
+    return {}
+
+
 def kernel_stage(params: Params, layout: RunLayout, kind: str, progress: bool = True) -> dict[str, Any]:
-    """Write the train × train and test × train kernels of one kind."""
+    """Stream the train × train and test × train kernels of one kind into Parquet, block by block."""
     ds = read_dataset(layout.data_dir)
     ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
     device = pick_device(params.device)
-    options = {"chunk_size": params.kernel.chunk_size, "memory_budget_mb": params.kernel.memory_budget_mb, "progress": progress}
-    model = ckpt.model.to(device)
+    model = ckpt.model.to(device).eval()
+    options = kernel_options(params, kind)
+    spec = kernel_spec(model, kind, memory_budget_mb=params.kernel.memory_budget_mb, **options)
     x_train = torch.from_numpy(ds.train.x).to(device)
-    x_test = torch.from_numpy(ds.test.x).to(device)
     written = {}
-    for split, x_query, query_ids in (("train", None, ds.train.ids), ("test", x_test, ds.test.ids)):
-        kernel = compute_kernel(model, x_train if x_query is None else x_query, None if x_query is None else x_train, kind, **options)
+    for split, x_query, query_ids in (("train", None, ds.train.ids), ("test", torch.from_numpy(ds.test.x).to(device), ds.test.ids)):
+        n_query = len(ds.train.ids) if x_query is None else len(x_query)
+        blocks = ((query_ids[rows], block) for rows, block in kernel_row_blocks(
+            spec, x_train if x_query is None else x_query, None if x_query is None else x_train,
+            chunk_size=params.kernel.chunk_size, memory_budget_mb=params.kernel.memory_budget_mb, progress=progress))
         provenance = {
-            "kind": kind, "normalization": NORMALIZATION[kind], "split": split,
+            "kind": kind, "normalization": NORMALIZATION[kind], "split": split, **options,
             "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash,
         }
-        write_kernel(layout.kernel_path(kind, split), kernel, query_ids, ds.train.ids, provenance)
+        write_kernel_blocks(layout.kernel_path(kind, split), blocks, n_query, ds.train.ids, provenance)
         written[split] = str(layout.kernel_path(kind, split))
     return {"kind": kind, "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash, **written}
 
@@ -144,6 +165,29 @@ def evaluate_stage(layout: RunLayout, kind: str) -> dict[str, Any]:
     return summary
 
 
+def compare_stage(layout: RunLayout, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The kernel comparison (the paper's Table 2 shape) as CSV, Markdown and a bar chart, plus the
+    residuals of every projected kernel against its exact counterpart, and the DVC metrics file."""
+    from kernelscope.comparison import comparison_table, write_comparison
+
+    out = layout.comparison_dir
+    table = comparison_table(summaries)
+    artifacts = write_comparison(table, out, title=f"{summaries[0]['dataset']}: kernel comparison")
+    for s in summaries:
+        exact_kind = {"proj_trntk": "trntk", "proj_pntk": "pntk"}.get(s["kind"])
+        if exact_kind and layout.kernel_path(exact_kind, "train").exists():
+            from kernelscope.plots import residual_cdf
+
+            approx, _ = read_kernel(layout.kernel_path(s["kind"], "train"))
+            exact, _ = read_kernel(layout.kernel_path(exact_kind, "train"))
+            if exact_kind == "pntk":  # pNTK is stored unnormalized; compare cosines
+                d = np.sqrt(np.clip(np.diag(exact), 1e-300, None))
+                exact = exact / d[:, None] / d[None, :]
+            artifacts.append(str(residual_cdf(out / f"residuals_{s['kind']}.png", approx, exact, s["kind"], exact_kind)))
+    write_metrics(layout, summaries)
+    return {"table": table, "artifacts": artifacts}
+
+
 def write_metrics(layout: RunLayout, summaries: list[dict[str, Any]]) -> Path:
     """The DVC metrics file: {kind: {tau_k, tad, r_miss, nn_accuracy, kglm_accuracy}}."""
     keys = ("tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy")
@@ -156,20 +200,29 @@ def params_hash(params: Params) -> str:
     return sha256_json(params.model_dump(mode="json"))[:16]
 
 
-def track_attribution(params: Params, summaries: list[dict[str, Any]], *, source: str, experiment: str = "attribution") -> list[str]:
-    """Log one MLflow run per kernel kind: params, τ_K, TAD, R_Miss, accuracies, hashes, the scatter plot."""
+def track_attribution(params: Params, summaries: list[dict[str, Any]], *, source: str, experiment: str = "attribution",
+                      comparison_artifacts: list[str] = ()) -> list[str]:
+    """Log one MLflow run per kernel kind (params, τ_K, TAD, R_Miss, accuracies, hashes, scatter plot)
+    and one comparison run per dataset (every kind's metrics, the table, the bar chart, residuals)."""
     from kernelscope.tracking import log_run
 
+    common_tags = {"flow": experiment, "source": source, "seed": str(params.seed), "params_hash": params_hash(params),
+                   "kernelscope_version": __version__}
+    run_params = {"seed": params.seed, "data": params.data.model_dump(mode="json"), "train": params.train.model_dump(mode="json"),
+                  "kernel": params.kernel.model_dump(mode="json"), "kglm": params.kglm.model_dump(mode="json")}
     run_ids = []
     for s in summaries:
         metrics = {k: s[k] for k in ("tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy")}
-        tags = {
-            "flow": experiment, "source": source, "dataset": s["dataset"], "kernel": s["kind"], "seed": str(params.seed),
-            "checkpoint_hash": s["checkpoint_hash"], "dataset_hash": s["dataset_hash"], "params_hash": params_hash(params),
-            "kernelscope_version": __version__, "kglm_converged": str(s["kglm_converged"]),
-        }
-        run_params = {"seed": params.seed, "dataset": s["dataset"], "kernel": s["kind"], "data": params.data.model_dump(mode="json"),
-                      "train": params.train.model_dump(mode="json"), "kglm": params.kglm.model_dump(mode="json")}
-        run_ids.append(log_run(experiment, f"{s['dataset']}-{s['kind']}", params=run_params, metrics=metrics, tags=tags,
-                               artifacts=[s["plot"], s["points_csv"]]))
+        tags = {**common_tags, "dataset": s["dataset"], "kernel": s["kind"], "checkpoint_hash": s["checkpoint_hash"],
+                "dataset_hash": s["dataset_hash"], "kglm_converged": str(s["kglm_converged"])}
+        run_ids.append(log_run(experiment, f"{s['dataset']}-{s['kind']}", params={**run_params, "dataset": s["dataset"], "kernel": s["kind"]},
+                               metrics=metrics, tags=tags, artifacts=[s["plot"], s["points_csv"]]))
+    if summaries and comparison_artifacts:
+        first = summaries[0]
+        metrics = {f"{k}.{s['kind']}": s[k] for s in summaries for k in ("tau_k", "tad", "r_miss")}
+        metrics["nn_accuracy"] = first["nn_accuracy"]
+        tags = {**common_tags, "dataset": first["dataset"], "kernel": "comparison", "checkpoint_hash": first["checkpoint_hash"],
+                "dataset_hash": first["dataset_hash"]}
+        run_ids.append(log_run(experiment, f"{first['dataset']}-comparison", params={**run_params, "dataset": first["dataset"]},
+                               metrics=metrics, tags=tags, artifacts=list(comparison_artifacts)))
     return run_ids

@@ -31,6 +31,7 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     work.mkdir()
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
     shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    tiny_params_dict["kernel"]["kinds"] = ["trntk", "ck"]
     (work / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -43,7 +44,7 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     _run(["git", "commit", "-qm", "pipeline"], work, env)
 
     first = _run(dvc + ["repro"], work, env)
-    assert _stages_run(first) == {"data@digits2", "train@digits2", "kernel@digits2", "kglm@digits2"}
+    assert _stages_run(first) == {"data@digits2", "train@digits2", "kernel@digits2-trntk", "kernel@digits2-ck", "kglm@digits2"}
     metrics = json.loads((work / "outputs/dvc/digits2/metrics.json").read_text())
     assert -1 <= metrics["trntk"]["tau_k"] <= 1
 
@@ -54,6 +55,7 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     (work / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict, sort_keys=False))
     third = _run(dvc + ["repro"], work, env)
     assert _stages_run(third) == {"kglm@digits2"}
+    assert (work / "outputs/dvc/digits2/comparison/comparison.md").read_text().count("| ck |") == 1
 
     shown = json.loads(_run(dvc + ["metrics", "show", "--json"], work, env))
     assert "tau_k" in json.dumps(shown)

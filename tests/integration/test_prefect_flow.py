@@ -27,21 +27,23 @@ def test_second_run_hits_the_cache_and_logs_to_mlflow(harness, tmp_path, tiny_pa
     kwargs = dict(dataset="digits2", params_path=str(params_path), outputs=str(tmp_path / "out"))
     first = attribution(**kwargs)
     second = attribution(**kwargs)
-    assert first["tasks"] == second["tasks"] == 6
+    assert first["tasks"] == second["tasks"] == 7  # data, train, checkpoint, kernel, kGLM, evaluate, compare
     assert first["cache_hits"] == 0
     assert second["cache_hits"] == second["tasks"]
     assert second["summaries"][0]["tau_k"] == first["summaries"][0]["tau_k"]
 
     # A cached result whose file was deleted is recomputed rather than trusted.
-    (tmp_path / "out" / "digits2" / "kernels" / "trntk.test.parquet").unlink()
+    (tmp_path / "out" / "digits2" / "kernels" / "trntk" / "test.parquet").unlink()
     third = attribution(**kwargs)
     assert third["cache_hits"] == third["tasks"] - 1
-    assert (tmp_path / "out" / "digits2" / "kernels" / "trntk.test.parquet").exists()
+    assert (tmp_path / "out" / "digits2" / "kernels" / "trntk" / "test.parquet").exists()
 
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("attribution")
-    runs = client.search_runs([experiment.experiment_id], filter_string="tags.source = 'prefect'")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.source = 'prefect' and tags.kernel = 'trntk'")
     assert len(runs) == 3
+    comparison = client.search_runs([experiment.experiment_id], filter_string="tags.kernel = 'comparison'")
+    assert {a.path for a in client.list_artifacts(comparison[0].info.run_id)} >= {"comparison.csv", "comparison.md", "comparison.png"}
     run = runs[0]
     assert run.data.metrics["tau_k"] == pytest.approx(first["summaries"][0]["tau_k"])
     assert {"tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy"} <= set(run.data.metrics)

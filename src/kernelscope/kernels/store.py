@@ -8,7 +8,7 @@ version, the training ids) lives in the schema metadata under the key ``kernelsc
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +37,17 @@ def _row_group(block: np.ndarray, query_ids: np.ndarray, schema: pa.Schema) -> p
     return pa.Table.from_arrays([ids, values], schema=schema)
 
 
-def write_kernel(path: str | Path, kernel: np.ndarray, query_ids: np.ndarray, train_ids: np.ndarray,
-                 provenance: dict[str, Any], rows_per_group: int = 1024) -> dict[str, Any]:
-    """Write a (n_query, n_train) kernel atomically in row groups; return the metadata written."""
-    n_q, n_t = kernel.shape
-    if len(query_ids) != n_q or len(train_ids) != n_t:
-        raise ValueError(f"ids do not match kernel shape {kernel.shape}: {len(query_ids)} query ids, {len(train_ids)} train ids")
+def write_kernel_blocks(path: str | Path, blocks: Iterable[tuple[np.ndarray, np.ndarray]], n_query: int,
+                        train_ids: np.ndarray, provenance: dict[str, Any]) -> dict[str, Any]:
+    """Stream (query_ids (b,), rows (b, n_train)) blocks into row groups of one Parquet file, atomically.
+
+    Only one block is in memory at a time, so a kernel larger than memory can be written.
+    A failure anywhere leaves any previous file at ``path`` untouched.
+    """
+    n_t = len(train_ids)
     meta = {
         "orientation": ORIENTATION,
-        "n_query": int(n_q),
+        "n_query": int(n_query),
         "n_train": int(n_t),
         "train_ids": [int(i) for i in train_ids],
         "value_dtype": "float32",
@@ -53,13 +55,28 @@ def write_kernel(path: str | Path, kernel: np.ndarray, query_ids: np.ndarray, tr
         **provenance,
     }
     schema = _schema(n_t, meta)
+    written = 0
     with atomic_path(path) as tmp:
         with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=False,
                               column_encoding={"query_id": "PLAIN", "values.list.element": "BYTE_STREAM_SPLIT"}) as writer:
-            for start in range(0, n_q, rows_per_group):
-                rows = slice(start, start + rows_per_group)
-                writer.write_table(_row_group(kernel[rows], query_ids[rows], schema))
+            for query_ids, rows in blocks:
+                if rows.shape[1] != n_t or len(query_ids) != len(rows):
+                    raise ValueError(f"block of shape {rows.shape} with {len(query_ids)} ids does not fit a kernel with {n_t} training columns")
+                writer.write_table(_row_group(rows, query_ids, schema))
+                written += len(rows)
+        if written != n_query:
+            raise ValueError(f"{written} rows were written but the kernel has {n_query} query points")
     return meta
+
+
+def write_kernel(path: str | Path, kernel: np.ndarray, query_ids: np.ndarray, train_ids: np.ndarray,
+                 provenance: dict[str, Any], rows_per_group: int = 1024) -> dict[str, Any]:
+    """Write a whole (n_query, n_train) kernel atomically in row groups; return the metadata written."""
+    n_q, n_t = kernel.shape
+    if len(query_ids) != n_q or len(train_ids) != n_t:
+        raise ValueError(f"ids do not match kernel shape {kernel.shape}: {len(query_ids)} query ids, {len(train_ids)} train ids")
+    blocks = ((query_ids[s : s + rows_per_group], kernel[s : s + rows_per_group]) for s in range(0, n_q, rows_per_group))
+    return write_kernel_blocks(path, blocks, n_q, train_ids, provenance)
 
 
 def read_kernel_meta(path: str | Path) -> dict[str, Any]:

@@ -1,0 +1,121 @@
+"""Block-by-block kernel assembly: per-chunk representations, Gram blocks, cosine normalization.
+
+A kernel kind is a ``KernelSpec``: how to represent a chunk of inputs (layer factors, projected
+features, activations or full Jacobians), how to take the Gram block between two
+representations and the self-kernel of one. Assembly walks query chunks against training
+chunks and yields finished row blocks, so a kernel larger than memory can be streamed to disk.
+Representations are computed in fixed micro-batches padded with zeros, which makes each
+sample's features independent of the batch it arrives in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields, is_dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+MICRO_BATCH = 64  # rows per featurization call; fixed so a sample's features never depend on its batch
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    kind: str
+    normalization: str  # "cosine" or "none"
+    represent: Callable[[torch.Tensor], Any]  # (b, ...) inputs -> representation of b samples
+    gram: Callable[[Any, Any], torch.Tensor]  # -> (n_q, n_t) float64
+    diag: Callable[[Any], torch.Tensor]       # -> (n,) float64
+
+
+# -- representations are tensors, lists of factor dataclasses, or lists of tensors --
+def _map(rep: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(rep, torch.Tensor):
+        return fn(rep)
+    if isinstance(rep, list):
+        return [_map(r, fn) for r in rep]
+    if is_dataclass(rep):
+        return replace(rep, **{f.name: _map(getattr(rep, f.name), fn) for f in fields(rep) if isinstance(getattr(rep, f.name), torch.Tensor)})
+    return rep
+
+
+def _cat(reps: list[Any]) -> Any:
+    first = reps[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(reps)
+    if isinstance(first, list):
+        return [_cat([r[i] for r in reps]) for i in range(len(first))]
+    tensors = {f.name: torch.cat([getattr(r, f.name) for r in reps]) for f in fields(first) if isinstance(getattr(first, f.name), torch.Tensor)}
+    return replace(first, **tensors)
+
+
+def _nbytes(rep: Any) -> int:
+    total = 0
+
+    def count(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    _map(rep, count)
+    return total
+
+
+def represent(spec: KernelSpec, x: torch.Tensor) -> Any:
+    """Representation of a chunk, computed in zero-padded micro-batches of MICRO_BATCH rows."""
+    parts = []
+    for start in range(0, len(x), MICRO_BATCH):
+        piece = x[start : start + MICRO_BATCH]
+        n = len(piece)
+        if n < MICRO_BATCH:
+            piece = torch.cat([piece, piece.new_zeros(MICRO_BATCH - n, *piece.shape[1:])])
+        parts.append(_map(spec.represent(piece), lambda t, n=n: t[:n]))
+    return _cat(parts)
+
+
+def _slices(n: int, size: int) -> list[slice]:
+    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def kernel_row_blocks(spec: KernelSpec, x_query: torch.Tensor, x_train: torch.Tensor | None, *, chunk_size: int,
+                      memory_budget_mb: int, progress: bool = False) -> Iterator[tuple[slice, np.ndarray]]:
+    """Yield (query rows, block (rows, n_train) float64) in order, normalized as the spec says."""
+    same = x_train is None
+    x_train = x_query if same else x_train
+    t_slices = _slices(len(x_train), chunk_size)
+    q_slices = _slices(len(x_query), chunk_size)
+    budget = memory_budget_mb * 2**20
+
+    # Pass 1 over the training side: self-kernels, and representations kept while they fit.
+    cached: list[Any] | None = []
+    diag_t = np.empty(len(x_train), dtype=np.float64)
+    for s in t_slices:
+        rep = represent(spec, x_train[s])
+        diag_t[s] = spec.diag(rep).cpu().numpy()
+        if cached is not None:
+            cached.append(rep)
+            if _nbytes(rep) * len(t_slices) > budget:
+                cached = None  # too big: recompute training chunks for every query chunk
+    bar = tqdm(total=len(q_slices), desc=f"{spec.kind} rows", unit="block", disable=not progress, leave=False)
+    for qi, qs in enumerate(q_slices):
+        rq = cached[qi] if (same and cached is not None) else represent(spec, x_query[qs])
+        diag_q = diag_t[qs] if same else spec.diag(rq).cpu().numpy()
+        row = np.empty((qs.stop - qs.start, len(x_train)), dtype=np.float64)
+        for ti, ts in enumerate(t_slices):
+            rt = cached[ti] if cached is not None else represent(spec, x_train[ts])
+            row[:, ts] = spec.gram(rq, rt).cpu().numpy()
+        if spec.normalization == "cosine":
+            row = cosine_normalize(row, diag_q, diag_t)
+        bar.update()
+        yield qs, row
+    bar.close()
+
+
+def cosine_normalize(k0: np.ndarray, diag_q: np.ndarray, diag_t: np.ndarray) -> np.ndarray:
+    """K = B_q^{-1/2} K0 B_t^{-1/2} with B the self-kernels; a zero self-kernel gives a zero row/column."""
+    with np.errstate(divide="ignore"):
+        inv_q = np.where(diag_q > 0, 1.0 / np.sqrt(diag_q), 0.0)
+        inv_t = np.where(diag_t > 0, 1.0 / np.sqrt(diag_t), 0.0)
+    return k0 * inv_q[:, None] * inv_t[None, :]
