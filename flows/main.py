@@ -31,21 +31,26 @@ def main(argv: list[str] | None = None) -> int:
     except KernelscopeError as error:
         console.print(f"[red]error:[/red] {error}")
         return 2
-    table = Table(title="kernelscope · attribution (NTK surrogate faithfulness)")
-    for column in ("dataset", "kernel", "NN test acc", "kGLM test acc", "TAD (pts)", "τ_K", "R_Miss", "cache hits", "time"):
-        table.add_column(column, justify="right" if column not in ("dataset", "kernel") else "left")
+    tables = []
     for dataset in params.datasets:
         console.print(f"[bold]attribution[/bold] flow on {dataset} ...")
         start = time.perf_counter()
         result = attribution(dataset=dataset, params_path=args.params)
         elapsed = time.perf_counter() - start
+        first = result["summaries"][0]
+        table = Table(title=f"{dataset}: kernel comparison — NN test accuracy {100 * first['nn_accuracy']:.2f}%, "
+                            f"{elapsed:.1f} s, {result['cache_hits']}/{result['tasks']} tasks from cache")
+        for column in ("kernel", "kGLM test acc", "TAD (pts)", "τ_K", "R_Miss"):
+            table.add_column(column, justify="left" if column == "kernel" else "right")
         for s in result["summaries"]:
-            table.add_row(dataset, s["kind"], _fmt(100 * s["nn_accuracy"], ".2f"), _fmt(100 * s["kglm_accuracy"], ".2f"),
-                          _fmt(s["tad"], "+.2f"), _fmt(s["tau_k"], ".3f"), _fmt(s["r_miss"], ".3f"),
-                          f"{result['cache_hits']}/{result['tasks']}", f"{elapsed:.1f}s")
-    console.print(table)
+            table.add_row(s["kind"], _fmt(100 * s["kglm_accuracy"], ".2f"), _fmt(s["tad"], "+.2f"), _fmt(s["tau_k"], ".3f"),
+                          _fmt(s["r_miss"], ".3f"))
+        tables.append(table)
+    for table in tables:
+        console.print(table)
     console.print("τ_K: Kendall tau-b between NN and kGLM correct-class probabilities on the test set; "
-                  "R_Miss n/a: neither model misclassified anything.")
+                  "TAD: kGLM minus NN test accuracy; R_Miss n/a: neither model misclassified anything.")
+    console.print(f"Comparison tables, bar charts and residual plots: {params.outputs}/<dataset>/comparison/")
     console.print(f"MLflow: experiment 'attribution' in {tracking_uri()}\n"
                   "  browse with: make mlflow-ui   (then open http://127.0.0.1:5000)")
     return 0

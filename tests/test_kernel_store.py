@@ -64,7 +64,7 @@ def test_kernel_larger_than_a_block_streams_and_reads_back_exactly(tmp_path):
     write_kernel_blocks(tmp_path / "k.parquet", blocks, 23, np.arange(17), {"kind": "trntk"})
     back, meta = read_kernel(tmp_path / "k.parquet")
     assert len(list(iter_kernel_blocks(tmp_path / "k.parquet"))) == 5  # one row group per block of 5
-    np.testing.assert_array_equal(back, compute_kernel(model, xq, xt, kind="trntk", chunk_size=5).astype(np.float32))
+    np.testing.assert_array_equal(back, compute_kernel(model, xq, xt, kind="trntk", chunk_size=5, memory_budget_mb=0).astype(np.float32))
 
 
 def test_short_stream_is_refused_and_leaves_nothing(tmp_path):

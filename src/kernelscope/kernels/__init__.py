@@ -48,13 +48,17 @@ def kernel_spec(model: nn.Module, kind: str, *, projection_dim: int | None = Non
         raise KernelscopeError(f"kernel kind {kind!r} is unknown; choose one of {', '.join(KERNEL_KINDS)}.")
     norm = NORMALIZATION[kind]
     if kind in ("trntk", "trntk0", "pntk") and method == "jacobian":
-        if kind == "pntk":
-            def rep(x: torch.Tensor) -> torch.Tensor:
-                j = jacobian_rows(model, x)  # (b, C, P)
-                return j.sum(1) / j.shape[1] ** 0.5
-        else:
-            def rep(x: torch.Tensor) -> torch.Tensor:
-                return _flat(jacobian_rows(model, x))
+        # Rows per Jacobian call sized so one call's (rows, C, P) block fits the memory budget.
+        param = next(model.parameters())
+        row_bytes = _n_outputs(model) * sum(p.numel() for p in model.parameters() if p.requires_grad) * param.element_size()
+        rows = max(1, int(memory_budget_mb * 2**20 // max(row_bytes, 1)))
+
+        def rep(x: torch.Tensor) -> torch.Tensor:
+            parts = []
+            for start in range(0, len(x), rows):
+                j = jacobian_rows(model, x[start : start + rows])  # (b, C, P)
+                parts.append(j.sum(1) / j.shape[1] ** 0.5 if kind == "pntk" else _flat(j))
+            return torch.cat(parts)
         return KernelSpec(kind, norm, rep, _dot, _sqnorm)
     if method not in ("factored", "jacobian"):
         raise KernelscopeError(f"method {method!r} is unknown; choose 'factored' or 'jacobian'.")

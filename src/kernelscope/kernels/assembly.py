@@ -98,14 +98,22 @@ def kernel_row_blocks(spec: KernelSpec, x_query: torch.Tensor, x_train: torch.Te
             cached.append(rep)
             if _nbytes(rep) * len(t_slices) > budget:
                 cached = None  # too big: recompute training chunks for every query chunk
+    # With the training side in memory, one Gram call per query chunk: (rows, all training points).
+    train_all = _cat(cached) if cached is not None else None
+    del cached  # the concatenated copy replaces the per-chunk pieces
     bar = tqdm(total=len(q_slices), desc=f"{spec.kind} rows", unit="block", disable=not progress, leave=False)
-    for qi, qs in enumerate(q_slices):
-        rq = cached[qi] if (same and cached is not None) else represent(spec, x_query[qs])
+    for qs in q_slices:
+        if same and train_all is not None:
+            rq = _map(train_all, lambda t, qs=qs: t[qs])  # a view, no recomputation
+        else:
+            rq = represent(spec, x_query[qs])
         diag_q = diag_t[qs] if same else spec.diag(rq).cpu().numpy()
-        row = np.empty((qs.stop - qs.start, len(x_train)), dtype=np.float64)
-        for ti, ts in enumerate(t_slices):
-            rt = cached[ti] if cached is not None else represent(spec, x_train[ts])
-            row[:, ts] = spec.gram(rq, rt).cpu().numpy()
+        if train_all is not None:
+            row = spec.gram(rq, train_all).cpu().numpy()
+        else:
+            row = np.empty((qs.stop - qs.start, len(x_train)), dtype=np.float64)
+            for ts in t_slices:
+                row[:, ts] = spec.gram(rq, represent(spec, x_train[ts])).cpu().numpy()
         if spec.normalization == "cosine":
             row = cosine_normalize(row, diag_q, diag_t)
         bar.update()

@@ -26,6 +26,7 @@ from kernelscope.kernels.layers import Dense, Factor, Outer
 
 PROJECTIONS = ("kron_hadamard", "gaussian", "rademacher")
 _BLOCK_ROWS = 512  # rows of a dense P_l generated at once
+_CACHE_BLOCK = 128  # output coordinates accumulated over all layers at a time (fits in cache)
 
 
 def next_pow2(n: int) -> int:
@@ -107,43 +108,51 @@ class Projector:
     # -- projection --
     def project(self, factors: list[Factor]) -> torch.Tensor:
         """(b, C, K) projected per-class gradients, scaled by 1/sqrt(K)."""
-        out = None
+        first = factors[0]
+        ref = first.delta if isinstance(first, Outer) else first.grad
+        out = torch.zeros(ref.shape[0], ref.shape[1], self.dim, dtype=ref.dtype, device=ref.device)
+        if self.kind != "kron_hadamard":
+            for layer, f in enumerate(factors):
+                self._add_dense(layer, f, out)
+            return out.div_(math.sqrt(self.dim))
+        unshared = []  # (H D δ (b, C, po), (H D a)[:, cols] (b, K), rows) of layers without weight sharing
         for layer, f in enumerate(factors):
-            part = self._project_hadamard(layer, f) if self.kind == "kron_hadamard" else self._project_dense(layer, f)
-            out = part if out is None else out + part
-        return out / math.sqrt(self.dim)
+            if isinstance(f, Dense):  # a vector per class: δ = g with a scalar activation 1
+                f = Outer(f.name, torch.ones(f.grad.shape[0], 1, 1, dtype=f.grad.dtype, device=f.grad.device), f.grad.unsqueeze(2))
+            hd, ha, rows, cols = self._hadamard_factors(layer, f)
+            if f.act.shape[1] == 1:
+                unshared.append((hd[:, :, 0], torch.index_select(ha[:, 0], 1, cols), rows))
+                continue
+            for start in range(0, self.dim, _BLOCK_ROWS):  # Σ_t over shared positions, K in blocks
+                r, q = rows[start : start + _BLOCK_ROWS], cols[start : start + _BLOCK_ROWS]
+                out[:, :, start : start + len(r)] += (torch.index_select(hd, 3, r) * torch.index_select(ha, 2, q).unsqueeze(1)).sum(2)
+        # Memory-bound: accumulate every layer into one cache-sized block of K before moving on.
+        for start in range(0, self.dim, _CACHE_BLOCK):
+            block = out[:, :, start : start + _CACHE_BLOCK]
+            for hd, ha_cols, rows in unshared:
+                block.addcmul_(torch.index_select(hd, 2, rows[start : start + _CACHE_BLOCK]), ha_cols[:, None, start : start + _CACHE_BLOCK])
+        return out.div_(math.sqrt(self.dim))
 
-    def _project_hadamard(self, layer: int, f: Factor) -> torch.Tensor:
-        if isinstance(f, Dense):  # a vector per class: treat as δ = g with a scalar activation 1
-            b, c, p = f.grad.shape
-            f = Outer(f.name, torch.ones(b, 1, 1, dtype=f.grad.dtype, device=f.grad.device), f.grad.unsqueeze(2))
-        b, c, t, d_out = f.delta.shape
-        d_in = f.act.shape[2]
+    def _hadamard_factors(self, layer: int, f: Outer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        d_out, d_in = f.delta.shape[3], f.act.shape[2]
         s_out, s_in, rows, cols = self._hadamard_plan(layer, d_out, d_in, f.act.device, f.act.dtype)
         hd = fwht(_pad_last(f.delta, s_out.numel()) * s_out)  # (b, C, T, po)
         ha = fwht(_pad_last(f.act, s_in.numel()) * s_in)      # (b, T, pi)
-        if t == 1:
-            return hd[:, :, 0, rows] * ha[:, None, 0, cols]    # (b, C, K)
-        out = torch.empty(b, c, self.dim, dtype=hd.dtype, device=hd.device)
-        for start in range(0, self.dim, _BLOCK_ROWS):       # Σ_t over shared positions, K in blocks
-            r, q = rows[start : start + _BLOCK_ROWS], cols[start : start + _BLOCK_ROWS]
-            out[:, :, start : start + len(r)] = (hd[..., r] * ha[:, None, :, q]).sum(2)
-        return out
+        return hd, ha, rows, cols
 
-    def _project_dense(self, layer: int, f: Factor) -> torch.Tensor:
+    def _add_dense(self, layer: int, f: Factor, out: torch.Tensor) -> None:
+        starts = range(0, self.dim, _BLOCK_ROWS)
         if isinstance(f, Dense):
-            b, c, p = f.grad.shape
-            blocks = [f.grad @ self._dense_block(layer, i, n, p, f.grad.device, f.grad.dtype).T
-                      for i, n in enumerate(_block_sizes(self.dim))]
-            return torch.cat(blocks, dim=2)
+            p = f.grad.shape[2]
+            for i, (start, n) in enumerate(zip(starts, _block_sizes(self.dim))):
+                out[:, :, start : start + n] += f.grad @ self._dense_block(layer, i, n, p, f.grad.device, f.grad.dtype).T
+            return
         b, c, t, d_out = f.delta.shape
         d_in = f.act.shape[2]
-        blocks = []
-        for i, n in enumerate(_block_sizes(self.dim)):
+        for i, (start, n) in enumerate(zip(starts, _block_sizes(self.dim))):
             p = self._dense_block(layer, i, n, d_out * d_in, f.act.device, f.act.dtype).reshape(n, d_out, d_in)
-            m = torch.einsum("koi,bti->btko", p, f.act)         # P_l[k] a_t: (b, T, n, d_out), shared by classes
-            blocks.append(torch.einsum("bcto,btko->bck", f.delta, m))
-        return torch.cat(blocks, dim=2)
+            m = torch.einsum("koi,bti->btko", p, f.act)  # P_l[k] a_t: (b, T, n, d_out), shared by classes
+            out[:, :, start : start + n] += torch.einsum("bcto,btko->bck", f.delta, m)
 
 
 def _block_sizes(k: int) -> list[int]:
