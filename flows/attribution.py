@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 
 from kernelscope.params import Params, load_params
 from kernelscope.pipeline import RunLayout, track_attribution
-from tasks.attribution import assemble_kernel, compare_kernels, evaluate, load_checkpoint, prepare_data, train_kglm, train_model
+from tasks.attribution import assemble_kernel, compare_kernels, evaluate, load_checkpoint, prepare_data, train_kglm, train_model, write_report
 from tasks.caching import CacheLedger
 
 
@@ -42,7 +42,7 @@ def attribution(dataset: str = "digits2", params_path: str = "params.yaml", outp
     run = CacheLedger()
 
     data = run(prepare_data, sections=sections(params, "seed", "data"), dataset=dataset, root=root)
-    trained = run(train_model, sections=sections(params, "seed", "train"), root=root, dataset_hash=data["dataset_hash"])
+    trained = run(train_model, sections=sections(params, "seed", "train", "cnn"), root=root, dataset_hash=data["dataset_hash"])
     ckpt = run(load_checkpoint, root=root, checkpoint_hash=trained["checkpoint_hash"], dataset_hash=data["dataset_hash"])
     logger.info("%s: NN test accuracy %.4f", dataset, ckpt["metrics"]["test_accuracy"])
     summaries = []
@@ -55,7 +55,9 @@ def attribution(dataset: str = "digits2", params_path: str = "params.yaml", outp
                              checkpoint_hash=kernel["checkpoint_hash"]))
         logger.info("%s/%s: tau_K %.3f  TAD %+.2f", dataset, kind, summaries[-1]["tau_k"], summaries[-1]["tad"])
     comparison = run(compare_kernels, root=root, summaries=summaries)
-    run_ids = track_attribution(params, summaries, source="prefect", comparison_artifacts=comparison["artifacts"]) if track else []
+    report = write_report(root=root, table_dir=None, summaries=summaries)
+    artifacts = [*comparison["artifacts"], report["path"]]
+    run_ids = track_attribution(params, summaries, source="prefect", comparison_artifacts=artifacts) if track else []
     logger.info("%s: %d of %d tasks were cache hits", dataset, run.hits, run.runs)
-    return {"dataset": dataset, "summaries": summaries, "comparison": comparison["table"], "cache_hits": run.hits,
+    return {"dataset": dataset, "summaries": summaries, "comparison": comparison["table"], "report": report["path"], "cache_hits": run.hits,
             "tasks": run.runs, "mlflow_run_ids": run_ids}

@@ -9,6 +9,7 @@ from prefect import task
 from kernelscope.checkpoint import load_checkpoint as _load_checkpoint
 from kernelscope.params import params_from_dict
 from kernelscope.pipeline import RunLayout, compare_stage, data_stage, evaluate_stage, fit_kglm_stage, kernel_stage, train_stage
+from kernelscope.pipeline import seed_run as _seed_run
 from tasks.caching import CACHED_TASK
 
 
@@ -52,3 +53,19 @@ def compare_kernels(root: str, summaries: list[dict[str, Any]]) -> dict[str, Any
     """Comparison table, bar chart and residual plots across the run's kernels."""
     result = compare_stage(RunLayout(root), summaries)
     return {**result, "path": str(RunLayout(root).comparison_dir / "comparison.csv")}
+
+
+@task(name="seed-run", task_run_name="seed-run-{arch}-seed{seed}", **CACHED_TASK)
+def seed_run(sections: dict[str, Any], arch: str, seed: int, kind: str, root: str, data_dir: str, dataset_hash: str) -> dict[str, Any]:
+    """Train one seeded model and measure its surrogate's faithfulness (one row of the multi-seed table)."""
+    params = params_from_dict({**sections, "seed": seed})
+    summary = _seed_run(params, RunLayout(root, shared_data=data_dir), arch, kind)
+    return {**summary, "path": summary["points_csv"]}
+
+
+@task(name="write-report")
+def write_report(root: str, table_dir: str | None, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's self-contained HTML report (not cached: it is cheap and reflects whatever the run folder holds)."""
+    from kernelscope.report import build_report
+
+    return build_report(root, table_dir)

@@ -36,6 +36,10 @@ class CacheLedger:
 
     def __call__(self, task: Any, **kwargs: Any) -> Any:
         state: State = task(**kwargs, return_state=True)
+        return self.settle(task, kwargs, state)
+
+    def settle(self, task: Any, kwargs: dict[str, Any], state: State) -> Any:
+        """The result of a finished task run; a cache hit whose files are gone is run again."""
         result = state.result()
         if state.name == "Cached" and not all(p.exists() for p in _paths_in(result)):
             state = task.with_options(refresh_cache=True)(**kwargs, return_state=True)

@@ -99,5 +99,5 @@ def load_checkpoint(ckpt_dir: str | Path, expected_dataset_hash: str | None = No
                 f"{weights}: tensor '{name}' has shape {tuple(state[name].shape)} but the architecture in {sidecar.name} expects {tuple(tensor.shape)}."
             )
     model.load_state_dict(state)
-    model.to(next(iter(state.values())).dtype).eval()
+    model.to(next(t.dtype for t in state.values() if t.is_floating_point())).eval()
     return Checkpoint(model=model, meta=meta)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kernelscope.errors import KernelscopeError
@@ -59,6 +60,46 @@ def cmd_kglm(args: argparse.Namespace, params: Params) -> Any:
     return [{k: s[k] for k in ("dataset", "kind", "tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy")} for s in summaries]
 
 
+def cmd_explain(args: argparse.Namespace, params: Params) -> Any:
+    from kernelscope.data import read_dataset
+    from kernelscope.explain import Query, explain, load_inputs
+    from kernelscope.pipeline import kernel_options
+
+    layout = _layout(args)
+    ds = read_dataset(layout.data_dir)
+    kinds = args.kinds or list(params.kernel.kinds)
+    if (args.index is None) == (args.input is None):
+        raise KernelscopeError("explain: pass exactly one of --index N (a test point) or --input FILE (.npz or .parquet).")
+    if args.index is not None:
+        if not 0 <= args.index < len(ds.test.y):
+            raise KernelscopeError(f"explain: --index {args.index} is out of range; the test set of {ds.name} has {len(ds.test.y)} points.")
+        query = Query(f"test-{args.index}", ds.test.x[args.index], int(ds.test.y[args.index]), args.index)
+    else:
+        x = load_inputs(args.input, ds.train.x.shape[1])
+        query = Query(Path(args.input).stem, x[0], None, None)
+    result = explain(layout, kinds, query, args.top_k, {k: kernel_options(params, k) for k in kinds})
+    if not args.no_track:
+        from kernelscope.tracking import log_run
+
+        artifacts = [result[k] for k in ("report", "boxplot", "grid") if k in result]
+        log_run("explain", f"{ds.name}-{query.name}", params={"dataset": ds.name, "query": query.name, "kinds": kinds, "top_k": args.top_k},
+                metrics={"nn_prediction": result["nn_prediction"]}, tags={"flow": "explain", "source": args.source, "dataset": ds.name},
+                artifacts=artifacts)
+    return {k: result[k] for k in ("query", "label", "nn_prediction", "nn_probabilities", "report")}
+
+
+def cmd_report(args: argparse.Namespace, params: Params) -> Any:
+    from kernelscope.report import build_report
+
+    result = build_report(args.run, args.table)
+    if not args.no_track:
+        from kernelscope.tracking import log_run
+
+        log_run("attribution", f"{Path(args.run).name}-report", params={"run": str(args.run)}, metrics={"figures": len(result["figures"])},
+                tags={"flow": "report", "source": args.source, "dataset": Path(args.run).name}, artifacts=[result["path"]])
+    return result
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kernelscope", description="Explain a trained classifier through kernels between data points.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -77,6 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "kglm":
             p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
             p.add_argument("--source", default="cli", help="tag recorded in MLflow for where the run came from (default: cli)")
+    p = sub.add_parser("explain", help="explain one test point or a new input through every kernel's surrogate",
+                       description="Predictions, most similar and highest-attribution training points, box plot and image grid.")
+    _common(p)
+    p.add_argument("--index", type=int, help="index of a test point of the run")
+    p.add_argument("--input", help="a new input: .npz (array 'x') or .parquet (column 'features')")
+    p.add_argument("--kinds", nargs="*", help="kernels to explain with (default: every kind in params.yaml)")
+    p.add_argument("--top-k", type=int, default=5, help="training points listed per kernel and logit (default: 5)")
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.add_argument("--source", default="cli", help="tag recorded in MLflow (default: cli)")
+    p.set_defaults(func=cmd_explain)
+    p = sub.add_parser("report", help="write one self-contained HTML page for a run folder",
+                       description="Tables and every figure of a run, images embedded; logged to MLflow.")
+    p.add_argument("run", help="run folder, e.g. outputs/flows/digits10")
+    p.add_argument("--table", default=None, help="folder of a multi-seed table to include (e.g. outputs/flows/table)")
+    p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.add_argument("--source", default="cli", help="tag recorded in MLflow (default: cli)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -9,11 +9,11 @@ from typing import Any
 from kernelscope.fileio import atomic_path
 
 COLUMNS = (("tau_k", "τ_K", ".3f"), ("tad", "TAD (pts)", "+.2f"), ("r_miss", "R_Miss", ".3f"),
-           ("kglm_accuracy", "kGLM acc", ".4f"), ("nn_accuracy", "NN acc", ".4f"))
+           ("r2_linearization", "R² (App. L)", ".3f"), ("kglm_accuracy", "kGLM acc", ".4f"), ("nn_accuracy", "NN acc", ".4f"))
 
 
 def comparison_table(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"kernel": s["kind"], **{key: float(s[key]) for key, _, _ in COLUMNS}} for s in summaries]
+    return [{"kernel": s["kind"], **{key: float(s.get(key, float("nan"))) for key, _, _ in COLUMNS}} for s in summaries]
 
 
 def _fmt(value: float, spec: str) -> str:

@@ -22,7 +22,9 @@ class DataParams(_Section):
 
 
 class TrainParams(_Section):
-    arch: Literal["mlp"] = Field("mlp", description="Model family.")
+    """The MLP (the paper's MNIST2 model) and the architecture the attribution flow uses."""
+
+    arch: Literal["mlp", "cnn"] = Field("mlp", description="Model family of the attribution flow: 'mlp' (this section) or 'cnn' (the cnn section).")
     hidden: tuple[int, ...] = Field((100, 100, 100), description="Hidden layer widths of the MLP.")
     parameterization: Literal["ntk", "standard"] = Field(
         "ntk", description="'ntk': N(0,1) weights and activations divided by sqrt(fan-in) (the paper's MLP); 'standard': PyTorch's default Linear."
@@ -32,6 +34,19 @@ class TrainParams(_Section):
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum.")
     batch_size: int = Field(16, ge=1, description="Minibatch size.")
     epochs: int = Field(200, ge=1, description="Passes over the training set.")
+
+
+class CNNParams(_Section):
+    """The paper's small CNN (App. K.2.2), sized for 8×8 digits."""
+
+    channels: tuple[int, ...] = Field((8, 16, 16, 32), min_length=2, description="Conv channels, in pairs per section (conv, strided conv).")
+    hidden: tuple[int, ...] = Field((256, 256), description="Fully connected widths after the convolutions.")
+    batch_norm: bool = Field(True, description="BatchNorm after the first conv of each section.")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="Optimizer.")
+    lr: float = Field(0.05, gt=0.0, description="Learning rate.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
+    batch_size: int = Field(32, ge=1, description="Minibatch size.")
+    epochs: int = Field(30, ge=1, description="Passes over the training set.")
 
 
 KernelKind = Literal["trntk", "trntk0", "pntk", "proj_trntk", "proj_pntk", "ck", "em"]
@@ -54,9 +69,20 @@ class KGLMParams(_Section):
     alpha: float = Field(1e-4, gt=0.0, description="L2 regularization of the SGDClassifier.")
     max_iter: int = Field(1000, ge=1, description="Epochs of SGD for the kGLM.")
     tol: float = Field(1e-3, gt=0.0, description="Stopping tolerance of the kGLM.")
+    target: Literal["labels", "nn"] = Field(
+        "labels", description="Fit the kGLM to the ground-truth labels (the paper's default) or to the NN's own predictions (its App. I).")
     standardize: bool = Field(
         True, description="Fit on kernel columns scaled to zero mean and unit variance, folded back into W and b (false: the paper's raw fit)."
     )
+
+
+class TableParams(_Section):
+    """The multi-seed faithfulness table (the paper's Table 1)."""
+
+    n_models: int = Field(5, ge=1, description="Independently seeded models per dataset and architecture.")
+    archs: tuple[Literal["mlp", "cnn"], ...] = Field(("mlp", "cnn"), min_length=1, description="Model families in the table.")
+    kind: KernelKind = Field("trntk", description="Kernel of the table's surrogates.")
+    concurrency: int = Field(2, ge=1, description="Seeds trained at once through Prefect's task concurrency.")
 
 
 class Params(_Section):
@@ -66,8 +92,10 @@ class Params(_Section):
     outputs: str = Field("outputs", description="Root folder of artifacts written by flows.")
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
+    cnn: CNNParams = CNNParams()
     kernel: KernelParams = KernelParams()
     kglm: KGLMParams = KGLMParams()
+    table: TableParams = TableParams()
 
 
 def _describe(error: ValidationError, source: str) -> str:

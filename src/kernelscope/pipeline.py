@@ -14,11 +14,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from kernelscope import __version__
 from kernelscope.checkpoint import load_checkpoint, save_checkpoint
 from kernelscope.data import make_digits, read_dataset, write_dataset
-from kernelscope.faithfulness import faithfulness
+from kernelscope.attribution import class_summary, write_attributions
+from kernelscope.faithfulness import faithfulness, predictions
+from kernelscope.linearization import fit_linearization
 from kernelscope.fileio import atomic_path, sha256_file, sha256_json, write_json_atomic
 from kernelscope.kernels import NORMALIZATION, kernel_spec
 from kernelscope.kernels.assembly import kernel_row_blocks
@@ -26,7 +29,7 @@ from kernelscope.kernels.store import read_kernel, write_kernel_blocks
 from kernelscope.kglm import fit_kglm, load_kglm, save_kglm
 from kernelscope.models import pick_device
 from kernelscope.params import Params
-from kernelscope.plots import probability_scatter
+from kernelscope.plots import attribution_heatmap, linearization_parity, probability_scatter
 from kernelscope.train import predict_logits, train_classifier
 
 
@@ -35,9 +38,12 @@ class RunLayout:
     """Where one dataset's artifacts live under a root folder."""
 
     root: Path
+    shared_data: Path | None = None  # a data folder shared by several runs (multi-seed tables)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
+        if self.shared_data is not None:
+            object.__setattr__(self, "shared_data", Path(self.shared_data))
 
     @classmethod
     def at(cls, outputs: str | Path, dataset: str) -> RunLayout:
@@ -45,7 +51,7 @@ class RunLayout:
 
     @property
     def data_dir(self) -> Path:
-        return self.root / "data"
+        return self.shared_data if self.shared_data is not None else self.root / "data"
 
     @property
     def model_dir(self) -> Path:
@@ -79,9 +85,10 @@ def data_stage(params: Params, dataset: str, layout: RunLayout) -> dict[str, Any
 
 def train_stage(params: Params, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
     ds = read_dataset(layout.data_dir)
-    result = train_classifier(ds, params.train, params.seed, progress=progress)
+    section = params.cnn if params.train.arch == "cnn" else params.train
+    result = train_classifier(ds, section, params.seed, progress=progress)
     meta = save_checkpoint(
-        result.model, layout.model_dir, arch=result.arch, hyperparameters=params.train.model_dump(mode="json"),
+        result.model, layout.model_dir, arch=result.arch, hyperparameters=section.model_dump(mode="json"),
         dataset_name=ds.name, dataset_hash=ds.dataset_hash, seed=params.seed,
         metrics={"train_accuracy": result.train_accuracy, "test_accuracy": result.test_accuracy, "final_loss": result.final_loss},
     )
@@ -129,11 +136,12 @@ def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, An
     expect = {"kind": kind, "split": "train", "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash}
     k_train, _ = read_kernel(layout.kernel_path(kind, "train"), expect=expect)
     kp = params.kglm
-    surrogate = fit_kglm(k_train, ds.train.y, alpha=kp.alpha, max_iter=kp.max_iter, tol=kp.tol, seed=params.seed,
+    targets = ds.train.y if kp.target == "labels" else predictions(predict_logits(ckpt.model, ds.train.x))
+    surrogate = fit_kglm(k_train, targets, alpha=kp.alpha, max_iter=kp.max_iter, tol=kp.tol, seed=params.seed,
                          standardize=kp.standardize)
     path = layout.kglm_dir(kind) / "kglm.safetensors"
     save_kglm(surrogate, path, {"kind": kind, "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash,
-                                "converged": str(surrogate.converged), "kernelscope_version": __version__})
+                                "target": kp.target, "converged": str(surrogate.converged), "kernelscope_version": __version__})
     return {"kind": kind, "path": str(path), "converged": surrogate.converged, "kglm_sha256": sha256_file(path)}
 
 
@@ -156,13 +164,32 @@ def evaluate_stage(layout: RunLayout, kind: str) -> dict[str, Any]:
                 writer.writerow([int(row[0]), int(row[1]), f"{row[2]:.6g}", f"{row[3]:.6g}"])
     title = f"{ds.name} · {kind}: τ_K = {report.tau_k:.3f}, TAD = {report.tad:+.2f} pts"
     plot = probability_scatter(out / "probabilities.png", points["kglm_logit"], points["nn_logit"], points["label"], title)
+    lin = linearize(points, out / "linearization.png", f"{ds.name} · {kind}", report.tau_k)
+    attributions_path = out / "attributions.parquet"
+    write_attributions(attributions_path, surrogate, [(ds.test.ids, k_test)], ds.train.ids,
+                       {"kind": kind, "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash, "split": "test"})
+    summary_by_class = class_summary(surrogate, [k_test], ds.train.y, ds.n_classes)
+    heatmap = attribution_heatmap(out / "attribution_by_class.png", summary_by_class, f"{ds.name} · {kind}: mean attribution")
     summary = {
-        "dataset": ds.name, "kind": kind, **report.as_dict(), "kglm_converged": surrogate.converged,
+        "dataset": ds.name, "kind": kind, **report.as_dict(), **lin, "kglm_converged": surrogate.converged,
+        "attributions": str(attributions_path), "attribution_by_class": summary_by_class.tolist(), "heatmap": str(heatmap),
         "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash,
         "plot": str(plot), "points_csv": str(out / "probabilities.csv"),
     }
     write_json_atomic(out / "metrics.json", summary)
     return summary
+
+
+def linearize(points: dict[str, np.ndarray], plot_path: Path, title: str, tau: float) -> dict[str, Any]:
+    """Fit kGLM → NN probability maps (App. L) and draw the parity plot; empty when too few points are unsaturated."""
+    p_kglm, p_nn = expit(points["kglm_logit"]), expit(points["nn_logit"])
+    try:
+        fit = fit_linearization(p_kglm, p_nn)
+    except ValueError:
+        return {"linearization": "n/a", "r2_linearization": float("nan")}
+    linearization_parity(plot_path, fit.apply(p_kglm), p_nn, f"{title}: {fit.name} map, R² = {fit.r2_holdout:.3f}, τ_K = {tau:.3f}")
+    return {"linearization": fit.name, "r2_linearization": fit.r2_holdout, "linearization_params": fit.params,
+            "linearization_plot": str(plot_path)}
 
 
 def compare_stage(layout: RunLayout, summaries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -196,6 +223,16 @@ def write_metrics(layout: RunLayout, summaries: list[dict[str, Any]]) -> Path:
     return layout.metrics_path
 
 
+def seed_run(params: Params, layout: RunLayout, arch: str, kind: str) -> dict[str, Any]:
+    """One row of a multi-seed table: train with params.seed, then kernel, kGLM and metrics for one kind."""
+    params = params.model_copy(update={"train": params.train.model_copy(update={"arch": arch})})
+    trained = train_stage(params, layout, progress=False)
+    kernel_stage(params, layout, kind, progress=False)
+    fit_kglm_stage(params, layout, kind)
+    summary = evaluate_stage(layout, kind)
+    return {**summary, "arch": arch, "seed": params.seed, "train_accuracy": trained["train_accuracy"]}
+
+
 def params_hash(params: Params) -> str:
     return sha256_json(params.model_dump(mode="json"))[:16]
 
@@ -212,11 +249,13 @@ def track_attribution(params: Params, summaries: list[dict[str, Any]], *, source
                   "kernel": params.kernel.model_dump(mode="json"), "kglm": params.kglm.model_dump(mode="json")}
     run_ids = []
     for s in summaries:
-        metrics = {k: s[k] for k in ("tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy")}
+        metrics = {k: s[k] for k in ("tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy", "r2_linearization") if k in s}
         tags = {**common_tags, "dataset": s["dataset"], "kernel": s["kind"], "checkpoint_hash": s["checkpoint_hash"],
-                "dataset_hash": s["dataset_hash"], "kglm_converged": str(s["kglm_converged"])}
+                "dataset_hash": s["dataset_hash"], "kglm_converged": str(s["kglm_converged"]),
+                "linearization": str(s.get("linearization", "n/a"))}
+        artifacts = [s[k] for k in ("plot", "points_csv", "linearization_plot", "heatmap") if k in s]
         run_ids.append(log_run(experiment, f"{s['dataset']}-{s['kind']}", params={**run_params, "dataset": s["dataset"], "kernel": s["kind"]},
-                               metrics=metrics, tags=tags, artifacts=[s["plot"], s["points_csv"]]))
+                               metrics=metrics, tags=tags, artifacts=artifacts))
     if summaries and comparison_artifacts:
         first = summaries[0]
         metrics = {f"{k}.{s['kind']}": s[k] for s in summaries for k in ("tau_k", "tad", "r_miss")}

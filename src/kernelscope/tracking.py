@@ -48,3 +48,27 @@ def log_run(experiment: str, run_name: str, *, params: dict[str, Any], metrics: 
         for artifact in artifacts:
             mlflow.log_artifact(str(artifact))
         return run.info.run_id
+
+
+def log_parent_with_children(experiment: str, run_name: str, *, params: dict[str, Any], metrics: dict[str, float],
+                             tags: dict[str, str], artifacts: list[str | Path], children: list[dict[str, Any]]) -> str:
+    """One parent run (the aggregate) with a nested child run per member (e.g. per seed)."""
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=run_name) as parent:
+        mlflow.log_params({key: str(value)[:500] for key, value in flatten("", params, {}).items()})
+        mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
+        mlflow.set_tags({"git_commit": git_commit(), **tags})
+        for artifact in artifacts:
+            mlflow.log_artifact(str(artifact))
+        for child in children:
+            with mlflow.start_run(run_name=child["name"], nested=True):
+                mlflow.log_params({key: str(value)[:500] for key, value in flatten("", child.get("params", {}), {}).items()})
+                mlflow.log_metrics({key: float(value) for key, value in child["metrics"].items()})
+                mlflow.set_tags({**tags, **child.get("tags", {})})
+                for artifact in child.get("artifacts", []):
+                    mlflow.log_artifact(str(artifact))
+        return parent.info.run_id

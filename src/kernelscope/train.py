@@ -11,8 +11,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kernelscope.data import Dataset
-from kernelscope.models import build_mlp, log_probs, n_outputs_for
-from kernelscope.params import TrainParams
+from kernelscope.models import build_model, log_probs, n_outputs_for
+from kernelscope.params import CNNParams, TrainParams
 
 
 @dataclass(frozen=True)
@@ -44,16 +44,20 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return float((pred == y).mean())
 
 
-def train_classifier(dataset: Dataset, params: TrainParams, seed: int, progress: bool = True) -> TrainResult:
+def architecture(dataset: Dataset, params: TrainParams | CNNParams) -> dict:
+    """The architecture record (stored in the checkpoint sidecar) for this data and params."""
+    n_out = n_outputs_for(dataset.n_classes)
+    if isinstance(params, CNNParams):
+        return {"name": "cnn", "image_shape": [1, *dataset.image_shape], "n_outputs": n_out, "channels": list(params.channels),
+                "hidden": list(params.hidden), "batch_norm": params.batch_norm}
+    return {"name": "mlp", "input_dim": int(dataset.train.x.shape[1]), "hidden": list(params.hidden), "n_outputs": n_out,
+            "parameterization": params.parameterization}
+
+
+def train_classifier(dataset: Dataset, params: TrainParams | CNNParams, seed: int, progress: bool = True) -> TrainResult:
     torch.manual_seed(seed)
-    arch = {
-        "name": params.arch,
-        "input_dim": int(dataset.train.x.shape[1]),
-        "hidden": list(params.hidden),
-        "n_outputs": n_outputs_for(dataset.n_classes),
-        "parameterization": params.parameterization,
-    }
-    model = build_mlp(arch["input_dim"], arch["hidden"], arch["n_outputs"], arch["parameterization"])
+    arch = architecture(dataset, params)
+    model = build_model(arch)
     if params.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=params.momentum)
     else:

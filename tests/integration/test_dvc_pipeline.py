@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from kernelscope.params import params_from_dict
 
 pytestmark = pytest.mark.integration
 
@@ -20,6 +21,11 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr
+
+
+def write_params(path: Path, raw: dict) -> None:
+    """Every field written out, defaults included, as a user's params.yaml would have them."""
+    path.write_text(yaml.safe_dump(params_from_dict(raw).model_dump(mode="json"), sort_keys=False))
 
 
 def _stages_run(output: str) -> set[str]:
@@ -32,7 +38,7 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
     shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     tiny_params_dict["kernel"]["kinds"] = ["trntk", "ck"]
-    (work / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict, sort_keys=False))
+    write_params(work / "params.yaml", tiny_params_dict)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
@@ -52,7 +58,7 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     assert _stages_run(second) == set()
 
     tiny_params_dict["kglm"]["alpha"] = 1e-2
-    (work / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict, sort_keys=False))
+    write_params(work / "params.yaml", tiny_params_dict)
     third = _run(dvc + ["repro"], work, env)
     assert _stages_run(third) == {"kglm@digits2"}
     assert (work / "outputs/dvc/digits2/comparison/comparison.md").read_text().count("| ck |") == 1

@@ -50,3 +50,28 @@ def test_second_run_hits_the_cache_and_logs_to_mlflow(harness, tmp_path, tiny_pa
     assert run.data.tags["dataset"] == "digits2" and len(run.data.tags["checkpoint_hash"]) == 64
     assert "probabilities.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
     shutil.rmtree(tmp_path / "out")
+
+
+def test_multi_seed_table_logs_parent_and_children(harness, tmp_path, tiny_params_dict, monkeypatch):
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    tiny_params_dict["table"] = {"n_models": 3, "archs": ["mlp"], "kind": "trntk", "concurrency": 2}
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(tiny_params_dict))
+    from flows.table import faithfulness_table
+    from kernelscope.aggregate import mean_se
+
+    result = faithfulness_table(params_path=str(params_path), outputs=str(tmp_path / "out"))
+    (row,) = result["table"]
+    assert row["n_models"] == 3 and row["arch"] == "mlp"
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("faithfulness-table")
+    parent = client.get_run(result["mlflow_run_id"])
+    children = client.search_runs([experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 3
+    taus = [c.data.metrics["tau_k"] for c in children]
+    mean, se = mean_se(taus)
+    assert parent.data.metrics["tau_k.digits2.mlp.mean"] == pytest.approx(mean)
+    assert parent.data.metrics["tau_k.digits2.mlp.se"] == pytest.approx(se)
+    assert len({c.data.tags["seed"] for c in children}) == 3
+    assert "| MLP (digits2) | 3 |" in (tmp_path / "out" / "table" / "faithfulness_table.md").read_text()

@@ -1,0 +1,43 @@
+"""Explain one input (a test index or a file) through every kernel's surrogate of an attribution run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from kernelscope.data import read_dataset
+from kernelscope.errors import KernelscopeError
+from kernelscope.explain import Query, explain, load_inputs
+from kernelscope.params import load_params
+from kernelscope.pipeline import RunLayout, kernel_options
+from kernelscope.tracking import log_run
+
+
+@task(name="explain-input")
+def explain_input(root: str, kinds: list[str], query: Query, top_k: int, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return explain(RunLayout(root), kinds, query, top_k, options)
+
+
+@flow(name="explain")
+def explain_flow(dataset: str = "digits10", index: int | None = 0, input_file: str | None = None, top_k: int = 5,
+                 params_path: str = "params.yaml", outputs: str | None = None, track: bool = True) -> dict[str, Any]:
+    """Run after the attribution flow: predictions, top-k similar and attributed training points, pictures."""
+    params = load_params(params_path)
+    layout = RunLayout.at(outputs or params.outputs, dataset)
+    ds = read_dataset(layout.data_dir)
+    if input_file:
+        query = Query(Path(input_file).stem, load_inputs(input_file, ds.train.x.shape[1])[0], None, None)
+    elif index is not None and 0 <= index < len(ds.test.y):
+        query = Query(f"test-{index}", ds.test.x[index], int(ds.test.y[index]), index)
+    else:
+        raise KernelscopeError(f"explain: index {index} is out of range for the {len(ds.test.y)} test points of {dataset}; pass index or input_file.")
+    kinds = list(params.kernel.kinds)
+    result = explain_input(str(layout.root), kinds, query, top_k, {k: kernel_options(params, k) for k in kinds})
+    get_run_logger().info("explained %s: NN predicts %d; report %s", query.name, result["nn_prediction"], result["report"])
+    if track:
+        log_run("explain", f"{dataset}-{query.name}", params={"dataset": dataset, "query": query.name, "kinds": kinds, "top_k": top_k},
+                metrics={"nn_prediction": result["nn_prediction"]}, tags={"flow": "explain", "source": "prefect", "dataset": dataset},
+                artifacts=[result[k] for k in ("report", "boxplot", "grid") if k in result])
+    return result

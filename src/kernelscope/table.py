@@ -1,0 +1,53 @@
+"""The multi-seed faithfulness table: per (dataset, architecture), mean(SE) over seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kernelscope.aggregate import format_mean_se, mean_se
+from kernelscope.fileio import atomic_path
+
+METRICS = (("nn_accuracy", "NN test acc (%)", 100.0, False), ("tad", "TAD (%)", 1.0, True),
+           ("tau_k", "τ_K", 1.0, False), ("r_miss", "R_Miss", 1.0, False))
+
+
+def seed_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Group per-seed summaries by (dataset, arch); each metric as mean, SE and the 0.708(3) text."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["dataset"], row["arch"]), []).append(row)
+    table = []
+    for (dataset, arch), members in groups.items():
+        entry: dict[str, Any] = {"dataset": dataset, "arch": arch, "n_models": len(members)}
+        for key, _, scale, sign in METRICS:
+            mean, se = mean_se([scale * m[key] for m in members])
+            entry[key] = {"mean": mean, "se": se, "text": format_mean_se(mean, se, sign=sign)}
+        table.append(entry)
+    return table
+
+
+def table_markdown(table: list[dict[str, Any]]) -> str:
+    head = "| model (dataset) | # models | " + " | ".join(label for _, label, _, _ in METRICS) + " |"
+    rule = "|---|---:|" + "---:|" * len(METRICS)
+    rows = [f"| {t['arch'].upper()} ({t['dataset']}) | {t['n_models']} | " + " | ".join(t[k]["text"] for k, _, _, _ in METRICS) + " |"
+            for t in table]
+    return "\n".join([head, rule, *rows, ""])
+
+
+def table_csv(table: list[dict[str, Any]]) -> str:
+    cols = [f"{k}_{stat}" for k, _, _, _ in METRICS for stat in ("mean", "se")]
+    lines = ["dataset,arch,n_models," + ",".join(cols)]
+    for t in table:
+        lines.append(f"{t['dataset']},{t['arch']},{t['n_models']}," + ",".join(f"{t[k][stat]:.6g}" for k, _, _, _ in METRICS for stat in ("mean", "se")))
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: list[dict[str, Any]], out_dir: Path) -> list[str]:
+    out_dir = Path(out_dir)
+    paths = []
+    for name, text in (("faithfulness_table.md", table_markdown(table)), ("faithfulness_table.csv", table_csv(table))):
+        with atomic_path(out_dir / name) as tmp:
+            tmp.write_text(text)
+        paths.append(str(out_dir / name))
+    return paths
