@@ -1,9 +1,10 @@
 """Invertible maps from kGLM probability to NN probability (the NTK-surrogate paper's App. L).
 
 Φ1(x) = ν x + μ;  Φ2(x) = ν σ((x − α)/β) + μ;  Φ3(x) = (ν/π) arctan(−(x − α)/(2β)) + 1/2 + μ.
-Each is fit with scipy on one half of the test set; the map with the best fit on that half is
-chosen, and its R² is reported on the other half in logit space, masking probabilities within
-1e-7 of 0 or 1.
+Each is fit with scipy on one half of the test set by least squares in logit space (the space
+where R² is reported; fitting in probability space lets the many near-1 probabilities of a
+confident network dominate and collapse the map); the map with the best R² on that half is
+chosen, and its R² is reported on the other half, masking probabilities within 1e-7 of 0 or 1.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import OptimizeWarning, curve_fit
+from scipy.optimize import least_squares
 from scipy.special import expit, logit
 
 EPS = 1e-7
@@ -58,21 +59,30 @@ def r2_logit(pred: np.ndarray, target: np.ndarray) -> float:
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
 
 
+def _logit_residuals(fn, x: np.ndarray, y: np.ndarray):
+    target = logit(y)
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        return logit(np.clip(fn(x, *theta), EPS, 1 - EPS)) - target
+
+    return residuals
+
+
 def fit_linearization(p_kglm: np.ndarray, p_nn: np.ndarray, seed: int = 0) -> Linearization:
     """Fit the three maps on a seeded half of the points, choose by fit R², score on the other half."""
     p_kglm, p_nn = np.asarray(p_kglm, dtype=np.float64), np.asarray(p_nn, dtype=np.float64)
     order = np.random.default_rng(seed).permutation(len(p_kglm))
     fit_idx, hold_idx = order[: len(order) // 2], order[len(order) // 2 :]
+    usable = fit_idx[(p_nn[fit_idx] > EPS) & (p_nn[fit_idx] < 1 - EPS)]
+    if len(usable) < 5:
+        raise ValueError("no linearization map could be fit (too few NN probabilities strictly between 0 and 1)")
+    x, y = p_kglm[usable], p_nn[usable]
     best, best_r2, fits = None, -np.inf, {}
     for name, (fn, start) in MAPS.items():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", OptimizeWarning)
-                warnings.simplefilter("ignore", RuntimeWarning)
-                popt, _ = curve_fit(fn, p_kglm[fit_idx], p_nn[fit_idx], p0=start, maxfev=20000)
-        except (RuntimeError, ValueError):
-            fits[name] = float("nan")
-            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            solution = least_squares(_logit_residuals(fn, x, y), np.asarray(start, dtype=np.float64), method="trf", max_nfev=5000)
+        popt = solution.x
         r2 = r2_logit(np.clip(fn(p_kglm[fit_idx], *popt), 0, 1), p_nn[fit_idx])
         fits[name] = r2
         if np.isfinite(r2) and r2 > best_r2:
