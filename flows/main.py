@@ -13,6 +13,7 @@ from rich.table import Table
 import flows  # noqa: F401  (applies the project-local tool defaults)
 from flows.attribution import attribution
 from flows.explain import explain_flow
+from flows.forensics import forensics
 from flows.table import faithfulness_table
 from kernelscope.table import METRICS
 from kernelscope.errors import KernelscopeError
@@ -63,6 +64,20 @@ def main(argv: list[str] | None = None) -> int:
         summary.add_row(f"{row['arch'].upper()} ({row['dataset']})", str(row["n_models"]), *(row[key]["text"] for key, _, _, _ in METRICS))
     console.print(summary)
 
+    p = params.poison
+    console.print(f"[bold]forensics[/bold] flow: BadNets on {p.dataset}, {p.fraction:.0%} poisoned, target {p.target} ...")
+    start = time.perf_counter()
+    found = forensics(params_path=args.params)
+    table3 = Table(title=f"Forensics ({p.dataset}, {found['n_poisoned']} poisoned training points; clean test accuracy "
+                         f"{100 * found['clean_test_accuracy']:.2f}%, attack success {100 * found['attack_success_rate']:.2f}%; "
+                         f"{time.perf_counter() - start:.0f} s). Flag: ≥{p.m} of the {p.k} nearest training points poisoned")
+    for column in ("kernel", "precision", "recall", "τ_K", "poi. τ_K", "trace-back P=R"):
+        table3.add_column(column, justify="left" if column == "kernel" else "right")
+    for row in found["rows"]:
+        table3.add_row(row["kernel"], _fmt(100 * row["precision"], ".2f"), _fmt(100 * row["recall"], ".2f"), _fmt(row["clean_tau_k"], ".3f"),
+                       _fmt(row["poisoned_tau_k"], ".3f"), _fmt(100 * row["trace_precision"], ".2f"))
+    console.print(table3)
+
     from kernelscope.report import build_report
     from kernelscope.tracking import log_run
 
@@ -76,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print("τ_K: Kendall tau-b between NN and kGLM correct-class probabilities on the test set; "
                   "TAD: kGLM minus NN test accuracy; R_Miss n/a: neither model misclassified anything.")
     console.print(f"Comparison tables, bar charts and residual plots: {params.outputs}/<dataset>/comparison/")
-    console.print(f"MLflow: experiments 'attribution' and 'faithfulness-table' in {tracking_uri()}\n"
+    console.print(f"MLflow: experiments 'attribution', 'faithfulness-table', 'forensics' and 'explain' in {tracking_uri()}\n"
                   "  browse with: make mlflow-ui   (then open http://127.0.0.1:5000)")
     return 0
 

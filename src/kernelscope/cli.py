@@ -100,6 +100,34 @@ def cmd_report(args: argparse.Namespace, params: Params) -> Any:
     return result
 
 
+def cmd_forensics(args: argparse.Namespace, params: Params) -> Any:
+    from kernelscope import forensic_stages as fs
+    from kernelscope.pipeline import RunLayout
+
+    layout = RunLayout(Path(args.out) / "forensics" / params.poison.dataset)
+    kinds = [args.kind] if args.kind else list(params.poison.kinds)
+    if args.step == "data":
+        return fs.poison_stage(params, layout)
+    if args.step == "train":
+        return fs.poisoned_train_stage(params, layout)
+    if args.step == "kernel":
+        return [fs.forensic_kernel_stage(params, layout, kind) for kind in kinds]
+    faith = [fs.forensic_kglm_stage(params, layout, kind) for kind in kinds]
+    result = fs.detection_stage(params, layout, faith)
+    from kernelscope.fileio import write_json_atomic
+
+    keys = ("precision", "recall", "trace_precision", "trace_recall", "clean_tau_k", "poisoned_tau_k")
+    metrics = {r["kernel"]: {k: (None if r[k] != r[k] else round(float(r[k]), 6)) for k in keys} for r in result["rows"]}
+    write_json_atomic(layout.root / "metrics.json", metrics)
+    if not args.no_track:
+        from kernelscope.tracking import log_run
+
+        flat = {f"{k}.{kind}": v for kind, m in metrics.items() for k, v in m.items() if v is not None}
+        log_run("forensics", f"{params.poison.dataset}-badnets", params={"poison": params.poison.model_dump(mode="json"), "seed": params.seed},
+                metrics=flat, tags={"flow": "forensics", "source": args.source, "dataset": params.poison.dataset}, artifacts=result["artifacts"])
+    return metrics
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kernelscope", description="Explain a trained classifier through kernels between data points.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -128,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.add_argument("--source", default="cli", help="tag recorded in MLflow (default: cli)")
     p.set_defaults(func=cmd_explain)
+    p = sub.add_parser("forensics", help="BadNets forensics: poison the data, train, kernels, detect and trace back",
+                       description="One step of the forensics pipeline (the paper's Table 3); outputs under OUT/forensics/<dataset>.")
+    p.add_argument("step", choices=["data", "train", "kernel", "detect"], help="which step to run")
+    _common(p, dataset=False)
+    p.add_argument("--kind", default=None, help="one kernel kind instead of every kind in poison.kinds")
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.add_argument("--source", default="cli", help="tag recorded in MLflow (default: cli)")
+    p.set_defaults(func=cmd_forensics)
     p = sub.add_parser("report", help="write one self-contained HTML page for a run folder",
                        description="Tables and every figure of a run, images embedded; logged to MLflow.")
     p.add_argument("run", help="run folder, e.g. outputs/flows/digits10")

@@ -74,14 +74,39 @@ def make_digits(name: str, test_fraction: float, seed: int) -> Dataset:
     )
 
 
-def _split_table(split: Split, meta: dict) -> pa.Table:
+def _split_table(split: Split, meta: dict, extra: dict[str, np.ndarray] | None = None) -> pa.Table:
     n, d = split.x.shape
     features = pa.FixedSizeListArray.from_arrays(pa.array(split.x.reshape(-1), type=pa.float32()), d)
-    table = pa.table({"id": pa.array(split.ids, pa.int64()), "label": pa.array(split.y, pa.int64()), "features": features})
-    return table.replace_schema_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
+    columns = {"id": pa.array(split.ids, pa.int64()), "label": pa.array(split.y, pa.int64()), "features": features}
+    columns.update({name: pa.array(values) for name, values in (extra or {}).items()})
+    return pa.table(columns).replace_schema_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
 
 
-def write_dataset(dataset: Dataset, out_dir: str | Path, provenance: dict | None = None) -> dict[str, str]:
+def write_split(path: str | Path, split: Split, meta: dict, extra: dict[str, np.ndarray] | None = None) -> str:
+    """One split with optional extra per-row columns (e.g. is_poisoned), atomically; content hash in the metadata."""
+    extra_hash = {f"{name}_sha256": sha256_bytes(np.ascontiguousarray(v).tobytes()) for name, v in (extra or {}).items()}
+    with atomic_path(path) as tmp:
+        pq.write_table(_split_table(split, {**meta, "content_hash": split.content_hash, **extra_hash}, extra), tmp, compression="zstd")
+    return str(path)
+
+
+def read_column(path: str | Path, name: str) -> np.ndarray:
+    """An extra per-row column of a split, checked against the hash stored with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: dataset file not found; run the stage that writes it first.")
+    table = pq.read_table(path)
+    if name not in table.column_names:
+        raise ArtifactError(f"{path}: has no column '{name}'; rerun the stage that writes it.")
+    values = table.column(name).to_numpy()
+    meta = json.loads(table.schema.metadata[METADATA_KEY])
+    if sha256_bytes(np.ascontiguousarray(values).tobytes()) != meta.get(f"{name}_sha256"):
+        raise ArtifactError(f"{path}: column '{name}' does not match its recorded hash; the file was modified, rerun the stage.")
+    return values
+
+
+def write_dataset(dataset: Dataset, out_dir: str | Path, provenance: dict | None = None,
+                  extra: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, str]:
     """Write train.parquet and test.parquet atomically; return their paths and the dataset hash."""
     out_dir = Path(out_dir)
     paths = {}
@@ -91,15 +116,11 @@ def write_dataset(dataset: Dataset, out_dir: str | Path, provenance: dict | None
             "split": split_name,
             "n_classes": dataset.n_classes,
             "image_shape": list(dataset.image_shape),
-            "content_hash": split.content_hash,
             "dataset_hash": dataset.dataset_hash,
             "kernelscope_version": __version__,
             **(provenance or {}),
         }
-        target = out_dir / f"{split_name}.parquet"
-        with atomic_path(target) as tmp:
-            pq.write_table(_split_table(split, meta), tmp, compression="zstd")
-        paths[split_name] = str(target)
+        paths[split_name] = write_split(out_dir / f"{split_name}.parquet", split, meta, (extra or {}).get(split_name))
     return {**paths, "dataset_hash": dataset.dataset_hash}
 
 

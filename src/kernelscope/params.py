@@ -85,6 +85,23 @@ class TableParams(_Section):
     concurrency: int = Field(2, ge=1, description="Seeds trained at once through Prefect's task concurrency.")
 
 
+class PoisonParams(_Section):
+    """BadNets forensics (the paper's Table 3): poisoning, detection by nearest training points, trace-back."""
+
+    dataset: DatasetName = Field("digits10", description="Dataset to poison.")
+    fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Fraction of training points stamped and relabelled.")
+    target: int = Field(0, ge=0, description="Label the trigger should force.")
+    trigger_size: int | None = Field(None, ge=1, description="Trigger side in pixels; null: Shan et al.'s 4/32 of the image side (at least 2).")
+    trigger_margin: int | None = Field(None, ge=0, description="Pixels between trigger and image edge; null: floor(3/32 of the side).")
+    trigger_value: float = Field(1.0, ge=0.0, le=1.0, description="Trigger intensity (1: opaque).")
+    trigger_pattern: Literal["solid", "checker"] = Field("solid", description="Trigger pattern.")
+    trigger_position: Literal["bottom-right", "top-left"] = Field("bottom-right", description="Trigger corner.")
+    k: int = Field(5, ge=1, description="Nearest training points examined per test point.")
+    m: int = Field(3, ge=1, description="Flag a test point when at least m of its k neighbours are poisoned.")
+    kinds: tuple[KernelKind, ...] = Field(("trntk", "proj_trntk", "proj_pntk", "ck", "em"), min_length=1, description="Kernels compared.")
+    kglm_alpha: float = Field(1e-2, gt=0.0, description="kGLM L2 regularization in the poison experiment (the paper: 1e-2).")
+
+
 class Params(_Section):
     seed: int = Field(0, ge=0, description="Seed of every random choice of a run.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when present.")
@@ -96,6 +113,7 @@ class Params(_Section):
     kernel: KernelParams = KernelParams()
     kglm: KGLMParams = KGLMParams()
     table: TableParams = TableParams()
+    poison: PoisonParams = PoisonParams()
 
 
 def _describe(error: ValidationError, source: str) -> str:

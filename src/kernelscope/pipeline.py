@@ -105,8 +105,12 @@ def kernel_options(params: Params, kind: str) -> dict[str, Any]:
     return {}
 
 
-def kernel_stage(params: Params, layout: RunLayout, kind: str, progress: bool = True) -> dict[str, Any]:
-    """Stream the train × train and test × train kernels of one kind into Parquet, block by block."""
+def kernel_stage(params: Params, layout: RunLayout, kind: str, progress: bool = True,
+                 extra_queries: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
+    """Stream the train × train and test × train kernels of one kind into Parquet, block by block.
+
+    ``extra_queries`` adds more query sets against the same training set: {split name: (x, ids)}.
+    """
     ds = read_dataset(layout.data_dir)
     ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
     device = pick_device(params.device)
@@ -115,7 +119,9 @@ def kernel_stage(params: Params, layout: RunLayout, kind: str, progress: bool = 
     spec = kernel_spec(model, kind, memory_budget_mb=params.kernel.memory_budget_mb, **options)
     x_train = torch.from_numpy(ds.train.x).to(device)
     written = {}
-    for split, x_query, query_ids in (("train", None, ds.train.ids), ("test", torch.from_numpy(ds.test.x).to(device), ds.test.ids)):
+    queries = [("train", None, ds.train.ids), ("test", torch.from_numpy(ds.test.x).to(device), ds.test.ids)]
+    queries += [(name, torch.from_numpy(x).to(device), ids) for name, (x, ids) in (extra_queries or {}).items()]
+    for split, x_query, query_ids in queries:
         n_query = len(ds.train.ids) if x_query is None else len(x_query)
         blocks = ((query_ids[rows], block) for rows, block in kernel_row_blocks(
             spec, x_train if x_query is None else x_query, None if x_query is None else x_train,

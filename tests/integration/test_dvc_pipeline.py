@@ -38,6 +38,7 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
     shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     tiny_params_dict["kernel"]["kinds"] = ["trntk", "ck"]
+    tiny_params_dict["poison"] = {"kinds": ["trntk"]}
     write_params(work / "params.yaml", tiny_params_dict)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -50,7 +51,10 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     _run(["git", "commit", "-qm", "pipeline"], work, env)
 
     first = _run(dvc + ["repro"], work, env)
-    assert _stages_run(first) == {"data@digits2", "train@digits2", "kernel@digits2-trntk", "kernel@digits2-ck", "kglm@digits2"}
+    assert _stages_run(first) == {"data@digits2", "train@digits2", "kernel@digits2-trntk", "kernel@digits2-ck", "kglm@digits2",
+                                  "poison", "poison_train", "poison_kernel@trntk", "poison_detect"}
+    forensics = json.loads((work / "outputs/dvc/forensics/digits10/metrics.json").read_text())
+    assert 0 <= forensics["trntk"]["precision"] <= 1
     metrics = json.loads((work / "outputs/dvc/digits2/metrics.json").read_text())
     assert -1 <= metrics["trntk"]["tau_k"] <= 1
 

@@ -75,3 +75,24 @@ def test_multi_seed_table_logs_parent_and_children(harness, tmp_path, tiny_param
     assert parent.data.metrics["tau_k.digits2.mlp.se"] == pytest.approx(se)
     assert len({c.data.tags["seed"] for c in children}) == 3
     assert "| MLP (digits2) | 3 |" in (tmp_path / "out" / "table" / "faithfulness_table.md").read_text()
+
+
+def test_forensics_flow_runs_and_logs(harness, tmp_path, tiny_params_dict, monkeypatch):
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    tiny_params_dict["poison"] = {"kinds": ["trntk"]}
+    tiny_params_dict["train"]["hidden"] = [32, 32]
+    tiny_params_dict["train"]["epochs"] = 30
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(tiny_params_dict))
+    from flows.forensics import forensics
+
+    result = forensics(params_path=str(params_path), outputs=str(tmp_path / "out"))
+    (row,) = result["rows"]
+    assert row["kernel"] == "trntk" and row["precision"] > 0.9
+    assert result["tasks"] == 5 and result["n_poisoned"] > 0
+    run = MlflowClient(tracking_uri=f"sqlite:///{db}").get_run(result["mlflow_run_id"])
+    assert run.data.metrics["precision.trntk"] == pytest.approx(row["precision"])
+    assert "attack_success_rate" in run.data.metrics
+    again = forensics(params_path=str(params_path), outputs=str(tmp_path / "out"))
+    assert again["cache_hits"] == again["tasks"]
