@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.attribution import sections
-from kernelscope.params import load_params
+from kernelscope.params import Params, load_params
 from kernelscope.pipeline import RunLayout, params_hash
 from kernelscope.table import METRICS, seed_table, write_table
 from kernelscope.tracking import log_parent_with_children
@@ -27,7 +27,16 @@ def faithfulness_table(params_path: str = "params.yaml", outputs: str | None = N
     tp = params.table
     root = Path(outputs or params.outputs) / "table"
     # Seeds run side by side; give each its share of the cores instead of oversubscribing them.
+    threads = torch.get_num_threads()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // tp.concurrency))
+    try:
+        return _run_table(params, root, logger, track)
+    finally:
+        torch.set_num_threads(threads)  # later flows in this process keep their thread count
+
+
+def _run_table(params: Params, root: Path, logger: Any, track: bool) -> dict[str, Any]:
+    tp = params.table
     jobs = []
     for dataset in params.datasets:
         data = CacheLedger()(prepare_data, sections=sections(params, "seed", "data"), dataset=dataset, root=str(root / dataset))

@@ -64,3 +64,21 @@ def test_stages_end_to_end_and_deterministic(tmp_path, tiny_params_dict):
     proj, meta = read_kernel(la.kernel_path("proj_trntk", "train"))
     assert meta["projection_dim"] == params.kernel.projection_dim and meta["seed"] == params.seed
     assert np.abs(proj - read_kernel(la.kernel_path("trntk", "train"))[0]).max() < 0.1
+
+
+def test_seeds_trained_in_parallel_threads_match_sequential_training():
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from kernelscope.data import make_digits
+    from kernelscope.params import TrainParams
+    from kernelscope.train import train_classifier
+
+    ds = make_digits("digits2", 0.3, 0)
+    params = TrainParams(hidden=(8,), epochs=2)
+    sequential = {seed: train_classifier(ds, params, seed, progress=False).model.state_dict() for seed in (1, 2, 3, 4)}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = dict(zip((1, 2, 3, 4), pool.map(lambda s: train_classifier(ds, params, s, progress=False).model.state_dict(), (1, 2, 3, 4))))
+    for seed in sequential:
+        assert all(torch.equal(sequential[seed][k], parallel[seed][k]) for k in sequential[seed])

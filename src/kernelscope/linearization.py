@@ -73,9 +73,13 @@ def fit_linearization(p_kglm: np.ndarray, p_nn: np.ndarray, seed: int = 0) -> Li
     p_kglm, p_nn = np.asarray(p_kglm, dtype=np.float64), np.asarray(p_nn, dtype=np.float64)
     order = np.random.default_rng(seed).permutation(len(p_kglm))
     fit_idx, hold_idx = order[: len(order) // 2], order[len(order) // 2 :]
-    usable = fit_idx[(p_nn[fit_idx] > EPS) & (p_nn[fit_idx] < 1 - EPS)]
+    # Only points where both probabilities are informative: within EPS of 0 or 1 a probability
+    # has lost its rank information (a confident kGLM's logits of several hundred give exactly 1.0).
+    unsaturated = (p_nn > EPS) & (p_nn < 1 - EPS) & (p_kglm > EPS) & (p_kglm < 1 - EPS)
+    usable = fit_idx[unsaturated[fit_idx]]
     if len(usable) < 5:
-        raise ValueError("no linearization map could be fit (too few NN probabilities strictly between 0 and 1)")
+        raise ValueError(f"no linearization map could be fit: only {len(usable)} points of the fit half have both "
+                         "probabilities strictly between 0 and 1 (the kGLM or the NN is saturated)")
     x, y = p_kglm[usable], p_nn[usable]
     best, best_r2, fits = None, -np.inf, {}
     for name, (fn, start) in MAPS.items():
@@ -93,4 +97,4 @@ def fit_linearization(p_kglm: np.ndarray, p_nn: np.ndarray, seed: int = 0) -> Li
     name, params = best
     fn, _ = MAPS[name]
     holdout = r2_logit(np.clip(fn(p_kglm[hold_idx], *params.values()), 0, 1), p_nn[hold_idx])
-    return Linearization(name, params, fits, holdout, len(fit_idx), len(hold_idx))
+    return Linearization(name, params, fits, holdout, len(usable), int(unsaturated[hold_idx].sum()))

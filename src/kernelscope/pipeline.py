@@ -187,15 +187,16 @@ def evaluate_stage(layout: RunLayout, kind: str) -> dict[str, Any]:
 
 
 def linearize(points: dict[str, np.ndarray], plot_path: Path, title: str, tau: float) -> dict[str, Any]:
-    """Fit kGLM → NN probability maps (App. L) and draw the parity plot; empty when too few points are unsaturated."""
+    """Fit kGLM → NN probability maps (App. L) and draw the parity plot; n/a when too few points are unsaturated."""
     p_kglm, p_nn = expit(points["kglm_logit"]), expit(points["nn_logit"])
     try:
         fit = fit_linearization(p_kglm, p_nn)
-    except ValueError:
-        return {"linearization": "n/a", "r2_linearization": float("nan")}
-    linearization_parity(plot_path, fit.apply(p_kglm), p_nn, f"{title}: {fit.name} map, R² = {fit.r2_holdout:.3f}, τ_K = {tau:.3f}")
+    except ValueError as error:
+        return {"linearization": "n/a", "r2_linearization": float("nan"), "linearization_note": str(error)}
+    linearization_parity(plot_path, fit.apply(p_kglm), p_nn,
+                         f"{title}: {fit.name} map, R² = {fit.r2_holdout:.3f} ({fit.n_holdout} unsaturated held-out points), τ_K = {tau:.3f}")
     return {"linearization": fit.name, "r2_linearization": fit.r2_holdout, "linearization_params": fit.params,
-            "linearization_plot": str(plot_path)}
+            "linearization_points": {"fit": fit.n_fit, "holdout": fit.n_holdout}, "linearization_plot": str(plot_path)}
 
 
 def compare_stage(layout: RunLayout, summaries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,10 +55,16 @@ def architecture(dataset: Dataset, params: TrainParams | CNNParams) -> dict:
             "parameterization": params.parameterization}
 
 
+# Layer initialization draws from torch's global generator; seeds trained in parallel threads
+# (the multi-seed table) must not interleave their draws, or the same seed gives another model.
+_INIT_LOCK = threading.Lock()
+
+
 def train_classifier(dataset: Dataset, params: TrainParams | CNNParams, seed: int, progress: bool = True) -> TrainResult:
-    torch.manual_seed(seed)
     arch = architecture(dataset, params)
-    model = build_model(arch)
+    with _INIT_LOCK, torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_model(arch)
     if params.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=params.momentum)
     else:
