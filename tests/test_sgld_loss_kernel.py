@@ -1,0 +1,94 @@
+"""SGLD against hand-computed steps and a Gaussian posterior with known moments; loss kernel vs numpy."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kernelscope.errors import KernelscopeError
+from kernelscope.loss_kernel import loss_correlation, loss_covariance
+from kernelscope.sgld import SGLDConfig, sample, sgld_step
+
+
+def test_sgld_step_by_hand():
+    # w − (ε/2)(nβ g + γ (w − w*)) + sqrt(ε) η = 1 − 0.005 (200 + 5) + 0.1 · 0.3 = 0.005
+    t = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+    w = sgld_step(t(1.0), t(2.0), t(0.5), 0.01, 10.0, 100.0, t(0.3))
+    assert float(w) == pytest.approx(0.005)
+
+
+class Location(nn.Module):
+    """A one-parameter model: every output is w; with loss ½ (w − z)² the posterior is Gaussian."""
+
+    def __init__(self, w0: float) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([w0], dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w.expand(len(x), 1)
+
+
+def half_square(out: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (out[:, 0] - z) ** 2
+
+
+def test_gaussian_posterior_moments():
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(200, generator=gen, dtype=torch.float64)
+    x = torch.zeros(200, 1, dtype=torch.float64)
+    w_star, nbeta, gamma = 0.3, 50.0, 50.0
+    config = SGLDConfig(epsilon=1e-3, gamma=gamma, nbeta=nbeta, chains=4, draws=300, burn_in=200, steps_between=20, batch_size=200, seed=1)
+    probe_z = torch.tensor([-10.0], dtype=torch.float64)  # ℓ = ½ (w + 10)², so w = sqrt(2ℓ) − 10
+    result = sample(Location(w_star), half_square, x, z, torch.zeros(1, 1, dtype=torch.float64), probe_z, config)
+    draws = np.sqrt(2 * result.probe_losses[0]) - 10.0  # (chains, draws)
+    precision = nbeta + gamma  # ∇² of nβ L_n + γ/2 ‖w − w*‖²
+    mean = (nbeta * float(z.mean()) + gamma * w_star) / precision
+    assert draws.mean() == pytest.approx(mean, abs=4 * (1 / precision) ** 0.5 / np.sqrt(300))
+    assert draws.var() == pytest.approx(1 / precision, rel=0.2)
+    assert result.probe_losses.shape == (1, 4, 300) and result.trace.shape == (4, 200 + 300 * 20)
+    assert np.isfinite(result.llc)
+
+
+def test_same_seed_same_draws_and_divergence_names_the_parameter():
+    z = torch.randn(50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = torch.zeros(50, 1, dtype=torch.float64)
+    config = SGLDConfig(epsilon=1e-3, gamma=10, nbeta=10, chains=2, draws=5, burn_in=5, steps_between=2, batch_size=16, seed=3)
+    a = sample(Location(0.0), half_square, x, z, x[:3], z[:3], config)
+    b = sample(Location(0.0), half_square, x, z, x[:3], z[:3], config)
+    assert np.array_equal(a.probe_losses, b.probe_losses)
+    wild = SGLDConfig(epsilon=10.0, gamma=1.0, nbeta=1e6, chains=2, draws=50, burn_in=50, steps_between=5, batch_size=16, seed=0)
+    with pytest.raises(KernelscopeError, match="lower loss_kernel.epsilon.*raise loss_kernel.gamma"):
+        sample(Location(0.0), half_square, x, z, x[:3], z[:3], wild)
+
+
+def test_vectorized_chains_on_a_classifier():
+    from kernelscope.models import build_mlp
+    from kernelscope.train import classification_loss
+
+    torch.manual_seed(0)
+    model = build_mlp(4, [8], 3, "ntk")
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+
+    def per_sample(out, target):
+        return torch.nn.functional.cross_entropy(out, target, reduction="none")
+
+    config = SGLDConfig(epsilon=1e-4, gamma=100, chains=3, draws=6, burn_in=4, steps_between=2, batch_size=16, seed=0)
+    result = sample(model, per_sample, x, y, x[:10], y[:10], config)
+    assert result.probe_losses.shape == (10, 3, 6)
+    with torch.no_grad():
+        expected = per_sample(model(x[:10]), y[:10]).numpy()
+    np.testing.assert_allclose(result.loss_at_optimum, expected, rtol=1e-5)
+    assert not np.allclose(result.probe_losses[:, 0], result.probe_losses[:, 1])  # chains differ
+
+
+def test_covariance_and_correlation_against_numpy():
+    rng = np.random.default_rng(0)
+    losses = rng.normal(size=(6, 3, 40)) + rng.normal(size=(6, 1, 1))
+    cov = loss_covariance(losses)
+    np.testing.assert_allclose(cov, np.cov(losses.reshape(6, -1)), rtol=1e-12)
+    np.testing.assert_allclose(loss_correlation(cov), np.corrcoef(losses.reshape(6, -1)), rtol=1e-12)
+    within = loss_covariance(losses, center_chains=True)
+    centered = (losses - losses.mean(axis=2, keepdims=True)).reshape(6, -1)
+    np.testing.assert_allclose(within, centered @ centered.T / (120 - 3), rtol=1e-12)
+    constant = np.ones((2, 1, 5))
+    assert np.array_equal(loss_correlation(loss_covariance(constant)), np.zeros((2, 2)))
