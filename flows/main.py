@@ -14,6 +14,7 @@ import flows  # noqa: F401  (applies the project-local tool defaults)
 from flows.attribution import attribution
 from flows.explain import explain_flow
 from flows.forensics import forensics
+from flows.loss_kernel import loss_kernel
 from flows.table import faithfulness_table
 from kernelscope.table import METRICS
 from kernelscope.errors import KernelscopeError
@@ -78,6 +79,16 @@ def main(argv: list[str] | None = None) -> int:
                        _fmt(row["poisoned_tau_k"], ".3f"), _fmt(100 * row["trace_precision"], ".2f"))
     console.print(table3)
 
+    lk_table = Table(title="Loss kernel (SGLD around each dataset's MLP; kGLM on loss kernels uses the test labels through the losses)")
+    for column in ("dataset", "LLC λ̂", "label agreement@10", "base rate", "lift", "kGLM acc (loss_corr)", "warnings"):
+        lk_table.add_column(column, justify="left" if column == "dataset" else "right")
+    for dataset in params.datasets:
+        lk = loss_kernel(dataset=dataset, params_path=args.params)
+        s = lk["summary"]
+        lk_table.add_row(dataset, f"{s['llc']:.3f}", f"{s['label_agreement']:.3f}", f"{s['label_base_rate']:.3f}", f"{s['label_lift']:.2f}",
+                         _fmt(100 * lk["kglm"]["loss_corr"]["kglm_accuracy"], ".2f"), str(len(s["warnings"])))
+    console.print(lk_table)
+
     from kernelscope.report import build_report
     from kernelscope.tracking import log_run
 
@@ -91,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print("τ_K: Kendall tau-b between NN and kGLM correct-class probabilities on the test set; "
                   "TAD: kGLM minus NN test accuracy; R_Miss n/a: neither model misclassified anything.")
     console.print(f"Comparison tables, bar charts and residual plots: {params.outputs}/<dataset>/comparison/")
-    console.print(f"MLflow: experiments 'attribution', 'faithfulness-table', 'forensics' and 'explain' in {tracking_uri()}\n"
+    console.print(f"MLflow: experiments 'attribution', 'faithfulness-table', 'forensics', 'loss-kernel' and 'explain' in {tracking_uri()}\n"
                   "  browse with: make mlflow-ui   (then open http://127.0.0.1:5000)")
     return 0
 

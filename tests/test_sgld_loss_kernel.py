@@ -92,3 +92,41 @@ def test_covariance_and_correlation_against_numpy():
     np.testing.assert_allclose(within, centered @ centered.T / (120 - 3), rtol=1e-12)
     constant = np.ones((2, 1, 5))
     assert np.array_equal(loss_correlation(loss_covariance(constant)), np.zeros((2, 2)))
+
+
+def test_label_agreement_by_hand():
+    from kernelscope.loss_stages import label_agreement
+
+    r = np.array([[1.0, 0.9, 0.1, 0.2],
+                  [0.9, 1.0, 0.3, 0.1],
+                  [0.1, 0.3, 1.0, 0.8],
+                  [0.2, 0.1, 0.8, 1.0]])
+    labels = np.array([0, 0, 1, 0])
+    out = label_agreement(r, labels, k=1)
+    # nearest: 0->1 (same), 1->0 (same), 2->3 (differs), 3->2 (differs): 2 of 4; base rate (3/4)² + (1/4)²
+    assert out["agreement"] == pytest.approx(0.5)
+    assert out["base_rate"] == pytest.approx(0.625)
+    assert out["lift"] == pytest.approx(0.8)
+
+
+def test_loss_kernel_stage_writes_kernels_the_kglm_can_use(tmp_path, tiny_params_dict):
+    from kernelscope.kernels.store import read_kernel
+    from kernelscope.loss_stages import loss_kernel_stage
+    from kernelscope.params import params_from_dict
+    from kernelscope.pipeline import RunLayout, data_stage, evaluate_stage, fit_kglm_stage, train_stage
+
+    tiny_params_dict["loss_kernel"] = {"chains": 2, "draws": 8, "burn_in": 4, "steps_between": 2, "batch_size": 64}
+    params = params_from_dict(tiny_params_dict)
+    layout = RunLayout(tmp_path / "digits2")
+    data_stage(params, "digits2", layout)
+    train_stage(params, layout, progress=False)
+    summary = loss_kernel_stage(params, layout)
+    assert np.isfinite(summary["llc"]) and 0 <= summary["label_agreement"] <= 1
+    k_train, meta = read_kernel(layout.kernel_path("loss_corr", "train"))
+    k_test, _ = read_kernel(layout.kernel_path("loss_corr", "test"))
+    assert meta["kind"] == "loss_corr" and k_train.shape[0] == k_train.shape[1] == k_test.shape[1]
+    np.testing.assert_allclose(np.diag(k_train), 1.0, atol=1e-5)
+    fit_kglm_stage(params, layout, "loss_corr")
+    result = evaluate_stage(layout, "loss_corr")
+    assert 0 <= result["kglm_accuracy"] <= 1
+    assert (layout.root / "loss_kernel" / "traces.png").exists() and (layout.root / "loss_kernel" / "probe_losses.parquet").exists()

@@ -102,6 +102,21 @@ class PoisonParams(_Section):
     kglm_alpha: float = Field(1e-2, gt=0.0, description="kGLM L2 regularization in the poison experiment (the paper: 1e-2).")
 
 
+class LossKernelParams(_Section):
+    """SGLD around the trained weights and the loss kernel (Adam, Furman, Hoogland 2025)."""
+
+    epsilon: float = Field(1e-4, gt=0.0, description="SGLD step size ε.")
+    gamma: float = Field(1000.0, gt=0.0, description="Localization strength γ.")
+    nbeta: float | None = Field(None, gt=0.0, description="Inverse temperature nβ; null: m / ln m with m the minibatch size.")
+    chains: int = Field(4, ge=1, description="Independent chains, run vectorized.")
+    draws: int = Field(100, ge=2, description="Draws per chain.")
+    burn_in: int = Field(50, ge=0, description="Steps before the first draw.")
+    steps_between: int = Field(5, ge=1, description="Steps between draws.")
+    batch_size: int = Field(256, ge=1, description="SGLD minibatch size m.")
+    center_chains: bool = Field(False, description="Covariance within chains (each chain's mean removed first).")
+    neighbours: int = Field(10, ge=1, description="Neighbours under R for the label-agreement score.")
+
+
 class Params(_Section):
     seed: int = Field(0, ge=0, description="Seed of every random choice of a run.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when present.")
@@ -114,6 +129,7 @@ class Params(_Section):
     kglm: KGLMParams = KGLMParams()
     table: TableParams = TableParams()
     poison: PoisonParams = PoisonParams()
+    loss_kernel: LossKernelParams = LossKernelParams()
 
 
 def _describe(error: ValidationError, source: str) -> str:

@@ -199,3 +199,46 @@ def trace_back_curves(path: str | Path, curves: dict[str, dict[str, np.ndarray]]
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def loss_traces(path: str | Path, trace: np.ndarray, at_optimum: float, title: str) -> Path:
+    """SGLD minibatch loss per chain against step, with L_n(w*) for reference."""
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    for c, row in enumerate(trace):
+        ax.plot(row, lw=0.7, label=f"chain {c}")
+    ax.axhline(at_optimum, color="k", ls="--", lw=0.8, label="L_n(w*)")
+    ax.set_xlabel("SGLD step")
+    ax.set_ylabel("minibatch loss")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def correlation_heatmap(path: str | Path, r: np.ndarray, labels: np.ndarray, title: str, max_points: int = 600) -> Path:
+    """The loss-correlation matrix with points sorted by label (a seeded subsample when large)."""
+    idx = np.arange(len(labels))
+    if len(idx) > max_points:
+        idx = np.sort(np.random.default_rng(0).choice(idx, max_points, replace=False))
+    order = idx[np.argsort(labels[idx], kind="stable")]
+    fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=110)
+    image = ax.imshow(r[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1)
+    bounds = np.flatnonzero(np.diff(labels[order])) + 0.5
+    for b in bounds:
+        ax.axhline(b, color="k", lw=0.3)
+        ax.axvline(b, color="k", lw=0.3)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("points sorted by label")
+    fig.colorbar(image, ax=ax, label="loss correlation R")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

@@ -96,3 +96,20 @@ def test_forensics_flow_runs_and_logs(harness, tmp_path, tiny_params_dict, monke
     assert "attack_success_rate" in run.data.metrics
     again = forensics(params_path=str(params_path), outputs=str(tmp_path / "out"))
     assert again["cache_hits"] == again["tasks"]
+
+
+def test_loss_kernel_flow_after_attribution(harness, tmp_path, tiny_params_dict, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tiny_params_dict["loss_kernel"] = {"chains": 2, "draws": 6, "burn_in": 4, "steps_between": 2, "batch_size": 64}
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(tiny_params_dict))
+    from flows.attribution import attribution
+    from flows.loss_kernel import loss_kernel
+
+    attribution(dataset="digits2", params_path=str(params_path), outputs=str(tmp_path / "out"), track=False)
+    result = loss_kernel(dataset="digits2", params_path=str(params_path), outputs=str(tmp_path / "out"))
+    assert set(result["kglm"]) == {"loss_cov", "loss_corr"}
+    run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(result["mlflow_run_id"])
+    assert run.data.metrics["llc"] == pytest.approx(result["summary"]["llc"])
+    again = loss_kernel(dataset="digits2", params_path=str(params_path), outputs=str(tmp_path / "out"), track=False)
+    assert again["cache_hits"] == again["tasks"]

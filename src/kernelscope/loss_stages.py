@@ -1,0 +1,93 @@
+"""The loss-kernel stage on a trained classifier: SGLD probe sampling, loss kernels, label agreement.
+
+The probe set is every training and test point, so the loss kernels split into a train × train
+and a test × train block stored like every other kernel (kinds ``loss_cov`` and ``loss_corr``),
+and the kGLM, explain and report steps use them unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+from kernelscope import __version__
+from kernelscope.checkpoint import load_checkpoint
+from kernelscope.data import read_dataset
+from kernelscope.fileio import atomic_path, write_json_atomic
+from kernelscope.kernels.store import write_kernel
+from kernelscope.loss_kernel import loss_correlation, loss_covariance
+from kernelscope.params import Params
+from kernelscope.pipeline import RunLayout
+from kernelscope.sgld import SGLDConfig, sample
+
+LOSS_KINDS = ("loss_cov", "loss_corr")
+
+
+def per_sample_classification_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per sample; binary cross-entropy for one logit."""
+    if out.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(out[:, 0], y.to(out.dtype), reduction="none")
+    return F.cross_entropy(out, y, reduction="none")
+
+
+def label_agreement(r: np.ndarray, labels: np.ndarray, k: int) -> dict[str, float]:
+    """How often a point's k nearest neighbours under R (itself excluded) share its label, against the base rate Σ_c p_c²."""
+    r = np.array(r, dtype=np.float64)
+    np.fill_diagonal(r, -np.inf)
+    neighbours = np.argsort(-r, axis=1, kind="stable")[:, :k]
+    agreement = float((labels[neighbours] == labels[:, None]).mean())
+    share = np.bincount(labels) / len(labels)
+    base = float((share**2).sum())
+    return {"agreement": agreement, "base_rate": base, "lift": agreement / base}
+
+
+def write_probe_losses(path: Any, losses: np.ndarray, at_optimum: np.ndarray, probe_ids: np.ndarray, meta: dict[str, Any]) -> None:
+    """Parquet, one row per probe point: id, ℓ(z; w*), and a fixed-size list of chains × draws losses (chain-major)."""
+    n, c, d = losses.shape
+    values = pa.FixedSizeListArray.from_arrays(pa.array(losses.reshape(-1).astype(np.float32)), c * d)
+    table = pa.table({"probe_id": pa.array(probe_ids, pa.int64()), "loss_at_optimum": pa.array(at_optimum.astype(np.float32)), "losses": values})
+    table = table.replace_schema_metadata({b"kernelscope": __import__("json").dumps({**meta, "chains": c, "draws": d}, sort_keys=True).encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False) -> dict[str, Any]:
+    from kernelscope.plots import correlation_heatmap, loss_traces
+
+    lk = params.loss_kernel
+    ds = read_dataset(layout.data_dir)
+    ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
+    model = ckpt.model.eval()
+    dtype = next(model.parameters()).dtype
+    x_train, y_train = torch.from_numpy(ds.train.x).to(dtype), torch.from_numpy(ds.train.y)
+    x_probe = torch.cat([x_train, torch.from_numpy(ds.test.x).to(dtype)])
+    y_probe = torch.cat([y_train, torch.from_numpy(ds.test.y)])
+    config = SGLDConfig(lk.epsilon, lk.gamma, lk.nbeta, lk.chains, lk.draws, lk.burn_in, lk.steps_between, lk.batch_size, params.seed)
+    result = sample(model, per_sample_classification_loss, x_train, y_train, x_probe, y_probe, config, progress=progress)
+    n_train = len(ds.train.y)
+    probe_ids = np.concatenate([ds.train.ids, ds.test.ids])
+    out = layout.root / "loss_kernel"
+    provenance = {"checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash, "sgld": lk.model_dump(mode="json"), "seed": params.seed}
+    write_probe_losses(out / "probe_losses.parquet", result.probe_losses, result.loss_at_optimum, probe_ids,
+                       {**provenance, "orientation": "(probe, chain, draw)", "n_train_probes": n_train})
+    cov = loss_covariance(result.probe_losses, center_chains=lk.center_chains)
+    corr = loss_correlation(cov)
+    for kind, matrix in (("loss_cov", cov), ("loss_corr", corr)):
+        normalization = "none" if kind == "loss_cov" else "correlation"
+        for split, rows in (("train", slice(0, n_train)), ("test", slice(n_train, None))):
+            write_kernel(layout.kernel_path(kind, split), matrix[rows, :n_train], probe_ids[rows], ds.train.ids,
+                         {"kind": kind, "normalization": normalization, "split": split, **provenance})
+    agreement = label_agreement(corr, np.concatenate([ds.train.y, ds.test.y]), lk.neighbours)
+    traces = loss_traces(out / "traces.png", result.trace, result.train_loss_at_optimum, f"{ds.name}: SGLD minibatch loss per chain")
+    heatmap = correlation_heatmap(out / "correlation.png", corr, np.concatenate([ds.train.y, ds.test.y]), f"{ds.name}: loss correlation")
+    summary = {"llc": result.llc, "llc_per_chain": result.llc_per_chain.tolist(), "nbeta": result.nbeta,
+               "train_loss_at_optimum": result.train_loss_at_optimum, "warnings": result.warnings, **{f"label_{k}": v for k, v in agreement.items()},
+               "traces_plot": str(traces), "heatmap": str(heatmap), "probe_losses": str(out / "probe_losses.parquet"),
+               "path": str(layout.kernel_path("loss_corr", "test"))}
+    write_json_atomic(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,18 @@
+"""Tasks of the loss-kernel flow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from kernelscope.loss_stages import loss_kernel_stage
+from kernelscope.params import params_from_dict
+from kernelscope.pipeline import RunLayout
+from tasks.caching import CACHED_TASK
+
+
+@task(name="sample-probe-losses", **CACHED_TASK)
+def sample_probe_losses(sections: dict[str, Any], root: str, checkpoint_hash: str) -> dict[str, Any]:
+    """SGLD around the checkpoint; per-sample losses of every train and test point at every draw; loss kernels."""
+    return loss_kernel_stage(params_from_dict(sections), RunLayout(root))
