@@ -44,5 +44,5 @@ def loss_kernel(dataset: str = "digits10", params_path: str = "params.yaml", out
         run_id = log_run("loss-kernel", f"{dataset}-loss-kernel", params={"loss_kernel": params.loss_kernel.model_dump(mode="json"), "seed": params.seed},
                          metrics=metrics, tags={"flow": "loss-kernel", "source": "prefect", "dataset": dataset, "params_hash": params_hash(params),
                                                 "checkpoint_hash": meta["weights_sha256"], "warnings": str(len(summary["warnings"]))},
-                         artifacts=[summary["traces_plot"], summary["heatmap"]])
+                         artifacts=[p for p in (summary["traces_plot"], summary["heatmap"], summary["groups_plot"], summary["umap_plot"]) if p])
     return {"summary": summary, "kglm": results, "cache_hits": run.hits, "tasks": run.runs, "mlflow_run_id": run_id}

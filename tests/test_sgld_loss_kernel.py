@@ -115,7 +115,7 @@ def test_loss_kernel_stage_writes_kernels_the_kglm_can_use(tmp_path, tiny_params
     from kernelscope.params import params_from_dict
     from kernelscope.pipeline import RunLayout, data_stage, evaluate_stage, fit_kglm_stage, train_stage
 
-    tiny_params_dict["loss_kernel"] = {"chains": 2, "draws": 8, "burn_in": 4, "steps_between": 2, "batch_size": 64}
+    tiny_params_dict["loss_kernel"] = {"chains": 2, "draws": 8, "burn_in": 4, "steps_between": 2, "batch_size": 64, "umap": True}
     params = params_from_dict(tiny_params_dict)
     layout = RunLayout(tmp_path / "digits2")
     data_stage(params, "digits2", layout)
@@ -129,4 +129,5 @@ def test_loss_kernel_stage_writes_kernels_the_kglm_can_use(tmp_path, tiny_params
     fit_kglm_stage(params, layout, "loss_corr")
     result = evaluate_stage(layout, "loss_corr")
     assert 0 <= result["kglm_accuracy"] <= 1
-    assert (layout.root / "loss_kernel" / "traces.png").exists() and (layout.root / "loss_kernel" / "probe_losses.parquet").exists()
+    for name in ("traces.png", "probe_losses.parquet", "correlation.png", "covariance_groups.png", "umap.png"):
+        assert (layout.root / "loss_kernel" / name).stat().st_size > 0, name

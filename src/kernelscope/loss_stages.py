@@ -57,7 +57,7 @@ def write_probe_losses(path: Any, losses: np.ndarray, at_optimum: np.ndarray, pr
 
 
 def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False) -> dict[str, Any]:
-    from kernelscope.plots import correlation_heatmap, loss_traces
+    from kernelscope.plots import correlation_heatmap, group_covariances, loss_traces, umap_map
 
     lk = params.loss_kernel
     ds = read_dataset(layout.data_dir)
@@ -84,10 +84,14 @@ def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False)
                          {"kind": kind, "normalization": normalization, "split": split, **provenance})
     agreement = label_agreement(corr, np.concatenate([ds.train.y, ds.test.y]), lk.neighbours)
     traces = loss_traces(out / "traces.png", result.trace, result.train_loss_at_optimum, f"{ds.name}: SGLD minibatch loss per chain")
-    heatmap = correlation_heatmap(out / "correlation.png", corr, np.concatenate([ds.train.y, ds.test.y]), f"{ds.name}: loss correlation")
+    labels = np.concatenate([ds.train.y, ds.test.y])
+    heatmap = correlation_heatmap(out / "correlation.png", corr, labels, f"{ds.name}: loss correlation")
+    groups = group_covariances(out / "covariance_groups.png", cov, labels, f"{ds.name}: loss covariance within and across labels")
+    umap_plot = umap_map(out / "umap.png", corr, labels, f"{ds.name}: UMAP of 1 − R", seed=params.seed) if lk.umap else None
     summary = {"llc": result.llc, "llc_per_chain": result.llc_per_chain.tolist(), "nbeta": result.nbeta,
                "train_loss_at_optimum": result.train_loss_at_optimum, "warnings": result.warnings, **{f"label_{k}": v for k, v in agreement.items()},
-               "traces_plot": str(traces), "heatmap": str(heatmap), "probe_losses": str(out / "probe_losses.parquet"),
+               "traces_plot": str(traces), "heatmap": str(heatmap), "groups_plot": str(groups),
+               "umap_plot": str(umap_plot) if umap_plot else None, "probe_losses": str(out / "probe_losses.parquet"),
                "path": str(layout.kernel_path("loss_corr", "test"))}
     write_json_atomic(out / "summary.json", summary)
     return summary

@@ -115,6 +115,7 @@ class LossKernelParams(_Section):
     batch_size: int = Field(256, ge=1, description="SGLD minibatch size m.")
     center_chains: bool = Field(False, description="Covariance within chains (each chain's mean removed first).")
     neighbours: int = Field(10, ge=1, description="Neighbours under R for the label-agreement score.")
+    umap: bool = Field(True, description="Draw the UMAP map of 1 − R (umap-learn, seeded).")
 
 
 class Params(_Section):

@@ -13,6 +13,15 @@ import numpy as np  # noqa: E402
 from kernelscope.fileio import atomic_path  # noqa: E402
 
 
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    """Write a figure as PNG atomically and release it."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
 def probability_scatter(path: str | Path, kglm_logit: np.ndarray, nn_logit: np.ndarray, labels: np.ndarray, title: str) -> Path:
     """kGLM vs NN correct-class probability in logit scale, one colour per true class."""
     fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=110)
@@ -28,11 +37,7 @@ def probability_scatter(path: str | Path, kglm_logit: np.ndarray, nn_logit: np.n
     if len(np.unique(labels)) > 1:
         fig.colorbar(scatter, ax=ax, label="true class")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def comparison_bars(path: str | Path, table: list[dict], title: str) -> Path:
@@ -49,11 +54,7 @@ def comparison_bars(path: str | Path, table: list[dict], title: str) -> Path:
         ax.tick_params(axis="x", rotation=45)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def residual_cdf(path: str | Path, approx: np.ndarray, exact: np.ndarray, approx_kind: str, exact_kind: str) -> Path:
@@ -69,11 +70,7 @@ def residual_cdf(path: str | Path, approx: np.ndarray, exact: np.ndarray, approx
     ax.set_title(f"{approx_kind} residuals: median {np.median(residuals):.2e}, max {residuals[-1]:.2e}", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def linearization_parity(path: str | Path, p_mapped: np.ndarray, p_nn: np.ndarray, title: str) -> Path:
@@ -90,11 +87,7 @@ def linearization_parity(path: str | Path, p_mapped: np.ndarray, p_nn: np.ndarra
     ax.set_ylabel("logit of NN probability")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def attribution_heatmap(path: str | Path, summary: np.ndarray, title: str) -> Path:
@@ -109,11 +102,7 @@ def attribution_heatmap(path: str | Path, summary: np.ndarray, title: str) -> Pa
     fig.colorbar(image, ax=ax, label="mean attribution")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def attribution_boxplot(path: str | Path, attribution: np.ndarray, train_labels: np.ndarray, n_classes: int, title: str) -> Path:
@@ -126,11 +115,7 @@ def attribution_boxplot(path: str | Path, attribution: np.ndarray, train_labels:
     ax.set_ylabel("attribution")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def neighbour_grid(path: str | Path, query: np.ndarray, neighbours: dict[str, np.ndarray], labels: dict[str, np.ndarray],
@@ -150,11 +135,7 @@ def neighbour_grid(path: str | Path, query: np.ndarray, neighbours: dict[str, np
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def poisoned_neighbour_grid(path: str | Path, queries: np.ndarray, neighbours: np.ndarray, poisoned: np.ndarray, title: str) -> Path:
@@ -176,11 +157,7 @@ def poisoned_neighbour_grid(path: str | Path, queries: np.ndarray, neighbours: n
     axes[0, 0].set_title("query", fontsize=7)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def trace_back_curves(path: str | Path, curves: dict[str, dict[str, np.ndarray]], n_poisoned: int) -> Path:
@@ -194,11 +171,7 @@ def trace_back_curves(path: str | Path, curves: dict[str, dict[str, np.ndarray]]
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def loss_traces(path: str | Path, trace: np.ndarray, at_optimum: float, title: str) -> Path:
@@ -212,11 +185,7 @@ def loss_traces(path: str | Path, trace: np.ndarray, at_optimum: float, title: s
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def correlation_heatmap(path: str | Path, r: np.ndarray, labels: np.ndarray, title: str, max_points: int = 600) -> Path:
@@ -237,8 +206,39 @@ def correlation_heatmap(path: str | Path, r: np.ndarray, labels: np.ndarray, tit
     fig.colorbar(image, ax=ax, label="loss correlation R")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def umap_map(path: str | Path, r: np.ndarray, labels: np.ndarray, title: str, seed: int = 0) -> Path:
+    """UMAP of the points with the precomputed distance 1 − R, coloured by label (seeded, so deterministic)."""
+    import umap  # slow first import (numba compiles); only this figure needs it
+
+    distance = np.clip(1.0 - np.asarray(r, dtype=np.float64), 0.0, 2.0)
+    np.fill_diagonal(distance, 0.0)
+    embedding = umap.UMAP(metric="precomputed", random_state=seed, n_neighbors=15).fit_transform(distance)
+    fig, ax = plt.subplots(figsize=(5.4, 4.6), dpi=110)
+    scatter = ax.scatter(embedding[:, 0], embedding[:, 1], c=labels, cmap="tab10", s=6, vmin=0, vmax=9, linewidths=0)
+    fig.colorbar(scatter, ax=ax, label="label")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def group_covariances(path: str | Path, cov: np.ndarray, labels: np.ndarray, title: str) -> Path:
+    """Distributions of the loss covariance within and across label groups (the loss-kernel paper's Fig. 3D)."""
+    same = labels[:, None] == labels[None, :]
+    off = ~np.eye(len(labels), dtype=bool)
+    fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=110)
+    values = [cov[same & off], cov[~same]]
+    lo, hi = np.percentile(np.concatenate(values), [0.5, 99.5])
+    bins = np.linspace(lo, hi, 80)
+    ax.hist(values[0], bins=bins, density=True, alpha=0.6, label="same label")
+    ax.hist(values[1], bins=bins, density=True, alpha=0.6, label="different label")
+    ax.set_xlabel("loss covariance K(z, z')")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -42,12 +42,19 @@ def log_run(experiment: str, run_name: str, *, params: dict[str, Any], metrics: 
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=run_name) as run:
-        mlflow.log_params({key: str(value)[:500] for key, value in flatten("", params, {}).items()})
-        mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
-        mlflow.set_tags({"git_commit": git_commit(), **tags})
-        for artifact in artifacts:
-            mlflow.log_artifact(str(artifact))
+        _log_contents(params, metrics, {"git_commit": git_commit(), **tags}, artifacts)
         return run.info.run_id
+
+
+def _log_contents(params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str], artifacts: list[str | Path]) -> None:
+    """Params (flattened, values cut to MLflow's limit), metrics, tags and files of the active run."""
+    import mlflow
+
+    mlflow.log_params({key: str(value)[:500] for key, value in flatten("", params, {}).items()})
+    mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
+    mlflow.set_tags(tags)
+    for artifact in artifacts:
+        mlflow.log_artifact(str(artifact))
 
 
 def log_parent_with_children(experiment: str, run_name: str, *, params: dict[str, Any], metrics: dict[str, float],
@@ -59,16 +66,8 @@ def log_parent_with_children(experiment: str, run_name: str, *, params: dict[str
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=run_name) as parent:
-        mlflow.log_params({key: str(value)[:500] for key, value in flatten("", params, {}).items()})
-        mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
-        mlflow.set_tags({"git_commit": git_commit(), **tags})
-        for artifact in artifacts:
-            mlflow.log_artifact(str(artifact))
+        _log_contents(params, metrics, {"git_commit": git_commit(), **tags}, artifacts)
         for child in children:
             with mlflow.start_run(run_name=child["name"], nested=True):
-                mlflow.log_params({key: str(value)[:500] for key, value in flatten("", child.get("params", {}), {}).items()})
-                mlflow.log_metrics({key: float(value) for key, value in child["metrics"].items()})
-                mlflow.set_tags({**tags, **child.get("tags", {})})
-                for artifact in child.get("artifacts", []):
-                    mlflow.log_artifact(str(artifact))
+                _log_contents(child.get("params", {}), child["metrics"], {**tags, **child.get("tags", {})}, child.get("artifacts", []))
         return parent.info.run_id

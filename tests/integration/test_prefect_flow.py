@@ -100,7 +100,7 @@ def test_forensics_flow_runs_and_logs(harness, tmp_path, tiny_params_dict, monke
 
 def test_loss_kernel_flow_after_attribution(harness, tmp_path, tiny_params_dict, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    tiny_params_dict["loss_kernel"] = {"chains": 2, "draws": 6, "burn_in": 4, "steps_between": 2, "batch_size": 64}
+    tiny_params_dict["loss_kernel"] = {"chains": 2, "draws": 6, "burn_in": 4, "steps_between": 2, "batch_size": 64, "umap": False}
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(tiny_params_dict))
     from flows.attribution import attribution
