@@ -14,7 +14,7 @@ import flows  # noqa: F401  (applies the project-local tool defaults)
 from flows.attribution import attribution
 from flows.explain import explain_flow
 from flows.forensics import forensics
-from flows.loss_kernel import loss_kernel
+from flows.loss_kernel import loss_kernel, multitask
 from flows.table import faithfulness_table
 from kernelscope.table import METRICS
 from kernelscope.errors import KernelscopeError
@@ -88,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         lk_table.add_row(dataset, f"{s['llc']:.3f}", f"{s['label_agreement']:.3f}", f"{s['label_base_rate']:.3f}", f"{s['label_lift']:.2f}",
                          _fmt(100 * lk["kglm"]["loss_corr"]["kglm_accuracy"], ".2f"), str(len(s["warnings"])))
     console.print(lk_table)
+    console.print(f"[bold]loss-kernel-multitask[/bold] flow: modular addition and division, p = {params.multitask.p} ...")
+    mt = multitask(params_path=args.params)
+    acc, ms = mt["accuracy"], mt["summary"]
+    console.print(f"  model test accuracy: add {100 * acc['test_add']:.1f}%, div {100 * acc['test_div']:.1f}%; "
+                  f"task separation ROC-AUC {ms['task_auc']:.3f} (within-chain {ms['task_auc_within_chain']:.3f}; the paper: 0.931); "
+                  f"division a = 0 probes: {ms['n_trivial_probes']}, mutual loss correlation "
+                  f"{ms.get('trivial_within_corr', float('nan')):.2f} vs {ms.get('trivial_to_others_corr', float('nan')):.2f} to the rest")
 
     from kernelscope.report import build_report
     from kernelscope.tracking import log_run

@@ -16,3 +16,21 @@ from tasks.caching import CACHED_TASK
 def sample_probe_losses(sections: dict[str, Any], root: str, checkpoint_hash: str) -> dict[str, Any]:
     """SGLD around the checkpoint; per-sample losses of every train and test point at every draw; loss kernels."""
     return loss_kernel_stage(params_from_dict(sections), RunLayout(root))
+
+
+@task(name="train-modular-model", **CACHED_TASK)
+def train_modular_model(sections: dict[str, Any], root: str) -> dict[str, Any]:
+    from pathlib import Path
+
+    from kernelscope.multitask_stage import multitask_train_stage
+
+    return {**multitask_train_stage(params_from_dict(sections), Path(root)), "path": str(Path(root) / "model" / "model.safetensors")}
+
+
+@task(name="multitask-loss-kernel", **CACHED_TASK)
+def multitask_loss_kernel(sections: dict[str, Any], root: str, checkpoint_hash: str) -> dict[str, Any]:
+    from pathlib import Path
+
+    from kernelscope.multitask_stage import multitask_loss_stage
+
+    return multitask_loss_stage(params_from_dict(sections), Path(root))

@@ -118,6 +118,28 @@ class LossKernelParams(_Section):
     umap: bool = Field(True, description="Draw the UMAP map of 1 − R (umap-learn, seeded).")
 
 
+class MultitaskParams(_Section):
+    """The loss kernel's multitask validation: modular addition and division (p = 97) in one model."""
+
+    p: int = Field(97, ge=3, description="Prime modulus.")
+    train_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="Fraction of all (a, b, task) triples used for training.")
+    steps: int = Field(20000, ge=1, description="AdamW steps (the model must grok both tasks).")
+    lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate.")
+    weight_decay: float = Field(1.0, ge=0.0, description="AdamW weight decay (large: it drives generalization).")
+    batch_size: int = Field(1024, ge=1, description="Training minibatch size.")
+    embed: int = Field(128, ge=1, description="Embedding width of a, b and the task token.")
+    hidden: int = Field(512, ge=1, description="Hidden width.")
+    probes_per_task: int = Field(200, ge=2, description="Probe points per task (seeded sample of the test split).")
+    epsilon: float = Field(1e-4, gt=0.0, description="SGLD step size.")
+    gamma: float = Field(1000.0, gt=0.0, description="SGLD localization.")
+    nbeta: float | None = Field(None, gt=0.0, description="Inverse temperature; null: m / ln m.")
+    chains: int = Field(4, ge=1, description="SGLD chains.")
+    draws: int = Field(100, ge=2, description="Draws per chain.")
+    burn_in: int = Field(50, ge=0, description="Steps before the first draw.")
+    steps_between: int = Field(5, ge=1, description="Steps between draws.")
+    sgld_batch_size: int = Field(256, ge=1, description="SGLD minibatch size m.")
+
+
 class Params(_Section):
     seed: int = Field(0, ge=0, description="Seed of every random choice of a run.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when present.")
@@ -131,6 +153,7 @@ class Params(_Section):
     table: TableParams = TableParams()
     poison: PoisonParams = PoisonParams()
     loss_kernel: LossKernelParams = LossKernelParams()
+    multitask: MultitaskParams = MultitaskParams()
 
 
 def _describe(error: ValidationError, source: str) -> str:
