@@ -4,8 +4,9 @@ p(w) ∝ exp(−nβ L_n(w) − (γ/2) ‖w − w*‖²);  one step on a minibatc
     w ← w − (ε/2) [nβ ∇L_B(w) + γ (w − w*)] + sqrt(ε) η,   η ~ N(0, I).
 
 Chains run vectorized: every parameter carries a leading chain axis and one ``torch.func`` call
-evaluates all chains (their minibatch gradients, and the per-sample losses of the probe set at
-each draw, in eval mode). Every random choice comes from one seeded generator.
+takes the minibatch gradients of all chains. The per-sample losses of the probe set at each
+draw (eval mode) are evaluated chain by chain, which is faster on CPU for large probe sets
+(benchmarks/loss_kernel_bench.py). Every random choice comes from one seeded generator.
 """
 
 from __future__ import annotations
@@ -90,11 +91,16 @@ def sample(model: nn.Module, loss_fn: PerSampleLoss, x_train: torch.Tensor, y_tr
     def per_sample(params: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         return loss_fn(functional_call(model, (params, frozen, buffers), (xb,)), yb)
 
-    grad_all = vmap(grad(batch_loss), in_dims=(0, 0, 0))       # chains × their own minibatches
-    losses_all = vmap(per_sample, in_dims=(0, None, None))     # chains × one shared probe set
+    grad_all = vmap(grad(batch_loss), in_dims=(0, 0, 0))       # chains × their own minibatches (vectorized: 7x per chain)
+    losses_all = vmap(per_sample, in_dims=(0, None, None))     # chains × one small shared batch
 
     def probe_losses(params: dict[str, torch.Tensor], xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        return torch.cat([losses_all(params, xs[i : i + eval_batch], ys[i : i + eval_batch]) for i in range(0, len(xs), eval_batch)], dim=1)
+        # One plain call per chain: on CPU a vmap over stacked weights turns each matmul into a
+        # batched one and measured about 2x slower here (benchmarks/loss_kernel_bench.py).
+        return torch.stack([
+            torch.cat([per_sample({k: v[c] for k, v in params.items()}, xs[i : i + eval_batch], ys[i : i + eval_batch])
+                       for i in range(0, len(xs), eval_batch)])
+            for c in range(next(iter(params.values())).shape[0])])  # (chains, n_probe)
 
     with torch.no_grad():
         at_opt = torch.cat([per_sample(w_star, x_probe[i : i + eval_batch], y_probe[i : i + eval_batch]) for i in range(0, len(x_probe), eval_batch)])
