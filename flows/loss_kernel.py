@@ -40,6 +40,7 @@ def loss_kernel(dataset: str = "digits10", params_path: str = "params.yaml", out
     run_id = None
     if track:
         metrics = {"llc": summary["llc"], "label_agreement": summary["label_agreement"], "label_lift": summary["label_lift"],
+                   **({"taxonomic_lift": summary["taxonomic_lift"]} if "taxonomic_lift" in summary else {}),
                    **{f"tau_k.{k}": r["tau_k"] for k, r in results.items()}, **{f"kglm_accuracy.{k}": r["kglm_accuracy"] for k, r in results.items()}}
         run_id = log_run("loss-kernel", f"{dataset}-loss-kernel", params={"loss_kernel": params.loss_kernel.model_dump(mode="json"), "seed": params.seed},
                          metrics=metrics, tags={"flow": "loss-kernel", "source": "prefect", "dataset": dataset, "params_hash": params_hash(params),

@@ -80,12 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table3)
 
     lk_table = Table(title="Loss kernel (SGLD around each dataset's MLP; kGLM on loss kernels uses the test labels through the losses)")
-    for column in ("dataset", "LLC λ̂", "label agreement@10", "base rate", "lift", "kGLM acc (loss_corr)", "warnings"):
+    for column in ("dataset", "LLC λ̂", "label agreement@10", "base rate", "lift", "taxonomic lift", "kGLM acc (loss_corr)", "warnings"):
         lk_table.add_column(column, justify="left" if column == "dataset" else "right")
     for dataset in params.datasets:
         lk = loss_kernel(dataset=dataset, params_path=args.params)
         s = lk["summary"]
         lk_table.add_row(dataset, f"{s['llc']:.3f}", f"{s['label_agreement']:.3f}", f"{s['label_base_rate']:.3f}", f"{s['label_lift']:.2f}",
+                         _fmt(s.get("taxonomic_lift", float("nan")), ".2f"),
                          _fmt(100 * lk["kglm"]["loss_corr"]["kglm_accuracy"], ".2f"), str(len(s["warnings"])))
     console.print(lk_table)
     console.print(f"[bold]loss-kernel-multitask[/bold] flow: modular addition and division, p = {params.multitask.p} ...")

@@ -83,13 +83,19 @@ def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False)
             write_kernel(layout.kernel_path(kind, split), matrix[rows, :n_train], probe_ids[rows], ds.train.ids,
                          {"kind": kind, "normalization": normalization, "split": split, **provenance})
     agreement = label_agreement(corr, np.concatenate([ds.train.y, ds.test.y]), lk.neighbours)
+    if ds.name in lk.hierarchies:
+        from kernelscope.hierarchy import load_hierarchy, taxonomic_lift
+
+        name, superclass_of, _ = load_hierarchy(lk.hierarchies[ds.name], ds.n_classes)
+        agreement.update({**taxonomic_lift(corr, np.concatenate([ds.train.y, ds.test.y]), superclass_of, lk.neighbours), "hierarchy": name})
     traces = loss_traces(out / "traces.png", result.trace, result.train_loss_at_optimum, f"{ds.name}: SGLD minibatch loss per chain")
     labels = np.concatenate([ds.train.y, ds.test.y])
     heatmap = correlation_heatmap(out / "correlation.png", corr, labels, f"{ds.name}: loss correlation")
     groups = group_covariances(out / "covariance_groups.png", cov, labels, f"{ds.name}: loss covariance within and across labels")
     umap_plot = umap_map(out / "umap.png", corr, labels, f"{ds.name}: UMAP of 1 − R", seed=params.seed) if lk.umap else None
     summary = {"llc": result.llc, "llc_per_chain": result.llc_per_chain.tolist(), "nbeta": result.nbeta,
-               "train_loss_at_optimum": result.train_loss_at_optimum, "warnings": result.warnings, **{f"label_{k}": v for k, v in agreement.items()},
+               "train_loss_at_optimum": result.train_loss_at_optimum, "warnings": result.warnings,
+               **{(f"label_{k}" if k in ("agreement", "base_rate", "lift") else k): v for k, v in agreement.items()},
                "traces_plot": str(traces), "heatmap": str(heatmap), "groups_plot": str(groups),
                "umap_plot": str(umap_plot) if umap_plot else None, "probe_losses": str(out / "probe_losses.parquet"),
                "path": str(layout.kernel_path("loss_corr", "test"))}

@@ -116,6 +116,9 @@ class LossKernelParams(_Section):
     center_chains: bool = Field(False, description="Covariance within chains (each chain's mean removed first).")
     neighbours: int = Field(10, ge=1, description="Neighbours under R for the label-agreement score.")
     umap: bool = Field(True, description="Draw the UMAP map of 1 − R (umap-learn, seeded).")
+    hierarchies: dict[str, str] = Field(
+        {"digits10": "src/kernelscope/hierarchies/digits-shapes.yaml"},
+        description="Per dataset, a YAML file of superclasses for the taxonomic lift (paths relative to the project root).")
 
 
 class MultitaskParams(_Section):
