@@ -102,8 +102,8 @@ class PoisonParams(_Section):
     kglm_alpha: float = Field(1e-2, gt=0.0, description="kGLM L2 regularization in the poison experiment (the paper: 1e-2).")
 
 
-class LossKernelParams(_Section):
-    """SGLD around the trained weights and the loss kernel (Adam, Furman, Hoogland 2025)."""
+class SGLDParams(_Section):
+    """The sampler settings shared by every loss-kernel run."""
 
     epsilon: float = Field(1e-4, gt=0.0, description="SGLD step size ε.")
     gamma: float = Field(1000.0, gt=0.0, description="Localization strength γ.")
@@ -112,6 +112,11 @@ class LossKernelParams(_Section):
     draws: int = Field(100, ge=2, description="Draws per chain.")
     burn_in: int = Field(50, ge=0, description="Steps before the first draw.")
     steps_between: int = Field(5, ge=1, description="Steps between draws.")
+
+
+class LossKernelParams(SGLDParams):
+    """SGLD around the trained weights and the loss kernel (Adam, Furman, Hoogland 2025)."""
+
     batch_size: int = Field(256, ge=1, description="SGLD minibatch size m.")
     center_chains: bool = Field(False, description="Covariance within chains (each chain's mean removed first).")
     neighbours: int = Field(10, ge=1, description="Neighbours under R for the label-agreement score.")
@@ -121,7 +126,7 @@ class LossKernelParams(_Section):
         description="Per dataset, a YAML file of superclasses for the taxonomic lift (paths relative to the project root).")
 
 
-class MultitaskParams(_Section):
+class MultitaskParams(SGLDParams):
     """The loss kernel's multitask validation: modular addition and division (p = 97) in one model."""
 
     p: int = Field(97, ge=3, description="Prime modulus.")
@@ -133,13 +138,6 @@ class MultitaskParams(_Section):
     embed: int = Field(128, ge=1, description="Embedding width of a, b and the task token.")
     hidden: int = Field(512, ge=1, description="Hidden width.")
     probes_per_task: int = Field(200, ge=2, description="Probe points per task (seeded sample of the test split).")
-    epsilon: float = Field(1e-4, gt=0.0, description="SGLD step size.")
-    gamma: float = Field(1000.0, gt=0.0, description="SGLD localization.")
-    nbeta: float | None = Field(None, gt=0.0, description="Inverse temperature; null: m / ln m.")
-    chains: int = Field(4, ge=1, description="SGLD chains.")
-    draws: int = Field(100, ge=2, description="Draws per chain.")
-    burn_in: int = Field(50, ge=0, description="Steps before the first draw.")
-    steps_between: int = Field(5, ge=1, description="Steps between draws.")
     sgld_batch_size: int = Field(256, ge=1, description="SGLD minibatch size m.")
 
 
