@@ -128,6 +128,24 @@ def cmd_forensics(args: argparse.Namespace, params: Params) -> Any:
     return metrics
 
 
+def cmd_loss_kernel(args: argparse.Namespace, params: Params) -> Any:
+    from kernelscope.fileio import write_json_atomic
+    from kernelscope.loss_stages import loss_kernel_stage
+
+    layout = _layout(args)
+    summary = loss_kernel_stage(params, layout, progress=not args.quiet)
+    keys = ("llc", "label_agreement", "label_base_rate", "label_lift", "superclass_agreement", "taxonomic_lift")
+    metrics = {k: round(float(summary[k]), 6) for k in keys if k in summary}
+    write_json_atomic(layout.root / "loss_kernel_metrics.json", metrics)
+    if not args.no_track:
+        from kernelscope.tracking import log_run
+
+        log_run("loss-kernel", f"{args.dataset}-loss-kernel", params={"loss_kernel": params.loss_kernel.model_dump(mode="json"), "seed": params.seed},
+                metrics=metrics, tags={"flow": "loss-kernel", "source": args.source, "dataset": args.dataset},
+                artifacts=[p for p in (summary["traces_plot"], summary["heatmap"], summary["groups_plot"], summary["umap_plot"]) if p])
+    return {**metrics, "warnings": summary["warnings"]}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kernelscope", description="Explain a trained classifier through kernels between data points.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -164,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.add_argument("--source", default="cli", help="tag recorded in MLflow (default: cli)")
     p.set_defaults(func=cmd_forensics)
+    p = sub.add_parser("loss-kernel", help="SGLD around the run's model; loss covariance and correlation kernels",
+                       description="Per-sample losses of every train and test point across SGLD draws; kinds loss_cov and loss_corr.")
+    _common(p)
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.add_argument("--source", default="cli", help="tag recorded in MLflow (default: cli)")
+    p.set_defaults(func=cmd_loss_kernel)
     p = sub.add_parser("report", help="write one self-contained HTML page for a run folder",
                        description="Tables and every figure of a run, images embedded; logged to MLflow.")
     p.add_argument("run", help="run folder, e.g. outputs/flows/digits10")

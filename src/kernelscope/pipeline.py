@@ -58,6 +58,10 @@ class RunLayout:
         return self.root / "model"
 
     def kernel_dir(self, kind: str) -> Path:
+        # Loss kernels live with their SGLD run, so stages that read the NTK-family kernels
+        # (and DVC's view of kernels/) do not depend on them.
+        if kind.startswith("loss_"):
+            return self.root / "loss_kernel" / "kernels" / kind
         return self.root / "kernels" / kind
 
     def kernel_path(self, kind: str, split: str) -> Path:

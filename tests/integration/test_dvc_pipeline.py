@@ -39,6 +39,7 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     tiny_params_dict["kernel"]["kinds"] = ["trntk", "ck"]
     tiny_params_dict["poison"] = {"kinds": ["trntk"]}
+    tiny_params_dict["loss_kernel"] = {"chains": 2, "draws": 10, "burn_in": 5, "steps_between": 2, "batch_size": 64, "umap": False}
     write_params(work / "params.yaml", tiny_params_dict)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -52,7 +53,9 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
 
     first = _run(dvc + ["repro"], work, env)
     assert _stages_run(first) == {"data@digits2", "train@digits2", "kernel@digits2-trntk", "kernel@digits2-ck", "kglm@digits2",
-                                  "poison", "poison_train", "poison_kernel@trntk", "poison_detect"}
+                                  "poison", "poison_train", "poison_kernel@trntk", "poison_detect", "loss_kernel@digits2"}
+    assert json.loads((work / "outputs/dvc/digits2/loss_kernel_metrics.json").read_text())["llc"] == pytest.approx(
+        json.loads((work / "outputs/dvc/digits2/loss_kernel/summary.json").read_text())["llc"], rel=1e-5)
     forensics = json.loads((work / "outputs/dvc/forensics/digits10/metrics.json").read_text())
     assert 0 <= forensics["trntk"]["precision"] <= 1
     metrics = json.loads((work / "outputs/dvc/digits2/metrics.json").read_text())
