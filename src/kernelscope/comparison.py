@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from kernelscope.fileio import atomic_path
+from kernelscope.fileio import write_text_atomic
 
 COLUMNS = (("tau_k", "τ_K", ".3f"), ("tad", "TAD (pts)", "+.2f"), ("r_miss", "R_Miss", ".3f"),
            ("r2_linearization", "R² (App. L)", ".3f"), ("kglm_accuracy", "kGLM acc", ".4f"), ("nn_accuracy", "NN acc", ".4f"))
@@ -39,8 +39,6 @@ def write_comparison(table: list[dict[str, Any]], out_dir: Path, title: str) -> 
     out_dir = Path(out_dir)
     paths = []
     for name, text in (("comparison.csv", to_csv(table)), ("comparison.md", to_markdown(table, title))):
-        with atomic_path(out_dir / name) as tmp:
-            tmp.write_text(text)
-        paths.append(str(out_dir / name))
+        paths.append(str(write_text_atomic(out_dir / name, text)))
     paths.append(str(comparison_bars(out_dir / "comparison.png", table, title)))
     return paths

@@ -22,7 +22,7 @@ from kernelscope.attribution import attributions
 from kernelscope.checkpoint import load_checkpoint
 from kernelscope.data import Dataset, read_dataset
 from kernelscope.errors import KernelscopeError
-from kernelscope.fileio import atomic_path, write_json_atomic
+from kernelscope.fileio import write_json_atomic, write_text_atomic
 from kernelscope.kernels import compute_kernel
 from kernelscope.kernels.store import read_kernel
 from kernelscope.kglm import load_kglm
@@ -149,6 +149,4 @@ def _write_report(path: Path, r: dict[str, Any]) -> Path:
     for key, title in (("boxplot", "Attribution by training class"), ("grid", "Query and its top-5 most similar training images")):
         if key in r:
             lines += [f"## {title}", "", f"![{title}]({Path(r[key]).name})", ""]
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines))
-    return path
+    return write_text_atomic(path, "\n".join(lines))

@@ -16,7 +16,7 @@ from kernelscope import __version__
 from kernelscope.checkpoint import load_checkpoint
 from kernelscope.data import Split, make_digits, read_column, read_dataset, read_split, write_dataset, write_split
 from kernelscope.faithfulness import faithfulness, predictions
-from kernelscope.fileio import atomic_path, write_json_atomic
+from kernelscope.fileio import write_json_atomic, write_text_atomic
 from kernelscope.forensics import flag_by_neighbours, precision_recall, top_k_indices, trace_back, trace_back_scores
 from kernelscope.kernels.store import read_kernel
 from kernelscope.kglm import load_kglm
@@ -128,7 +128,5 @@ def write_table3(rows: list[dict[str, Any]], out: Path) -> list[str]:
     csv = ["kernel," + ",".join(k for k, _, _ in TABLE3)] + [r["kernel"] + "," + ",".join(f"{r[k]:.6g}" for k, _, _ in TABLE3) for r in rows]
     paths = []
     for name, text in (("table3.md", "\n".join(md) + "\n"), ("table3.csv", "\n".join(csv) + "\n")):
-        with atomic_path(out / name) as tmp:
-            tmp.write_text(text)
-        paths.append(str(out / name))
+        paths.append(str(write_text_atomic(out / name, text)))
     return paths

@@ -11,7 +11,7 @@ from typing import Any
 
 from kernelscope import __version__
 from kernelscope.errors import KernelscopeError
-from kernelscope.fileio import atomic_path
+from kernelscope.fileio import write_text_atomic
 
 FIGURES = (("probabilities.png", "kGLM vs NN correct-class probability (logit scale)"),
            ("linearization.png", "Linearization parity plot (App. L)"),
@@ -88,6 +88,5 @@ def build_report(run_dir: str | Path, table_dir: str | Path | None = None) -> di
              "img{max-width:520px}figcaption{font-size:12px;color:#555}")
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>kernelscope · {html.escape(run_dir.name)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
     path = run_dir / "report.html"
-    with atomic_path(path) as tmp:
-        tmp.write_text(page)
+    write_text_atomic(path, page)
     return {"path": str(path), "figures": figures}

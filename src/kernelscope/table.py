@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from kernelscope.aggregate import format_mean_se, mean_se
-from kernelscope.fileio import atomic_path
+from kernelscope.fileio import write_text_atomic
 
 METRICS = (("nn_accuracy", "NN test acc (%)", 100.0, False), ("tad", "TAD (%)", 1.0, True),
            ("tau_k", "τ_K", 1.0, False), ("r_miss", "R_Miss", 1.0, False))
@@ -47,7 +47,5 @@ def write_table(table: list[dict[str, Any]], out_dir: Path) -> list[str]:
     out_dir = Path(out_dir)
     paths = []
     for name, text in (("faithfulness_table.md", table_markdown(table)), ("faithfulness_table.csv", table_csv(table))):
-        with atomic_path(out_dir / name) as tmp:
-            tmp.write_text(text)
-        paths.append(str(out_dir / name))
+        paths.append(str(write_text_atomic(out_dir / name, text)))
     return paths

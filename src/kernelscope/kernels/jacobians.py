@@ -7,22 +7,15 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def jacobian_rows(model: nn.Module, x: torch.Tensor, names: set[str] | None = None) -> torch.Tensor:
+    """Jacobians g_c(x_i) = dF_c(x_i)/dθ for a chunk: (b, C, P).
 
-
-def output_count(model: nn.Module, x_example: torch.Tensor) -> int:
-    with torch.no_grad():
-        return int(model(x_example[:1]).shape[1])
-
-
-def jacobian_rows(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Jacobians g_c(x_i) = dF_c(x_i)/dθ for a chunk: (b, C, P), P = trainable parameters.
-
-    The model must already be in eval mode (kernels describe the deployed function).
+    θ is every trainable parameter, or only those in ``names``. The model must already be in
+    eval mode (kernels describe the deployed function).
     """
-    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-    frozen = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
+    wanted = {n for n, p in model.named_parameters() if p.requires_grad} if names is None else set(names)
+    params = {name: p.detach() for name, p in model.named_parameters() if name in wanted}
+    frozen = {name: p.detach() for name, p in model.named_parameters() if name not in wanted}
     buffers = dict(model.named_buffers())
 
     def logits_of_one(p: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, jacrev, vmap
-
+from kernelscope.kernels.jacobians import jacobian_rows
 from kernelscope.models import ScaledLinear
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -159,24 +158,9 @@ def layer_factors(model: nn.Module, x: torch.Tensor, exclude: frozenset[str] = f
             factors.append(Dense(name, torch.cat([d_gamma, d_beta], dim=2)))
     leftover = fallback_parameters(model, exclude)
     if leftover:
-        factors.append(Dense("fallback", _fallback_jacobian(model, x, leftover)))
+        factors.append(Dense("fallback", jacobian_rows(model, x, set(leftover))))  # (b, C, p) of those parameters only
     return factors, logits.detach()
 
 
 def _bn_shape(stat: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return stat.reshape(1, -1, *([1] * (a.dim() - 2)))
-
-
-def _fallback_jacobian(model: nn.Module, x: torch.Tensor, names: list[str]) -> torch.Tensor:
-    """Per-sample Jacobians of the logits w.r.t. the listed parameters only: (b, C, p)."""
-    wanted = set(names)
-    params = {n: p.detach() for n, p in model.named_parameters() if n in wanted}
-    rest = {n: p.detach() for n, p in model.named_parameters() if n not in wanted}
-    buffers = dict(model.named_buffers())
-
-    def logits_of_one(p: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
-        return functional_call(model, (p, rest, buffers), (xi.unsqueeze(0),)).squeeze(0)
-
-    jac = vmap(jacrev(logits_of_one), in_dims=(None, 0))(params, x)
-    b = x.shape[0]
-    return torch.cat([j.reshape(b, j.shape[1], -1) for j in jac.values()], dim=2)
