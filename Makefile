@@ -13,7 +13,7 @@ export DVC_NO_ANALYTICS ?= 1
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test repro mlflow-ui clean
+.PHONY: setup run test repro ui ui-start ui-stop ui-status mlflow-ui browser clean
 
 setup: $(STAMP)
 
@@ -29,14 +29,33 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 run: setup
 	$(BIN)/python -m flows.main
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's Chromium for the browser tests of the UIs (headless); installed once.
+browser:
+	@command -v chromium >/dev/null || { echo "Installing Debian's chromium for the browser tests..."; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 repro: setup
 	$(BIN)/dvc repro
+
+# The Prefect server, the MLflow server and every flow served as a deployment; Ctrl-C stops them all.
+ui: setup
+	$(BIN)/python infra/services.py up
+
+ui-start: setup
+	$(BIN)/python infra/services.py up --detach
+
+ui-stop:
+	$(BIN)/python infra/services.py down
+
+ui-status:
+	$(BIN)/python infra/services.py status
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
 
 clean:
-	rm -rf outputs .prefect mlflow.db mlartifacts
+	rm -rf outputs .prefect .run mlflow.db mlruns mlartifacts

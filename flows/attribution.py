@@ -6,10 +6,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from kernelscope.params import Params, load_params
-from kernelscope.pipeline import RunLayout, track_attribution
-from tasks.attribution import assemble_kernel, compare_kernels, evaluate, load_checkpoint, prepare_data, train_kglm, train_model, write_report
-from tasks.caching import CacheLedger
+from kernelscope.params import DatasetName, Params
+from kernelscope.pipeline import RunLayout, kernel_row_ranges, kernel_split_sizes, track_attribution
+from tasks.attribution import compare_kernels, evaluate, kernel_rows, load_checkpoint, prepare_data, train_kglm, train_model, write_kernel, write_report
+from tasks.fanout import Fanout
 
 
 def sections(params: Params, *names: str) -> dict[str, Any]:
@@ -20,7 +20,7 @@ def sections(params: Params, *names: str) -> dict[str, Any]:
 
 def kernel_sections(params: Params, kind: str) -> dict[str, Any]:
     """Kernel params, minus the options that cannot change this kind (so they do not bust its cache)."""
-    picked = sections(params, "seed", "device", "kernel")
+    picked = sections(params, "seed", "device", "kernel", "scale")
     kernel = dict(picked["kernel"])
     kernel.pop("kinds")
     if not kind.startswith("proj_"):
@@ -29,35 +29,49 @@ def kernel_sections(params: Params, kind: str) -> dict[str, Any]:
         picked.pop("seed")
     if kind != "em":
         kernel.pop("em_layers")
+    # How the work is spread does not change the kernel: only the row ranges enter the cache key.
+    picked["scale"] = {"runner": picked["scale"]["runner"], "dask_threads_per_worker": picked["scale"]["dask_threads_per_worker"]}
     return {**picked, "kernel": kernel}
 
 
+def assemble_kernels(fan: Fanout, params: Params, root: str, kinds: tuple[str, ...], checkpoint_hash: str) -> dict[str, dict[str, Any]]:
+    """Every kind's kernels: row-block tasks for all kinds in flight together, then one writer per kind."""
+    sizes = kernel_split_sizes(RunLayout(root))
+    pending = {kind: {split: [fan.submit(kernel_rows, sections=kernel_sections(params, kind), root=root, kind=kind, split=split,
+                                         start=start, stop=stop, checkpoint_hash=checkpoint_hash)
+                              for start, stop in kernel_row_ranges(params, n)]
+                      for split, n in sizes.items()}
+               for kind in kinds}
+    written = {}
+    for kind, splits in pending.items():
+        rows = {split: [fan.result(p) for p in parts] for split, parts in splits.items()}
+        written[kind] = write_kernel(sections=kernel_sections(params, kind), root=root, kind=kind, rows=rows)
+    return written
+
+
 @flow(name="attribution", log_prints=False)
-def attribution(dataset: str = "digits2", params_path: str = "params.yaml", outputs: str | None = None,
-                track: bool = True) -> dict[str, Any]:
+def attribution(params: Params, dataset: DatasetName = "digits2", outputs: str | None = None, track: bool = True) -> dict[str, Any]:
     """Explain one dataset's model through its NTK surrogate(s) and log the faithfulness metrics."""
     logger = get_run_logger()
-    params = load_params(params_path)
     root = str(RunLayout.at(outputs or params.outputs, dataset).root)
-    run = CacheLedger()
-
-    data = run(prepare_data, sections=sections(params, "seed", "data"), dataset=dataset, root=root)
-    trained = run(train_model, sections=sections(params, "seed", "train", "cnn"), root=root, dataset_hash=data["dataset_hash"])
-    ckpt = run(load_checkpoint, root=root, checkpoint_hash=trained["checkpoint_hash"], dataset_hash=data["dataset_hash"])
-    logger.info("%s: NN test accuracy %.4f", dataset, ckpt["metrics"]["test_accuracy"])
-    summaries = []
-    for kind in params.kernel.kinds:
-        kernel = run(assemble_kernel, sections=kernel_sections(params, kind), root=root, kind=kind,
-                     checkpoint_hash=trained["checkpoint_hash"])
-        fitted = run(train_kglm, sections=sections(params, "seed", "kglm"), root=root, kind=kind,
-                     kernel_train=kernel["train"], checkpoint_hash=kernel["checkpoint_hash"])
-        summaries.append(run(evaluate, root=root, kind=kind, kglm_sha256=fitted["kglm_sha256"],
-                             checkpoint_hash=kernel["checkpoint_hash"]))
-        logger.info("%s/%s: tau_K %.3f  TAD %+.2f", dataset, kind, summaries[-1]["tau_k"], summaries[-1]["tad"])
-    comparison = run(compare_kernels, root=root, summaries=summaries)
+    kinds = params.kernel.kinds
+    with Fanout(params.scale) as fan:
+        data = fan.run(prepare_data, sections=sections(params, "seed", "data"), dataset=dataset, root=root)
+        trained = fan.run(train_model, sections=sections(params, "seed", "train", "cnn"), root=root, dataset_hash=data["dataset_hash"])
+        ckpt = fan.run(load_checkpoint, root=root, checkpoint_hash=trained["checkpoint_hash"], dataset_hash=data["dataset_hash"])
+        logger.info("%s: NN test accuracy %.4f; %d kernels, runner %s", dataset, ckpt["metrics"]["test_accuracy"], len(kinds), params.scale.runner)
+        kernels = assemble_kernels(fan, params, root, kinds, trained["checkpoint_hash"])
+        fitted = fan.map(train_kglm, [dict(sections=sections(params, "seed", "kglm"), root=root, kind=kind, kernel_train=kernels[kind]["train"],
+                                           checkpoint_hash=kernels[kind]["checkpoint_hash"]) for kind in kinds])
+        summaries = fan.map(evaluate, [dict(root=root, kind=kind, kglm_sha256=f["kglm_sha256"], checkpoint_hash=trained["checkpoint_hash"])
+                                       for kind, f in zip(kinds, fitted)])
+        for s in summaries:
+            logger.info("%s/%s: tau_K %.3f  TAD %+.2f", dataset, s["kind"], s["tau_k"], s["tad"])
+        comparison = fan.run(compare_kernels, root=root, summaries=summaries)
     report = write_report(root=root, table_dir=None, summaries=summaries)
     artifacts = [*comparison["artifacts"], report["path"]]
-    run_ids = track_attribution(params, summaries, source="prefect", comparison_artifacts=artifacts) if track else []
+    run_ids = track_attribution(params, summaries, comparison_artifacts=artifacts) if track else []
+    run = fan.ledger
     logger.info("%s: %d of %d tasks were cache hits", dataset, run.hits, run.runs)
     return {"dataset": dataset, "summaries": summaries, "comparison": comparison["table"], "report": report["path"], "cache_hits": run.hits,
             "tasks": run.runs, "mlflow_run_ids": run_ids}

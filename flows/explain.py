@@ -9,10 +9,9 @@ from prefect import flow, get_run_logger, task
 
 from kernelscope.data import read_dataset
 from kernelscope.errors import KernelscopeError
-from kernelscope.explain import Query, explain, load_inputs
-from kernelscope.params import load_params
+from kernelscope.explain import Query, explain, load_inputs, track_explain
+from kernelscope.params import DatasetName, Params
 from kernelscope.pipeline import RunLayout, kernel_options
-from kernelscope.tracking import log_run
 
 
 @task(name="explain-input")
@@ -21,10 +20,9 @@ def explain_input(root: str, kinds: list[str], query: Query, top_k: int, options
 
 
 @flow(name="explain")
-def explain_flow(dataset: str = "digits10", index: int | None = 0, input_file: str | None = None, top_k: int = 5,
-                 params_path: str = "params.yaml", outputs: str | None = None, track: bool = True) -> dict[str, Any]:
+def explain_flow(params: Params, dataset: DatasetName = "digits10", index: int | None = 0, input_file: str | None = None, top_k: int = 5,
+                 outputs: str | None = None, track: bool = True) -> dict[str, Any]:
     """Run after the attribution flow: predictions, top-k similar and attributed training points, pictures."""
-    params = load_params(params_path)
     layout = RunLayout.at(outputs or params.outputs, dataset)
     ds = read_dataset(layout.data_dir)
     if input_file:
@@ -37,7 +35,5 @@ def explain_flow(dataset: str = "digits10", index: int | None = 0, input_file: s
     result = explain_input(str(layout.root), kinds, query, top_k, {k: kernel_options(params, k) for k in kinds})
     get_run_logger().info("explained %s: NN predicts %d; report %s", query.name, result["nn_prediction"], result["report"])
     if track:
-        log_run("explain", f"{dataset}-{query.name}", params={"dataset": dataset, "query": query.name, "kinds": kinds, "top_k": top_k},
-                metrics={"nn_prediction": result["nn_prediction"]}, tags={"flow": "explain", "source": "prefect", "dataset": dataset},
-                artifacts=[result[k] for k in ("report", "boxplot", "grid") if k in result])
+        track_explain(params, dataset, query.name, kinds, top_k, result)
     return result

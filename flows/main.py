@@ -6,8 +6,10 @@ import argparse
 import math
 import sys
 import time
+from typing import Any
 
 from rich.console import Console
+from prefect import flow
 from rich.table import Table
 
 import flows  # noqa: F401  (applies the project-local tool defaults)
@@ -18,12 +20,42 @@ from flows.loss_kernel import loss_kernel, multitask
 from flows.table import faithfulness_table
 from kernelscope.table import METRICS
 from kernelscope.errors import KernelscopeError
-from kernelscope.params import load_params
+from kernelscope.params import Params, load_params
 from kernelscope.tracking import tracking_uri
 
 
 def _fmt(value: float, spec: str) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+@flow(name="kernelscope-pipeline")
+def pipeline(params: Params, outputs: str | None = None, track: bool = True) -> dict[str, Any]:
+    """Every flow of the platform in order: attribution per dataset, the multi-seed table, forensics,
+    the loss kernel per dataset and its multitask validation, then an explanation and a report per dataset."""
+    from kernelscope.report import build_report, track_report
+
+    out = outputs or params.outputs
+    results: dict[str, Any] = {"attribution": {}, "loss_kernel": {}, "explain": {}, "report": {}, "elapsed": {}}
+    for dataset in params.datasets:
+        start = time.perf_counter()
+        results["attribution"][dataset] = attribution(params=params, dataset=dataset, outputs=out, track=track)
+        results["elapsed"][f"attribution-{dataset}"] = time.perf_counter() - start
+    start = time.perf_counter()
+    results["table"] = faithfulness_table(params=params, outputs=out, track=track)
+    results["elapsed"]["table"] = time.perf_counter() - start
+    start = time.perf_counter()
+    results["forensics"] = forensics(params=params, outputs=out, track=track)
+    results["elapsed"]["forensics"] = time.perf_counter() - start
+    for dataset in params.datasets:
+        results["loss_kernel"][dataset] = loss_kernel(params=params, dataset=dataset, outputs=out, track=track)
+    results["multitask"] = multitask(params=params, outputs=out, track=track)
+    for dataset in params.datasets:
+        results["explain"][dataset] = explain_flow(params=params, dataset=dataset, index=0, outputs=out, track=track)
+        report = build_report(f"{out}/{dataset}", f"{out}/table")
+        if track:
+            track_report(params, dataset, report)
+        results["report"][dataset] = report
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,42 +68,38 @@ def main(argv: list[str] | None = None) -> int:
     except KernelscopeError as error:
         console.print(f"[red]error:[/red] {error}")
         return 2
-    tables = []
+    console.print(f"[bold]kernelscope-pipeline[/bold] flow: every flow on {args.params} (runner: {params.scale.runner}) ...")
+    results = pipeline(params=params)
+    print_summary(console, params, results)
+    return 0
+
+
+def print_summary(console: Console, params: Params, results: dict[str, Any]) -> None:
     for dataset in params.datasets:
-        console.print(f"[bold]attribution[/bold] flow on {dataset} ...")
-        start = time.perf_counter()
-        result = attribution(dataset=dataset, params_path=args.params)
-        elapsed = time.perf_counter() - start
+        result = results["attribution"][dataset]
         first = result["summaries"][0]
         table = Table(title=f"{dataset}: kernel comparison — NN test accuracy {100 * first['nn_accuracy']:.2f}%, "
-                            f"{elapsed:.1f} s, {result['cache_hits']}/{result['tasks']} tasks from cache")
+                            f"{results['elapsed'][f'attribution-{dataset}']:.1f} s, {result['cache_hits']}/{result['tasks']} tasks from cache")
         for column in ("kernel", "kGLM test acc", "TAD (pts)", "τ_K", "R_Miss"):
             table.add_column(column, justify="left" if column == "kernel" else "right")
         for s in result["summaries"]:
             table.add_row(s["kind"], _fmt(100 * s["kglm_accuracy"], ".2f"), _fmt(s["tad"], "+.2f"), _fmt(s["tau_k"], ".3f"),
                           _fmt(s["r_miss"], ".3f"))
-        tables.append(table)
-    for table in tables:
         console.print(table)
 
-    console.print(f"[bold]faithfulness-table[/bold] flow: {params.table.n_models} seeds × {list(params.table.archs)} × {list(params.datasets)} ...")
-    start = time.perf_counter()
-    seeds = faithfulness_table(params_path=args.params)
-    summary = Table(title=f"Multi-seed faithfulness ({params.table.kind}, mean(SE) over seeds; {time.perf_counter() - start:.0f} s). "
-                          "Paper (MNIST2): MLP τ_K 0.708(3), CNN τ_K 0.857(7)")
+    seeds = results["table"]
+    summary = Table(title=f"Multi-seed faithfulness ({params.table.kind}, {params.table.n_models} seeds × {list(params.table.archs)}, "
+                          f"mean(SE) over seeds; {results['elapsed']['table']:.0f} s). Paper (MNIST2): MLP τ_K 0.708(3), CNN τ_K 0.857(7)")
     for column in ("model (dataset)", "# models", *(label for _, label, _, _ in METRICS)):
         summary.add_column(column, justify="left" if column == "model (dataset)" else "right")
     for row in seeds["table"]:
         summary.add_row(f"{row['arch'].upper()} ({row['dataset']})", str(row["n_models"]), *(row[key]["text"] for key, _, _, _ in METRICS))
     console.print(summary)
 
-    p = params.poison
-    console.print(f"[bold]forensics[/bold] flow: BadNets on {p.dataset}, {p.fraction:.0%} poisoned, target {p.target} ...")
-    start = time.perf_counter()
-    found = forensics(params_path=args.params)
+    p, found = params.poison, results["forensics"]
     table3 = Table(title=f"Forensics ({p.dataset}, {found['n_poisoned']} poisoned training points; clean test accuracy "
                          f"{100 * found['clean_test_accuracy']:.2f}%, attack success {100 * found['attack_success_rate']:.2f}%; "
-                         f"{time.perf_counter() - start:.0f} s). Flag: ≥{p.m} of the {p.k} nearest training points poisoned")
+                         f"{results['elapsed']['forensics']:.0f} s). Flag: ≥{p.m} of the {p.k} nearest training points poisoned")
     for column in ("kernel", "precision", "recall", "τ_K", "poi. τ_K", "trace-back P=R"):
         table3.add_column(column, justify="left" if column == "kernel" else "right")
     for row in found["rows"]:
@@ -83,36 +111,27 @@ def main(argv: list[str] | None = None) -> int:
     for column in ("dataset", "LLC λ̂", "label agreement@10", "base rate", "lift", "taxonomic lift", "kGLM acc (loss_corr)", "warnings"):
         lk_table.add_column(column, justify="left" if column == "dataset" else "right")
     for dataset in params.datasets:
-        lk = loss_kernel(dataset=dataset, params_path=args.params)
+        lk = results["loss_kernel"][dataset]
         s = lk["summary"]
         lk_table.add_row(dataset, f"{s['llc']:.3f}", f"{s['label_agreement']:.3f}", f"{s['label_base_rate']:.3f}", f"{s['label_lift']:.2f}",
                          _fmt(s.get("taxonomic_lift", float("nan")), ".2f"),
                          _fmt(100 * lk["kglm"]["loss_corr"]["kglm_accuracy"], ".2f"), str(len(s["warnings"])))
     console.print(lk_table)
-    console.print(f"[bold]loss-kernel-multitask[/bold] flow: modular addition and division, p = {params.multitask.p} ...")
-    mt = multitask(params_path=args.params)
+    mt = results["multitask"]
     acc, ms = mt["accuracy"], mt["summary"]
-    console.print(f"  model test accuracy: add {100 * acc['test_add']:.1f}%, div {100 * acc['test_div']:.1f}%; "
-                  f"task separation ROC-AUC {ms['task_auc']:.3f} (within-chain {ms['task_auc_within_chain']:.3f}; the paper: 0.931); "
-                  f"division a = 0 probes: {ms['n_trivial_probes']}, mutual loss correlation "
+    console.print(f"Multitask (modular addition and division, p = {params.multitask.p}): test accuracy add {100 * acc['test_add']:.1f}%, "
+                  f"div {100 * acc['test_div']:.1f}%; task separation ROC-AUC {ms['task_auc']:.3f} (within-chain {ms['task_auc_within_chain']:.3f}; "
+                  f"the paper: 0.931); division a = 0 probes: {ms['n_trivial_probes']}, mutual loss correlation "
                   f"{ms.get('trivial_within_corr', float('nan')):.2f} vs {ms.get('trivial_to_others_corr', float('nan')):.2f} to the rest")
-
-    from kernelscope.report import build_report
-    from kernelscope.tracking import log_run
-
     for dataset in params.datasets:
-        explained = explain_flow(dataset=dataset, index=0, params_path=args.params)
-        report = build_report(f"{params.outputs}/{dataset}", f"{params.outputs}/table")
-        log_run("attribution", f"{dataset}-report", params={"dataset": dataset}, metrics={"figures": len(report["figures"])},
-                tags={"flow": "report", "source": "prefect", "dataset": dataset}, artifacts=[report["path"]])
+        explained, report = results["explain"][dataset], results["report"][dataset]
         console.print(f"{dataset}: test point 0 (label {explained['label']}) explained in {explained['report']}; "
                       f"report with {len(report['figures'])} figures: {report['path']}")
     console.print("τ_K: Kendall tau-b between NN and kGLM correct-class probabilities on the test set; "
                   "TAD: kGLM minus NN test accuracy; R_Miss n/a: neither model misclassified anything.")
     console.print(f"Comparison tables, bar charts and residual plots: {params.outputs}/<dataset>/comparison/")
     console.print(f"MLflow: experiments 'attribution', 'faithfulness-table', 'forensics', 'loss-kernel' and 'explain' in {tracking_uri()}\n"
-                  "  browse with: make mlflow-ui   (then open http://127.0.0.1:5000)")
-    return 0
+                  "  compare runs: kernelscope runs   |   browse: make ui (Prefect and MLflow UIs on 127.0.0.1)")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from prefect import task
 
 from kernelscope.checkpoint import load_checkpoint as _load_checkpoint
 from kernelscope.params import params_from_dict
-from kernelscope.pipeline import RunLayout, compare_stage, data_stage, evaluate_stage, fit_kglm_stage, kernel_stage, train_stage
+from kernelscope.pipeline import (RunLayout, compare_stage, data_stage, evaluate_stage, fit_kglm_stage, kernel_job, kernel_split_blocks,
+                                  kernel_stage, train_stage)
 from kernelscope.pipeline import seed_run as _seed_run
-from tasks.caching import CACHED_TASK
+from tasks.caching import CACHED_TASK, torch_threads
 
 
 @task(name="prepare-data", **CACHED_TASK)
@@ -33,9 +35,22 @@ def load_checkpoint(root: str, checkpoint_hash: str, dataset_hash: str) -> dict[
     return ckpt.meta
 
 
-@task(name="assemble-kernel", task_run_name="assemble-kernel-{kind}", **CACHED_TASK)
-def assemble_kernel(sections: dict[str, Any], root: str, kind: str, checkpoint_hash: str) -> dict[str, Any]:
-    return kernel_stage(params_from_dict(sections), RunLayout(root), kind, progress=False)
+@task(name="kernel-rows", task_run_name="kernel-rows-{kind}-{split}-{start}", **CACHED_TASK)
+def kernel_rows(sections: dict[str, Any], root: str, kind: str, split: str, start: int, stop: int,
+                checkpoint_hash: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Kernel rows [start, stop) of one split: (query ids, float32 rows) per block, as the file stores them."""
+    params = params_from_dict(sections)
+    with torch_threads(params.scale):
+        job = kernel_job(params, RunLayout(root), kind)
+        return [(ids, block.astype(np.float32)) for ids, block in kernel_split_blocks(params, job, split, rows=(start, stop))]
+
+
+@task(name="write-kernel", task_run_name="write-kernel-{kind}")
+def write_kernel(sections: dict[str, Any], root: str, kind: str,
+                 rows: dict[str, list[list[tuple[np.ndarray, np.ndarray]]]]) -> dict[str, Any]:
+    """Write the row-block results of every split into the kind's Parquet kernels (atomically, in order)."""
+    return kernel_stage(params_from_dict(sections), RunLayout(root), kind, progress=False,
+                        blocks=lambda split: (block for part in rows[split] for block in part))
 
 
 @task(name="train-kglm", task_run_name="train-kglm-{kind}", **CACHED_TASK)

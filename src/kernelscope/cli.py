@@ -79,12 +79,9 @@ def cmd_explain(args: argparse.Namespace, params: Params) -> Any:
         query = Query(Path(args.input).stem, x[0], None, None)
     result = explain(layout, kinds, query, args.top_k, {k: kernel_options(params, k) for k in kinds})
     if not args.no_track:
-        from kernelscope.tracking import log_run
+        from kernelscope.explain import track_explain
 
-        artifacts = [result[k] for k in ("report", "boxplot", "grid") if k in result]
-        log_run("explain", f"{ds.name}-{query.name}", params={"dataset": ds.name, "query": query.name, "kinds": kinds, "top_k": args.top_k},
-                metrics={"nn_prediction": result["nn_prediction"]}, tags={"flow": "explain", "source": args.source, "dataset": ds.name},
-                artifacts=artifacts)
+        track_explain(params, ds.name, query.name, kinds, args.top_k, result, source=args.source)
     return {k: result[k] for k in ("query", "label", "nn_prediction", "nn_probabilities", "report")}
 
 
@@ -93,10 +90,9 @@ def cmd_report(args: argparse.Namespace, params: Params) -> Any:
 
     result = build_report(args.run, args.table)
     if not args.no_track:
-        from kernelscope.tracking import log_run
+        from kernelscope.report import track_report
 
-        log_run("attribution", f"{Path(args.run).name}-report", params={"run": str(args.run)}, metrics={"figures": len(result["figures"])},
-                tags={"flow": "report", "source": args.source, "dataset": Path(args.run).name}, artifacts=[result["path"]])
+        track_report(params, Path(args.run).name, result, source=args.source)
     return result
 
 
@@ -120,17 +116,13 @@ def cmd_forensics(args: argparse.Namespace, params: Params) -> Any:
     metrics = {r["kernel"]: {k: (None if r[k] != r[k] else round(float(r[k]), 6)) for k in keys} for r in result["rows"]}
     write_json_atomic(layout.root / "metrics.json", metrics)
     if not args.no_track:
-        from kernelscope.tracking import log_run
-
-        flat = {f"{k}.{kind}": v for kind, m in metrics.items() for k, v in m.items() if v is not None}
-        log_run("forensics", f"{params.poison.dataset}-badnets", params={"poison": params.poison.model_dump(mode="json"), "seed": params.seed},
-                metrics=flat, tags={"flow": "forensics", "source": args.source, "dataset": params.poison.dataset}, artifacts=result["artifacts"])
+        fs.track_forensics(params, result, checkpoint_hash=layout.checkpoint_hash(), source=args.source)
     return metrics
 
 
 def cmd_loss_kernel(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.fileio import write_json_atomic
-    from kernelscope.loss_stages import loss_kernel_stage
+    from kernelscope.loss_stages import loss_kernel_stage, track_loss_kernel
 
     layout = _layout(args)
     summary = loss_kernel_stage(params, layout, progress=not args.quiet)
@@ -138,12 +130,37 @@ def cmd_loss_kernel(args: argparse.Namespace, params: Params) -> Any:
     metrics = {k: round(float(summary[k]), 6) for k in keys if k in summary}
     write_json_atomic(layout.root / "loss_kernel_metrics.json", metrics)
     if not args.no_track:
-        from kernelscope.tracking import log_run
-
-        log_run("loss-kernel", f"{args.dataset}-loss-kernel", params={"loss_kernel": params.loss_kernel.model_dump(mode="json"), "seed": params.seed},
-                metrics=metrics, tags={"flow": "loss-kernel", "source": args.source, "dataset": args.dataset},
-                artifacts=[p for p in (summary["traces_plot"], summary["heatmap"], summary["groups_plot"], summary["umap_plot"]) if p])
+        track_loss_kernel(params, args.dataset, summary, source=args.source)
     return {**metrics, "warnings": summary["warnings"]}
+
+
+def cmd_runs(args: argparse.Namespace, params: Params) -> Any:
+    """A comparison table of the newest MLflow runs (any path: Prefect UI, dvc repro, CLI), from MLflow's search API."""
+    import datetime
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from kernelscope.tracking import DEFAULT_METRICS, EXPERIMENTS, TAG_COLUMNS, compare_runs, tracking_uri
+
+    metrics = tuple(args.metrics.split(",")) if args.metrics else DEFAULT_METRICS
+    try:
+        columns, rows = compare_runs(tuple(args.experiment or EXPERIMENTS), args.filter or "", args.max_results, metrics)
+    except Exception as error:  # MLflow raises its own exception types for a bad filter string
+        raise KernelscopeError(f"runs: MLflow could not search {tracking_uri()} ({str(error).splitlines()[0]}); check --filter, "
+                               "e.g. --filter \"tags.dataset = 'digits10'\".") from None
+    if args.json:
+        return rows
+    table = Table(title=f"kernelscope runs in {tracking_uri()} (newest first)")
+    for column in ("experiment", "run", "started", *TAG_COLUMNS, *columns):
+        table.add_column(column, justify="right" if column in columns else "left", no_wrap=column not in ("kernel", "run"))
+    for row in rows:
+        started = datetime.datetime.fromtimestamp(row["started"] / 1000).strftime("%m-%d %H:%M")
+        tags = [row[t][:8] if t in ("git_commit", "params_hash") else row[t] for t in TAG_COLUMNS]
+        values = [f"{row['metrics'][c]:.4g}" if c in row["metrics"] else "" for c in columns]
+        table.add_row(row["experiment"], row["run"], started, *tags, *values)
+    Console(width=max(Console().width, 200)).print(table if rows else "no runs found")
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--kind", default=None, help="one kernel kind instead of every kind in params.yaml")
         if name == "kglm":
             p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
-            p.add_argument("--source", default="cli", help="tag recorded in MLflow for where the run came from (default: cli)")
+            p.add_argument("--source", default=None, help="source tag recorded in MLflow (default: dvc under dvc repro, else cli)")
     p = sub.add_parser("explain", help="explain one test point or a new input through every kernel's surrogate",
                        description="Predictions, most similar and highest-attribution training points, box plot and image grid.")
     _common(p)
@@ -172,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", nargs="*", help="kernels to explain with (default: every kind in params.yaml)")
     p.add_argument("--top-k", type=int, default=5, help="training points listed per kernel and logit (default: 5)")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
-    p.add_argument("--source", default="cli", help="tag recorded in MLflow (default: cli)")
+    p.add_argument("--source", default=None, help="source tag recorded in MLflow (default: dvc under dvc repro, else cli)")
     p.set_defaults(func=cmd_explain)
     p = sub.add_parser("forensics", help="BadNets forensics: poison the data, train, kernels, detect and trace back",
                        description="One step of the forensics pipeline (the paper's Table 3); outputs under OUT/forensics/<dataset>.")
@@ -180,13 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, dataset=False)
     p.add_argument("--kind", default=None, help="one kernel kind instead of every kind in poison.kinds")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
-    p.add_argument("--source", default="cli", help="tag recorded in MLflow (default: cli)")
+    p.add_argument("--source", default=None, help="source tag recorded in MLflow (default: dvc under dvc repro, else cli)")
     p.set_defaults(func=cmd_forensics)
     p = sub.add_parser("loss-kernel", help="SGLD around the run's model; loss covariance and correlation kernels",
                        description="Per-sample losses of every train and test point across SGLD draws; kinds loss_cov and loss_corr.")
     _common(p)
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
-    p.add_argument("--source", default="cli", help="tag recorded in MLflow (default: cli)")
+    p.add_argument("--source", default=None, help="source tag recorded in MLflow (default: dvc under dvc repro, else cli)")
     p.set_defaults(func=cmd_loss_kernel)
     p = sub.add_parser("report", help="write one self-contained HTML page for a run folder",
                        description="Tables and every figure of a run, images embedded; logged to MLflow.")
@@ -194,8 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", default=None, help="folder of a multi-seed table to include (e.g. outputs/flows/table)")
     p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
-    p.add_argument("--source", default="cli", help="tag recorded in MLflow (default: cli)")
+    p.add_argument("--source", default=None, help="source tag recorded in MLflow (default: dvc under dvc repro, else cli)")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("runs", help="compare MLflow runs side by side (tags and metrics)",
+                       description="The newest runs of every kernelscope experiment, whichever path started them, from MLflow's search API.")
+    p.add_argument("--experiment", action="append", help="experiment to include (repeatable; default: every kernelscope experiment)")
+    p.add_argument("--filter", help="MLflow filter string, e.g. \"tags.dataset = 'digits10' and metrics.tau_k > 0.6\"")
+    p.add_argument("--metrics", help="comma-separated metric names or patterns to show (default: the headline metrics)")
+    p.add_argument("--max-results", type=int, default=20, help="runs to show (default: 20)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    p.set_defaults(func=cmd_runs)
     return parser
 
 
@@ -207,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     except KernelscopeError as error:
         print(f"kernelscope {args.command}: error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2, default=str))
+    if result is not None:
+        print(json.dumps(result, indent=2, default=str))
     return 0
 
 

@@ -150,3 +150,16 @@ def _write_report(path: Path, r: dict[str, Any]) -> Path:
         if key in r:
             lines += [f"## {title}", "", f"![{title}]({Path(r[key]).name})", ""]
     return write_text_atomic(path, "\n".join(lines))
+
+
+def track_explain(params: Any, dataset: str, query_name: str, kinds: list[str], top_k: int, result: dict[str, Any],
+                  source: str | None = None) -> str:
+    """Log one explanation to the 'explain' experiment (the prediction, the report and its pictures)."""
+    from kernelscope.params import params_hash
+    from kernelscope.tracking import RunTags, log_run
+
+    return log_run("explain", f"{dataset}-{query_name}", tags=RunTags("explain", dataset, ",".join(kinds), params.seed, params_hash(params),
+                                                                      {"query": query_name}),
+                   params={"dataset": dataset, "query": query_name, "kinds": kinds, "top_k": top_k},
+                   metrics={"nn_prediction": result["nn_prediction"]}, artifacts=[result[k] for k in ("report", "boxplot", "grid") if k in result],
+                   source=source)

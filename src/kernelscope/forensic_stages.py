@@ -130,3 +130,19 @@ def write_table3(rows: list[dict[str, Any]], out: Path) -> list[str]:
     for name, text in (("table3.md", "\n".join(md) + "\n"), ("table3.csv", "\n".join(csv) + "\n")):
         paths.append(str(write_text_atomic(out / name, text)))
     return paths
+
+
+def track_forensics(params: Params, result: dict[str, Any], *, checkpoint_hash: str, extra_metrics: dict[str, float] | None = None,
+                    source: str | None = None) -> str:
+    """Log a detection result to the 'forensics' experiment: precision, recall and trace-back per kernel."""
+    from kernelscope.params import params_hash
+    from kernelscope.tracking import RunTags, log_run
+
+    p = params.poison
+    metrics = dict(extra_metrics or {})
+    for row in result["rows"]:
+        metrics.update({f"{key}.{row['kernel']}": row[key] for key in ("precision", "recall", "trace_precision", "trace_recall",
+                                                                      "clean_tau_k", "poisoned_tau_k") if row[key] == row[key]})
+    tags = RunTags("forensics", p.dataset, ",".join(p.kinds), params.seed, params_hash(params), {"checkpoint_hash": checkpoint_hash})
+    return log_run("forensics", f"{p.dataset}-badnets", tags=tags, params={"poison": p.model_dump(mode="json"), "seed": params.seed},
+                   metrics=metrics, artifacts=result["artifacts"], source=source)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +62,14 @@ def fit_kglm(k_train: np.ndarray, y: np.ndarray, *, alpha: float, max_iter: int,
     return KGLM(weight=weight, bias=bias, converged=converged)
 
 
+METADATA_KEY = "kernelscope"
+
+
 def save_kglm(model: KGLM, path: str | Path, metadata: dict[str, str]) -> None:
+    # One metadata key holding sorted JSON: safetensors writes a metadata map in no fixed order,
+    # and the same fit must give the same bytes (its hash keys the cache of later steps).
     with atomic_path(path) as tmp:
-        save_file({"weight": model.weight, "bias": model.bias}, str(tmp), metadata=metadata)
+        save_file({"weight": model.weight, "bias": model.bias}, str(tmp), metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
 
 
 def load_kglm(path: str | Path, expect: dict[str, str] | None = None) -> KGLM:
@@ -73,7 +79,7 @@ def load_kglm(path: str | Path, expect: dict[str, str] | None = None) -> KGLM:
         raise ArtifactError(f"{path}: kGLM file not found; run the kglm stage first (kernelscope kglm).")
     try:
         with safe_open(str(path), framework="numpy") as handle:
-            meta = handle.metadata() or {}
+            meta = json.loads((handle.metadata() or {}).get(METADATA_KEY, "{}"))
             weight, bias = handle.get_tensor("weight"), handle.get_tensor("bias")
     except Exception as error:  # safetensors raises its own error types for corrupt headers
         raise ArtifactError(f"{path}: not a readable kGLM file ({error.__class__.__name__}); rerun the kglm stage.") from None

@@ -93,7 +93,7 @@ def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False)
     heatmap = correlation_heatmap(out / "correlation.png", corr, labels, f"{ds.name}: loss correlation")
     groups = group_covariances(out / "covariance_groups.png", cov, labels, f"{ds.name}: loss covariance within and across labels")
     umap_plot = umap_map(out / "umap.png", corr, labels, f"{ds.name}: UMAP of 1 − R", seed=params.seed) if lk.umap else None
-    summary = {"llc": result.llc, "llc_per_chain": result.llc_per_chain.tolist(), "nbeta": result.nbeta,
+    summary = {"checkpoint_hash": ckpt.checkpoint_hash, "llc": result.llc, "llc_per_chain": result.llc_per_chain.tolist(), "nbeta": result.nbeta,
                "train_loss_at_optimum": result.train_loss_at_optimum, "warnings": result.warnings,
                **{(f"label_{k}" if k in ("agreement", "base_rate", "lift") else k): v for k, v in agreement.items()},
                "traces_plot": str(traces), "heatmap": str(heatmap), "groups_plot": str(groups),
@@ -101,3 +101,20 @@ def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False)
                "path": str(layout.kernel_path("loss_corr", "test"))}
     write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def track_loss_kernel(params: Params, dataset: str, summary: dict[str, Any], *,
+                      kglm: dict[str, dict[str, Any]] | None = None, source: str | None = None) -> str:
+    """Log a loss-kernel run to the 'loss-kernel' experiment: LLC, label agreement, lifts, kGLM scores, figures."""
+    from kernelscope.params import params_hash
+    from kernelscope.tracking import RunTags, log_run
+
+    keys = ("llc", "label_agreement", "label_base_rate", "label_lift", "superclass_agreement", "taxonomic_lift")
+    metrics = {k: float(summary[k]) for k in keys if k in summary}
+    for kind, r in (kglm or {}).items():
+        metrics.update({f"tau_k.{kind}": r["tau_k"], f"kglm_accuracy.{kind}": r["kglm_accuracy"]})
+    tags = RunTags("loss-kernel", dataset, ",".join(LOSS_KINDS), params.seed, params_hash(params),
+                   {"checkpoint_hash": summary["checkpoint_hash"], "warnings": str(len(summary["warnings"]))})
+    plots = [summary[k] for k in ("traces_plot", "heatmap", "groups_plot", "umap_plot") if summary.get(k)]
+    return log_run("loss-kernel", f"{dataset}-loss-kernel", tags=tags, params={"loss_kernel": params.loss_kernel.model_dump(mode="json"),
+                   "seed": params.seed}, metrics=metrics, artifacts=plots, source=source)

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kernelscope.errors import ParamsError
+from kernelscope.fileio import sha256_json
 
 DatasetName = Literal["digits2", "digits10"]
 
@@ -82,7 +83,6 @@ class TableParams(_Section):
     n_models: int = Field(5, ge=1, description="Independently seeded models per dataset and architecture.")
     archs: tuple[Literal["mlp", "cnn"], ...] = Field(("mlp", "cnn"), min_length=1, description="Model families in the table.")
     kind: KernelKind = Field("trntk", description="Kernel of the table's surrogates.")
-    concurrency: int = Field(2, ge=1, description="Seeds trained at once through Prefect's task concurrency.")
 
 
 class PoisonParams(_Section):
@@ -141,6 +141,21 @@ class MultitaskParams(SGLDParams):
     sgld_batch_size: int = Field(256, ge=1, description="SGLD minibatch size m.")
 
 
+class ScaleParams(_Section):
+    """How flows fan work out: per-kernel work, per-seed training and kernel row blocks."""
+
+    runner: Literal["sequential", "threads", "dask"] = Field(
+        "sequential", description="'sequential': tasks one after another in the flow's process; 'threads': Prefect's thread pool; "
+                                  "'dask': Prefect's Dask task runner (prefect-dask) on a LocalCluster or the scheduler at dask_address.")
+    max_workers: int = Field(2, ge=1, description="Tasks in flight at once with runner 'threads'.")
+    dask_address: str | None = Field(
+        None, description="Scheduler address of an existing Dask cluster (e.g. tcp://10.0.0.5:8786); null: start a LocalCluster. "
+                          "The environment variable KERNELSCOPE_DASK_ADDRESS overrides it.")
+    dask_workers: int = Field(2, ge=1, description="Worker processes of the LocalCluster.")
+    dask_threads_per_worker: int = Field(1, ge=1, description="Threads per LocalCluster worker (and torch threads per task).")
+    row_tasks: int = Field(1, ge=1, description="Tasks per kernel split: the query rows are cut into this many ranges of whole blocks.")
+
+
 class Params(_Section):
     seed: int = Field(0, ge=0, description="Seed of every random choice of a run.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when present.")
@@ -155,6 +170,13 @@ class Params(_Section):
     poison: PoisonParams = PoisonParams()
     loss_kernel: LossKernelParams = LossKernelParams()
     multitask: MultitaskParams = MultitaskParams()
+    scale: ScaleParams = ScaleParams()
+
+
+def params_hash(params: Params) -> str:
+    """Short hash of every value that can change a result (not where outputs go or how work is spread):
+    the same for a run from the UI, ``dvc repro`` or the CLI when their params agree."""
+    return sha256_json(params.model_dump(mode="json", exclude={"outputs", "scale"}))[:16]
 
 
 def _describe(error: ValidationError, source: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -22,13 +23,14 @@ from kernelscope.data import make_digits, read_dataset, write_dataset
 from kernelscope.attribution import class_summary, write_attributions
 from kernelscope.faithfulness import faithfulness, predictions
 from kernelscope.linearization import fit_linearization
+from kernelscope.errors import KernelscopeError
 from kernelscope.fileio import atomic_path, sha256_file, sha256_json, write_json_atomic
 from kernelscope.kernels import NORMALIZATION, kernel_spec
-from kernelscope.kernels.assembly import kernel_row_blocks
+from kernelscope.kernels.assembly import kernel_row_blocks, row_ranges
 from kernelscope.kernels.store import read_kernel, write_kernel_blocks
 from kernelscope.kglm import fit_kglm, load_kglm, save_kglm
 from kernelscope.models import pick_device
-from kernelscope.params import Params
+from kernelscope.params import Params, params_hash
 from kernelscope.plots import attribution_heatmap, linearization_parity, probability_scatter
 from kernelscope.train import predict_logits, train_classifier
 
@@ -56,6 +58,15 @@ class RunLayout:
     @property
     def model_dir(self) -> Path:
         return self.root / "model"
+
+    def checkpoint_hash(self) -> str:
+        """The weights hash recorded in the checkpoint's sidecar (without loading the weights)."""
+        import json
+
+        sidecar = self.model_dir / "model.json"
+        if not sidecar.is_file():
+            raise KernelscopeError(f"{sidecar}: no checkpoint here; run the train stage (or the attribution flow) first.")
+        return str(json.loads(sidecar.read_text())["weights_sha256"])
 
     def kernel_dir(self, kind: str) -> Path:
         # Loss kernels live with their SGLD run, so stages that read the NTK-family kernels
@@ -109,34 +120,79 @@ def kernel_options(params: Params, kind: str) -> dict[str, Any]:
     return {}
 
 
-def kernel_stage(params: Params, layout: RunLayout, kind: str, progress: bool = True,
-                 extra_queries: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
-    """Stream the train × train and test × train kernels of one kind into Parquet, block by block.
+@dataclass
+class KernelJob:
+    """Everything one kind's kernel assembly needs: the model's recipe and the query sets."""
 
-    ``extra_queries`` adds more query sets against the same training set: {split name: (x, ids)}.
-    """
+    kind: str
+    spec: Any
+    options: dict[str, Any]
+    checkpoint_hash: str
+    dataset_hash: str
+    x_train: torch.Tensor
+    train_ids: np.ndarray
+    queries: dict[str, tuple[torch.Tensor | None, np.ndarray]]  # split -> (inputs or None for train × train, ids)
+
+
+def kernel_job(params: Params, layout: RunLayout, kind: str,
+               extra_queries: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> KernelJob:
     ds = read_dataset(layout.data_dir)
     ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
     device = pick_device(params.device)
     model = ckpt.model.to(device).eval()
     options = kernel_options(params, kind)
     spec = kernel_spec(model, kind, memory_budget_mb=params.kernel.memory_budget_mb, **options)
-    x_train = torch.from_numpy(ds.train.x).to(device)
+    queries: dict[str, tuple[torch.Tensor | None, np.ndarray]] = {
+        "train": (None, ds.train.ids), "test": (torch.from_numpy(ds.test.x).to(device), ds.test.ids)}
+    queries.update({name: (torch.from_numpy(x).to(device), ids) for name, (x, ids) in (extra_queries or {}).items()})
+    return KernelJob(kind, spec, options, ckpt.checkpoint_hash, ds.dataset_hash, torch.from_numpy(ds.train.x).to(device),
+                     ds.train.ids, queries)
+
+
+def kernel_split_blocks(params: Params, job: KernelJob, split: str, rows: tuple[int, int] | None = None,
+                        progress: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(query ids (b,), kernel rows (b, n_train) float64) of one split, block by block (optionally one row range)."""
+    x_query, query_ids = job.queries[split]
+    for r, block in kernel_row_blocks(job.spec, job.x_train if x_query is None else x_query, None if x_query is None else job.x_train,
+                                      chunk_size=params.kernel.chunk_size, memory_budget_mb=params.kernel.memory_budget_mb,
+                                      progress=progress, rows=rows):
+        yield query_ids[r], block
+
+
+def kernel_split_sizes(layout: RunLayout) -> dict[str, int]:
+    """Query rows of the train and test kernels of a run."""
+    ds = read_dataset(layout.data_dir)
+    return {"train": len(ds.train.ids), "test": len(ds.test.ids)}
+
+
+def kernel_row_ranges(params: Params, n_query: int) -> list[tuple[int, int]]:
+    """The query-row ranges of a split, one per row-block task (``scale.row_tasks``)."""
+    return row_ranges(n_query, params.kernel.chunk_size, params.scale.row_tasks)
+
+
+BlockSource = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
+
+
+def kernel_stage(params: Params, layout: RunLayout, kind: str, progress: bool = True,
+                 extra_queries: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                 blocks: BlockSource | None = None) -> dict[str, Any]:
+    """Stream the train × train and test × train kernels of one kind into Parquet, block by block.
+
+    ``extra_queries`` adds more query sets against the same training set: {split name: (x, ids)}.
+    ``blocks(split)``, when given, supplies the split's blocks in order (e.g. gathered from row-block
+    tasks on a Dask cluster) instead of computing them here; the file is the same either way.
+    """
+    job = kernel_job(params, layout, kind, extra_queries)
     written = {}
-    queries = [("train", None, ds.train.ids), ("test", torch.from_numpy(ds.test.x).to(device), ds.test.ids)]
-    queries += [(name, torch.from_numpy(x).to(device), ids) for name, (x, ids) in (extra_queries or {}).items()]
-    for split, x_query, query_ids in queries:
-        n_query = len(ds.train.ids) if x_query is None else len(x_query)
-        blocks = ((query_ids[rows], block) for rows, block in kernel_row_blocks(
-            spec, x_train if x_query is None else x_query, None if x_query is None else x_train,
-            chunk_size=params.kernel.chunk_size, memory_budget_mb=params.kernel.memory_budget_mb, progress=progress))
+    for split, (_, query_ids) in job.queries.items():
+        source = blocks(split) if blocks is not None else kernel_split_blocks(params, job, split, progress=progress)
         provenance = {
-            "kind": kind, "normalization": NORMALIZATION[kind], "split": split, **options,
-            "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash,
+            "kind": kind, "normalization": NORMALIZATION[kind], "split": split, **job.options,
+            "checkpoint_hash": job.checkpoint_hash, "dataset_hash": job.dataset_hash,
         }
-        write_kernel_blocks(layout.kernel_path(kind, split), blocks, n_query, ds.train.ids, provenance)
+        write_kernel_blocks(layout.kernel_path(kind, split), source, len(query_ids), job.train_ids, provenance)
         written[split] = str(layout.kernel_path(kind, split))
-    return {"kind": kind, "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash, **written}
+    return {"kind": kind, "checkpoint_hash": job.checkpoint_hash, "dataset_hash": job.dataset_hash, **written}
 
 
 def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, Any]:
@@ -244,35 +300,29 @@ def seed_run(params: Params, layout: RunLayout, arch: str, kind: str) -> dict[st
     return {**summary, "arch": arch, "seed": params.seed, "train_accuracy": trained["train_accuracy"]}
 
 
-def params_hash(params: Params) -> str:
-    return sha256_json(params.model_dump(mode="json"))[:16]
-
-
-def track_attribution(params: Params, summaries: list[dict[str, Any]], *, source: str, experiment: str = "attribution",
+def track_attribution(params: Params, summaries: list[dict[str, Any]], *, source: str | None = None, experiment: str = "attribution",
                       comparison_artifacts: list[str] = ()) -> list[str]:
     """Log one MLflow run per kernel kind (params, τ_K, TAD, R_Miss, accuracies, hashes, scatter plot)
     and one comparison run per dataset (every kind's metrics, the table, the bar chart, residuals)."""
-    from kernelscope.tracking import log_run
+    from kernelscope.tracking import RunTags, log_run
 
-    common_tags = {"flow": experiment, "source": source, "seed": str(params.seed), "params_hash": params_hash(params),
-                   "kernelscope_version": __version__}
+    def tags(s: dict[str, Any], kernel: str, **extra: str) -> RunTags:
+        return RunTags(experiment, s["dataset"], kernel, params.seed, params_hash(params),
+                       {"checkpoint_hash": s["checkpoint_hash"], "dataset_hash": s["dataset_hash"], "kernelscope_version": __version__, **extra})
+
     run_params = {"seed": params.seed, "data": params.data.model_dump(mode="json"), "train": params.train.model_dump(mode="json"),
                   "kernel": params.kernel.model_dump(mode="json"), "kglm": params.kglm.model_dump(mode="json")}
     run_ids = []
     for s in summaries:
         metrics = {k: s[k] for k in ("tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy", "r2_linearization") if k in s}
-        tags = {**common_tags, "dataset": s["dataset"], "kernel": s["kind"], "checkpoint_hash": s["checkpoint_hash"],
-                "dataset_hash": s["dataset_hash"], "kglm_converged": str(s["kglm_converged"]),
-                "linearization": str(s.get("linearization", "n/a"))}
         artifacts = [s[k] for k in ("plot", "points_csv", "linearization_plot", "heatmap") if k in s]
         run_ids.append(log_run(experiment, f"{s['dataset']}-{s['kind']}", params={**run_params, "dataset": s["dataset"], "kernel": s["kind"]},
-                               metrics=metrics, tags=tags, artifacts=artifacts))
+                               metrics=metrics, artifacts=artifacts, source=source,
+                               tags=tags(s, s["kind"], kglm_converged=str(s["kglm_converged"]), linearization=str(s.get("linearization", "n/a")))))
     if summaries and comparison_artifacts:
         first = summaries[0]
         metrics = {f"{k}.{s['kind']}": s[k] for s in summaries for k in ("tau_k", "tad", "r_miss")}
         metrics["nn_accuracy"] = first["nn_accuracy"]
-        tags = {**common_tags, "dataset": first["dataset"], "kernel": "comparison", "checkpoint_hash": first["checkpoint_hash"],
-                "dataset_hash": first["dataset_hash"]}
         run_ids.append(log_run(experiment, f"{first['dataset']}-comparison", params={**run_params, "dataset": first["dataset"]},
-                               metrics=metrics, tags=tags, artifacts=list(comparison_artifacts)))
+                               metrics=metrics, tags=tags(first, "comparison"), artifacts=list(comparison_artifacts), source=source))
     return run_ids

@@ -90,3 +90,12 @@ def build_report(run_dir: str | Path, table_dir: str | Path | None = None) -> di
     path = run_dir / "report.html"
     write_text_atomic(path, page)
     return {"path": str(path), "figures": figures}
+
+
+def track_report(params: Any, dataset: str, result: dict[str, Any], source: str | None = None) -> str:
+    """Log a built report to the 'attribution' experiment, next to the runs it summarizes."""
+    from kernelscope.params import params_hash
+    from kernelscope.tracking import RunTags, log_run
+
+    return log_run("attribution", f"{dataset}-report", tags=RunTags("report", dataset, ",".join(params.kernel.kinds), params.seed, params_hash(params)),
+                   params={"dataset": dataset}, metrics={"figures": len(result["figures"])}, artifacts=[result["path"]], source=source)

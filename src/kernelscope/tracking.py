@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +35,43 @@ def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def log_run(experiment: str, run_name: str, *, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str],
-            artifacts: list[str | Path] = ()) -> str:
+def run_source() -> str:
+    """Where this run was started: 'prefect-deployment' (the UI's Run button or a schedule), 'dvc'
+    (a ``dvc repro`` stage), 'prefect' (a flow called from Python, e.g. the main job) or 'cli'."""
+    if os.environ.get("PREFECT__FLOW_RUN_ID"):  # set by Prefect in the process that runs a deployment's flow run
+        return "prefect-deployment"
+    if os.environ.get("DVC_STAGE"):  # set by DVC for every stage command
+        return "dvc"
+    if "prefect" in sys.modules:  # never import Prefect from the library; ask only if a flow already did
+        from prefect.context import FlowRunContext
+
+        if FlowRunContext.get() is not None:
+            return "prefect"
+    return "cli"
+
+
+@dataclass(frozen=True)
+class RunTags:
+    """The tags every kernelscope run carries, so the MLflow UI can filter and compare runs from
+    the Prefect UI, ``dvc repro`` and the CLI side by side. ``kernel`` may list several kinds."""
+
+    flow: str
+    dataset: str
+    kernel: str
+    seed: int
+    params_hash: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self, source: str | None = None) -> dict[str, str]:
+        tags = {"flow": self.flow, "dataset": self.dataset, "kernel": self.kernel, "seed": str(self.seed), "params_hash": self.params_hash,
+                "git_commit": git_commit(), "source": source or run_source()}
+        if os.environ.get("DVC_STAGE"):
+            tags["dvc_stage"] = os.environ["DVC_STAGE"]
+        return {**tags, **{k: str(v) for k, v in self.extra.items()}}
+
+
+def log_run(experiment: str, run_name: str, *, tags: RunTags, params: dict[str, Any], metrics: dict[str, float],
+            artifacts: list[str | Path] = (), source: str | None = None) -> str:
     """Log one finished run and return its id. NaN metrics are logged as NaN (MLflow shows them)."""
     import mlflow  # imported here: it is slow to import and only stages that log need it
 
@@ -42,7 +79,7 @@ def log_run(experiment: str, run_name: str, *, params: dict[str, Any], metrics: 
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=run_name) as run:
-        _log_contents(params, metrics, {"git_commit": git_commit(), **tags}, artifacts)
+        _log_contents(params, metrics, tags.as_dict(source), artifacts)
         return run.info.run_id
 
 
@@ -57,17 +94,51 @@ def _log_contents(params: dict[str, Any], metrics: dict[str, float], tags: dict[
         mlflow.log_artifact(str(artifact))
 
 
-def log_parent_with_children(experiment: str, run_name: str, *, params: dict[str, Any], metrics: dict[str, float],
-                             tags: dict[str, str], artifacts: list[str | Path], children: list[dict[str, Any]]) -> str:
-    """One parent run (the aggregate) with a nested child run per member (e.g. per seed)."""
+def log_parent_with_children(experiment: str, run_name: str, *, tags: RunTags, params: dict[str, Any], metrics: dict[str, float],
+                             artifacts: list[str | Path], children: list[dict[str, Any]]) -> str:
+    """One parent run (the aggregate) with a nested child run per member (e.g. per seed; a child's
+    ``tags`` override the parent's, e.g. its own seed and dataset)."""
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
+    parent_tags = tags.as_dict()
     with mlflow.start_run(run_name=run_name) as parent:
-        _log_contents(params, metrics, {"git_commit": git_commit(), **tags}, artifacts)
+        _log_contents(params, metrics, parent_tags, artifacts)
         for child in children:
             with mlflow.start_run(run_name=child["name"], nested=True):
-                _log_contents(child.get("params", {}), child["metrics"], {**tags, **child.get("tags", {})}, child.get("artifacts", []))
+                _log_contents(child.get("params", {}), child["metrics"], {**parent_tags, **child.get("tags", {})}, child.get("artifacts", []))
         return parent.info.run_id
+
+
+EXPERIMENTS = ("attribution", "faithfulness-table", "forensics", "loss-kernel", "explain")
+TAG_COLUMNS = ("flow", "source", "dataset", "kernel", "seed", "params_hash", "git_commit")
+DEFAULT_METRICS = ("tau_k", "tad", "r_miss", "kglm_accuracy", "precision.trntk", "recall.trntk", "llc", "task_auc")
+
+
+def compare_runs(experiments: tuple[str, ...] = EXPERIMENTS, filter_string: str = "", max_results: int = 20,
+                 metric_patterns: tuple[str, ...] = DEFAULT_METRICS) -> tuple[list[str], list[dict[str, Any]]]:
+    """Newest runs of the given experiments through MLflow's search API, as rows of tags and metrics.
+
+    Returns (metric columns present in any row, rows); an unknown experiment name is skipped.
+    """
+    import fnmatch
+
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri())
+    found = [e for e in (client.get_experiment_by_name(name) for name in experiments) if e is not None]
+    if not found:
+        return [], []
+    names = {e.experiment_id: e.name for e in found}
+    runs = client.search_runs([e.experiment_id for e in found], filter_string=filter_string, max_results=max_results,
+                              order_by=["attributes.start_time DESC"])
+    rows, columns = [], []
+    for run in runs:
+        metrics = {k: v for k, v in run.data.metrics.items() if any(fnmatch.fnmatchcase(k, p) for p in metric_patterns)}
+        columns += [k for k in metrics if k not in columns]
+        rows.append({"experiment": names[run.info.experiment_id], "run": run.info.run_name, "run_id": run.info.run_id,
+                     "started": run.info.start_time, **{t: run.data.tags.get(t, "") for t in TAG_COLUMNS}, "metrics": metrics})
+    return columns, rows

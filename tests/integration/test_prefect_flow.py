@@ -3,8 +3,9 @@
 import shutil
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
+
+from kernelscope.params import params_from_dict
 
 pytestmark = pytest.mark.integration
 
@@ -20,23 +21,22 @@ def harness():
 def test_second_run_hits_the_cache_and_logs_to_mlflow(harness, tmp_path, tiny_params_dict, monkeypatch):
     db = tmp_path / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
-    params_path = tmp_path / "params.yaml"
-    params_path.write_text(yaml.safe_dump(tiny_params_dict))
+    params = params_from_dict(tiny_params_dict)
     from flows.attribution import attribution
 
-    kwargs = dict(dataset="digits2", params_path=str(params_path), outputs=str(tmp_path / "out"))
+    kwargs = dict(dataset="digits2", params=params, outputs=str(tmp_path / "out"))
     first = attribution(**kwargs)
     second = attribution(**kwargs)
-    assert first["tasks"] == second["tasks"] == 7  # data, train, checkpoint, kernel, kGLM, evaluate, compare
+    assert first["tasks"] == second["tasks"] == 8  # data, train, checkpoint, kernel rows (train, test), kGLM, evaluate, compare
     assert first["cache_hits"] == 0
     assert second["cache_hits"] == second["tasks"]
     assert second["summaries"][0]["tau_k"] == first["summaries"][0]["tau_k"]
 
     # A cached result whose file was deleted is recomputed rather than trusted.
-    (tmp_path / "out" / "digits2" / "kernels" / "trntk" / "test.parquet").unlink()
+    (tmp_path / "out" / "digits2" / "kglm" / "trntk" / "kglm.safetensors").unlink()
     third = attribution(**kwargs)
     assert third["cache_hits"] == third["tasks"] - 1
-    assert (tmp_path / "out" / "digits2" / "kernels" / "trntk" / "test.parquet").exists()
+    assert (tmp_path / "out" / "digits2" / "kglm" / "trntk" / "kglm.safetensors").exists()
 
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("attribution")
@@ -55,13 +55,12 @@ def test_second_run_hits_the_cache_and_logs_to_mlflow(harness, tmp_path, tiny_pa
 def test_multi_seed_table_logs_parent_and_children(harness, tmp_path, tiny_params_dict, monkeypatch):
     db = tmp_path / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
-    tiny_params_dict["table"] = {"n_models": 3, "archs": ["mlp"], "kind": "trntk", "concurrency": 2}
-    params_path = tmp_path / "params.yaml"
-    params_path.write_text(yaml.safe_dump(tiny_params_dict))
+    tiny_params_dict["table"] = {"n_models": 3, "archs": ["mlp"], "kind": "trntk"}
+    params = params_from_dict(tiny_params_dict)
     from flows.table import faithfulness_table
     from kernelscope.aggregate import mean_se
 
-    result = faithfulness_table(params_path=str(params_path), outputs=str(tmp_path / "out"))
+    result = faithfulness_table(params=params, outputs=str(tmp_path / "out"))
     (row,) = result["table"]
     assert row["n_models"] == 3 and row["arch"] == "mlp"
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
@@ -83,33 +82,31 @@ def test_forensics_flow_runs_and_logs(harness, tmp_path, tiny_params_dict, monke
     tiny_params_dict["poison"] = {"kinds": ["trntk"]}
     tiny_params_dict["train"]["hidden"] = [32, 32]
     tiny_params_dict["train"]["epochs"] = 30
-    params_path = tmp_path / "params.yaml"
-    params_path.write_text(yaml.safe_dump(tiny_params_dict))
+    params = params_from_dict(tiny_params_dict)
     from flows.forensics import forensics
 
-    result = forensics(params_path=str(params_path), outputs=str(tmp_path / "out"))
+    result = forensics(params=params, outputs=str(tmp_path / "out"))
     (row,) = result["rows"]
     assert row["kernel"] == "trntk" and row["precision"] > 0.9
     assert result["tasks"] == 5 and result["n_poisoned"] > 0
     run = MlflowClient(tracking_uri=f"sqlite:///{db}").get_run(result["mlflow_run_id"])
     assert run.data.metrics["precision.trntk"] == pytest.approx(row["precision"])
     assert "attack_success_rate" in run.data.metrics
-    again = forensics(params_path=str(params_path), outputs=str(tmp_path / "out"))
+    again = forensics(params=params, outputs=str(tmp_path / "out"))
     assert again["cache_hits"] == again["tasks"]
 
 
 def test_loss_kernel_flow_after_attribution(harness, tmp_path, tiny_params_dict, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     tiny_params_dict["loss_kernel"] = {"chains": 2, "draws": 6, "burn_in": 4, "steps_between": 2, "batch_size": 64, "umap": False}
-    params_path = tmp_path / "params.yaml"
-    params_path.write_text(yaml.safe_dump(tiny_params_dict))
+    params = params_from_dict(tiny_params_dict)
     from flows.attribution import attribution
     from flows.loss_kernel import loss_kernel
 
-    attribution(dataset="digits2", params_path=str(params_path), outputs=str(tmp_path / "out"), track=False)
-    result = loss_kernel(dataset="digits2", params_path=str(params_path), outputs=str(tmp_path / "out"))
+    attribution(dataset="digits2", params=params, outputs=str(tmp_path / "out"), track=False)
+    result = loss_kernel(dataset="digits2", params=params, outputs=str(tmp_path / "out"))
     assert set(result["kglm"]) == {"loss_cov", "loss_corr"}
     run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(result["mlflow_run_id"])
     assert run.data.metrics["llc"] == pytest.approx(result["summary"]["llc"])
-    again = loss_kernel(dataset="digits2", params_path=str(params_path), outputs=str(tmp_path / "out"), track=False)
+    again = loss_kernel(dataset="digits2", params=params, outputs=str(tmp_path / "out"), track=False)
     assert again["cache_hits"] == again["tasks"]

@@ -79,13 +79,30 @@ def _slices(n: int, size: int) -> list[slice]:
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 
+def row_ranges(n_query: int, chunk_size: int, parts: int) -> list[tuple[int, int]]:
+    """Cut n_query rows into at most ``parts`` ranges of whole blocks (for row-block tasks)."""
+    blocks = _slices(n_query, chunk_size)
+    per = -(-len(blocks) // max(1, parts))
+    return [(blocks[i].start, blocks[min(i + per, len(blocks)) - 1].stop) for i in range(0, len(blocks), per)]
+
+
 def kernel_row_blocks(spec: KernelSpec, x_query: torch.Tensor, x_train: torch.Tensor | None, *, chunk_size: int,
-                      memory_budget_mb: int, progress: bool = False) -> Iterator[tuple[slice, np.ndarray]]:
-    """Yield (query rows, block (rows, n_train) float64) in order, normalized as the spec says."""
+                      memory_budget_mb: int, progress: bool = False,
+                      rows: tuple[int, int] | None = None) -> Iterator[tuple[slice, np.ndarray]]:
+    """Yield (query rows, block (rows, n_train) float64) in order, normalized as the spec says.
+
+    ``rows=(start, stop)`` yields only the blocks of that range of query rows; it must fall on
+    block boundaries (see ``row_ranges``), so each block is computed exactly as in a full pass.
+    """
     same = x_train is None
     x_train = x_query if same else x_train
     t_slices = _slices(len(x_train), chunk_size)
     q_slices = _slices(len(x_query), chunk_size)
+    if rows is not None:
+        start, stop = rows
+        if start % chunk_size or (stop % chunk_size and stop != len(x_query)) or not 0 <= start < stop <= len(x_query):
+            raise ValueError(f"rows {rows} are not whole blocks of {chunk_size} within {len(x_query)} query rows")
+        q_slices = [s for s in q_slices if start <= s.start < stop]
     budget = memory_budget_mb * 2**20
 
     # Pass 1 over the training side: self-kernels, and representations kept while they fit.
