@@ -28,8 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE = ROOT / "infra" / "kernelscope.env"
-STATE = ROOT / ".run" / "services.json"
-LOGS = ROOT / ".run" / "logs"
+RUN_DIR = Path(os.environ.get("KERNELSCOPE_RUN_DIR", ROOT / ".run"))
+STATE = RUN_DIR / "services.json"
+LOGS = RUN_DIR / "logs"
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -71,14 +72,16 @@ def services(env: dict[str, str]) -> list[Service]:
     bin_dir = Path(sys.executable).parent
     prefect_url = f"http://{host}:{prefect_port}"
     mlflow_url = f"http://{host}:{mlflow_port}"
-    db = ROOT / "mlflow.db"
-    artifacts = ROOT / "mlruns"  # the same folder runs logged straight to the SQLite store use
+    db = Path(env.get("KERNELSCOPE_MLFLOW_DB", ROOT / "mlflow.db"))
+    artifacts = Path(env.get("KERNELSCOPE_MLFLOW_ARTIFACTS", ROOT / "mlruns"))  # where runs logged straight to the SQLite store put theirs
     common = {**env, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
               "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{Path(env['PREFECT_HOME']) / 'server.db'}"}
     client = {**common, "PREFECT_API_URL": f"{prefect_url}/api", "MLFLOW_TRACKING_URI": mlflow_url}
+    # The UI asks the server where its API is: tell it, or it points the browser at the default port.
+    server = {**common, "PREFECT_SERVER_API_HOST": host, "PREFECT_SERVER_API_PORT": prefect_port, "PREFECT_UI_API_URL": f"{prefect_url}/api"}
     return [
         Service("prefect-server", [str(bin_dir / "prefect"), "server", "start", "--host", host, "--port", prefect_port],
-                f"{prefect_url}/api/health", common),
+                f"{prefect_url}/api/health", server),
         # Artifacts are files under mlruns/, written by the clients themselves, so runs logged through
         # the server and runs logged straight to mlflow.db (dvc repro, the CLI) read back the same way.
         Service("mlflow-server", [str(bin_dir / "mlflow"), "server", "--host", host, "--port", mlflow_port, "--workers", "1",
