@@ -51,7 +51,14 @@ def assemble_kernels(fan: Fanout, params: Params, root: str, kinds: tuple[str, .
 
 @flow(name="attribution", log_prints=False)
 def attribution(params: Params, dataset: DatasetName = "digits2", outputs: str | None = None, track: bool = True) -> dict[str, Any]:
-    """Explain one dataset's model through its NTK surrogate(s) and log the faithfulness metrics."""
+    """Explain one dataset's model through its NTK surrogate(s) and log the faithfulness metrics.
+
+    Args:
+        params: every setting of the run (params.yaml's sections; the form starts from params.yaml).
+        dataset: the bundled dataset to train on and explain.
+        outputs: folder for the run's artifacts; empty: params.outputs.
+        track: log metrics, tags and plots to MLflow.
+    """
     logger = get_run_logger()
     root = str(RunLayout.at(outputs or params.outputs, dataset).root)
     kinds = params.kernel.kinds

@@ -22,7 +22,17 @@ def explain_input(root: str, kinds: list[str], query: Query, top_k: int, options
 @flow(name="explain")
 def explain_flow(params: Params, dataset: DatasetName = "digits10", index: int | None = 0, input_file: str | None = None, top_k: int = 5,
                  outputs: str | None = None, track: bool = True) -> dict[str, Any]:
-    """Run after the attribution flow: predictions, top-k similar and attributed training points, pictures."""
+    """Run after the attribution flow: predictions, top-k similar and attributed training points, pictures.
+
+    Args:
+        params: every setting of the run (params.yaml's sections; the form starts from params.yaml).
+        dataset: whose attribution run explains the input.
+        index: a test point of that run (ignored when input_file is given).
+        input_file: a new input, .npz (array 'x') or .parquet (column 'features'); read without unpickling.
+        top_k: training points listed per kernel and logit.
+        outputs: folder for the run's artifacts; empty: params.outputs.
+        track: log metrics, tags and plots to MLflow.
+    """
     layout = RunLayout.at(outputs or params.outputs, dataset)
     ds = read_dataset(layout.data_dir)
     if input_file:

@@ -20,7 +20,13 @@ def forensic_sections(params: Params) -> dict[str, Any]:
 
 @flow(name="forensics")
 def forensics(params: Params, outputs: str | None = None, track: bool = True) -> dict[str, Any]:
-    """Poison a fraction of the training set, train on it, and find the poison again through each kernel."""
+    """Poison a fraction of the training set, train on it, and find the poison again through each kernel.
+
+    Args:
+        params: every setting of the run (params.yaml's sections; the form starts from params.yaml).
+        outputs: folder for the run's artifacts; empty: params.outputs.
+        track: log metrics, tags and plots to MLflow.
+    """
     logger = get_run_logger()
     p = params.poison
     root = str(Path(outputs or params.outputs) / "forensics" / p.dataset)

@@ -20,7 +20,14 @@ from tasks.loss_kernel import multitask_loss_kernel, sample_probe_losses, train_
 
 @flow(name="loss-kernel")
 def loss_kernel(params: Params, dataset: DatasetName = "digits10", outputs: str | None = None, track: bool = True) -> dict[str, Any]:
-    """Needs the attribution flow's data and model for this dataset (run it first)."""
+    """SGLD probe losses around the dataset's model, loss kernels and their kGLMs. Run attribution first.
+
+    Args:
+        params: every setting of the run (params.yaml's sections; the form starts from params.yaml).
+        dataset: whose attribution-run model and data to probe.
+        outputs: folder for the run's artifacts; empty: params.outputs.
+        track: log metrics, tags and plots to MLflow.
+    """
     logger = get_run_logger()
     layout = RunLayout.at(outputs or params.outputs, dataset)
     checkpoint_hash = layout.checkpoint_hash()
@@ -43,7 +50,13 @@ def loss_kernel(params: Params, dataset: DatasetName = "digits10", outputs: str 
 @flow(name="loss-kernel-multitask")
 def multitask(params: Params, outputs: str | None = None, track: bool = True) -> dict[str, Any]:
     """Train one model on modular addition and division, sample losses around it, and test whether the
-    loss kernel separates the two tasks (ROC-AUC of the first principal component; the paper: 0.931)."""
+    loss kernel separates the two tasks (ROC-AUC of the first principal component; the paper: 0.931).
+
+    Args:
+        params: every setting of the run (params.yaml's sections; the form starts from params.yaml).
+        outputs: folder for the run's artifacts; empty: params.outputs.
+        track: log metrics, tags and plots to MLflow.
+    """
     logger = get_run_logger()
     root = str(Path(outputs or params.outputs) / "multitask")
     with Fanout(params.scale) as fan:

@@ -31,7 +31,13 @@ def _fmt(value: float, spec: str) -> str:
 @flow(name="kernelscope-pipeline")
 def pipeline(params: Params, outputs: str | None = None, track: bool = True) -> dict[str, Any]:
     """Every flow of the platform in order: attribution per dataset, the multi-seed table, forensics,
-    the loss kernel per dataset and its multitask validation, then an explanation and a report per dataset."""
+    the loss kernel per dataset and its multitask validation, then an explanation and a report per dataset.
+
+    Args:
+        params: every setting of the run (params.yaml's sections; the form starts from params.yaml).
+        outputs: folder for the run's artifacts; empty: params.outputs.
+        track: log metrics, tags and plots to MLflow.
+    """
     from kernelscope.report import build_report, track_report
 
     out = outputs or params.outputs

@@ -17,7 +17,13 @@ from tasks.fanout import Fanout
 
 @flow(name="faithfulness-table")
 def faithfulness_table(params: Params, outputs: str | None = None, track: bool = True) -> dict[str, Any]:
-    """Train table.n_models seeded models per dataset and architecture; aggregate τ_K, TAD, R_Miss, accuracy."""
+    """Train table.n_models seeded models per dataset and architecture; aggregate τ_K, TAD, R_Miss, accuracy.
+
+    Args:
+        params: every setting of the run (params.yaml's sections; the form starts from params.yaml).
+        outputs: folder for the run's artifacts; empty: params.outputs.
+        track: log metrics, tags and plots to MLflow.
+    """
     logger = get_run_logger()
     root = Path(outputs or params.outputs) / "table"
     tp = params.table

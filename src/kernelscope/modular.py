@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from kernelscope.progress import Progress
 
 ADD, DIV = 0, 1
 
@@ -68,11 +68,13 @@ def train_modular(data: ModularData, *, steps: int, lr: float, weight_decay: flo
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
     train = torch.from_numpy(data.train)
-    for _ in tqdm(range(steps), desc="modular", disable=not progress, leave=False):
-        idx = train[torch.randint(0, len(train), (batch_size,), generator=gen)]
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x[idx]), y[idx]).backward()
-        optimizer.step()
+    with Progress(steps, "modular training", "step", bar=progress) as bar:
+        for _ in range(steps):
+            idx = train[torch.randint(0, len(train), (batch_size,), generator=gen)]
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            optimizer.step()
+            bar.update()
     model.eval()
     return model, accuracies(model, data)
 

@@ -17,6 +17,8 @@ def apply_tool_defaults(project_root: str | Path | None = None) -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DVC_NO_ANALYTICS": "1",
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        # Progress lines of long loops (kernelscope.progress) appear in the flow run's logs in the UI.
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "kernelscope",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)

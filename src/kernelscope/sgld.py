@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
-from tqdm.auto import tqdm
+from kernelscope.progress import Progress
 
 from kernelscope.errors import KernelscopeError
 
@@ -111,7 +111,7 @@ def sample(model: nn.Module, loss_fn: PerSampleLoss, x_train: torch.Tensor, y_tr
     total = config.burn_in + config.draws * config.steps_between
     trace = np.empty((c, total))
     draws, draw_train = [], []
-    bar = tqdm(total=total, desc="SGLD", unit="step", disable=not progress, leave=False)
+    bar = Progress(total, f"SGLD ({c} chains)", "step", bar=progress)
     for step in range(total):
         idx = torch.stack([torch.randperm(n, generator=gen)[:m] for _ in range(c)])  # (chains, m)
         with torch.no_grad():

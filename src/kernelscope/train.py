@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from kernelscope.progress import Progress
 
 from kernelscope.data import Dataset
 from kernelscope.models import build_model, log_probs, n_outputs_for
@@ -73,16 +73,18 @@ def train_classifier(dataset: Dataset, params: TrainParams | CNNParams, seed: in
     y = torch.from_numpy(dataset.train.y)
     shuffler = torch.Generator().manual_seed(seed + 1)
     loss_value = float("nan")
-    for _ in tqdm(range(params.epochs), desc=f"train {dataset.name}", unit="epoch", disable=not progress, leave=False):
-        model.train()
-        order = torch.randperm(len(x), generator=shuffler)
-        for start in range(0, len(x), params.batch_size):
-            idx = order[start : start + params.batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            loss = classification_loss(model(x[idx]), y[idx])
-            loss.backward()
-            optimizer.step()
-            loss_value = loss.item()
+    with Progress(params.epochs, f"train {arch['name']} on {dataset.name}", "epoch", bar=progress) as bar:
+        for _ in range(params.epochs):
+            model.train()
+            order = torch.randperm(len(x), generator=shuffler)
+            for start in range(0, len(x), params.batch_size):
+                idx = order[start : start + params.batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                loss = classification_loss(model(x[idx]), y[idx])
+                loss.backward()
+                optimizer.step()
+                loss_value = loss.item()
+            bar.update()
     model.eval()
     return TrainResult(
         model=model,

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from kernelscope.progress import Progress
 
 MICRO_BATCH = 64  # rows per featurization call; fixed so a sample's features never depend on its batch
 
@@ -118,7 +118,7 @@ def kernel_row_blocks(spec: KernelSpec, x_query: torch.Tensor, x_train: torch.Te
     # With the training side in memory, one Gram call per query chunk: (rows, all training points).
     train_all = _cat(cached) if cached is not None else None
     del cached  # the concatenated copy replaces the per-chunk pieces
-    bar = tqdm(total=len(q_slices), desc=f"{spec.kind} rows", unit="block", disable=not progress, leave=False)
+    bar = Progress(len(q_slices), f"{spec.kind} kernel rows", "block", bar=progress)
     for qs in q_slices:
         if same and train_all is not None:
             rq = _map(train_all, lambda t, qs=qs: t[qs])  # a view, no recomputation
