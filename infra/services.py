@@ -166,6 +166,10 @@ def urls(env: dict[str, str]) -> tuple[str, str]:
     return f"http://{host}:{env['PREFECT_PORT']}", f"http://{host}:{env['MLFLOW_PORT']}"
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_up(detach: bool) -> int:
     if STATE.exists():
         print(f"services already started ({STATE}); run `make ui-stop` first.", file=sys.stderr)
@@ -183,6 +187,10 @@ def cmd_up(detach: bool) -> int:
         print("Running in the background; stop with `make ui-stop`.")
         return 0
     print("Press Ctrl-C to stop them all.", flush=True)
+    # Ctrl-C (SIGINT) or a process manager's SIGTERM: stop everything. SIGINT is set explicitly
+    # because a shell that starts us in the background hands it down ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             for name, info in started.items():
@@ -193,6 +201,7 @@ def cmd_up(detach: bool) -> int:
     except KeyboardInterrupt:
         print("\nStopping ...", flush=True)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave half the services behind
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_all(pids)
     return 0
 

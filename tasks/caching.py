@@ -5,14 +5,29 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.states import State
 
-# A task's result is reused when its inputs and its source are unchanged, across processes.
-CACHE_POLICY = INPUTS + TASK_SOURCE
+from kernelscope import ARTIFACT_FORMAT
+
+@dataclass
+class ArtifactFormat(CachePolicy):
+    """Part of every key: the version of the files the library writes (kernelscope.ARTIFACT_FORMAT).
+
+    A task's own source rarely changes when the library under it starts writing files differently;
+    bumping the format makes every cached result that points at an old-format file a miss.
+    """
+
+    def compute_key(self, task_ctx: Any, inputs: dict[str, Any] | None, flow_parameters: dict[str, Any] | None, **kwargs: Any) -> str:
+        return f"kernelscope-artifacts-{ARTIFACT_FORMAT}"
+
+
+# A task's result is reused when its inputs, its source and the artifact format are unchanged, across processes.
+CACHE_POLICY = INPUTS + TASK_SOURCE + ArtifactFormat()
 
 
 def result_storage() -> Path:
