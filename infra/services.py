@@ -52,10 +52,7 @@ def settings() -> dict[str, str]:
     env.setdefault("KERNELSCOPE_HOST", "127.0.0.1")
     env.setdefault("PREFECT_PORT", "4200")
     env.setdefault("MLFLOW_PORT", "5000")
-    # Project-relative paths become absolute, since the services do not share one working directory's view.
-    for key in ("PREFECT_HOME",):
-        if not os.path.isabs(env.get(key, "/")):
-            env[key] = str(ROOT / env[key])
+    env["PREFECT_HOME"] = str(ROOT / env.get("PREFECT_HOME", ".prefect"))  # relative to the project root; an absolute path stays
     return env
 
 
@@ -107,7 +104,7 @@ def wait_healthy(url: str, timeout: float, proc: subprocess.Popen) -> None:
     raise RuntimeError(f"not healthy at {url} after {timeout:.0f} s")
 
 
-def start_all(env: dict[str, str], *, detach: bool, timeout: float = 120.0) -> dict[str, dict]:
+def start_all(env: dict[str, str], timeout: float = 120.0) -> dict[str, dict]:
     LOGS.mkdir(parents=True, exist_ok=True)
     started: dict[str, dict] = {}
     try:
@@ -177,7 +174,7 @@ def cmd_up(detach: bool) -> int:
     env = settings()
     prefect_url, mlflow_url = urls(env)
     print("Starting kernelscope services ...", flush=True)
-    started = start_all(env, detach=detach)
+    started = start_all(env)
     pids = {name: info["pid"] for name, info in started.items()}
     print(f"\nPrefect UI:  {prefect_url}   (Deployments → pick a flow → Run)\nMLflow UI:   {mlflow_url}\n"
           f"Send CLI runs to them too:  export PREFECT_API_URL={prefect_url}/api MLFLOW_TRACKING_URI={mlflow_url}", flush=True)
@@ -206,21 +203,27 @@ def cmd_up(detach: bool) -> int:
     return 0
 
 
-def cmd_down() -> int:
+def background_state() -> dict | None:
+    """What `up --detach` recorded, or None (with a message) when nothing was started that way."""
     if not STATE.exists():
-        print("no services started in the background (nothing in .run/services.json).")
+        print(f"no services started in the background (no {STATE}).")
+        return None
+    return json.loads(STATE.read_text())
+
+
+def cmd_down() -> int:
+    state = background_state()
+    if state is None:
         return 0
-    state = json.loads(STATE.read_text())
     stop_all(state["pids"])
     STATE.unlink()
     return 0
 
 
 def cmd_status() -> int:
-    if not STATE.exists():
-        print("no services started in the background.")
+    state = background_state()
+    if state is None:
         return 0
-    state = json.loads(STATE.read_text())
     for name, pid in state["pids"].items():
         print(f"{name:18s} pid {pid:<8d} {'running' if _group_alive(pid) else 'stopped'}")
     print(f"Prefect UI: {state['prefect_url']}\nMLflow UI:  {state['mlflow_url']}")

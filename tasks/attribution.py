@@ -12,7 +12,8 @@ from kernelscope.params import params_from_dict
 from kernelscope.pipeline import (RunLayout, compare_stage, data_stage, evaluate_stage, fit_kglm_stage, kernel_job, kernel_split_blocks,
                                   kernel_stage, train_stage)
 from kernelscope.pipeline import seed_run as _seed_run
-from tasks.caching import CACHED_TASK, torch_threads
+from tasks.caching import CACHED_TASK
+from tasks.fanout import torch_threads
 
 
 @task(name="prepare-data", **CACHED_TASK)

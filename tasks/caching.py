@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,19 +62,3 @@ class CacheLedger:
         self.runs += 1
         self.hits += state.name == "Cached"
         return result
-
-
-@contextmanager
-def torch_threads(scale: Any) -> Iterator[None]:
-    """On a Dask worker, torch uses the worker's thread share instead of every core (restored afterwards)."""
-    import torch
-
-    if scale.runner != "dask":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(scale.dask_threads_per_worker)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -10,6 +10,8 @@ Results come back in submission order, so whatever ran where, the flow writes th
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect.futures import PrefectFuture
@@ -41,6 +43,22 @@ def task_runner(scale: ScaleParams) -> TaskRunner | None:
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                           cluster_kwargs={"n_workers": scale.dask_workers, "threads_per_worker": scale.dask_threads_per_worker,
                                           "processes": True, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"})
+
+
+@contextmanager
+def torch_threads(scale: ScaleParams) -> Iterator[None]:
+    """On a Dask worker, torch uses the worker's thread share instead of every core (restored afterwards)."""
+    import torch
+
+    if scale.runner != "dask":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(scale.dask_threads_per_worker)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Pending:

@@ -15,6 +15,8 @@ from types import TracebackType
 from tqdm.auto import tqdm
 
 LOGGER = logging.getLogger("kernelscope.progress")
+if LOGGER.level == logging.NOTSET:
+    LOGGER.setLevel(logging.INFO)  # progress is information by default, whatever the root logger says
 
 
 class Progress:

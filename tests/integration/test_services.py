@@ -75,7 +75,7 @@ def services(tmp_path_factory):
     env.pop("PREFECT_API_URL", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     env = launcher.settings() | env
-    started = launcher.start_all(env, detach=True)
+    started = launcher.start_all(env)
     pids = {name: info["pid"] for name, info in started.items()}
     prefect_url, mlflow_url = launcher.urls(env)
     try:
@@ -139,6 +139,10 @@ def test_run_button_path_completes_and_lands_in_mlflow(services, completed_runs)
         assert {"flow", "dataset", "kernel", "seed", "params_hash", "git_commit"} <= set(tags)
         assert tags["dataset"] == "digits2" and tags["seed"] == str(TINY_PARAMS["seed"])
         assert {m["key"] for m in run["data"]["metrics"]} >= {"tau_k", "tad", "kglm_accuracy"}
+    # The run's logs in the UI carry the progress lines of its long loops (counts and rates).
+    status, logs = api(services["prefect"], "/api/logs/filter", {"logs": {"flow_run_id": {"any_": flow_run_ids}}, "limit": 200})
+    progress = [entry["message"] for entry in logs if "kernel rows" in entry["message"]]
+    assert progress and all("block/s" in line for line in progress), [entry["message"] for entry in logs][:20]
     # Editing a field in the form changes the params hash, so MLflow can tell the two runs apart.
     assert len({next(t["value"] for t in r["data"]["tags"] if t["key"] == "params_hash") for r in runs}) == 2
 
