@@ -134,6 +134,29 @@ def cmd_loss_kernel(args: argparse.Namespace, params: Params) -> Any:
     return {**metrics, "warnings": summary["warnings"]}
 
 
+def cmd_multitask(args: argparse.Namespace, params: Params) -> Any:
+    from kernelscope.multitask_stage import multitask_loss_stage, multitask_train_stage
+
+    root = Path(args.out) / "multitask"
+    if args.step == "train":
+        return multitask_train_stage(params, root)
+    summary = multitask_loss_stage(params, root)
+    return {k: v for k, v in summary.items() if k != "plots"}
+
+
+def cmd_structure(args: argparse.Namespace, params: Params) -> Any:
+    from kernelscope.fileio import write_json_atomic
+    from kernelscope.structure.stages import structure_stage, track_structure
+
+    summary = structure_stage(params, args.subject, args.out)
+    root = Path(args.out) / ("multitask" if args.subject == "modular" else args.subject)
+    write_json_atomic(root / "structure_metrics.json", {k: round(v, 6) for k, v in sorted(summary["metrics"].items())})
+    if not args.no_track:
+        track_structure(params, summary, source=args.source)
+    return {"subject": summary["subject"], "coordinate_free_kept": summary["coordinate_free_kept"], "parameters": summary["parameters"],
+            "files": summary["files"]}
+
+
 def cmd_runs(args: argparse.Namespace, params: Params) -> Any:
     """A comparison table of the newest MLflow runs (any path: Prefect UI, dvc repro, CLI), from MLflow's search API."""
     import datetime
@@ -205,6 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.add_argument("--source", default=None, help="source tag recorded in MLflow (default: dvc under dvc repro, else cli)")
     p.set_defaults(func=cmd_loss_kernel)
+    p = sub.add_parser("multitask", help="the loss kernel's multitask validation: train the modular model, or sample and score it",
+                       description="Modular addition and division (p = multitask.p) in one model; outputs under OUT/multitask.")
+    p.add_argument("step", choices=["train", "loss-kernel"], help="which step to run")
+    _common(p, dataset=False)
+    p.set_defaults(func=cmd_multitask)
+    p = sub.add_parser("structure", help="layer-Jacobian spectra, degeneracy, interaction basis and the coordinate check of a model",
+                       description="Structure probes of a dataset's model (OUT/<dataset>) or the modular model (OUT/multitask).")
+    p.add_argument("--subject", required=True, choices=["digits2", "digits10", "modular"], help="which model to probe")
+    _common(p, dataset=False)
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.add_argument("--source", default=None, help="source tag recorded in MLflow (default: dvc under dvc repro, else cli)")
+    p.set_defaults(func=cmd_structure)
     p = sub.add_parser("report", help="write one self-contained HTML page for a run folder",
                        description="Tables and every figure of a run, images embedded; logged to MLflow.")
     p.add_argument("run", help="run folder, e.g. outputs/flows/digits10")

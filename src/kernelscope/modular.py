@@ -50,12 +50,17 @@ class ModularMLP(nn.Module):
         self.a = nn.Embedding(p, embed)
         self.b = nn.Embedding(p, embed)
         self.task = nn.Embedding(2, embed)
+        self.embed = nn.Identity()  # names the concatenated embedding as a layer (structure probes); no parameters
         self.hidden = nn.Linear(3 * embed, hidden)
+        self.act = nn.ReLU()
         self.out = nn.Linear(hidden, p)
 
+    # Layers the structure probes read, in forward order (the integer input is not differentiable).
+    structure_layers = ("embed", "act", "output")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, 3) int64 -> (b, p)
-        h = torch.cat([self.a(x[:, 0]), self.b(x[:, 1]), self.task(x[:, 2])], dim=1)
-        return self.out(F.relu(self.hidden(h)))
+        h = self.embed(torch.cat([self.a(x[:, 0]), self.b(x[:, 1]), self.task(x[:, 2])], dim=1))  # (b, 3·embed)
+        return self.out(self.act(self.hidden(h)))
 
 
 def train_modular(data: ModularData, *, steps: int, lr: float, weight_decay: float, batch_size: int, seed: int,

@@ -141,6 +141,27 @@ class MultitaskParams(SGLDParams):
     sgld_batch_size: int = Field(256, ge=1, description="SGLD minibatch size m.")
 
 
+StructureSubject = Literal["digits2", "digits10", "modular"]
+
+
+class StructureParams(_Section):
+    """Structure probes: layer-Jacobian spectra, degeneracy, the interaction basis and the coordinate check."""
+
+    subjects: tuple[StructureSubject, ...] = Field(
+        ("digits2", "digits10", "modular"), min_length=1,
+        description="Models the main job probes: a dataset's attribution-run MLP, or 'modular' (the multitask model).")
+    layers: dict[StructureSubject, tuple[str, ...]] = Field(
+        default_factory=dict, description="Per subject, the layers in forward order (module names, 'input', 'output'); "
+                                          "missing: the input (if real-valued), every activation module and the logits.")
+    points: int = Field(256, ge=2, description="Training points (seeded sample) for Jacobians, Gram matrices and the interaction basis.")
+    chunk_size: int = Field(64, ge=1, description="Points per Jacobian batch.")
+    rank_rtol: float = Field(1e-4, gt=0.0, lt=1.0, description="Singular values above rank_rtol × the largest count toward the rank.")
+    mass: float = Field(0.99, gt=0.0, le=1.0, description="Squared-mass fraction for the effective rank (count to this mass).")
+    gram_rtol: float = Field(1e-8, gt=0.0, lt=1.0, description="Gram eigenvalues below gram_rtol × the largest are dropped when whitening.")
+    ablation_steps: int = Field(33, ge=2, description="Points on each ablation curve beyond the first 16 directions.")
+    check_points: int = Field(64, ge=2, description="Points for the coordinate check (each transform recomputes every spectrum).")
+
+
 class ScaleParams(_Section):
     """How flows fan work out: per-kernel work, per-seed training and kernel row blocks."""
 
@@ -170,6 +191,7 @@ class Params(_Section):
     poison: PoisonParams = PoisonParams()
     loss_kernel: LossKernelParams = LossKernelParams()
     multitask: MultitaskParams = MultitaskParams()
+    structure: StructureParams = StructureParams()
     scale: ScaleParams = ScaleParams()
 
 

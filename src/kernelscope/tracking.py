@@ -112,7 +112,7 @@ def log_parent_with_children(experiment: str, run_name: str, *, tags: RunTags, p
         return parent.info.run_id
 
 
-EXPERIMENTS = ("attribution", "faithfulness-table", "forensics", "loss-kernel", "explain")
+EXPERIMENTS = ("attribution", "faithfulness-table", "forensics", "loss-kernel", "explain", "structure")
 TAG_COLUMNS = ("flow", "source", "dataset", "kernel", "seed", "params_hash", "git_commit")
 DEFAULT_METRICS = ("tau_k", "tad", "r_miss", "kglm_accuracy", "precision.trntk", "recall.trntk", "llc", "task_auc")
 

@@ -1,0 +1,257 @@
+"""Structure-probe stages on a checkpoint the platform holds: each writes its artifacts under
+<run>/structure/ and returns a JSON-able summary (the flow's cached tasks and the CLI call these)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from threadpoolctl import threadpool_limits
+
+from kernelscope.checkpoint import load_checkpoint
+from kernelscope.errors import ArtifactError
+from kernelscope.fileio import atomic_path, write_json_atomic
+from kernelscope.params import Params
+from kernelscope.structure.degeneracy import (activation_gram, effective_parameters, firing_groups, gradient_gram, gram_spectrum,
+                                              is_relu_layer, relu_activations, spectrum_summary)
+from kernelscope.structure.interaction import (Basis, ablation_curve, activation_moments, directions_needed, interaction_bases,
+                                               pca_basis)
+from kernelscope.structure.layers import OUTPUT, check_layers, default_layers
+from kernelscope.structure.reparameterize import coordinate_check
+from kernelscope.structure.spectra import layer_spectra
+
+
+def one_blas_thread(stage: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Run a stage with numpy's BLAS on one thread: its batched small eigen-problems gain nothing from
+    more, and BLAS threads next to torch's spinning OpenMP threads made them up to 60× slower on 2 cores."""
+
+    @functools.wraps(stage)
+    def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        with threadpool_limits(limits=1, user_api="blas"):
+            return stage(*args, **kwargs)
+    return run
+
+
+@dataclass
+class Subject:
+    """A checkpoint and its data, as the structure probes see them."""
+
+    name: str
+    model: nn.Module
+    checkpoint_hash: str
+    x_fit: torch.Tensor    # (points, ...) seeded sample of the training split
+    fit_ids: np.ndarray
+    x_eval: torch.Tensor   # the test split
+    y_eval: torch.Tensor
+    root: Path             # the run folder: <root>/structure/ gets the artifacts, <root>/loss_kernel/ may hold an SGLD run
+    layers: list[str]
+
+
+def _sample(n: int, k: int, seed: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(k, n), replace=False))
+
+
+def load_subject(params: Params, name: str, outputs: str | Path) -> Subject:
+    """The attribution run's MLP and data of a digits dataset, or the multitask modular model."""
+    sp = params.structure
+    if name == "modular":
+        from kernelscope.modular import make_modular
+
+        mp = params.multitask
+        root = Path(outputs) / "multitask"
+        data = make_modular(mp.p, mp.train_fraction, params.seed)
+        ckpt = load_checkpoint(root / "model", expected_dataset_hash=f"modular-p{mp.p}-f{mp.train_fraction}-s{params.seed}")
+        pick = data.train[_sample(len(data.train), sp.points, params.seed)]
+        x_fit, fit_ids = torch.from_numpy(data.x[pick]), pick
+        x_eval, y_eval = torch.from_numpy(data.x[data.test]), torch.from_numpy(data.y[data.test])
+    else:
+        from kernelscope.data import read_dataset
+        from kernelscope.pipeline import RunLayout
+
+        layout = RunLayout.at(outputs, name)
+        ds = read_dataset(layout.data_dir)
+        ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
+        root = layout.root
+        dtype = next(ckpt.model.parameters()).dtype
+        pick = _sample(len(ds.train.y), sp.points, params.seed)
+        x_fit, fit_ids = torch.from_numpy(ds.train.x[pick]).to(dtype), ds.train.ids[pick]
+        x_eval, y_eval = torch.from_numpy(ds.test.x).to(dtype), torch.from_numpy(ds.test.y)
+    model = ckpt.model.eval()
+    layers = list(sp.layers.get(name) or default_layers(model, x_fit))
+    check_layers(model, x_fit, layers, source=f"params.yaml: structure.layers.{name}")
+    return Subject(name, model, ckpt.checkpoint_hash, x_fit, np.asarray(fit_ids), x_eval, y_eval, root, layers)
+
+
+def out_dir(subject: Subject) -> Path:
+    return subject.root / "structure"
+
+
+@one_blas_thread
+def spectra_stage(params: Params, subject: Subject) -> dict[str, Any]:
+    """Jacobian spectra of every adjacent layer pair: a Parquet of per-point spectra, a plot, effective ranks."""
+    from kernelscope.plots import jacobian_spectra
+
+    sp = params.structure
+    pairs = layer_spectra(subject.model, subject.x_fit, subject.layers, chunk_size=sp.chunk_size, rtol=sp.rank_rtol, mass=sp.mass)
+    out = out_dir(subject)
+    rows = {"source": [], "target": [], "point_id": [], "singular_values": []}
+    for p in pairs:
+        rows["source"] += [p.source] * len(p.per_point)
+        rows["target"] += [p.target] * len(p.per_point)
+        rows["point_id"] += subject.fit_ids.tolist()
+        rows["singular_values"] += [s.astype(np.float32).tolist() for s in p.per_point]
+    table = pa.table({"source": pa.array(rows["source"]), "target": pa.array(rows["target"]),
+                      "point_id": pa.array(rows["point_id"], pa.int64()), "singular_values": pa.array(rows["singular_values"], pa.list_(pa.float32()))})
+    meta = {"checkpoint_hash": subject.checkpoint_hash, "subject": subject.name, "layers": subject.layers,
+            "rank_rtol": sp.rank_rtol, "mass": sp.mass, "orientation": "per point: singular values of d h_target / d h_source, descending"}
+    table = table.replace_schema_metadata({b"kernelscope": json.dumps(meta, sort_keys=True).encode()})
+    path = out / "jacobian_spectra.parquet"
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    pair_rows = [{"source": p.source, "target": p.target, "shape": list(p.shape), **p.summary,
+                  "stacked": p.stacked.tolist(), "per_point_mean": p.per_point.mean(0).tolist()} for p in pairs]
+    plot = jacobian_spectra(out / "jacobian_spectra.png", pair_rows, f"{subject.name}: layer Jacobian spectra ({len(subject.x_fit)} points)")
+    result = {"checkpoint_hash": subject.checkpoint_hash, "pairs": pair_rows, "plot": str(plot), "path": str(path)}
+    write_json_atomic(out / "spectra.json", result)
+    return result
+
+
+@one_blas_thread
+def degeneracy_stage(params: Params, subject: Subject) -> dict[str, Any]:
+    """Activation and gradient Gram spectra of every layer but the logits, and synchronized ReLUs."""
+    from kernelscope.plots import gram_spectra
+
+    sp = params.structure
+    layers = []
+    for layer in subject.layers[:-1]:
+        act = gram_spectrum(activation_gram(subject.model, subject.x_fit, layer, sp.chunk_size))
+        grad = gram_spectrum(gradient_gram(subject.model, subject.x_fit, layer, sp.chunk_size))
+        row: dict[str, Any] = {"layer": layer, "activation": spectrum_summary(act, sp.rank_rtol, sp.mass),
+                               "gradient": spectrum_summary(grad, sp.rank_rtol, sp.mass),
+                               "activation_eigenvalues": act.tolist(), "gradient_eigenvalues": grad.tolist()}
+        if is_relu_layer(subject.model, layer):
+            groups = firing_groups(relu_activations(subject.model, subject.x_fit, layer, sp.chunk_size))
+            row["relu"] = {**groups.summary(), "groups": groups.synchronized[:20], "dead_neurons": groups.dead,
+                           "always_on_neurons": groups.always_on}
+        layers.append(row)
+    out = out_dir(subject)
+    plot = gram_spectra(out / "gram_spectra.png", layers, f"{subject.name}: degeneracy ({len(subject.x_fit)} points)")
+    path = out / "degeneracy.json"
+    result = {"checkpoint_hash": subject.checkpoint_hash, "layers": layers, "plot": str(plot), "path": str(path)}
+    write_json_atomic(path, result)
+    return result
+
+
+@one_blas_thread
+def interaction_stage(params: Params, subject: Subject) -> dict[str, Any]:
+    """The interaction basis of every layer but the logits, and ablation curves against PCA on the test split."""
+    from kernelscope.plots import ablation_curves
+
+    sp = params.structure
+    bases = interaction_bases(subject.model, subject.x_fit, subject.layers, chunk_size=sp.chunk_size, rtol=sp.gram_rtol)
+    curves: dict[str, dict[str, dict[str, list]]] = {}
+    layers = []
+    for layer, basis in bases.items():
+        gram, mean = activation_moments(subject.model, subject.x_fit, layer, sp.chunk_size)
+        pca: Basis = pca_basis(gram, mean, sp.gram_rtol)
+        curves[layer] = {b.name: ablation_curve(subject.model, subject.x_eval, subject.y_eval, layer, b, sp.ablation_steps) for b in (basis, pca)}
+        importance = basis.importance
+        layers.append({"layer": layer, "dim": int(basis.forward.shape[1]), "whitened_dim": int(len(importance)),
+                       "interacting_directions": int((importance > sp.rank_rtol**2 * max(importance.max(), 1e-300)).sum()),
+                       "importance": importance.tolist(), "pca_variance": pca.importance.tolist(),
+                       "needed_interaction": directions_needed(curves[layer]["interaction"]),
+                       "needed_pca": directions_needed(curves[layer]["pca"]), "curves": curves[layer]})
+    out = out_dir(subject)
+    plot = ablation_curves(out / "ablation_curves.png", curves, f"{subject.name}: accuracy as directions are removed (smallest first)")
+    path = out / "interaction_basis.json"
+    result = {"checkpoint_hash": subject.checkpoint_hash, "layers": layers, "plot": str(plot), "path": str(path)}
+    write_json_atomic(path, result)
+    return result
+
+
+@one_blas_thread
+def coordinate_stage(params: Params, subject: Subject) -> dict[str, Any]:
+    """Function-preserving reparameterizations: rank measures before and after, neuron-basis measures before and after."""
+    sp = params.structure
+    x = subject.x_fit[: sp.check_points]
+    check = coordinate_check(subject.model, x, subject.layers, seed=params.seed, chunk_size=sp.chunk_size, rtol=sp.rank_rtol, mass=sp.mass)
+    path = out_dir(subject) / "coordinate_check.json"
+    result = {"checkpoint_hash": subject.checkpoint_hash, **check, "path": str(path)}
+    write_json_atomic(path, result)
+    return result
+
+
+def sampled_llc(subject_root: Path, checkpoint_hash: str) -> float | None:
+    """λ̂ of an SGLD probe-sampling run on this very checkpoint, if one exists beside it."""
+    losses, summary = subject_root / "loss_kernel" / "probe_losses.parquet", subject_root / "loss_kernel" / "summary.json"
+    if not (losses.is_file() and summary.is_file()):
+        return None
+    meta = pq.read_schema(losses).metadata or {}
+    try:
+        provenance = json.loads(meta.get(b"kernelscope", b"{}"))
+        llc = json.loads(summary.read_text())["llc"]
+    except (json.JSONDecodeError, KeyError) as error:
+        raise ArtifactError(f"{summary}: unreadable loss-kernel summary ({error.__class__.__name__}); rerun the loss-kernel flow.") from None
+    return float(llc) if provenance.get("checkpoint_hash") == checkpoint_hash else None
+
+
+def parameter_stage(subject: Subject) -> dict[str, Any]:
+    """Raw parameter count beside the LLC's effective count 2λ̂ (when a probe-sampling run of this checkpoint exists)."""
+    return effective_parameters(subject.model, sampled_llc(subject.root, subject.checkpoint_hash))
+
+
+def structure_summary(subject: Subject, spectra: dict, degeneracy: dict, interaction: dict, coordinates: dict, parameters: dict) -> dict[str, Any]:
+    """Flat metrics for MLflow and the main job's table, and the files to log."""
+    metrics: dict[str, float] = {}
+    for p in spectra["pairs"]:
+        where = f"{p['source']}_to_{p['target']}"
+        for key in ("rank_stacked", "rank_mass_stacked", "participation_stacked", "rank_per_point_mean"):
+            metrics[f"jacobian.{where}.{key}"] = float(p[key])
+    for row in degeneracy["layers"]:
+        for side in ("activation", "gradient"):
+            metrics[f"degeneracy.{row['layer']}.{side}_rank"] = float(row[side]["rank"])
+            metrics[f"degeneracy.{row['layer']}.{side}_degenerate"] = float(row[side]["degenerate_directions"])
+        for key in ("dead", "always_on", "sync_groups", "sync_neurons"):
+            if "relu" in row:
+                metrics[f"degeneracy.{row['layer']}.relu_{key}"] = float(row["relu"][key])
+    for row in interaction["layers"]:
+        metrics[f"ablation.{row['layer']}.needed_interaction"] = float(row["needed_interaction"])
+        metrics[f"ablation.{row['layer']}.needed_pca"] = float(row["needed_pca"])
+    metrics["coordinate_free_kept"] = float(coordinates["coordinate_free_kept"])
+    metrics.update({k: float(v) for k, v in parameters.items()})
+    files = [spectra["plot"], degeneracy["plot"], interaction["plot"], spectra["path"], degeneracy["path"], interaction["path"], coordinates["path"]]
+    summary = {"subject": subject.name, "checkpoint_hash": subject.checkpoint_hash, "layers": subject.layers, "metrics": metrics,
+               "parameters": parameters, "coordinate_free_kept": coordinates["coordinate_free_kept"],
+               "neuron_basis_changed": coordinates["neuron_basis_changed"], "files": files}
+    write_json_atomic(out_dir(subject) / "summary.json", summary)
+    return summary
+
+
+def structure_stage(params: Params, name: str, outputs: str | Path) -> dict[str, Any]:
+    """Every probe on one subject, in one process (the CLI and DVC stage; the flow runs them as separate tasks)."""
+    subject = load_subject(params, name, outputs)
+    return structure_summary(subject, spectra_stage(params, subject), degeneracy_stage(params, subject), interaction_stage(params, subject),
+                             coordinate_stage(params, subject), parameter_stage(subject))
+
+
+def track_structure(params: Params, summary: dict[str, Any], *, source: str | None = None) -> str:
+    """Log a structure run to the 'structure' experiment: effective ranks, degeneracy, ablation, figures and tables."""
+    from kernelscope.params import params_hash
+    from kernelscope.tracking import RunTags, log_run
+
+    tags = RunTags("structure", summary["subject"], "jacobian", params.seed, params_hash(params),
+                   {"checkpoint_hash": summary["checkpoint_hash"], "layers": ",".join(summary["layers"]),
+                    "coordinate_free_kept": str(summary["coordinate_free_kept"])})
+    return log_run("structure", f"{summary['subject']}-structure", tags=tags,
+                   params={"structure": params.structure.model_dump(mode="json"), "seed": params.seed},
+                   metrics=summary["metrics"], artifacts=summary["files"], source=source)
