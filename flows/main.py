@@ -17,6 +17,7 @@ from flows.attribution import attribution
 from flows.explain import explain_flow
 from flows.forensics import forensics
 from flows.loss_kernel import loss_kernel, multitask
+from flows.structure import structure
 from flows.table import faithfulness_table
 from kernelscope.table import METRICS
 from kernelscope.errors import KernelscopeError
@@ -31,7 +32,8 @@ def _fmt(value: float, spec: str) -> str:
 @flow(name="kernelscope-pipeline")
 def pipeline(params: Params, outputs: str | None = None, track: bool = True) -> dict[str, Any]:
     """Every flow of the platform in order: attribution per dataset, the multi-seed table, forensics,
-    the loss kernel per dataset and its multitask validation, then an explanation and a report per dataset.
+    the loss kernel per dataset and its multitask validation, structure probes per model, then an
+    explanation and a report per dataset.
 
     Args:
         params: every setting of the run (params.yaml's sections; the form starts from params.yaml).
@@ -41,7 +43,7 @@ def pipeline(params: Params, outputs: str | None = None, track: bool = True) -> 
     from kernelscope.report import build_report, track_report
 
     out = outputs or params.outputs
-    results: dict[str, Any] = {"attribution": {}, "loss_kernel": {}, "explain": {}, "report": {}, "elapsed": {}}
+    results: dict[str, Any] = {"attribution": {}, "loss_kernel": {}, "structure": {}, "explain": {}, "report": {}, "elapsed": {}}
     for dataset in params.datasets:
         start = time.perf_counter()
         results["attribution"][dataset] = attribution(params=params, dataset=dataset, outputs=out, track=track)
@@ -55,6 +57,11 @@ def pipeline(params: Params, outputs: str | None = None, track: bool = True) -> 
     for dataset in params.datasets:
         results["loss_kernel"][dataset] = loss_kernel(params=params, dataset=dataset, outputs=out, track=track)
     results["multitask"] = multitask(params=params, outputs=out, track=track)
+    start = time.perf_counter()
+    for subject in params.structure.subjects:
+        if subject == "modular" or subject in params.datasets:  # a digits model exists only for the datasets run above
+            results["structure"][subject] = structure(params=params, subject=subject, outputs=out, track=track)
+    results["elapsed"]["structure"] = time.perf_counter() - start
     for dataset in params.datasets:
         results["explain"][dataset] = explain_flow(params=params, dataset=dataset, index=0, outputs=out, track=track)
         report = build_report(f"{out}/{dataset}", f"{out}/table")
@@ -129,6 +136,7 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
                   f"div {100 * acc['test_div']:.1f}%; task separation ROC-AUC {ms['task_auc']:.3f} (within-chain {ms['task_auc_within_chain']:.3f}; "
                   f"the paper: 0.931); division a = 0 probes: {ms['n_trivial_probes']}, mutual loss correlation "
                   f"{ms.get('trivial_within_corr', float('nan')):.2f} vs {ms.get('trivial_to_others_corr', float('nan')):.2f} to the rest")
+    print_structure(console, results["structure"], results["elapsed"]["structure"])
     for dataset in params.datasets:
         explained, report = results["explain"][dataset], results["report"][dataset]
         console.print(f"{dataset}: test point 0 (label {explained['label']}) explained in {explained['report']}; "
@@ -136,8 +144,36 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
     console.print("τ_K: Kendall tau-b between NN and kGLM correct-class probabilities on the test set; "
                   "TAD: kGLM minus NN test accuracy; R_Miss n/a: neither model misclassified anything.")
     console.print(f"Comparison tables, bar charts and residual plots: {params.outputs}/<dataset>/comparison/")
-    console.print(f"MLflow: experiments 'attribution', 'faithfulness-table', 'forensics', 'loss-kernel' and 'explain' in {tracking_uri()}\n"
+    console.print(f"MLflow: experiments 'attribution', 'faithfulness-table', 'forensics', 'loss-kernel', 'structure' and 'explain' in {tracking_uri()}\n"
                   "  compare runs: kernelscope runs   |   browse: make ui (Prefect and MLflow UIs on 127.0.0.1)")
+
+
+def print_structure(console: Console, runs: dict[str, Any], elapsed: float) -> None:
+    """Per model: each layer pair's Jacobian rank, degeneracy per layer, ablation against PCA, parameters against 2λ̂."""
+    table = Table(title=f"Structure probes ({elapsed:.0f} s): layer Jacobian rank (stacked over points) / 99% mass / participation; "
+                        "per layer: degenerate activation and gradient directions, dead / always-on / synchronized ReLUs, "
+                        "directions for 99% of test accuracy (interaction basis vs PCA); * activation rank capped by structure.points")
+    for column in ("model", "layer pair", "rank / 99% / PR", "layer", "degenerate act / grad", "ReLU dead/on/sync", "ablation LIB vs PCA"):
+        table.add_column(column)
+    for subject, run in runs.items():
+        pairs, layers = run["spectra"]["pairs"], run["degeneracy"]["layers"]
+        ablation = {row["layer"]: row for row in run["interaction"]["layers"]}
+        for i, (pair, layer) in enumerate(zip(pairs, layers)):
+            relu = layer.get("relu")
+            table.add_row(subject if i == 0 else "", f"{pair['source']} → {pair['target']} {pair['shape'][0]}×{pair['shape'][1]}",
+                          f"{pair['rank_stacked']} / {pair['rank_mass_stacked']} / {pair['participation_stacked']:.1f}", layer["layer"],
+                          f"{layer['activation']['degenerate_directions']}{'*' if layer['activation'].get('capped_by_points') else ''} / "
+                          f"{layer['gradient']['degenerate_directions']}",
+                          f"{relu['dead']}/{relu['always_on']}/{relu['sync_neurons']}" if relu else "–",
+                          f"{ablation[layer['layer']]['needed_interaction']} vs {ablation[layer['layer']]['needed_pca']}")
+    console.print(table)
+    for subject, run in runs.items():
+        p, s = run["parameters"], run["summary"]
+        llc = (f"LLC λ̂ {p['llc']:.4g}: effective parameters 2λ̂ = {p['effective_parameters']:.4g} of {p['raw_parameters']}"
+               if "llc" in p else f"{p['raw_parameters']} parameters (no SGLD run of this checkpoint for the LLC)")
+        kept = "ranks kept" if s["coordinate_free_kept"] else "a rank moved beyond its bound"
+        console.print(f"{subject}: {llc}; coordinate check (permutation, positive scaling): {kept}, neuron-basis measures changed: "
+                      f"{', '.join(s['neuron_basis_changed']) or 'none'}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from flows.explain import explain_flow
 from flows.forensics import forensics
 from flows.loss_kernel import loss_kernel, multitask
 from flows.main import pipeline
+from flows.structure import structure
 from flows.table import faithfulness_table
 from kernelscope.errors import KernelscopeError
 from kernelscope.params import Params, load_params
@@ -39,6 +40,8 @@ def deployments(params: Params, params_file: str = "params.yaml") -> list[Any]:
         (forensics, "forensics", {"params": defaults}, "BadNets poisoning, detection by nearest training points, trace-back."),
         (loss_kernel, "loss-kernel", {"params": defaults, "dataset": last}, "SGLD probe losses and the loss kernel (run attribution first)."),
         (multitask, "loss-kernel-multitask", {"params": defaults}, "The loss kernel's multitask validation on modular arithmetic."),
+        (structure, "structure", {"params": defaults, "subject": params.structure.subjects[-1]},
+         "Layer-Jacobian rank, degeneracy and the interaction basis of one model (run attribution or the multitask flow first)."),
         (explain_flow, "explain", {"params": defaults, "dataset": last, "index": 0}, "Explain one test point (run attribution first)."),
         (pipeline, "kernelscope-pipeline", {"params": defaults}, "Every flow of the platform, in order (the main job)."),
     ]

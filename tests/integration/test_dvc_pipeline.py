@@ -28,6 +28,11 @@ def write_params(path: Path, raw: dict) -> None:
     path.write_text(yaml.safe_dump(params_from_dict(raw).model_dump(mode="json"), sort_keys=False))
 
 
+TINY_MULTITASK = {"p": 11, "steps": 30, "batch_size": 64, "embed": 8, "hidden": 32, "probes_per_task": 10, "chains": 2, "draws": 6,
+                  "burn_in": 3, "steps_between": 2, "sgld_batch_size": 32}
+TINY_STRUCTURE = {"points": 40, "chunk_size": 16, "ablation_steps": 5, "check_points": 16}
+
+
 def _stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
@@ -40,6 +45,8 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     tiny_params_dict["kernel"]["kinds"] = ["trntk", "ck"]
     tiny_params_dict["poison"] = {"kinds": ["trntk"]}
     tiny_params_dict["loss_kernel"] = {"chains": 2, "draws": 10, "burn_in": 5, "steps_between": 2, "batch_size": 64, "umap": False}
+    tiny_params_dict["multitask"] = TINY_MULTITASK
+    tiny_params_dict["structure"] = TINY_STRUCTURE
     write_params(work / "params.yaml", tiny_params_dict)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -53,7 +60,13 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
 
     first = _run(dvc + ["repro"], work, env)
     assert _stages_run(first) == {"data@digits2", "train@digits2", "kernel@digits2-trntk", "kernel@digits2-ck", "kglm@digits2",
-                                  "poison", "poison_train", "poison_kernel@trntk", "poison_detect", "loss_kernel@digits2"}
+                                  "poison", "poison_train", "poison_kernel@trntk", "poison_detect", "loss_kernel@digits2",
+                                  "multitask_train", "multitask_loss_kernel", "structure@digits2", "structure_modular"}
+    structure = json.loads((work / "outputs/dvc/digits2/structure_metrics.json").read_text())
+    assert structure["coordinate_free_kept"] == 1.0
+    llc = json.loads((work / "outputs/dvc/digits2/loss_kernel_metrics.json").read_text())["llc"]
+    assert structure["effective_parameters"] == pytest.approx(2 * llc, rel=1e-3, abs=4e-6)
+    assert "llc" in json.loads((work / "outputs/dvc/multitask/structure_metrics.json").read_text())
     assert json.loads((work / "outputs/dvc/digits2/loss_kernel_metrics.json").read_text())["llc"] == pytest.approx(
         json.loads((work / "outputs/dvc/digits2/loss_kernel/summary.json").read_text())["llc"], rel=1e-5)
     forensics = json.loads((work / "outputs/dvc/forensics/digits10/metrics.json").read_text())

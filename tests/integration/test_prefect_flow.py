@@ -110,3 +110,43 @@ def test_loss_kernel_flow_after_attribution(harness, tmp_path, tiny_params_dict,
     assert run.data.metrics["llc"] == pytest.approx(result["summary"]["llc"])
     again = loss_kernel(dataset="digits2", params=params, outputs=str(tmp_path / "out"), track=False)
     assert again["cache_hits"] == again["tasks"]
+
+
+def test_structure_flow_on_digits_and_the_modular_model(harness, tmp_path, tiny_params_dict, monkeypatch):
+    from tests.integration.test_dvc_pipeline import TINY_MULTITASK, TINY_STRUCTURE
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tiny_params_dict["loss_kernel"] = {"chains": 2, "draws": 6, "burn_in": 4, "steps_between": 2, "batch_size": 64, "umap": False}
+    tiny_params_dict["multitask"] = TINY_MULTITASK
+    tiny_params_dict["structure"] = TINY_STRUCTURE
+    params = params_from_dict(tiny_params_dict)
+    from flows.attribution import attribution
+    from flows.loss_kernel import loss_kernel
+    from flows.structure import structure
+    from kernelscope.multitask_stage import multitask_train_stage
+
+    out = str(tmp_path / "out")
+    attribution(dataset="digits2", params=params, outputs=out, track=False)
+    lk = loss_kernel(dataset="digits2", params=params, outputs=out, track=False)
+    result = structure(params=params, subject="digits2", outputs=out)
+    summary = result["summary"]
+    assert summary["layers"] == ["input", "1", "3", "output"]
+    assert summary["coordinate_free_kept"] and "incoming_norm" in summary["neuron_basis_changed"]
+    assert summary["parameters"]["effective_parameters"] == pytest.approx(2 * lk["summary"]["llc"])
+    for name in ("jacobian_spectra.parquet", "jacobian_spectra.png", "gram_spectra.png", "ablation_curves.png", "coordinate_check.json"):
+        assert (tmp_path / "out" / "digits2" / "structure" / name).is_file()
+    run = MlflowClient(tracking_uri=uri).get_run(result["mlflow_run_id"])
+    assert run.data.tags["flow"] == "structure" and run.data.tags["checkpoint_hash"] == summary["checkpoint_hash"]
+    assert run.data.metrics["jacobian.input_to_1.rank_stacked"] == result["spectra"]["pairs"][0]["rank_stacked"]
+    artifacts = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(result["mlflow_run_id"])}
+    assert {"jacobian_spectra.png", "ablation_curves.png", "coordinate_check.json"} <= artifacts
+    again = structure(params=params, subject="digits2", outputs=out, track=False)
+    assert again["cache_hits"] == again["tasks"] == 4
+
+    # The modular model: integer inputs, so the probes start at its embedding layer; no SGLD run, so no LLC.
+    multitask_train_stage(params, tmp_path / "out" / "multitask")
+    modular = structure(params=params, subject="modular", outputs=out, track=False)
+    assert modular["summary"]["layers"] == ["embed", "act", "output"]
+    assert "effective_parameters" not in modular["parameters"] and modular["parameters"]["raw_parameters"] > 0
+    assert [row["layer"] for row in modular["interaction"]["layers"]] == ["embed", "act"]

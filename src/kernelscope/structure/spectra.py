@@ -42,24 +42,32 @@ def participation_ratio(singular_values: np.ndarray) -> float:
     return float(sq.sum() ** 2 / denom) if denom > 0 else 0.0
 
 
-def spectrum_from_gram(gram: np.ndarray) -> np.ndarray:
-    """Singular values of a stacked matrix M from its Gram MᵀM, descending."""
-    eig = np.linalg.eigvalsh(np.asarray(gram, dtype=np.float64))[::-1]
-    return np.sqrt(np.clip(eig, 0.0, None))
-
-
 def stacked_gram(jac: np.ndarray) -> np.ndarray:
-    """Σ_b J_bᵀ J_b for Jacobians (b, m, n): the Gram of their (b·m, n) stack."""
+    """Σ_b J_bᵀ J_b for Jacobians (b, m, n): the Gram of their (b·m, n) stack (batched BLAS; np.einsum is ~10× slower)."""
     flat = jac.reshape(-1, jac.shape[2])
     return flat.T @ flat
 
 
 def per_point_singular_values(jac: np.ndarray) -> np.ndarray:
-    """Singular values of each J_b (b, m, n), descending, from the eigenvalues of the smaller Gram
-    (float64; several times faster than a batched SVD, and accurate far below any rank tolerance in use)."""
-    t = jac.transpose(0, 2, 1)
-    gram = t @ jac if jac.shape[2] <= jac.shape[1] else jac @ t  # batched BLAS (np.einsum here is ~10× slower)
-    return np.sqrt(np.clip(np.linalg.eigvalsh(gram)[:, ::-1], 0.0, None))
+    """Singular values of each J_b (b, m, n), descending. An SVD, not the Gram's eigenvalues: those
+    square the condition number and blur every singular value below sqrt(eps)·σ_1 ≈ 1e-8·σ_1."""
+    return np.linalg.svd(jac, compute_uv=False)
+
+
+class StackedSpectrum:
+    """Singular values of the Jacobians stacked over all points, (n·m, d) never held at once: the R of
+    a QR factorization updated chunk by chunk (R of [R; J_chunk] has the stack's singular values)."""
+
+    def __init__(self) -> None:
+        self.r: np.ndarray | None = None
+
+    def add(self, jac: np.ndarray) -> None:  # (b, m, d)
+        flat = jac.reshape(-1, jac.shape[2])
+        self.r = np.linalg.qr(flat if self.r is None else np.vstack([self.r, flat]), mode="r")
+
+    def singular_values(self, d: int) -> np.ndarray:  # (d,), zero-padded when fewer rows than columns were stacked
+        s = np.linalg.svd(self.r, compute_uv=False)
+        return np.concatenate([s, np.zeros(d - len(s))])
 
 
 def borderline(singular_values: np.ndarray, rtol: float, band: float) -> int:
@@ -97,17 +105,16 @@ def summarize(per_point: np.ndarray, stacked: np.ndarray, rtol: float, mass: flo
 def pair_spectrum(model: nn.Module, x: torch.Tensor, source: str, target: str, *, chunk_size: int, rtol: float, mass: float,
                   progress: Progress | None = None) -> PairSpectrum:
     """Per-point and stacked spectra of ∂h_target/∂h_source over the points x, chunk by chunk."""
-    per_point, gram, shape = [], None, (0, 0)
+    per_point, stack, shape = [], StackedSpectrum(), (0, 0)
     for chunk in chunks(x, chunk_size):
         jac = jacobians(model, chunk, source, target).double().numpy()  # (b, d_t, d_s)
         shape = (jac.shape[1], jac.shape[2])
         per_point.append(per_point_singular_values(jac))
-        part = stacked_gram(jac)
-        gram = part if gram is None else gram + part
+        stack.add(jac)
         if progress is not None:
             progress.update(len(chunk))
     per = np.concatenate(per_point)
-    stacked = spectrum_from_gram(gram)
+    stacked = stack.singular_values(shape[1])
     return PairSpectrum(source, target, per, stacked, shape, summarize(per, stacked, rtol, mass))
 
 
@@ -115,6 +122,6 @@ def layer_spectra(model: nn.Module, x: torch.Tensor, layers: list[str], *, chunk
                   progress: bool = False) -> list[PairSpectrum]:
     """Spectra of every adjacent pair (layers[i] → layers[i+1])."""
     pairs = list(zip(layers[:-1], layers[1:]))
-    bar = Progress(total=len(pairs) * len(x), desc="layer Jacobians", unit="pts", bar=progress)
+    bar = Progress(total=len(pairs) * len(x), desc="layer Jacobians", unit="pt", bar=progress)
     with bar:
         return [pair_spectrum(model, x, s, t, chunk_size=chunk_size, rtol=rtol, mass=mass, progress=bar) for s, t in pairs]

@@ -136,7 +136,10 @@ def degeneracy_stage(params: Params, subject: Subject) -> dict[str, Any]:
     for layer in subject.layers[:-1]:
         act = gram_spectrum(activation_gram(subject.model, subject.x_fit, layer, sp.chunk_size))
         grad = gram_spectrum(gradient_gram(subject.model, subject.x_fit, layer, sp.chunk_size))
-        row: dict[str, Any] = {"layer": layer, "activation": spectrum_summary(act, sp.rank_rtol, sp.mass),
+        act_summary = spectrum_summary(act, sp.rank_rtol, sp.mass)
+        # A Gram of n points has rank ≤ n: a rank of n says "use more points", not "this many independent directions".
+        act_summary["capped_by_points"] = act_summary["rank"] >= len(subject.x_fit)
+        row: dict[str, Any] = {"layer": layer, "activation": act_summary,
                                "gradient": spectrum_summary(grad, sp.rank_rtol, sp.mass),
                                "activation_eigenvalues": act.tolist(), "gradient_eigenvalues": grad.tolist()}
         if is_relu_layer(subject.model, layer):
