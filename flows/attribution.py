@@ -18,6 +18,26 @@ def sections(params: Params, *names: str) -> dict[str, Any]:
     return {name: dumped[name] for name in names}
 
 
+def data_sections(params: Params, dataset: str, *names: str) -> dict[str, Any]:
+    """Like ``sections``, plus the dataset's own source when it is a user's (so editing it reruns the data and training)."""
+    picked = sections(params, *names)
+    source = params.source(dataset)
+    if source is not None:
+        picked["sources"] = {dataset: source.model_dump(mode="json")}
+    return picked
+
+
+def source_hash(params: Params, dataset: str) -> str | None:
+    """Content hash of a user's data file or folder and weights file: a changed file is a cache miss, not a stale hit."""
+    from kernelscope.fileio import sha256_tree
+
+    source = params.source(dataset)
+    if source is None:
+        return None
+    parts = [sha256_tree(p) for p in (source.data.path, source.model.weights) if p]
+    return ",".join(parts) or None
+
+
 def kernel_sections(params: Params, kind: str) -> dict[str, Any]:
     """Kernel params, minus the options that cannot change this kind (so they do not bust its cache)."""
     picked = sections(params, "seed", "device", "kernel", "scale")
@@ -63,8 +83,10 @@ def attribution(params: Params, dataset: DatasetName = "digits2", outputs: str |
     root = str(RunLayout.at(outputs or params.outputs, dataset).root)
     kinds = params.kernel.kinds
     with Fanout(params.scale) as fan:
-        data = fan.run(prepare_data, sections=sections(params, "seed", "data"), dataset=dataset, root=root)
-        trained = fan.run(train_model, sections=sections(params, "seed", "train", "cnn"), root=root, dataset_hash=data["dataset_hash"])
+        fingerprint = source_hash(params, dataset)
+        data = fan.run(prepare_data, sections=data_sections(params, dataset, "seed", "data"), dataset=dataset, root=root, source_hash=fingerprint)
+        trained = fan.run(train_model, sections=data_sections(params, dataset, "seed", "train", "cnn", "resnet"), root=root,
+                          dataset_hash=data["dataset_hash"], source_hash=fingerprint)
         ckpt = fan.run(load_checkpoint, root=root, checkpoint_hash=trained["checkpoint_hash"], dataset_hash=data["dataset_hash"])
         logger.info("%s: NN test accuracy %.4f; %d kernels, runner %s", dataset, ckpt["metrics"]["test_accuracy"], len(kinds), params.scale.runner)
         kernels = assemble_kernels(fan, params, root, kinds, trained["checkpoint_hash"])

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.attribution import sections
+from flows.attribution import data_sections, sections, source_hash
 from kernelscope.params import Params, params_hash
 from kernelscope.table import METRICS, seed_table, write_table
 from kernelscope.tracking import RunTags, log_parent_with_children
@@ -30,7 +30,8 @@ def faithfulness_table(params: Params, outputs: str | None = None, track: bool =
     with Fanout(params.scale) as fan:
         jobs = []
         for dataset in params.datasets:
-            data = fan.run(prepare_data, sections=sections(params, "seed", "data"), dataset=dataset, root=str(root / dataset))
+            data = fan.run(prepare_data, sections=data_sections(params, dataset, "seed", "data"), dataset=dataset, root=str(root / dataset),
+                           source_hash=source_hash(params, dataset))
             for arch in tp.archs:
                 for seed in range(params.seed + 1, params.seed + 1 + tp.n_models):
                     jobs.append(dict(sections=sections(params, "device", "train", "cnn", "kernel", "kglm"), arch=arch, seed=seed,

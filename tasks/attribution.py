@@ -17,12 +17,13 @@ from tasks.fanout import torch_threads
 
 
 @task(name="prepare-data", **CACHED_TASK)
-def prepare_data(sections: dict[str, Any], dataset: str, root: str) -> dict[str, Any]:
+def prepare_data(sections: dict[str, Any], dataset: str, root: str, source_hash: str | None = None) -> dict[str, Any]:
+    """The dataset's train/test Parquet files (source_hash: content of a user's data file, part of the cache key only)."""
     return data_stage(params_from_dict(sections), dataset, RunLayout(root))
 
 
 @task(name="train-model", **CACHED_TASK)
-def train_model(sections: dict[str, Any], root: str, dataset_hash: str) -> dict[str, Any]:
+def train_model(sections: dict[str, Any], root: str, dataset_hash: str, source_hash: str | None = None) -> dict[str, Any]:
     summary = train_stage(params_from_dict(sections), RunLayout(root), progress=False)
     return {**summary, "path": str(RunLayout(root).model_dir / "model.safetensors")}
 

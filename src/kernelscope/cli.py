@@ -17,39 +17,43 @@ def _common(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     parser.add_argument("--out", default="outputs/dvc", help="root folder of the run's artifacts (default: outputs/dvc)")
     if dataset:
-        parser.add_argument("--dataset", required=True, choices=["digits2", "digits10"], help="dataset to work on")
+        parser.add_argument("--dataset", required=True, help="dataset to work on: digits2, digits10 or a key of sources in params.yaml")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _layout(args: argparse.Namespace):
+def _layout(args: argparse.Namespace, params: Params):
+    from kernelscope.params import BUILTIN_DATASETS
     from kernelscope.pipeline import RunLayout
 
+    if args.dataset not in BUILTIN_DATASETS and args.dataset not in params.sources:
+        raise KernelscopeError(f"--dataset {args.dataset!r} is neither a bundled dataset ({', '.join(BUILTIN_DATASETS)}) nor a key of "
+                               f"sources in {args.params}; add it under sources or fix the name.")
     return RunLayout.at(args.out, args.dataset)
 
 
 def cmd_data(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.pipeline import data_stage
 
-    return data_stage(params, args.dataset, _layout(args))
+    return data_stage(params, args.dataset, _layout(args, params))
 
 
 def cmd_train(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.pipeline import train_stage
 
-    return train_stage(params, _layout(args), progress=not args.quiet)
+    return train_stage(params, _layout(args, params), progress=not args.quiet)
 
 
 def cmd_kernel(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.pipeline import kernel_stage
 
     kinds = [args.kind] if args.kind else list(params.kernel.kinds)
-    return [kernel_stage(params, _layout(args), kind, progress=not args.quiet) for kind in kinds]
+    return [kernel_stage(params, _layout(args, params), kind, progress=not args.quiet) for kind in kinds]
 
 
 def cmd_kglm(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.pipeline import compare_stage, evaluate_stage, fit_kglm_stage, track_attribution
 
-    layout = _layout(args)
+    layout = _layout(args, params)
     summaries = []
     for kind in params.kernel.kinds:
         fit_kglm_stage(params, layout, kind)
@@ -65,7 +69,7 @@ def cmd_explain(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.explain import Query, explain, load_inputs
     from kernelscope.pipeline import kernel_options
 
-    layout = _layout(args)
+    layout = _layout(args, params)
     ds = read_dataset(layout.data_dir)
     kinds = args.kinds or list(params.kernel.kinds)
     if (args.index is None) == (args.input is None):
@@ -124,7 +128,7 @@ def cmd_loss_kernel(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.fileio import write_json_atomic
     from kernelscope.loss_stages import loss_kernel_stage, track_loss_kernel
 
-    layout = _layout(args)
+    layout = _layout(args, params)
     summary = loss_kernel_stage(params, layout, progress=not args.quiet)
     keys = ("llc", "label_agreement", "label_base_rate", "label_lift", "superclass_agreement", "taxonomic_lift")
     metrics = {k: round(float(summary[k]), 6) for k in keys if k in summary}
@@ -235,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_multitask)
     p = sub.add_parser("structure", help="layer-Jacobian spectra, degeneracy, interaction basis and the coordinate check of a model",
                        description="Structure probes of a dataset's model (OUT/<dataset>) or the modular model (OUT/multitask).")
-    p.add_argument("--subject", required=True, choices=["digits2", "digits10", "modular"], help="which model to probe")
+    p.add_argument("--subject", required=True, help="which model to probe: a dataset's (digits2, digits10, a source) or 'modular'")
     _common(p, dataset=False)
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.add_argument("--source", default=None, help="source tag recorded in MLflow (default: dvc under dvc repro, else cli)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,28 @@ def make_digits(name: str, test_fraction: float, seed: int) -> Dataset:
         n_classes=len(classes),
         image_shape=(8, 8),
     )
+
+
+def dataset_from_arrays(name: str, arrays: Any, test_fraction: float, seed: int) -> Dataset:
+    """A Dataset from a user's arrays (kernelscope.readers.ArraySet): the source's own test split when it
+    has one, else a stratified split seeded by ``seed``; ids are row numbers in the source."""
+    n = len(arrays.y)
+    ids = np.arange(n, dtype=np.int64)
+    if arrays.is_test is not None:
+        test_mask = np.asarray(arrays.is_test, dtype=bool)
+        for split_name, mask in (("train", ~test_mask), ("test", test_mask)):
+            if not mask.any():
+                raise ArtifactError(f"{arrays.source}: the source's own {split_name} split is empty; add {split_name} rows or drop its split marks.")
+        tr, te = np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
+    else:
+        counts = np.bincount(arrays.y, minlength=arrays.n_classes)
+        if (counts < 2).any():
+            raise ArtifactError(f"{arrays.source}: class {int(np.argmax(counts < 2))} has {int(counts[counts < 2][0])} point(s); the stratified "
+                                "train/test split needs at least 2 per class, add points or set data.n_classes to the classes present.")
+        tr, te = train_test_split(ids, test_size=test_fraction, stratify=arrays.y, random_state=seed)
+        tr, te = np.sort(tr), np.sort(te)
+    return Dataset(name=name, train=Split(arrays.x[tr], arrays.y[tr], ids[tr]), test=Split(arrays.x[te], arrays.y[te], ids[te]),
+                   n_classes=int(arrays.n_classes), image_shape=tuple(int(v) for v in arrays.image_shape))
 
 
 def _split_table(split: Split, meta: dict, extra: dict[str, np.ndarray] | None = None) -> pa.Table:

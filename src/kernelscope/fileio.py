@@ -3,13 +3,52 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+_HOST = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:40] or "host"
+
+
+def _temp_prefix(target: Path) -> str:
+    """Temporary names beside ``target``: ``.<name>.<host>-<pid>.<random>.tmp``, unique per process and call."""
+    return f".{target.name}.{_HOST}-{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
+    """Delete temporary files of ``target`` left by writers on this host that were killed (their process is gone).
+
+    Temporary files of live writers (a concurrent run of the same stage) and of other hosts sharing the
+    folder are left alone. Returns the files removed.
+    """
+    target = Path(target)
+    removed = []
+    prefix = f".{target.name}.{_HOST}-"
+    for path in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        rest = path.name[len(prefix):] if path.name.startswith(prefix) else ""
+        pid = rest.split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager
@@ -17,11 +56,15 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only on success.
 
     A killed or failing writer leaves the previous ``target`` (if any) untouched and no
-    half-written file that a later run could trust.
+    half-written file that a later run could trust. The temporary name carries the host, the
+    process id and a random part, so concurrent writers of one target (two runs of a stage on
+    one folder) never share a temporary file, and the last rename wins with a complete file.
+    Temporary files of killed writers are removed by the next write of the same target.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_stale_temps(target)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -61,3 +104,16 @@ def sha256_bytes(*parts: bytes) -> str:
 
 def sha256_json(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def sha256_tree(path: str | os.PathLike[str]) -> str:
+    """Content hash of a file, or of every file under a folder (relative names and bytes, sorted)."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        return "missing"
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(item.relative_to(path)).encode() + b"\0" + sha256_file(item).encode())
+    return digest.hexdigest()

@@ -13,7 +13,7 @@ from safetensors.numpy import save_file
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDClassifier
 
-from kernelscope.errors import ArtifactError
+from kernelscope.errors import ArtifactError, KernelscopeError
 from kernelscope.fileio import atomic_path
 
 
@@ -40,8 +40,14 @@ def fit_kglm(k_train: np.ndarray, y: np.ndarray, *, alpha: float, max_iter: int,
     values of a trained network sit in a narrow band (0.72–0.93 on digits10), which makes
     the raw columns nearly collinear with a large common offset, and SGD then stops far from the
     optimum (digits10: kGLM accuracy 82% raw against 97% standardized, see the README).
+
+    A kernel with NaN or inf values, or a fit that diverges to non-finite weights, stops with a
+    KernelscopeError rather than saving a surrogate whose logits would all be NaN.
     """
     k_train = np.asarray(k_train, dtype=np.float64)  # (N, N)
+    if not np.all(np.isfinite(k_train)):
+        raise KernelscopeError(f"the train × train kernel holds {int((~np.isfinite(k_train)).sum())} NaN or inf values; "
+                               "recompute it (kernelscope kernel) from a checkpoint with finite weights.")
     if standardize:
         mean = k_train.mean(axis=0)  # (N,)
         scale = k_train.std(axis=0)
@@ -59,6 +65,8 @@ def fit_kglm(k_train: np.ndarray, y: np.ndarray, *, alpha: float, max_iter: int,
     coef = classifier.coef_.astype(np.float64)  # (C_out, N), on standardized features
     weight = coef / scale  # W (x - m)/s + b0 = (W/s) x + (b0 - (W/s)·m)
     bias = classifier.intercept_.astype(np.float64) - weight @ mean
+    if not (np.all(np.isfinite(weight)) and np.all(np.isfinite(bias))):
+        raise KernelscopeError(f"the kGLM fit diverged to non-finite weights (alpha={alpha:g}); raise kglm.alpha or keep kglm.standardize on.")
     return KGLM(weight=weight, bias=bias, converged=converged)
 
 

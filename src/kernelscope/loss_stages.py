@@ -22,7 +22,7 @@ from kernelscope.fileio import atomic_path, write_json_atomic
 from kernelscope.kernels.store import write_kernel
 from kernelscope.loss_kernel import loss_correlation, loss_covariance
 from kernelscope.params import Params
-from kernelscope.pipeline import RunLayout
+from kernelscope.pipeline import RunLayout, require_finite_weights
 from kernelscope.sgld import SGLDConfig, sample
 
 LOSS_KINDS = ("loss_cov", "loss_corr")
@@ -62,6 +62,7 @@ def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False)
     lk = params.loss_kernel
     ds = read_dataset(layout.data_dir)
     ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
+    require_finite_weights(ckpt, layout.model_dir)  # else SGLD "diverges" at step 0 and blames epsilon
     model = ckpt.model.eval()
     dtype = next(model.parameters()).dtype
     x_train, y_train = torch.from_numpy(ds.train.x).to(dtype), torch.from_numpy(ds.train.y)

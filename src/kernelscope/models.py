@@ -73,6 +73,39 @@ def build_cnn(image_shape: tuple[int, int, int], n_outputs: int, channels: tuple
     return nn.Sequential(*layers)
 
 
+class BasicBlock(nn.Module):
+    """conv 3×3 → BN → ReLU → conv 3×3 → BN, plus the input (1×1 conv when the shape changes), → ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.shortcut = (nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+                         if stride != 1 or in_ch != out_ch else nn.Identity())
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, in_ch, h, w) -> (b, out_ch, h/stride, w/stride)
+        return self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))) + self.shortcut(x))
+
+
+def build_resnet(image_shape: tuple[int, int, int], n_outputs: int, widths: tuple[int, ...] = (16, 32, 64), blocks: int = 1) -> nn.Sequential:
+    """A small ResNet for 32×32 images (He et al. 2016, CIFAR layout, narrow): a 3×3 stem, then one stage
+    of ``blocks`` basic blocks per width (each stage after the first halves the map), global average
+    pooling and the logits. Takes flat inputs (b, c·h·w) like the other models."""
+    c, h, w = image_shape
+    layers: list[nn.Module] = [nn.Unflatten(1, (c, h, w)), nn.Conv2d(c, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()]
+    in_ch = widths[0]
+    for stage, width in enumerate(widths):
+        for block in range(blocks):
+            layers.append(BasicBlock(in_ch, width, stride=2 if stage > 0 and block == 0 else 1))
+            in_ch = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_ch, n_outputs)]
+    return nn.Sequential(*layers)
+
+
 def build_model(arch: dict[str, Any]) -> nn.Module:
     """Build an (untrained) model from the architecture record stored in a checkpoint sidecar."""
     name = arch.get("name")
@@ -85,7 +118,13 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
     if name == "cnn":
         return build_cnn(tuple(arch["image_shape"]), int(arch["n_outputs"]), tuple(arch["channels"]), tuple(arch["hidden"]),
                          bool(arch.get("batch_norm", True)))
-    raise CheckpointError(f"architecture name {name!r} is unknown; expected 'mlp' or 'cnn'.")
+    if name == "resnet":
+        return build_resnet(tuple(arch["image_shape"]), int(arch["n_outputs"]), tuple(arch["widths"]), int(arch["blocks"]))
+    if name == "factory":
+        from kernelscope.user_models import build_from_factory
+
+        return build_from_factory(str(arch["factory"]), arch.get("kwargs") or {}, field="arch.factory")
+    raise CheckpointError(f"architecture name {name!r} is unknown; expected 'mlp', 'cnn', 'resnet', 'modular_mlp' or 'factory'.")
 
 
 def log_probs(logits: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from kernelscope.data import make_digits, read_dataset, write_dataset
 from kernelscope.attribution import class_summary, write_attributions
 from kernelscope.faithfulness import faithfulness, predictions
 from kernelscope.linearization import fit_linearization
-from kernelscope.errors import KernelscopeError
+from kernelscope.errors import CheckpointError, KernelscopeError, ParamsError
 from kernelscope.fileio import atomic_path, sha256_file, sha256_json, write_json_atomic
 from kernelscope.kernels import NORMALIZATION, kernel_spec
 from kernelscope.kernels.assembly import kernel_row_blocks, row_ranges
@@ -92,16 +92,34 @@ class RunLayout:
 
 
 def data_stage(params: Params, dataset: str, layout: RunLayout) -> dict[str, Any]:
-    ds = make_digits(dataset, params.data.test_fraction, params.seed)
-    provenance = {"seed": params.seed, "test_fraction": params.data.test_fraction}
+    """A bundled dataset, or a user's source (params.sources) read by kernelscope.readers, split and written as Parquet."""
+    source = params.source(dataset)
+    provenance: dict[str, Any] = {"seed": params.seed, "test_fraction": params.data.test_fraction}
+    if source is None:
+        ds = make_digits(dataset, params.data.test_fraction, params.seed)
+    else:
+        from kernelscope.data import dataset_from_arrays
+        from kernelscope.readers import read_source
+
+        ds = dataset_from_arrays(dataset, read_source(source.data, seed=params.seed), params.data.test_fraction, params.seed)
+        provenance["source"] = source.data.model_dump(mode="json")
     written = write_dataset(ds, layout.data_dir, provenance)
     return {**written, "n_train": len(ds.train.y), "n_test": len(ds.test.y), "n_classes": ds.n_classes}
 
 
 def train_stage(params: Params, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
+    """Train the registry architecture on the run's data, or load a user's factory model and weights; write the checkpoint."""
     ds = read_dataset(layout.data_dir)
-    section = params.cnn if params.train.arch == "cnn" else params.train
-    result = train_classifier(ds, section, params.seed, progress=progress)
+    source = params.source(ds.name)
+    if source is not None and source.model.factory:
+        from kernelscope.train import imported_classifier
+
+        result = imported_classifier(ds, source.model)
+        section = source.model
+    else:
+        arch = source.model.registry if source is not None and source.model.registry else params.train.arch
+        section = {"mlp": params.train, "cnn": params.cnn, "resnet": params.resnet}[arch]
+        result = train_classifier(ds, section, params.seed, progress=progress)
     meta = save_checkpoint(
         result.model, layout.model_dir, arch=result.arch, hyperparameters=section.model_dump(mode="json"),
         dataset_name=ds.name, dataset_hash=ds.dataset_hash, seed=params.seed,
@@ -134,13 +152,34 @@ class KernelJob:
     queries: dict[str, tuple[torch.Tensor | None, np.ndarray]]  # split -> (inputs or None for train × train, ids)
 
 
+def require_finite_weights(ckpt: Any, model_dir: Path) -> None:
+    """Refuse a checkpoint with NaN or inf parameters: every kernel, kGLM fit and metric from it would be NaN."""
+    for name, tensor in ckpt.model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{model_dir / 'model.safetensors'}: tensor '{name}' holds {bad} non-finite (NaN or inf) weights; "
+                                  "the model diverged in training, retrain it (e.g. with a lower train.lr) or restore a good checkpoint.")
+
+
+def require_finite_logits(logits: np.ndarray, what: str, model_dir: Path) -> None:
+    """Refuse NaN or inf logits instead of reporting NaN metrics from them."""
+    if not np.all(np.isfinite(logits)):
+        raise KernelscopeError(f"{model_dir}: {int((~np.isfinite(logits)).sum())} {what} logits are NaN or inf, so no metric can be "
+                               "computed; check the checkpoint's weights and inputs or retrain the model.")
+
+
 def kernel_job(params: Params, layout: RunLayout, kind: str,
                extra_queries: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> KernelJob:
     ds = read_dataset(layout.data_dir)
     ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
+    require_finite_weights(ckpt, layout.model_dir)
     device = pick_device(params.device)
     model = ckpt.model.to(device).eval()
     options = kernel_options(params, kind)
+    n_params = sum(p.numel() for p in model.parameters())
+    if kind.startswith("proj_") and params.kernel.projection_dim > n_params:
+        raise ParamsError(f"params: kernel.projection_dim is {params.kernel.projection_dim}, more than the model's {n_params} parameters; "
+                          f"a projection must be smaller than what it projects, set it to at most {n_params} (or use the exact kernels).")
     spec = kernel_spec(model, kind, memory_budget_mb=params.kernel.memory_budget_mb, **options)
     queries: dict[str, tuple[torch.Tensor | None, np.ndarray]] = {
         "train": (None, ds.train.ids), "test": (torch.from_numpy(ds.test.x).to(device), ds.test.ids)}
@@ -199,10 +238,16 @@ def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, An
     """Fit the kGLM on the train × train kernel and save it (safetensors)."""
     ds = read_dataset(layout.data_dir)
     ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
+    require_finite_weights(ckpt, layout.model_dir)
     expect = {"kind": kind, "split": "train", "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash}
     k_train, _ = read_kernel(layout.kernel_path(kind, "train"), expect=expect)
     kp = params.kglm
-    targets = ds.train.y if kp.target == "labels" else predictions(predict_logits(ckpt.model, ds.train.x))
+    if kp.target == "labels":
+        targets = ds.train.y
+    else:
+        train_logits = predict_logits(ckpt.model, ds.train.x)
+        require_finite_logits(train_logits, "training-set NN", layout.model_dir)
+        targets = predictions(train_logits)
     surrogate = fit_kglm(k_train, targets, alpha=kp.alpha, max_iter=kp.max_iter, tol=kp.tol, seed=params.seed,
                          standardize=kp.standardize)
     path = layout.kglm_dir(kind) / "kglm.safetensors"
@@ -212,15 +257,24 @@ def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, An
 
 
 def evaluate_stage(layout: RunLayout, kind: str) -> dict[str, Any]:
-    """Evaluate the saved kGLM against the NN on the test set; write metrics.json, the CSV and the plot."""
+    """Evaluate the saved kGLM against the NN on the test set; write metrics.json, the CSV and the plot.
+
+    Non-finite weights or logits stop with a named error instead of NaN metrics. A metric that is
+    undefined on finite inputs is NaN on purpose: τ_K when either model's correct-class logits are
+    all equal (scipy's Kendall tau of a constant), R_Miss when neither model misclassifies anything;
+    metrics.json for DVC (write_metrics) records those as null.
+    """
     ds = read_dataset(layout.data_dir)
     ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
+    require_finite_weights(ckpt, layout.model_dir)
     expect = {"kind": kind, "split": "test", "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash}
     k_test, _ = read_kernel(layout.kernel_path(kind, "test"), expect=expect)
     out = layout.kglm_dir(kind)
     surrogate = load_kglm(out / "kglm.safetensors", expect={"kind": kind, "checkpoint_hash": ckpt.checkpoint_hash})
-    nn_logits = predict_logits(ckpt.model, ds.test.x)
-    report, points = faithfulness(ds.test.y, nn_logits, surrogate.logits(k_test))
+    nn_logits, kglm_logits = predict_logits(ckpt.model, ds.test.x), surrogate.logits(k_test)
+    require_finite_logits(nn_logits, "test-set NN", layout.model_dir)
+    require_finite_logits(kglm_logits, f"test-set kGLM ({kind})", out)
+    report, points = faithfulness(ds.test.y, nn_logits, kglm_logits)
 
     with atomic_path(out / "probabilities.csv") as tmp:
         with open(tmp, "w", newline="") as handle:

@@ -9,11 +9,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from kernelscope.progress import Progress
 
 from kernelscope.data import Dataset
+from kernelscope.errors import ArtifactError, CheckpointError
 from kernelscope.models import build_model, log_probs, n_outputs_for
-from kernelscope.params import CNNParams, TrainParams
+from kernelscope.params import CNNParams, ModelSourceParams, ResNetParams, TrainParams
+from kernelscope.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,26 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return float((pred == y).mean())
 
 
-def architecture(dataset: Dataset, params: TrainParams | CNNParams) -> dict:
+def channels_first(dataset: Dataset, arch: str) -> list[int]:
+    """(c, h, w) of the dataset's images: (h, w) means one channel; flat vectors cannot feed a convolution."""
+    shape = list(dataset.image_shape)
+    if len(shape) == 2:
+        return [1, *shape]
+    if len(shape) == 3:
+        return shape
+    raise ArtifactError(f"dataset {dataset.name!r} holds flat vectors of shape {tuple(shape)}, and the {arch} needs images; "
+                        "set data.image_shape of its source to (channels, height, width), or use the mlp.")
+
+
+def architecture(dataset: Dataset, params: TrainParams | CNNParams | ResNetParams) -> dict:
     """The architecture record (stored in the checkpoint sidecar) for this data and params."""
     n_out = n_outputs_for(dataset.n_classes)
     if isinstance(params, CNNParams):
-        return {"name": "cnn", "image_shape": [1, *dataset.image_shape], "n_outputs": n_out, "channels": list(params.channels),
+        return {"name": "cnn", "image_shape": channels_first(dataset, "cnn"), "n_outputs": n_out, "channels": list(params.channels),
                 "hidden": list(params.hidden), "batch_norm": params.batch_norm}
+    if isinstance(params, ResNetParams):
+        return {"name": "resnet", "image_shape": channels_first(dataset, "resnet"), "n_outputs": n_out, "widths": list(params.widths),
+                "blocks": params.blocks}
     return {"name": "mlp", "input_dim": int(dataset.train.x.shape[1]), "hidden": list(params.hidden), "n_outputs": n_out,
             "parameterization": params.parameterization}
 
@@ -60,7 +75,29 @@ def architecture(dataset: Dataset, params: TrainParams | CNNParams) -> dict:
 _INIT_LOCK = threading.Lock()
 
 
-def train_classifier(dataset: Dataset, params: TrainParams | CNNParams, seed: int, progress: bool = True) -> TrainResult:
+def imported_classifier(dataset: Dataset, spec: ModelSourceParams) -> TrainResult:
+    """A user's trained model: built by its factory, weights loaded and checked, then checked against the data."""
+    from kernelscope.user_models import build_from_factory, load_weights
+
+    model = load_weights(build_from_factory(spec.factory or "", spec.kwargs), spec.weights or "")
+    arch = {"name": "factory", "factory": spec.factory, "kwargs": dict(spec.kwargs)}
+    with torch.no_grad():
+        try:
+            out = model(torch.from_numpy(dataset.train.x[:4]))
+        except (RuntimeError, ValueError, TypeError) as error:
+            raise CheckpointError(f"{spec.factory}: the model cannot read this data's inputs, (n, {dataset.train.x.shape[1]}) float32 "
+                                  f"({str(error).splitlines()[0][:120]}); accept flat inputs (e.g. start with nn.Unflatten) or fix the data's shape.") from None
+    allowed = {dataset.n_classes} | ({1} if dataset.n_classes == 2 else set())
+    if out.ndim != 2 or out.shape[1] not in allowed:
+        raise CheckpointError(f"{spec.factory}: the model returns shape {tuple(out.shape)}, but the data has {dataset.n_classes} classes; "
+                              f"it must return (n, {dataset.n_classes}) logits.")
+    if not bool(torch.isfinite(out).all()):
+        raise CheckpointError(f"{spec.weights}: the model's logits are not finite on the training data; check the weights and the inputs' scale.")
+    return TrainResult(model=model, arch=arch, train_accuracy=accuracy(model, dataset.train.x, dataset.train.y),
+                       test_accuracy=accuracy(model, dataset.test.x, dataset.test.y), final_loss=float("nan"))
+
+
+def train_classifier(dataset: Dataset, params: TrainParams | CNNParams | ResNetParams, seed: int, progress: bool = True) -> TrainResult:
     arch = architecture(dataset, params)
     with _INIT_LOCK, torch.random.fork_rng():
         torch.manual_seed(seed)

@@ -140,7 +140,7 @@ def test_structure_flow_on_digits_and_the_modular_model(harness, tmp_path, tiny_
     assert run.data.tags["flow"] == "structure" and run.data.tags["checkpoint_hash"] == summary["checkpoint_hash"]
     assert run.data.metrics["jacobian.input_to_1.rank_stacked"] == result["spectra"]["pairs"][0]["rank_stacked"]
     artifacts = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(result["mlflow_run_id"])}
-    assert {"jacobian_spectra.png", "ablation_curves.png", "coordinate_check.json"} <= artifacts
+    assert {"jacobian_spectra.png", "ablation_curves.png", "coordinate_check.json", "effective_ranks.csv"} <= artifacts
     again = structure(params=params, subject="digits2", outputs=out, track=False)
     assert again["cache_hits"] == again["tasks"] == 4
 

@@ -10,6 +10,7 @@ sample's features independent of the batch it arrives in.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any
@@ -19,6 +20,15 @@ import torch
 from kernelscope.progress import Progress
 
 MICRO_BATCH = 64  # rows per featurization call; fixed so a sample's features never depend on its batch
+
+
+class ZeroSelfKernelWarning(UserWarning):
+    """Some samples have a zero self-kernel (zero gradient or features); their cosine similarities are 0."""
+
+
+def _warn_zero_self_kernel(kind: str, side: str, n_zero: int, n: int) -> None:
+    warnings.warn(f"{kind} kernel: {n_zero} of {n} {side} samples have a zero self-kernel (their gradient or feature vector is zero), "
+                  "so their cosine similarity to every point is set to 0.", ZeroSelfKernelWarning, stacklevel=3)
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,11 @@ def kernel_row_blocks(spec: KernelSpec, x_query: torch.Tensor, x_train: torch.Te
 
     ``rows=(start, stop)`` yields only the blocks of that range of query rows; it must fall on
     block boundaries (see ``row_ranges``), so each block is computed exactly as in a full pass.
+
+    Cosine normalization divides by sqrt of the self-kernels. A sample whose self-kernel is 0 (its
+    gradient or feature vector is zero, e.g. an all-zero input to a bias-free ReLU network) has no
+    direction: its row and column are set to 0 (not NaN) and a ``ZeroSelfKernelWarning`` names how
+    many training (and query) samples that affected.
     """
     same = x_train is None
     x_train = x_query if same else x_train
@@ -118,6 +133,10 @@ def kernel_row_blocks(spec: KernelSpec, x_query: torch.Tensor, x_train: torch.Te
     # With the training side in memory, one Gram call per query chunk: (rows, all training points).
     train_all = _cat(cached) if cached is not None else None
     del cached  # the concatenated copy replaces the per-chunk pieces
+    cosine = spec.normalization == "cosine"
+    if cosine and (n_zero := int(np.count_nonzero(diag_t == 0))):
+        _warn_zero_self_kernel(spec.kind, "training", n_zero, len(diag_t))
+    zero_q = n_q = 0
     bar = Progress(len(q_slices), f"{spec.kind} kernel rows", "block", bar=progress)
     for qs in q_slices:
         if same and train_all is not None:
@@ -131,15 +150,19 @@ def kernel_row_blocks(spec: KernelSpec, x_query: torch.Tensor, x_train: torch.Te
             row = np.empty((qs.stop - qs.start, len(x_train)), dtype=np.float64)
             for ts in t_slices:
                 row[:, ts] = spec.gram(rq, represent(spec, x_train[ts])).cpu().numpy()
-        if spec.normalization == "cosine":
+        if cosine:
             row = cosine_normalize(row, diag_q, diag_t)
+            if not same:
+                zero_q, n_q = zero_q + int(np.count_nonzero(diag_q == 0)), n_q + len(diag_q)
         bar.update()
         yield qs, row
     bar.close()
+    if zero_q:
+        _warn_zero_self_kernel(spec.kind, "query", zero_q, n_q)
 
 
 def cosine_normalize(k0: np.ndarray, diag_q: np.ndarray, diag_t: np.ndarray) -> np.ndarray:
-    """K = B_q^{-1/2} K0 B_t^{-1/2} with B the self-kernels; a zero self-kernel gives a zero row/column."""
+    """K = B_q^{-1/2} K0 B_t^{-1/2} with B the self-kernels; a zero self-kernel gives a zero row/column (documented, not NaN)."""
     with np.errstate(divide="ignore"):
         inv_q = np.where(diag_q > 0, 1.0 / np.sqrt(diag_q), 0.0)
         inv_t = np.where(diag_t > 0, 1.0 / np.sqrt(diag_t), 0.0)

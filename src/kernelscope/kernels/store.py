@@ -8,6 +8,8 @@ version, the training ids) lives in the schema metadata under the key ``kernelsc
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +19,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kernelscope import __version__
-from kernelscope.errors import ArtifactError
+from kernelscope.errors import ArtifactError, KernelscopeError
 from kernelscope.fileio import atomic_path
 
 METADATA_KEY = b"kernelscope"
 ORIENTATION = "(query, train)"
+TEST_BLOCK_DELAY_ENV = "KERNELSCOPE_TEST_BLOCK_DELAY"  # tests only: seconds to sleep after each written block
+
+
+def _test_block_delay() -> None:
+    """Sleep after each row group when KERNELSCOPE_TEST_BLOCK_DELAY is set, so a test can kill a writer mid-file."""
+    delay = os.environ.get(TEST_BLOCK_DELAY_ENV)
+    if delay:
+        time.sleep(float(delay))
 
 
 def _schema(n_train: int, meta: dict[str, Any]) -> pa.Schema:
@@ -42,7 +52,10 @@ def write_kernel_blocks(path: str | Path, blocks: Iterable[tuple[np.ndarray, np.
     """Stream (query_ids (b,), rows (b, n_train)) blocks into row groups of one Parquet file, atomically.
 
     Only one block is in memory at a time, so a kernel larger than memory can be written.
-    A failure anywhere leaves any previous file at ``path`` untouched.
+    A failure anywhere leaves any previous file at ``path`` untouched. A block holding NaN or inf
+    (after the cast to float32) stops the write with a KernelscopeError: no kernel file ever
+    holds a non-finite value. A killed writer leaves only a temporary file (see ``atomic_path``);
+    the next run starts the file afresh and writes the same bytes.
     """
     n_t = len(train_ids)
     meta = {
@@ -62,11 +75,24 @@ def write_kernel_blocks(path: str | Path, blocks: Iterable[tuple[np.ndarray, np.
             for query_ids, rows in blocks:
                 if rows.shape[1] != n_t or len(query_ids) != len(rows):
                     raise ValueError(f"block of shape {rows.shape} with {len(query_ids)} ids does not fit a kernel with {n_t} training columns")
+                _require_finite(path, rows, query_ids)
                 writer.write_table(_row_group(rows, query_ids, schema))
                 written += len(rows)
+                _test_block_delay()
         if written != n_query:
             raise ValueError(f"{written} rows were written but the kernel has {n_query} query points")
     return meta
+
+
+def _require_finite(path: str | Path, rows: np.ndarray, query_ids: np.ndarray) -> None:
+    """Refuse a block with NaN or inf, or with values that overflow the stored float32."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~np.isfinite(np.asarray(rows, dtype=np.float32))
+    if bad.any():
+        first = int(np.asarray(query_ids)[np.argmax(bad.any(axis=1))])
+        raise KernelscopeError(
+            f"{path}: {int(bad.sum())} kernel values are NaN or inf (first at query id {first}), so nothing was written; "
+            "the model's weights or gradients are non-finite or overflow float32, check or retrain the checkpoint.")
 
 
 def write_kernel(path: str | Path, kernel: np.ndarray, query_ids: np.ndarray, train_ids: np.ndarray,

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from kernelscope.checkpoint import load_checkpoint
 from kernelscope.errors import ArtifactError
-from kernelscope.fileio import atomic_path, write_json_atomic
+from kernelscope.fileio import atomic_path, write_json_atomic, write_text_atomic
 from kernelscope.params import Params
 from kernelscope.structure.degeneracy import (activation_gram, effective_parameters, firing_groups, gradient_gram, gram_spectrum,
                                               is_relu_layer, relu_activations, spectrum_summary)
@@ -121,7 +121,11 @@ def spectra_stage(params: Params, subject: Subject) -> dict[str, Any]:
     pair_rows = [{"source": p.source, "target": p.target, "shape": list(p.shape), **p.summary,
                   "stacked": p.stacked.tolist(), "per_point_mean": p.per_point.mean(0).tolist()} for p in pairs]
     plot = jacobian_spectra(out / "jacobian_spectra.png", pair_rows, f"{subject.name}: layer Jacobian spectra ({len(subject.x_fit)} points)")
-    result = {"checkpoint_hash": subject.checkpoint_hash, "pairs": pair_rows, "plot": str(plot), "path": str(path)}
+    columns = ("source", "target", "rank_stacked", "rank_mass_stacked", "participation_stacked", "rank_per_point_mean",
+               "rank_per_point_min", "rank_per_point_max", "rank_mass_per_point_mean", "participation_per_point_mean")
+    lines = [",".join(columns)] + [",".join(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns) for row in pair_rows]
+    table_path = write_text_atomic(out / "effective_ranks.csv", "\n".join(lines) + "\n")
+    result = {"checkpoint_hash": subject.checkpoint_hash, "pairs": pair_rows, "plot": str(plot), "table": str(table_path), "path": str(path)}
     write_json_atomic(out / "spectra.json", result)
     return result
 
@@ -232,7 +236,8 @@ def structure_summary(subject: Subject, spectra: dict, degeneracy: dict, interac
         metrics[f"ablation.{row['layer']}.needed_pca"] = float(row["needed_pca"])
     metrics["coordinate_free_kept"] = float(coordinates["coordinate_free_kept"])
     metrics.update({k: float(v) for k, v in parameters.items()})
-    files = [spectra["plot"], degeneracy["plot"], interaction["plot"], spectra["path"], degeneracy["path"], interaction["path"], coordinates["path"]]
+    files = [spectra["plot"], degeneracy["plot"], interaction["plot"], spectra["table"], spectra["path"], degeneracy["path"], interaction["path"],
+             coordinates["path"]]
     summary = {"subject": subject.name, "checkpoint_hash": subject.checkpoint_hash, "layers": subject.layers, "metrics": metrics,
                "parameters": parameters, "coordinate_free_kept": coordinates["coordinate_free_kept"],
                "neuron_basis_changed": coordinates["neuron_basis_changed"], "files": files}

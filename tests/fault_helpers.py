@@ -1,0 +1,122 @@
+"""Shared pieces of the fault tests (crash safety, concurrency): a prepared run folder, CLI runs, torn-file checks."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import yaml
+
+from conftest import TINY_PARAMS
+from kernelscope.fileio import sha256_file
+from kernelscope.kernels.store import METADATA_KEY, TEST_BLOCK_DELAY_ENV, read_kernel
+
+DATASET = "digits2"
+# Many small row groups (16 rows) so a writer can be caught mid-file; a short SGLD run for the loss kernel.
+FAULT_PARAMS = copy.deepcopy(TINY_PARAMS)
+FAULT_PARAMS["kernel"]["chunk_size"] = 16
+FAULT_PARAMS["loss_kernel"] = {"chains": 2, "draws": 30, "burn_in": 5, "steps_between": 2, "batch_size": 64, "umap": False}
+
+
+def prepare_run(root: Path) -> Path:
+    """data + train on the fault params under root/digits2 (in-process: seeded, the same bytes as the CLI); returns params.yaml."""
+    from kernelscope.params import params_from_dict
+    from kernelscope.pipeline import RunLayout, data_stage, train_stage
+
+    root.mkdir(parents=True, exist_ok=True)
+    params_file = root / "params.yaml"
+    params_file.write_text(yaml.safe_dump(FAULT_PARAMS, sort_keys=False))
+    params = params_from_dict(copy.deepcopy(FAULT_PARAMS))
+    layout = RunLayout.at(root / "out", DATASET)
+    data_stage(params, DATASET, layout)
+    train_stage(params, layout, progress=False)
+    return params_file
+
+
+def copy_run(prepared: Path, dest: Path) -> tuple[Path, Path]:
+    """A private copy of a prepared folder: (params.yaml, outputs root)."""
+    shutil.copytree(prepared, dest)
+    return dest / "params.yaml", dest / "out"
+
+
+def cli(command: list[str], params_file: Path, out: Path, *, delay: float | None = None, **popen) -> subprocess.Popen:
+    """Start `kernelscope <command> --dataset digits2 --out OUT --params FILE --quiet` in a subprocess."""
+    env = dict(os.environ)
+    env.pop(TEST_BLOCK_DELAY_ENV, None)
+    env["OMP_NUM_THREADS"] = "1"  # two or three runs share two cores: no oversubscription, and every run alike
+    if delay:
+        env[TEST_BLOCK_DELAY_ENV] = str(delay)
+    cmd = [sys.executable, "-m", "kernelscope.cli", *command, "--dataset", DATASET, "--out", str(out), "--params", str(params_file), "--quiet"]
+    return subprocess.Popen(cmd, env=env, cwd=params_file.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> subprocess.CompletedProcess:
+    stdout, stderr = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def run_cli(command: list[str], params_file: Path, out: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    done = finish(cli(command, params_file, out), timeout)
+    assert done.returncode == 0, f"kernelscope {' '.join(command)} failed:\n{done.stderr[-3000:]}"
+    return done
+
+
+def temp_files(folder: Path, pattern: str = ".*.tmp") -> list[Path]:
+    return sorted(p for p in folder.rglob(pattern) if p.is_file())
+
+
+def wait_for_temp(proc: subprocess.Popen, folder: Path, pattern: str, timeout: float = 90, min_bytes: int = 5) -> list[Path]:
+    """Poll until a temporary file matching ``pattern`` in ``folder`` holds more than its Parquet magic (a row group is in)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = []
+        for path in folder.glob(pattern) if folder.is_dir() else []:
+            try:
+                if path.stat().st_size >= min_bytes:
+                    found.append(path)
+            except FileNotFoundError:
+                pass
+        if found:
+            return found
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (rc {proc.returncode}) before a temporary file {pattern} appeared:\n{proc.stderr.read()[-3000:]}")
+        time.sleep(0.02)
+    raise AssertionError(f"no temporary file {folder}/{pattern} within {timeout} s")
+
+
+def sigkill(proc: subprocess.Popen) -> None:
+    """SIGKILL the process we started (by its id) and reap it."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def assert_no_torn_files(root: Path) -> list[Path]:
+    """Every file under its final name (no leading dot) reads completely: Parquet tables (kernels against their
+    metadata's row count), JSON documents. Returns the final files checked."""
+    checked = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)  # raises on a torn file (no footer, short row group)
+            meta = json.loads((pq.read_schema(path).metadata or {}).get(METADATA_KEY, b"{}"))
+            if "n_query" in meta:  # a kernel: every row its metadata promises
+                values, meta = read_kernel(path)
+                assert values.shape == (meta["n_query"], meta["n_train"]) == (table.num_rows, len(meta["train_ids"])), path
+            elif "chains" in meta:  # probe losses: chains × draws per probe
+                assert table.column("losses").type.list_size == meta["chains"] * meta["draws"], path
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        checked.append(path)
+    return checked
+
+
+def digests(paths: dict[str, Path]) -> dict[str, str]:
+    return {name: sha256_file(path) for name, path in paths.items()}
