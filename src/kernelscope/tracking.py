@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,15 +73,44 @@ class RunTags:
         return {**tags, **{k: str(v) for k, v in self.extra.items()}}
 
 
-def log_run(experiment: str, run_name: str, *, tags: RunTags, params: dict[str, Any], metrics: dict[str, float],
-            artifacts: list[str | Path] = (), source: str | None = None) -> str:
-    """Log one finished run and return its id. NaN metrics are logged as NaN (MLflow shows them)."""
+@contextlib.contextmanager
+def _store_lock() -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite tracking store while logging to it.
+
+    Two processes that open a new SQLite store at once both run MLflow's schema migration (one
+    fails: "index ... already exists"), and two that create one experiment at once collide on its
+    unique name; serializing the (short) logging step across processes prevents both.
+    """
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri[len("sqlite:///"):] + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _experiment(experiment: str) -> Iterator[Any]:
+    """mlflow, pointed at this project's store and the experiment, under the store lock."""
     import mlflow  # imported here: it is slow to import and only stages that log need it
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name) as run:
+    with _store_lock():
+        mlflow.set_tracking_uri(tracking_uri())
+        mlflow.set_experiment(experiment)
+        yield mlflow
+
+
+def log_run(experiment: str, run_name: str, *, tags: RunTags, params: dict[str, Any], metrics: dict[str, float],
+            artifacts: list[str | Path] = (), source: str | None = None) -> str:
+    """Log one finished run and return its id. NaN metrics are logged as NaN (MLflow shows them)."""
+    with _experiment(experiment) as mlflow, mlflow.start_run(run_name=run_name) as run:
         _log_contents(params, metrics, tags.as_dict(source), artifacts)
         return run.info.run_id
 
@@ -98,13 +130,8 @@ def log_parent_with_children(experiment: str, run_name: str, *, tags: RunTags, p
                              artifacts: list[str | Path], children: list[dict[str, Any]]) -> str:
     """One parent run (the aggregate) with a nested child run per member (e.g. per seed; a child's
     ``tags`` override the parent's, e.g. its own seed and dataset)."""
-    import mlflow
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(experiment)
     parent_tags = tags.as_dict()
-    with mlflow.start_run(run_name=run_name) as parent:
+    with _experiment(experiment) as mlflow, mlflow.start_run(run_name=run_name) as parent:
         _log_contents(params, metrics, parent_tags, artifacts)
         for child in children:
             with mlflow.start_run(run_name=child["name"], nested=True):

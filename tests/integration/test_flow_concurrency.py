@@ -1,0 +1,66 @@
+"""Two runs of the same flow at once, with the same params, the same outputs folder, the same Prefect
+cache (PREFECT_HOME) and the same MLflow store, as when two users click Run on one deployment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, TINY_PARAMS
+from kernelscope.fileio import sha256_tree
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = """
+import json, sys
+from kernelscope.params import load_params
+from flows.attribution import attribution
+result = attribution(params=load_params(sys.argv[1]), dataset="digits2", outputs=sys.argv[2])
+print("RESULT " + json.dumps({"tasks": result["tasks"], "hits": result["cache_hits"], "tau_k": result["summaries"][0]["tau_k"]}))
+"""
+
+
+def _launch(tmp_path: Path, home: Path, outputs: Path) -> subprocess.Popen:
+    env = {**os.environ, "PREFECT_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "params.yaml"), str(outputs)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _result(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=420)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+
+
+def test_two_attribution_runs_at_once_agree_with_a_lone_run(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    together = [_launch(tmp_path, tmp_path / "shared-home", tmp_path / "shared") for _ in range(2)]
+    first, second = (_result(p) for p in together)
+    alone = _result(_launch(tmp_path, tmp_path / "own-home", tmp_path / "alone"))
+    assert first["tau_k"] == second["tau_k"] == alone["tau_k"]
+    shared, alone_dir = tmp_path / "shared" / "digits2", tmp_path / "alone" / "digits2"
+    for part in ("data", "model", "kernels"):  # byte-identical artifacts, nothing torn or mixed
+        assert sha256_tree(shared / part) == sha256_tree(alone_dir / part), part
+    files = sorted(p.relative_to(shared) for p in (shared / "kglm").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(alone_dir) for p in (alone_dir / "kglm").rglob("*") if p.is_file())
+    for name in files:  # summaries name their own folder; everything else is the same bytes
+        a, b = (shared / name).read_bytes(), (alone_dir / name).read_bytes()
+        assert a.replace(bytes(shared), bytes(alone_dir)) == b if name.suffix == ".json" else a == b, name
+    assert not list((tmp_path / "shared").rglob("*.tmp"))
+    # The shared cache is intact: a third run takes every task from it.
+    again = _result(_launch(tmp_path, tmp_path / "shared-home", tmp_path / "shared"))
+    assert again["hits"] == again["tasks"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("attribution").experiment_id])
+    per_kernel = [r for r in runs if r.data.tags.get("kernel") == "trntk"]
+    assert len(per_kernel) == 4  # every one of the four calls logged its run, none lost to a locked or half-made store
+    assert len({r.data.tags["params_hash"] for r in runs}) == 1
