@@ -27,11 +27,12 @@ def test_task_separation_on_constructed_losses():
     assert shuffled["auc"] < 0.8
 
 
-def test_multitask_stages_end_to_end(tmp_path):
+@pytest.mark.parametrize("arch", ["transformer", "mlp"])
+def test_multitask_stages_end_to_end(tmp_path, arch):
     from kernelscope.multitask_stage import multitask_loss_stage, multitask_train_stage
     from kernelscope.params import params_from_dict
 
-    params = params_from_dict({"multitask": {"p": 7, "steps": 400, "lr": 1e-2, "weight_decay": 0.0, "batch_size": 32, "embed": 8, "hidden": 16, "probes_per_task": 10,
+    params = params_from_dict({"multitask": {"arch": arch, "p": 7, "steps": 400, "optimizer_restarts": [200], "nbeta": None, "gamma": 1000.0, "lr": 1e-2, "weight_decay": 0.0, "batch_size": 32, "embed": 8, "hidden": 16, "probes_per_task": 10,
                                              "chains": 2, "draws": 10, "burn_in": 5, "steps_between": 2, "sgld_batch_size": 16}})
     trained = multitask_train_stage(params, tmp_path)
     assert trained["train_add"] > 0.9 and trained["train_div"] > 0.9
@@ -39,3 +40,33 @@ def test_multitask_stages_end_to_end(tmp_path):
     assert 0.5 <= summary["task_auc"] <= 1.0 and np.isfinite(summary["llc"])
     for name in ("correlation.png", "covariance_groups.png", "umap.png", "probe_losses.parquet", "summary.json"):
         assert (tmp_path / "loss_kernel" / name).exists(), name
+    from kernelscope.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "model").meta["architecture"]["name"] == f"modular_{arch}"
+
+
+def test_transformer_attention_against_a_loop():
+    """The batched attention of ModularTransformer against one head, one point at a time, by hand."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from kernelscope.modular import ModularTransformer
+
+    torch.manual_seed(0)
+    model = ModularTransformer(7, d=8, heads=2, mlp=16).eval()
+    x = torch.tensor([[1, 2, 0], [6, 3, 1], [0, 5, 1]])
+    with torch.no_grad():
+        got = model(x)
+        for i, (a, b, t) in enumerate(x.tolist()):
+            r = model.embed.weight[[a, b, 7 + t]] + model.pos  # (3, d)
+            heads = []
+            for h in range(2):
+                cols = slice(4 * h, 4 * h + 4)
+                q, k, v = model.q(r[-1])[cols], model.k(r)[:, cols], model.v(r)[:, cols]
+                weights = torch.softmax(k @ q / math.sqrt(4), 0)  # (3,)
+                heads.append(weights @ v)
+            res = r[-1] + model.o(torch.cat(heads))
+            expected = model.unembed(res + model.fc2(F.relu(model.fc1(res))))
+            torch.testing.assert_close(got[i], expected)

@@ -111,10 +111,11 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
     name = arch.get("name")
     if name == "mlp":
         return build_mlp(int(arch["input_dim"]), list(arch["hidden"]), int(arch["n_outputs"]), str(arch["parameterization"]))
-    if name == "modular_mlp":
-        from kernelscope.modular import ModularMLP
+    if name in ("modular_mlp", "modular_transformer"):
+        from kernelscope.modular import build_modular
 
-        return ModularMLP(int(arch["p"]), int(arch["embed"]), int(arch["hidden"]))
+        return build_modular("transformer" if name == "modular_transformer" else "mlp", int(arch["p"]), int(arch["embed"]),
+                             int(arch["hidden"]), int(arch.get("heads", 4)))
     if name == "cnn":
         return build_cnn(tuple(arch["image_shape"]), int(arch["n_outputs"]), tuple(arch["channels"]), tuple(arch["hidden"]),
                          bool(arch.get("batch_norm", True)))

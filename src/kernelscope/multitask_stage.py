@@ -26,8 +26,9 @@ def multitask_train_stage(params: Params, root: Path) -> dict[str, Any]:
     mp = params.multitask
     data = make_modular(mp.p, mp.train_fraction, params.seed)
     model, acc = train_modular(data, steps=mp.steps, lr=mp.lr, weight_decay=mp.weight_decay, batch_size=mp.batch_size,
-                               seed=params.seed, embed=mp.embed, hidden=mp.hidden)
-    arch = {"name": "modular_mlp", "p": mp.p, "embed": mp.embed, "hidden": mp.hidden}
+                               seed=params.seed, embed=mp.embed, hidden=mp.hidden, arch=mp.arch, heads=mp.heads,
+                               restarts=tuple(mp.optimizer_restarts))
+    arch = {"name": f"modular_{mp.arch}", "p": mp.p, "embed": mp.embed, "hidden": mp.hidden, "heads": mp.heads}
     meta = save_checkpoint(model, Path(root) / "model", arch=arch, hyperparameters=mp.model_dump(mode="json"), dataset_name=f"modular-{mp.p}",
                            dataset_hash=f"modular-p{mp.p}-f{mp.train_fraction}-s{params.seed}", metrics=acc, seed=params.seed)
     return {"checkpoint_hash": meta["weights_sha256"], **acc}

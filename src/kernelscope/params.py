@@ -134,14 +134,19 @@ class LossKernelParams(SGLDParams):
 class MultitaskParams(SGLDParams):
     """The loss kernel's multitask validation: modular addition and division (p = 97) in one model."""
 
+    arch: Literal["transformer", "mlp"] = Field(
+        "transformer", description="'transformer': one attention layer and an MLP on tokens [a, b, task]; 'mlp': embeddings concatenated, one hidden layer.")
     p: int = Field(97, ge=3, description="Prime modulus.")
     train_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="Fraction of all (a, b, task) triples used for training.")
-    steps: int = Field(20000, ge=1, description="AdamW steps (the model must grok both tasks).")
+    steps: int = Field(27000, ge=1, description="AdamW steps (the model must grok both tasks).")
+    optimizer_restarts: tuple[int, ...] = Field(
+        (20000,), description="Steps at which AdamW starts again with fresh moments (the run that grokked both tasks restarted at 20000).")
     lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate.")
     weight_decay: float = Field(1.0, ge=0.0, description="AdamW weight decay (large: it drives generalization).")
     batch_size: int = Field(1024, ge=1, description="Training minibatch size.")
-    embed: int = Field(128, ge=1, description="Embedding width of a, b and the task token.")
-    hidden: int = Field(512, ge=1, description="Hidden width.")
+    embed: int = Field(128, ge=1, description="Embedding width of a, b and the task token (the transformer's model width).")
+    hidden: int = Field(512, ge=1, description="Hidden width (of the transformer's MLP).")
+    heads: int = Field(4, ge=1, description="Attention heads of the transformer (must divide embed).")
     probes_per_task: int = Field(200, ge=2, description="Probe points per task (seeded sample of the test split).")
     sgld_batch_size: int = Field(256, ge=1, description="SGLD minibatch size m.")
 

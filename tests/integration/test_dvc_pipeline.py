@@ -28,7 +28,7 @@ def write_params(path: Path, raw: dict) -> None:
     path.write_text(yaml.safe_dump(params_from_dict(raw).model_dump(mode="json"), sort_keys=False))
 
 
-TINY_MULTITASK = {"p": 11, "steps": 30, "batch_size": 64, "embed": 8, "hidden": 32, "probes_per_task": 10, "chains": 2, "draws": 6,
+TINY_MULTITASK = {"p": 11, "steps": 30, "nbeta": None, "gamma": 1000.0, "batch_size": 64, "embed": 8, "hidden": 32, "probes_per_task": 10, "chains": 2, "draws": 6,
                   "burn_in": 3, "steps_between": 2, "sgld_batch_size": 32}
 TINY_STRUCTURE = {"points": 40, "chunk_size": 16, "ablation_steps": 5, "check_points": 16}
 

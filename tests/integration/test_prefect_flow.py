@@ -144,9 +144,9 @@ def test_structure_flow_on_digits_and_the_modular_model(harness, tmp_path, tiny_
     again = structure(params=params, subject="digits2", outputs=out, track=False)
     assert again["cache_hits"] == again["tasks"] == 4
 
-    # The modular model: integer inputs, so the probes start at its embedding layer; no SGLD run, so no LLC.
+    # The modular transformer: integer inputs, so the probes start at its residual stream; no SGLD run, so no LLC.
     multitask_train_stage(params, tmp_path / "out" / "multitask")
     modular = structure(params=params, subject="modular", outputs=out, track=False)
-    assert modular["summary"]["layers"] == ["embed", "act", "output"]
+    assert modular["summary"]["layers"] == ["resid_mid", "act", "output"]
     assert "effective_parameters" not in modular["parameters"] and modular["parameters"]["raw_parameters"] > 0
-    assert [row["layer"] for row in modular["interaction"]["layers"]] == ["embed", "act"]
+    assert [row["layer"] for row in modular["interaction"]["layers"]] == ["resid_mid", "act"]
