@@ -130,6 +130,14 @@ def spectra_stage(params: Params, subject: Subject) -> dict[str, Any]:
     return result
 
 
+def _layer_table(subject: Subject, name: str, layers: list[dict[str, Any]], plot: Path) -> dict[str, Any]:
+    """A stage's per-layer rows and figure, written as <run>/structure/<name>.json and returned."""
+    path = out_dir(subject) / f"{name}.json"
+    result = {"checkpoint_hash": subject.checkpoint_hash, "layers": layers, "plot": str(plot), "path": str(path)}
+    write_json_atomic(path, result)
+    return result
+
+
 @one_blas_thread
 def degeneracy_stage(params: Params, subject: Subject) -> dict[str, Any]:
     """Activation and gradient Gram spectra of every layer but the logits, and synchronized ReLUs."""
@@ -151,12 +159,8 @@ def degeneracy_stage(params: Params, subject: Subject) -> dict[str, Any]:
             row["relu"] = {**groups.summary(), "groups": groups.synchronized[:20], "dead_neurons": groups.dead,
                            "always_on_neurons": groups.always_on}
         layers.append(row)
-    out = out_dir(subject)
-    plot = gram_spectra(out / "gram_spectra.png", layers, f"{subject.name}: degeneracy ({len(subject.x_fit)} points)")
-    path = out / "degeneracy.json"
-    result = {"checkpoint_hash": subject.checkpoint_hash, "layers": layers, "plot": str(plot), "path": str(path)}
-    write_json_atomic(path, result)
-    return result
+    plot = gram_spectra(out_dir(subject) / "gram_spectra.png", layers, f"{subject.name}: degeneracy ({len(subject.x_fit)} points)")
+    return _layer_table(subject, "degeneracy", layers, plot)
 
 
 @one_blas_thread
@@ -178,12 +182,8 @@ def interaction_stage(params: Params, subject: Subject) -> dict[str, Any]:
                        "importance": importance.tolist(), "pca_variance": pca.importance.tolist(),
                        "needed_interaction": directions_needed(curves[layer]["interaction"]),
                        "needed_pca": directions_needed(curves[layer]["pca"]), "curves": curves[layer]})
-    out = out_dir(subject)
-    plot = ablation_curves(out / "ablation_curves.png", curves, f"{subject.name}: accuracy as directions are removed (smallest first)")
-    path = out / "interaction_basis.json"
-    result = {"checkpoint_hash": subject.checkpoint_hash, "layers": layers, "plot": str(plot), "path": str(path)}
-    write_json_atomic(path, result)
-    return result
+    plot = ablation_curves(out_dir(subject) / "ablation_curves.png", curves, f"{subject.name}: accuracy as directions are removed (smallest first)")
+    return _layer_table(subject, "interaction_basis", layers, plot)
 
 
 @one_blas_thread
