@@ -25,9 +25,16 @@ def _ce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def multitask_train_stage(params: Params, root: Path) -> dict[str, Any]:
     mp = params.multitask
     data = make_modular(mp.p, mp.train_fraction, params.seed)
-    model, acc = train_modular(data, steps=mp.steps, lr=mp.lr, weight_decay=mp.weight_decay, batch_size=mp.batch_size,
-                               seed=params.seed, embed=mp.embed, hidden=mp.hidden, arch=mp.arch, heads=mp.heads,
-                               restarts=tuple(mp.optimizer_restarts))
+    # One torch thread, whatever the machine: float sums in another order give another grokking run,
+    # and this one (1 thread) is the run whose loss kernel separates the tasks.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, acc = train_modular(data, steps=mp.steps, lr=mp.lr, weight_decay=mp.weight_decay, batch_size=mp.batch_size,
+                                   seed=params.seed, embed=mp.embed, hidden=mp.hidden, arch=mp.arch, heads=mp.heads,
+                                   restarts=tuple(mp.optimizer_restarts))
+    finally:
+        torch.set_num_threads(threads)
     arch = {"name": f"modular_{mp.arch}", "p": mp.p, "embed": mp.embed, "hidden": mp.hidden, "heads": mp.heads}
     meta = save_checkpoint(model, Path(root) / "model", arch=arch, hyperparameters=mp.model_dump(mode="json"), dataset_name=f"modular-{mp.p}",
                            dataset_hash=f"modular-p{mp.p}-f{mp.train_fraction}-s{params.seed}", metrics=acc, seed=params.seed)
