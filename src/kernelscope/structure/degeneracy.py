@@ -22,24 +22,34 @@ from kernelscope.structure.layers import OUTPUT, activations, chunks, jacobians
 from kernelscope.structure.spectra import numerical_rank, participation_ratio, rank_to_mass, stacked_gram
 
 
-def activation_gram(model: nn.Module, x: torch.Tensor, layer: str, chunk_size: int) -> np.ndarray:
-    """(1/n) Σ_x h hᵀ for the layer's flattened activations h: (d, d) float64."""
-    gram = None
+def activation_moments(model: nn.Module, x: torch.Tensor, layer: str, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Uncentered second moment E[h hᵀ] (d, d) and mean E[h] (d,) of the layer's flattened activations, float64."""
+    gram, total = None, None
     for chunk in chunks(x, chunk_size):
         h = activations(model, chunk, [layer])[layer].double().numpy()  # (b, d)
-        part = h.T @ h
+        gram = h.T @ h if gram is None else gram + h.T @ h
+        total = h.sum(0) if total is None else total + h.sum(0)
+    return gram / len(x), total / len(x)
+
+
+def jacobian_gram(model: nn.Module, x: torch.Tensor, source: str, target: str, chunk_size: int,
+                  readout: torch.Tensor | None = None) -> np.ndarray:
+    """E_x[Jᵀ J] with J = ∂(readout · h_target)/∂h_source at x: (d_source, d_source) float64."""
+    gram = None
+    for chunk in chunks(x, chunk_size):
+        part = stacked_gram(jacobians(model, chunk, source, target, readout=readout).double().numpy())  # jac: (b, r, d)
         gram = part if gram is None else gram + part
     return gram / len(x)
+
+
+def activation_gram(model: nn.Module, x: torch.Tensor, layer: str, chunk_size: int) -> np.ndarray:
+    """(1/n) Σ_x h hᵀ for the layer's flattened activations h: (d, d) float64."""
+    return activation_moments(model, x, layer, chunk_size)[0]
 
 
 def gradient_gram(model: nn.Module, x: torch.Tensor, layer: str, chunk_size: int) -> np.ndarray:
     """(1/n) Σ_x Jᵀ J with J = ∂ logits / ∂ h_layer (o, d) at x: (d, d) float64."""
-    gram = None
-    for chunk in chunks(x, chunk_size):
-        jac = jacobians(model, chunk, layer, OUTPUT).double().numpy()  # (b, o, d)
-        part = stacked_gram(jac)
-        gram = part if gram is None else gram + part
-    return gram / len(x)
+    return jacobian_gram(model, x, layer, OUTPUT, chunk_size)
 
 
 def gram_spectrum(gram: np.ndarray) -> np.ndarray:

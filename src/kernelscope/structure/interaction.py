@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from kernelscope.structure.layers import OUTPUT, activations, chunks, jacobians, run_with
-from kernelscope.structure.spectra import stacked_gram
+from kernelscope.structure.degeneracy import activation_moments, jacobian_gram
+from kernelscope.structure.layers import OUTPUT, run_with
 
 
 @dataclass(frozen=True)
@@ -36,16 +36,6 @@ class Basis:
     offset: np.ndarray      # (d,)
     importance: np.ndarray  # (r,) descending
     fit_mean: np.ndarray    # (r,) mean coordinates over the fit points
-
-
-def activation_moments(model: nn.Module, x: torch.Tensor, layer: str, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Uncentered second moment E[h hᵀ] (d, d) and mean E[h] (d,), float64."""
-    gram, total = None, None
-    for chunk in chunks(x, chunk_size):
-        h = activations(model, chunk, [layer])[layer].double().numpy()  # (b, d)
-        gram = h.T @ h if gram is None else gram + h.T @ h
-        total = h.sum(0) if total is None else total + h.sum(0)
-    return gram / len(x), total / len(x)
 
 
 def _eigh_desc(matrix: np.ndarray, rtol: float) -> tuple[np.ndarray, np.ndarray]:
@@ -72,12 +62,7 @@ def interaction_bases(model: nn.Module, x: torch.Tensor, layers: list[str], *, c
         lam, u = _eigh_desc(gram, rtol)
         whiten = (u / np.sqrt(lam)).T            # W: (r, d)
         unwhiten = u * np.sqrt(lam)               # W⁺: (d, r)
-        total = None
-        for chunk in chunks(x, chunk_size):
-            jac = jacobians(model, chunk, layer, following, readout=readout).double().numpy()  # (b, r_next, d)
-            part = stacked_gram(jac)
-            total = part if total is None else total + part
-        m = unwhiten.T @ (total / len(x)) @ unwhiten  # (r, r)
+        m = unwhiten.T @ jacobian_gram(model, x, layer, following, chunk_size, readout=readout) @ unwhiten  # (r, r)
         sigma, v = np.linalg.eigh((m + m.T) / 2)
         sigma, v = np.clip(sigma[::-1], 0.0, None), v[:, ::-1]
         forward = v.T @ whiten                   # (r, d)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from kernelscope.errors import KernelscopeError
-from kernelscope.kernels.embeddings import ACTIVATIONS
+from kernelscope.kernels.embeddings import ACTIVATIONS, capture
 
 INPUT, OUTPUT = "input", "output"
 
@@ -41,20 +41,15 @@ class _Stop(Exception):
 
 
 def activations(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-    """Flattened outputs of the named layers for a chunk x: name -> (b, d)."""
-    modules = dict(model.named_modules())
-    seen: dict[str, torch.Tensor] = {}
-    handles = [modules[n].register_forward_hook(lambda m, a, o, n=n: seen.__setitem__(n, o.detach()))
-               for n in names if n not in (INPUT, OUTPUT)]
-    try:
+    """Flattened outputs of the named layers for a chunk x: name -> (b, d); 'input' and 'output' included."""
+    modules = [n for n in names if n not in (INPUT, OUTPUT)]
+    seen = dict(zip(modules, capture(model, x, modules))) if modules else {}
+    if OUTPUT in names:
         with torch.no_grad():
-            out = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    seen[INPUT] = x
-    seen[OUTPUT] = out.detach()
-    return {n: seen[n].reshape(x.shape[0], -1) for n in names}
+            seen[OUTPUT] = model(x).reshape(x.shape[0], -1)
+    if INPUT in names:
+        seen[INPUT] = x.reshape(x.shape[0], -1)
+    return {n: seen[n] for n in names}
 
 
 def run_with(model: nn.Module, x: torch.Tensor, source: str, replace: Callable[[torch.Tensor], torch.Tensor],

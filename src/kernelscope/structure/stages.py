@@ -22,9 +22,9 @@ from kernelscope.checkpoint import load_checkpoint
 from kernelscope.errors import ArtifactError
 from kernelscope.fileio import atomic_path, write_json_atomic, write_text_atomic
 from kernelscope.params import Params
-from kernelscope.structure.degeneracy import (activation_gram, effective_parameters, firing_groups, gradient_gram, gram_spectrum,
+from kernelscope.structure.degeneracy import (activation_gram, activation_moments, effective_parameters, firing_groups, gradient_gram, gram_spectrum,
                                               is_relu_layer, relu_activations, spectrum_summary)
-from kernelscope.structure.interaction import (Basis, ablation_curve, activation_moments, directions_needed, interaction_bases,
+from kernelscope.structure.interaction import (Basis, ablation_curve, directions_needed, interaction_bases,
                                                pca_basis)
 from kernelscope.structure.layers import OUTPUT, check_layers, default_layers
 from kernelscope.structure.reparameterize import coordinate_check
