@@ -38,26 +38,38 @@ def source_hash(params: Params, dataset: str) -> str | None:
     return ",".join(parts) or None
 
 
-def kernel_sections(params: Params, kind: str) -> dict[str, Any]:
-    """Kernel params, minus the options that cannot change this kind (so they do not bust its cache)."""
-    picked = sections(params, "seed", "device", "kernel", "scale")
+def model_sections(params: Params, dataset: str, *names: str) -> dict[str, Any]:
+    """The sections a task that loads the dataset's checkpoint reads: the model is rebuilt from them and the
+    checkpoint checked against them (kernelscope.provenance.model_spec), plus ``names``."""
+    return data_sections(params, dataset, "seed", "device", "data", "train", "cnn", "resnet", *names)
+
+
+def kernel_sections(params: Params, kind: str, dataset: str) -> dict[str, Any]:
+    """Model sections and the kernel params, minus the options that cannot change this kind (so they do not bust its cache)."""
+    picked = model_sections(params, dataset, "kernel", "scale")
     kernel = dict(picked["kernel"])
     kernel.pop("kinds")
     if not kind.startswith("proj_"):
         for key in ("projection", "projection_dim"):
             kernel.pop(key)
-        picked.pop("seed")
     if kind != "em":
         kernel.pop("em_layers")
+    if kind.startswith("loss_"):
+        picked["loss_kernel"] = params.loss_kernel.model_dump(mode="json")
     # How the work is spread does not change the kernel: only the row ranges enter the cache key.
     picked["scale"] = {"runner": picked["scale"]["runner"], "dask_threads_per_worker": picked["scale"]["dask_threads_per_worker"]}
     return {**picked, "kernel": kernel}
 
 
-def assemble_kernels(fan: Fanout, params: Params, root: str, kinds: tuple[str, ...], checkpoint_hash: str) -> dict[str, dict[str, Any]]:
+def kglm_sections(params: Params, kind: str, dataset: str) -> dict[str, Any]:
+    """What fitting and evaluating one kind's kGLM reads: its kernel's sections and the kglm settings."""
+    return {**kernel_sections(params, kind, dataset), "kglm": params.kglm.model_dump(mode="json")}
+
+
+def assemble_kernels(fan: Fanout, params: Params, root: str, kinds: tuple[str, ...], checkpoint_hash: str, dataset: str) -> dict[str, dict[str, Any]]:
     """Every kind's kernels: row-block tasks for all kinds in flight together, then one writer per kind."""
     sizes = kernel_split_sizes(RunLayout(root))
-    pending = {kind: {split: [fan.submit(kernel_rows, sections=kernel_sections(params, kind), root=root, kind=kind, split=split,
+    pending = {kind: {split: [fan.submit(kernel_rows, sections=kernel_sections(params, kind, dataset), root=root, kind=kind, split=split,
                                          start=start, stop=stop, checkpoint_hash=checkpoint_hash)
                               for start, stop in kernel_row_ranges(params, n)]
                       for split, n in sizes.items()}
@@ -65,7 +77,7 @@ def assemble_kernels(fan: Fanout, params: Params, root: str, kinds: tuple[str, .
     written = {}
     for kind, splits in pending.items():
         rows = {split: [fan.result(p) for p in parts] for split, parts in splits.items()}
-        written[kind] = write_kernel(sections=kernel_sections(params, kind), root=root, kind=kind, rows=rows)
+        written[kind] = write_kernel(sections=kernel_sections(params, kind, dataset), root=root, kind=kind, rows=rows)
     return written
 
 
@@ -85,18 +97,19 @@ def attribution(params: Params, dataset: DatasetName = "digits2", outputs: str |
     with Fanout(params.scale) as fan:
         fingerprint = source_hash(params, dataset)
         data = fan.run(prepare_data, sections=data_sections(params, dataset, "seed", "data"), dataset=dataset, root=root, source_hash=fingerprint)
-        trained = fan.run(train_model, sections=data_sections(params, dataset, "seed", "train", "cnn", "resnet"), root=root,
+        trained = fan.run(train_model, sections=model_sections(params, dataset), root=root,
                           dataset_hash=data["dataset_hash"], source_hash=fingerprint)
-        ckpt = fan.run(load_checkpoint, root=root, checkpoint_hash=trained["checkpoint_hash"], dataset_hash=data["dataset_hash"])
+        ckpt = fan.run(load_checkpoint, sections=model_sections(params, dataset), root=root, checkpoint_hash=trained["checkpoint_hash"],
+                       dataset_hash=data["dataset_hash"])
         logger.info("%s: NN test accuracy %.4f; %d kernels, runner %s", dataset, ckpt["metrics"]["test_accuracy"], len(kinds), params.scale.runner)
-        kernels = assemble_kernels(fan, params, root, kinds, trained["checkpoint_hash"])
-        fitted = fan.map(train_kglm, [dict(sections=sections(params, "seed", "kglm"), root=root, kind=kind, kernel_train=kernels[kind]["train"],
+        kernels = assemble_kernels(fan, params, root, kinds, trained["checkpoint_hash"], dataset)
+        fitted = fan.map(train_kglm, [dict(sections=kglm_sections(params, kind, dataset), root=root, kind=kind, kernel_train=kernels[kind]["train"],
                                            checkpoint_hash=kernels[kind]["checkpoint_hash"]) for kind in kinds])
-        summaries = fan.map(evaluate, [dict(root=root, kind=kind, kglm_sha256=f["kglm_sha256"], checkpoint_hash=trained["checkpoint_hash"])
-                                       for kind, f in zip(kinds, fitted)])
+        summaries = fan.map(evaluate, [dict(sections=kglm_sections(params, kind, dataset), root=root, kind=kind, kglm_sha256=f["kglm_sha256"],
+                                            checkpoint_hash=trained["checkpoint_hash"]) for kind, f in zip(kinds, fitted)])
         for s in summaries:
             logger.info("%s/%s: tau_K %.3f  TAD %+.2f", dataset, s["kind"], s["tau_k"], s["tad"])
-        comparison = fan.run(compare_kernels, root=root, summaries=summaries)
+        comparison = fan.run(compare_kernels, sections=model_sections(params, dataset, "kernel"), root=root, summaries=summaries)
     report = write_report(root=root, table_dir=None, summaries=summaries)
     artifacts = [*comparison["artifacts"], report["path"]]
     run_ids = track_attribution(params, summaries, comparison_artifacts=artifacts) if track else []

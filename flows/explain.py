@@ -11,12 +11,12 @@ from kernelscope.data import read_dataset
 from kernelscope.errors import KernelscopeError
 from kernelscope.explain import Query, explain, load_inputs, track_explain
 from kernelscope.params import DatasetName, Params
-from kernelscope.pipeline import RunLayout, kernel_options
+from kernelscope.pipeline import RunLayout
 
 
 @task(name="explain-input")
-def explain_input(root: str, kinds: list[str], query: Query, top_k: int, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return explain(RunLayout(root), kinds, query, top_k, options)
+def explain_input(params: Params, root: str, kinds: list[str], query: Query, top_k: int) -> dict[str, Any]:
+    return explain(params, RunLayout(root), kinds, query, top_k)
 
 
 @flow(name="explain")
@@ -42,7 +42,7 @@ def explain_flow(params: Params, dataset: DatasetName = "digits10", index: int |
     else:
         raise KernelscopeError(f"explain: index {index} is out of range for the {len(ds.test.y)} test points of {dataset}; pass index or input_file.")
     kinds = list(params.kernel.kinds)
-    result = explain_input(str(layout.root), kinds, query, top_k, {k: kernel_options(params, k) for k in kinds})
+    result = explain_input(params, str(layout.root), kinds, query, top_k)
     get_run_logger().info("explained %s: NN predicts %d; report %s", query.name, result["nn_prediction"], result["report"])
     if track:
         track_explain(params, dataset, query.name, kinds, top_k, result)

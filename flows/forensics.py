@@ -15,7 +15,7 @@ from tasks.forensics import assemble_forensic_kernel, detect, forensic_kglm, poi
 
 
 def forensic_sections(params: Params) -> dict[str, Any]:
-    return sections(params, "seed", "device", "data", "train", "cnn", "kernel", "kglm", "poison")
+    return sections(params, "seed", "device", "data", "train", "cnn", "resnet", "kernel", "kglm", "poison")
 
 
 @flow(name="forensics")
@@ -33,7 +33,8 @@ def forensics(params: Params, outputs: str | None = None, track: bool = True) ->
     every = forensic_sections(params)
     with Fanout(params.scale) as fan:
         data = fan.run(poison_data, sections=sections(params, "seed", "data", "poison"), root=root)
-        trained = fan.run(train_poisoned, sections=sections(params, "seed", "train", "cnn", "poison"), root=root, dataset_hash=data["dataset_hash"])
+        trained = fan.run(train_poisoned, sections=sections(params, "seed", "data", "train", "cnn", "resnet", "poison"), root=root,
+                          dataset_hash=data["dataset_hash"])
         logger.info("poisoned model: clean test accuracy %.4f, attack success rate %.4f", trained["clean_test_accuracy"], trained["attack_success_rate"])
         kernels = fan.map(assemble_forensic_kernel, [dict(sections=every, root=root, kind=kind, checkpoint_hash=trained["checkpoint_hash"])
                                                      for kind in p.kinds])

@@ -8,7 +8,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.attribution import sections
+from flows.attribution import kglm_sections, model_sections, sections
 from kernelscope.loss_stages import LOSS_KINDS, track_loss_kernel
 from kernelscope.params import DatasetName, Params, params_hash
 from kernelscope.pipeline import RunLayout
@@ -33,12 +33,13 @@ def loss_kernel(params: Params, dataset: DatasetName = "digits10", outputs: str 
     checkpoint_hash = layout.checkpoint_hash()
     root = str(layout.root)
     with Fanout(params.scale) as fan:
-        summary = fan.run(sample_probe_losses, sections=sections(params, "seed", "loss_kernel"), root=root, checkpoint_hash=checkpoint_hash)
+        summary = fan.run(sample_probe_losses, sections=model_sections(params, dataset, "loss_kernel"), root=root, checkpoint_hash=checkpoint_hash)
         for warning in summary["warnings"]:
             logger.warning("SGLD health: %s", warning)
-        fitted = fan.map(train_kglm, [dict(sections=sections(params, "seed", "kglm"), root=root, kind=kind,
+        fitted = fan.map(train_kglm, [dict(sections=kglm_sections(params, kind, dataset), root=root, kind=kind,
                                            kernel_train=str(layout.kernel_path(kind, "train")), checkpoint_hash=checkpoint_hash) for kind in LOSS_KINDS])
-        evaluated = fan.map(evaluate, [dict(root=root, kind=kind, kglm_sha256=f["kglm_sha256"], checkpoint_hash=checkpoint_hash)
+        evaluated = fan.map(evaluate, [dict(sections=kglm_sections(params, kind, dataset), root=root, kind=kind, kglm_sha256=f["kglm_sha256"],
+                                            checkpoint_hash=checkpoint_hash)
                                        for kind, f in zip(LOSS_KINDS, fitted)])
     results = dict(zip(LOSS_KINDS, evaluated))
     logger.info("%s: LLC %.3f; label agreement of 10 nearest under R %.3f (base rate %.3f, lift %.2f)", dataset, summary["llc"],

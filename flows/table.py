@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.attribution import data_sections, sections, source_hash
+from flows.attribution import data_sections, model_sections, source_hash
 from kernelscope.params import Params, params_hash
 from kernelscope.table import METRICS, seed_table, write_table
 from kernelscope.tracking import RunTags, log_parent_with_children
@@ -34,9 +34,9 @@ def faithfulness_table(params: Params, outputs: str | None = None, track: bool =
                            source_hash=source_hash(params, dataset))
             for arch in tp.archs:
                 for seed in range(params.seed + 1, params.seed + 1 + tp.n_models):
-                    jobs.append(dict(sections=sections(params, "device", "train", "cnn", "kernel", "kglm"), arch=arch, seed=seed,
+                    jobs.append(dict(sections=model_sections(params, dataset, "kernel", "kglm"), arch=arch, seed=seed,
                                      kind=tp.kind, root=str(root / dataset / f"{arch}-seed{seed}"), data_dir=str(root / dataset / "data"),
-                                     dataset_hash=data["dataset_hash"]))
+                                     dataset_hash=data["dataset_hash"], data_seed=params.seed))
         rows = fan.map(seed_run, jobs)
     logger.info("%d seed runs, %d from cache", len(rows), fan.ledger.hits)
     table = seed_table(rows)

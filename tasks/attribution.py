@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 from prefect import task
 
-from kernelscope.checkpoint import load_checkpoint as _load_checkpoint
 from kernelscope.params import params_from_dict
+from kernelscope.provenance import run_checkpoint, run_data
 from kernelscope.pipeline import (RunLayout, compare_stage, data_stage, evaluate_stage, fit_kglm_stage, kernel_job, kernel_split_blocks,
                                   kernel_stage, train_stage)
 from kernelscope.pipeline import seed_run as _seed_run
@@ -29,9 +29,10 @@ def train_model(sections: dict[str, Any], root: str, dataset_hash: str, source_h
 
 
 @task(name="load-checkpoint", **CACHED_TASK)
-def load_checkpoint(root: str, checkpoint_hash: str, dataset_hash: str) -> dict[str, Any]:
-    """Verify the checkpoint (hash, shapes, dataset) and return its sidecar record."""
-    ckpt = _load_checkpoint(RunLayout(root).model_dir, expected_dataset_hash=dataset_hash)
+def load_checkpoint(sections: dict[str, Any], root: str, checkpoint_hash: str, dataset_hash: str) -> dict[str, Any]:
+    """Verify the checkpoint (hashes, params, shapes, data) and return its sidecar record."""
+    params, layout = params_from_dict(sections), RunLayout(root)
+    ckpt = run_checkpoint(params, layout.model_dir, run_data(params, layout))
     if ckpt.checkpoint_hash != checkpoint_hash:
         raise ValueError(f"{RunLayout(root).model_dir}: checkpoint changed during the run")
     return ckpt.meta
@@ -61,22 +62,23 @@ def train_kglm(sections: dict[str, Any], root: str, kind: str, kernel_train: str
 
 
 @task(name="evaluate", task_run_name="evaluate-{kind}", **CACHED_TASK)
-def evaluate(root: str, kind: str, kglm_sha256: str, checkpoint_hash: str) -> dict[str, Any]:
-    return {**evaluate_stage(RunLayout(root), kind), "path": str(RunLayout(root).kglm_dir(kind) / "metrics.json")}
+def evaluate(sections: dict[str, Any], root: str, kind: str, kglm_sha256: str, checkpoint_hash: str) -> dict[str, Any]:
+    return {**evaluate_stage(params_from_dict(sections), RunLayout(root), kind), "path": str(RunLayout(root).kglm_dir(kind) / "metrics.json")}
 
 
 @task(name="compare-kernels", **CACHED_TASK)
-def compare_kernels(root: str, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+def compare_kernels(sections: dict[str, Any], root: str, summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """Comparison table, bar chart and residual plots across the run's kernels."""
-    result = compare_stage(RunLayout(root), summaries)
+    result = compare_stage(params_from_dict(sections), RunLayout(root), summaries)
     return {**result, "path": str(RunLayout(root).comparison_dir / "comparison.csv")}
 
 
 @task(name="seed-run", task_run_name="seed-run-{arch}-seed{seed}", **CACHED_TASK)
-def seed_run(sections: dict[str, Any], arch: str, seed: int, kind: str, root: str, data_dir: str, dataset_hash: str) -> dict[str, Any]:
-    """Train one seeded model and measure its surrogate's faithfulness (one row of the multi-seed table)."""
+def seed_run(sections: dict[str, Any], arch: str, seed: int, kind: str, root: str, data_dir: str, dataset_hash: str,
+             data_seed: int) -> dict[str, Any]:
+    """Train one seeded model and measure its surrogate's faithfulness (one row of the multi-seed table on one split)."""
     params = params_from_dict({**sections, "seed": seed})
-    summary = _seed_run(params, RunLayout(root, shared_data=data_dir), arch, kind)
+    summary = _seed_run(params, RunLayout(root, shared_data=data_dir, data_seed=data_seed), arch, kind)
     return {**summary, "path": summary["points_csv"]}
 
 

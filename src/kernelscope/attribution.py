@@ -8,21 +8,17 @@ Stored as Parquet with one row per (query, logit): ``query_id``, ``logit`` and a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from kernelscope import __version__
-from kernelscope.errors import ArtifactError
-from kernelscope.fileio import atomic_path
+from kernelscope.core.artifacts import ParquetArtifactWriter, verified_row_groups
 from kernelscope.kglm import KGLM
 
-METADATA_KEY = b"kernelscope"
+ARTIFACT = "attributions"
 
 
 def attributions(model: KGLM, k_query: np.ndarray) -> np.ndarray:
@@ -34,37 +30,29 @@ def attributions(model: KGLM, k_query: np.ndarray) -> np.ndarray:
 
 def write_attributions(path: str | Path, model: KGLM, kernel_blocks: Iterable[tuple[np.ndarray, np.ndarray]], train_ids: np.ndarray,
                        provenance: dict[str, Any]) -> dict[str, Any]:
-    """Stream attributions of every (query, logit) into Parquet, one row group per kernel block."""
+    """Stream attributions of every (query, logit) into a verified Parquet artifact, one row group per kernel block."""
     n_t = len(train_ids)
     meta = {"orientation": "(query, logit, train)", "n_train": n_t, "n_logits": int(model.weight.shape[0]),
-            "train_ids": [int(i) for i in train_ids], "definition": "A_c(x, x_j) = W_cj k(x, x_j) + b_c / N",
-            "kernelscope_version": __version__, **provenance}
+            "train_ids": [int(i) for i in train_ids], "definition": "A_c(x, x_j) = W_cj k(x, x_j) + b_c / N", **provenance}
     schema = pa.schema([("query_id", pa.int64()), ("logit", pa.int16()), ("values", pa.list_(pa.float32(), n_t))])
-    schema = schema.with_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
     n_rows = 0
-    with atomic_path(path) as tmp:
-        with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=False) as writer:
-            for query_ids, k_rows in kernel_blocks:
-                a = attributions(model, k_rows).astype(np.float32)  # (b, C_out, N)
-                b, c, _ = a.shape
-                values = pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1), pa.float32()), n_t)
-                qid = pa.array(np.repeat(np.asarray(query_ids, dtype=np.int64), c))
-                logit = pa.array(np.tile(np.arange(c, dtype=np.int16), b))
-                writer.write_table(pa.Table.from_arrays([qid, logit, values], schema=schema))
-                n_rows += b
-    return {**meta, "n_query": n_rows}
+    with ParquetArtifactWriter(path, schema, ARTIFACT, meta, use_dictionary=False) as writer:
+        for query_ids, k_rows in kernel_blocks:
+            a = attributions(model, k_rows).astype(np.float32)  # (b, C_out, N)
+            b, c, _ = a.shape
+            values = pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1), pa.float32()), n_t)
+            qid = pa.array(np.repeat(np.asarray(query_ids, dtype=np.int64), c))
+            logit = pa.array(np.tile(np.arange(c, dtype=np.int16), b))
+            writer.write(pa.Table.from_arrays([qid, logit, values], schema=schema))
+            n_rows += b
+    return {**writer.meta, "n_query": n_rows}
 
 
-def read_attributions(path: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (query_ids (b,), attributions (b, C_out, N)) per row group."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: attribution file not found; run the attribution step first.")
-    parquet = pq.ParquetFile(path)
-    meta = json.loads(parquet.schema_arrow.metadata[METADATA_KEY])
+def read_attributions(path: str | Path, expect: dict[str, Any] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (query_ids (b,), attributions (b, C_out, N)) per row group of a verified file."""
+    meta, groups = verified_row_groups(path, ARTIFACT, expect)
     c, n = meta["n_logits"], meta["n_train"]
-    for group in range(parquet.num_row_groups):
-        table = parquet.read_row_group(group)
+    for table in groups:
         values = table.column("values").combine_chunks().flatten().to_numpy().reshape(-1, c, n)
         yield table.column("query_id").to_numpy()[::c], values
 

@@ -57,8 +57,8 @@ def cmd_kglm(args: argparse.Namespace, params: Params) -> Any:
     summaries = []
     for kind in params.kernel.kinds:
         fit_kglm_stage(params, layout, kind)
-        summaries.append(evaluate_stage(layout, kind))
-    comparison = compare_stage(layout, summaries)
+        summaries.append(evaluate_stage(params, layout, kind))
+    comparison = compare_stage(params, layout, summaries)
     if not args.no_track:
         track_attribution(params, summaries, source=args.source, comparison_artifacts=comparison["artifacts"])
     return [{k: s[k] for k in ("dataset", "kind", "tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy")} for s in summaries]
@@ -67,8 +67,6 @@ def cmd_kglm(args: argparse.Namespace, params: Params) -> Any:
 def cmd_explain(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.data import read_dataset
     from kernelscope.explain import Query, explain, load_inputs
-    from kernelscope.pipeline import kernel_options
-
     layout = _layout(args, params)
     ds = read_dataset(layout.data_dir)
     kinds = args.kinds or list(params.kernel.kinds)
@@ -81,7 +79,7 @@ def cmd_explain(args: argparse.Namespace, params: Params) -> Any:
     else:
         x = load_inputs(args.input, ds.train.x.shape[1])
         query = Query(Path(args.input).stem, x[0], None, None)
-    result = explain(layout, kinds, query, args.top_k, {k: kernel_options(params, k) for k in kinds})
+    result = explain(params, layout, kinds, query, args.top_k)
     if not args.no_track:
         from kernelscope.explain import track_explain
 

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from kernelscope import __version__
+from kernelscope.core.artifacts import read_parquet, write_parquet
 from kernelscope.errors import ArtifactError
-from kernelscope.fileio import atomic_path, sha256_bytes
+from kernelscope.fileio import sha256_bytes
 
-METADATA_KEY = b"kernelscope"
+ARTIFACT = "dataset-split"
 DATASET_CLASSES = {"digits2": (0, 1), "digits10": tuple(range(10))}
 
 
@@ -98,35 +96,48 @@ def dataset_from_arrays(name: str, arrays: Any, test_fraction: float, seed: int)
                    n_classes=int(arrays.n_classes), image_shape=tuple(int(v) for v in arrays.image_shape))
 
 
-def _split_table(split: Split, meta: dict, extra: dict[str, np.ndarray] | None = None) -> pa.Table:
+def _split_table(split: Split, extra: dict[str, np.ndarray] | None = None) -> pa.Table:
     n, d = split.x.shape
-    features = pa.FixedSizeListArray.from_arrays(pa.array(split.x.reshape(-1), type=pa.float32()), d)
+    features = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(split.x, dtype=np.float32).reshape(-1), type=pa.float32()), d)
     columns = {"id": pa.array(split.ids, pa.int64()), "label": pa.array(split.y, pa.int64()), "features": features}
     columns.update({name: pa.array(values) for name, values in (extra or {}).items()})
-    return pa.table(columns).replace_schema_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
+    return pa.table(columns)
 
 
 def write_split(path: str | Path, split: Split, meta: dict, extra: dict[str, np.ndarray] | None = None) -> str:
-    """One split with optional extra per-row columns (e.g. is_poisoned), atomically; content hash in the metadata."""
-    extra_hash = {f"{name}_sha256": sha256_bytes(np.ascontiguousarray(v).tobytes()) for name, v in (extra or {}).items()}
-    with atomic_path(path) as tmp:
-        pq.write_table(_split_table(split, {**meta, "content_hash": split.content_hash, **extra_hash}, extra), tmp, compression="zstd")
+    """One split with optional extra per-row columns (e.g. is_poisoned), as a verified artifact (kernelscope.core.artifacts)."""
+    write_parquet(path, _split_table(split, extra), ARTIFACT, {**meta, "content_hash": split.content_hash})
     return str(path)
 
 
-def read_column(path: str | Path, name: str) -> np.ndarray:
-    """An extra per-row column of a split, checked against the hash stored with it."""
+def read_split_table(path: str | Path, expect: dict[str, Any] | None = None) -> tuple[Split, dict, pa.Table]:
+    """One verified split: (split, provenance, the whole table with any extra columns)."""
     path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: dataset file not found; run the stage that writes it first.")
-    table = pq.read_table(path)
+    table, meta = read_parquet(path, ARTIFACT, expect)
+    features = table.column("features").combine_chunks()
+    d = features.type.list_size
+    x = features.flatten().to_numpy().reshape(-1, d).astype(np.float32)
+    split = Split(x=x, y=table.column("label").to_numpy().astype(np.int64), ids=table.column("id").to_numpy().astype(np.int64))
+    n_classes = meta.get("n_classes")
+    if not isinstance(n_classes, int) or n_classes < 2 or (len(split.y) and (split.y.min() < 0 or split.y.max() >= n_classes)):
+        raise ArtifactError(f"{path}: labels do not lie in [0, n_classes) for its recorded n_classes {n_classes!r}; rerun the data stage.")
+    if split.content_hash != meta.get("content_hash"):
+        raise ArtifactError(f"{path}: content does not match its recorded content_hash; the file was modified, rerun the data stage.")
+    return split, meta, table
+
+
+def read_split(path: str | Path, expect: dict[str, Any] | None = None) -> tuple[Split, dict]:
+    """Read one verified split and its provenance."""
+    split, meta, _ = read_split_table(path, expect)
+    return split, meta
+
+
+def read_column(path: str | Path, name: str) -> np.ndarray:
+    """An extra per-row column of a verified split (e.g. is_poisoned)."""
+    _, _, table = read_split_table(path)
     if name not in table.column_names:
         raise ArtifactError(f"{path}: has no column '{name}'; rerun the stage that writes it.")
-    values = table.column(name).to_numpy()
-    meta = json.loads(table.schema.metadata[METADATA_KEY])
-    if sha256_bytes(np.ascontiguousarray(values).tobytes()) != meta.get(f"{name}_sha256"):
-        raise ArtifactError(f"{path}: column '{name}' does not match its recorded hash; the file was modified, rerun the stage.")
-    return values
+    return table.column(name).to_numpy()
 
 
 def write_dataset(dataset: Dataset, out_dir: str | Path, provenance: dict | None = None,
@@ -141,39 +152,28 @@ def write_dataset(dataset: Dataset, out_dir: str | Path, provenance: dict | None
             "n_classes": dataset.n_classes,
             "image_shape": list(dataset.image_shape),
             "dataset_hash": dataset.dataset_hash,
-            "kernelscope_version": __version__,
             **(provenance or {}),
         }
         paths[split_name] = write_split(out_dir / f"{split_name}.parquet", split, meta, (extra or {}).get(split_name))
     return {**paths, "dataset_hash": dataset.dataset_hash}
 
 
-def read_split(path: str | Path) -> tuple[Split, dict]:
-    """Read one split; verify its content hash against the metadata written with it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: dataset file not found; run the data stage first (kernelscope data).")
-    try:
-        table = pq.read_table(path)
-        meta = json.loads(table.schema.metadata[METADATA_KEY])
-    except (pa.ArrowInvalid, OSError, KeyError, TypeError, json.JSONDecodeError) as error:
-        raise ArtifactError(f"{path}: not a kernelscope dataset file ({error.__class__.__name__}); rerun the data stage.") from None
-    features = table.column("features").combine_chunks()
-    d = features.type.list_size
-    x = features.flatten().to_numpy().reshape(-1, d).astype(np.float32)
-    split = Split(x=x, y=table.column("label").to_numpy().astype(np.int64), ids=table.column("id").to_numpy().astype(np.int64))
-    if split.content_hash != meta.get("content_hash"):
-        raise ArtifactError(f"{path}: content does not match its recorded content_hash; the file was modified, rerun the data stage.")
-    return split, meta
-
-
-def read_dataset(data_dir: str | Path) -> Dataset:
+def read_dataset_with_meta(data_dir: str | Path) -> tuple[Dataset, dict[str, Any]]:
+    """Both verified splits as a Dataset, and the train split's provenance."""
     data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ArtifactError(f"{data_dir}: is a file, not a data folder; remove it and run the data stage (kernelscope data).")
     train, meta = read_split(data_dir / "train.parquet")
     test, meta_test = read_split(data_dir / "test.parquet")
-    if meta["dataset_hash"] != meta_test["dataset_hash"]:
+    shared = ("dataset", "dataset_hash", "n_classes", "image_shape")
+    if any(meta.get(k) != meta_test.get(k) for k in shared):
         raise ArtifactError(f"{data_dir}: train.parquet and test.parquet come from different data stage runs; rerun the data stage.")
     dataset = Dataset(meta["dataset"], train, test, int(meta["n_classes"]), tuple(meta["image_shape"]))
     if dataset.dataset_hash != meta["dataset_hash"]:
         raise ArtifactError(f"{data_dir}: dataset_hash does not match the files' contents; rerun the data stage.")
-    return dataset
+    return dataset, meta
+
+
+def read_dataset(data_dir: str | Path) -> Dataset:
+    """Both verified splits (provenance checks against params: kernelscope.provenance.run_data)."""
+    return read_dataset_with_meta(data_dir)[0]

@@ -19,13 +19,16 @@ import torch
 from scipy.special import expit, softmax
 
 from kernelscope.attribution import attributions
-from kernelscope.checkpoint import load_checkpoint
-from kernelscope.data import Dataset, read_dataset
+from kernelscope.checkpoint import Checkpoint
+from kernelscope.core.artifacts import write_json_artifact
+from kernelscope.data import Dataset
 from kernelscope.errors import KernelscopeError
 from kernelscope.fileio import write_json_atomic, write_text_atomic
 from kernelscope.kernels import compute_kernel
 from kernelscope.kernels.store import read_kernel
 from kernelscope.kglm import load_kglm
+from kernelscope.params import Params
+from kernelscope.provenance import kernel_options, kernel_provenance, kglm_provenance, run_checkpoint, run_data
 from kernelscope.train import predict_logits
 
 
@@ -84,19 +87,21 @@ def _probabilities(logits: np.ndarray) -> np.ndarray:
     return softmax(logits)
 
 
-def kernel_row(layout: Any, ds: Dataset, model: torch.nn.Module, kind: str, query: Query, options: dict[str, Any]) -> np.ndarray:
-    """κ(query, training set) as (N,) — read from the stored test kernel, or computed for a new input."""
+def kernel_row(params: Params, layout: Any, ds: Dataset, ckpt: Checkpoint, kind: str, query: Query) -> np.ndarray:
+    """κ(query, training set) as (N,) — read from the verified test kernel of these params, or computed for a new input."""
     if query.test_index is not None:
-        k_test, _ = read_kernel(layout.kernel_path(kind, "test"))
+        expect = {**kernel_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash, "test"), "train_ids": ds.train.ids.tolist()}
+        k_test, _ = read_kernel(layout.kernel_path(kind, "test"), expect=expect, query_ids=ds.test.ids)
         return k_test[query.test_index].astype(np.float64)
-    return compute_kernel(model, torch.from_numpy(query.x[None]), torch.from_numpy(ds.train.x), kind=kind, **options)[0]
+    return compute_kernel(ckpt.model, torch.from_numpy(query.x[None]), torch.from_numpy(ds.train.x), kind=kind,
+                          **kernel_options(params, kind))[0]
 
 
-def explain(layout: Any, kinds: list[str], query: Query, top_k: int, kernel_options: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def explain(params: Params, layout: Any, kinds: list[str], query: Query, top_k: int) -> dict[str, Any]:
     from kernelscope.plots import attribution_boxplot, neighbour_grid
 
-    ds = read_dataset(layout.data_dir)
-    ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
+    ds = run_data(params, layout)
+    ckpt = run_checkpoint(params, layout.model_dir, ds)
     nn_logits = predict_logits(ckpt.model, query.x[None])[0]
     nn_prob = _probabilities(nn_logits)
     out = layout.root / "explain" / query.name
@@ -104,8 +109,8 @@ def explain(layout: Any, kinds: list[str], query: Query, top_k: int, kernel_opti
                               "nn_probabilities": nn_prob.round(6).tolist(), "kernels": {}}
     neighbours = {}
     for kind in kinds:
-        row = kernel_row(layout, ds, ckpt.model, kind, query, kernel_options.get(kind, {}))
-        surrogate = load_kglm(layout.kglm_dir(kind) / "kglm.safetensors", expect={"checkpoint_hash": ckpt.checkpoint_hash})
+        row = kernel_row(params, layout, ds, ckpt, kind, query)
+        surrogate = load_kglm(layout.kglm_dir(kind) / "kglm.safetensors", expect=kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash))
         logits = surrogate.logits(row[None])[0]
         prob = _probabilities(logits)
         a = attributions(surrogate, row[None])[0]  # (C_out, N)
@@ -127,7 +132,7 @@ def explain(layout: Any, kinds: list[str], query: Query, top_k: int, kernel_opti
                                             {k: ds.train.x[v].reshape(-1, *ds.image_shape) for k, v in neighbours.items()},
                                             {k: ds.train.y[v] for k, v in neighbours.items()}, query.label))
     result["report"] = str(_write_report(out / "report.md", result))
-    write_json_atomic(out / "explanation.json", result)
+    write_json_artifact(out / "explanation.json", result, "explanation")
     return result
 
 

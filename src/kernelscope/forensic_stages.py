@@ -12,15 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from kernelscope import __version__
-from kernelscope.checkpoint import load_checkpoint
-from kernelscope.data import Split, make_digits, read_column, read_dataset, read_split, write_dataset, write_split
+from kernelscope.data import Split, make_digits, read_column, read_split, write_dataset, write_split
 from kernelscope.faithfulness import faithfulness, predictions
 from kernelscope.fileio import write_json_atomic, write_text_atomic
 from kernelscope.forensics import flag_by_neighbours, precision_recall, top_k_indices, trace_back, trace_back_scores
 from kernelscope.kernels.store import read_kernel
 from kernelscope.kglm import load_kglm
 from kernelscope.params import Params
+from kernelscope.provenance import data_provenance, kernel_provenance, kglm_provenance, run_checkpoint, run_data
 from kernelscope.pipeline import RunLayout, evaluate_stage, fit_kglm_stage, kernel_stage, train_stage
 from kernelscope.poison import Trigger, attack_success_rate, badnets
 from kernelscope.train import predict_logits
@@ -37,10 +36,10 @@ def poison_stage(params: Params, layout: RunLayout) -> dict[str, Any]:
     p = params.poison
     clean = make_digits(p.dataset, params.data.test_fraction, params.seed)
     poisoned = badnets(clean, fraction=p.fraction, target=p.target, trigger=trigger_of(params), seed=params.seed)
-    provenance = {"seed": params.seed, "poison": p.model_dump(mode="json"), "clean_dataset_hash": clean.dataset_hash}
+    provenance = {**data_provenance(params, poisoned.dataset.name), "poison": p.model_dump(mode="json"), "clean_dataset_hash": clean.dataset_hash}
     written = write_dataset(poisoned.dataset, layout.data_dir, provenance, extra={"train": {"is_poisoned": poisoned.is_poisoned}})
     meta = {"dataset": poisoned.dataset.name, "split": POISONED_TEST, "n_classes": clean.n_classes, "image_shape": list(clean.image_shape),
-            "dataset_hash": poisoned.dataset.dataset_hash, "kernelscope_version": __version__, **provenance}
+            "dataset_hash": poisoned.dataset.dataset_hash, **provenance}
     write_split(layout.data_dir / f"{POISONED_TEST}.parquet", poisoned.test_poisoned, meta,
                 {"is_target_class": poisoned.test_is_target_class})
     return {**written, "n_poisoned": int(poisoned.is_poisoned.sum()), "n_train": len(poisoned.is_poisoned)}
@@ -49,15 +48,21 @@ def poison_stage(params: Params, layout: RunLayout) -> dict[str, Any]:
 def poisoned_train_stage(params: Params, layout: RunLayout) -> dict[str, Any]:
     """Train on the poisoned set; clean accuracy and attack success rate."""
     summary = train_stage(params, layout, progress=False)
-    ckpt = load_checkpoint(layout.model_dir)
-    stamped, _ = read_split(layout.data_dir / f"{POISONED_TEST}.parquet")
+    ckpt = run_checkpoint(params, layout.model_dir, run_data(params, layout))
+    stamped = poisoned_test(layout, summary["dataset_hash"])
     pred = predictions(predict_logits(ckpt.model, stamped.x))
     return {**summary, "clean_test_accuracy": summary["test_accuracy"],
             "attack_success_rate": attack_success_rate(pred, stamped.y, params.poison.target)}
 
 
+def poisoned_test(layout: RunLayout, dataset_hash: str) -> Split:
+    """The stamped test split, verified and of the same poisoning run as the training data."""
+    stamped, _ = read_split(layout.data_dir / f"{POISONED_TEST}.parquet", expect={"dataset_hash": dataset_hash})
+    return stamped
+
+
 def forensic_kernel_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, Any]:
-    stamped, _ = read_split(layout.data_dir / f"{POISONED_TEST}.parquet")
+    stamped = poisoned_test(layout, run_data(params, layout).dataset_hash)
     return kernel_stage(params, layout, kind, progress=False, extra_queries={POISONED_TEST: (stamped.x, stamped.ids)})
 
 
@@ -65,13 +70,20 @@ def forensic_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[st
     """kGLM on the poisoned training set; faithfulness on the clean and on the poisoned test set."""
     params = params.model_copy(update={"kglm": params.kglm.model_copy(update={"alpha": params.poison.kglm_alpha})})
     fit_kglm_stage(params, layout, kind)
-    clean = evaluate_stage(layout, kind)
-    ckpt = load_checkpoint(layout.model_dir)
-    stamped, _ = read_split(layout.data_dir / f"{POISONED_TEST}.parquet")
-    k_poisoned, _ = read_kernel(layout.kernel_path(kind, POISONED_TEST), expect={"kind": kind, "checkpoint_hash": ckpt.checkpoint_hash})
-    surrogate = load_kglm(layout.kglm_dir(kind) / "kglm.safetensors")
+    clean = evaluate_stage(params, layout, kind)
+    ds = run_data(params, layout)
+    ckpt = run_checkpoint(params, layout.model_dir, ds)
+    stamped = poisoned_test(layout, ds.dataset_hash)
+    k_poisoned, _ = read_kernel(layout.kernel_path(kind, POISONED_TEST), query_ids=stamped.ids,
+                                expect=forensic_kernel_expect(params, kind, ckpt.checkpoint_hash, ds, POISONED_TEST))
+    surrogate = load_kglm(layout.kglm_dir(kind) / "kglm.safetensors", expect=kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash))
     poisoned, _ = faithfulness(stamped.y, predict_logits(ckpt.model, stamped.x), surrogate.logits(k_poisoned))
     return {"kind": kind, "clean": {k: clean[k] for k in ("tau_k", "tad", "r_miss")}, "poisoned": {k: getattr(poisoned, k) for k in ("tau_k", "tad", "r_miss")}}
+
+
+def forensic_kernel_expect(params: Params, kind: str, checkpoint_hash: str, ds: Any, split: str) -> dict[str, Any]:
+    """The provenance a forensic kernel must have: the kind's, against this run's poisoned training points."""
+    return {**kernel_provenance(params, kind, checkpoint_hash, ds.dataset_hash, split), "train_ids": ds.train.ids.tolist()}
 
 
 def detection_stage(params: Params, layout: RunLayout, faith: list[dict[str, Any]]) -> dict[str, Any]:
@@ -79,15 +91,18 @@ def detection_stage(params: Params, layout: RunLayout, faith: list[dict[str, Any
     from kernelscope.plots import poisoned_neighbour_grid, trace_back_curves
 
     p = params.poison
-    ds = read_dataset(layout.data_dir)
+    ds = run_data(params, layout)
+    checkpoint_hash = layout.checkpoint_hash()
     is_poisoned = read_column(layout.data_dir / "train.parquet", "is_poisoned").astype(bool)
-    stamped, _ = read_split(layout.data_dir / f"{POISONED_TEST}.parquet")
+    stamped = poisoned_test(layout, ds.dataset_hash)
     out = layout.root / "forensics"
     rows, curves = [], {}
     for f in faith:
         kind = f["kind"]
-        k_clean, _ = read_kernel(layout.kernel_path(kind, "test"))
-        k_stamped, _ = read_kernel(layout.kernel_path(kind, POISONED_TEST))
+        k_clean, _ = read_kernel(layout.kernel_path(kind, "test"), query_ids=ds.test.ids,
+                                 expect=forensic_kernel_expect(params, kind, checkpoint_hash, ds, "test"))
+        k_stamped, _ = read_kernel(layout.kernel_path(kind, POISONED_TEST), query_ids=stamped.ids,
+                                   expect=forensic_kernel_expect(params, kind, checkpoint_hash, ds, POISONED_TEST))
         k_all = np.concatenate([k_clean, k_stamped])  # (n_test · 2, N): clean first, then stamped
         truth = np.concatenate([np.zeros(len(k_clean), bool), np.ones(len(k_stamped), bool)])
         flags = flag_by_neighbours(k_all, is_poisoned, p.k, p.m)

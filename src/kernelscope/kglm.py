@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from safetensors import safe_open
-from safetensors.numpy import save_file
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDClassifier
 
+from kernelscope.core.artifacts import read_safetensors, write_safetensors
 from kernelscope.errors import ArtifactError, KernelscopeError
-from kernelscope.fileio import atomic_path
 
 
 @dataclass(frozen=True)
@@ -70,28 +68,19 @@ def fit_kglm(k_train: np.ndarray, y: np.ndarray, *, alpha: float, max_iter: int,
     return KGLM(weight=weight, bias=bias, converged=converged)
 
 
-METADATA_KEY = "kernelscope"
+ARTIFACT = "kglm"
 
 
-def save_kglm(model: KGLM, path: str | Path, metadata: dict[str, str]) -> None:
-    # One metadata key holding sorted JSON: safetensors writes a metadata map in no fixed order,
-    # and the same fit must give the same bytes (its hash keys the cache of later steps).
-    with atomic_path(path) as tmp:
-        save_file({"weight": model.weight, "bias": model.bias}, str(tmp), metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+def save_kglm(model: KGLM, path: str | Path, provenance: dict[str, Any]) -> dict[str, Any]:
+    """W and b as a verified safetensors artifact; the provenance (sorted JSON, so the same fit gives the same
+    bytes: its hash keys the cache of later steps) records every setting of the fit and its kernel."""
+    return write_safetensors(path, {"weight": model.weight, "bias": model.bias}, ARTIFACT, {**provenance, "converged": bool(model.converged)})
 
 
-def load_kglm(path: str | Path, expect: dict[str, str] | None = None) -> KGLM:
-    """Load a saved kGLM; its stored provenance must match ``expect``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: kGLM file not found; run the kglm stage first (kernelscope kglm).")
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            meta = json.loads((handle.metadata() or {}).get(METADATA_KEY, "{}"))
-            weight, bias = handle.get_tensor("weight"), handle.get_tensor("bias")
-    except Exception as error:  # safetensors raises its own error types for corrupt headers
-        raise ArtifactError(f"{path}: not a readable kGLM file ({error.__class__.__name__}); rerun the kglm stage.") from None
-    for key, wanted in (expect or {}).items():
-        if meta.get(key) != wanted:
-            raise ArtifactError(f"{path}: provenance field '{key}' is {meta.get(key)!r}, expected {wanted!r}; rerun the kglm stage.")
-    return KGLM(weight=weight, bias=bias, converged=meta.get("converged", "True") == "True")
+def load_kglm(path: str | Path, expect: dict[str, Any] | None = None) -> KGLM:
+    """Load a verified kGLM; its stored provenance must match ``expect``."""
+    arrays, meta = read_safetensors(path, ARTIFACT, expect)
+    weight, bias = arrays.get("weight"), arrays.get("bias")
+    if weight is None or bias is None or weight.ndim != 2 or bias.shape != (weight.shape[0],):
+        raise ArtifactError(f"{path}: does not hold a kGLM's 'weight' (C, N) and 'bias' (C,); rerun the kglm stage.")
+    return KGLM(weight=weight.astype(np.float64), bias=bias.astype(np.float64), converged=bool(meta.get("converged", True)))

@@ -11,18 +11,15 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from kernelscope import __version__
-from kernelscope.checkpoint import load_checkpoint
-from kernelscope.data import read_dataset
-from kernelscope.fileio import atomic_path, write_json_atomic
+from kernelscope.core.artifacts import write_json_artifact, write_parquet
 from kernelscope.kernels.store import write_kernel
 from kernelscope.loss_kernel import loss_correlation, loss_covariance
 from kernelscope.params import Params
-from kernelscope.pipeline import RunLayout, require_finite_weights
+from kernelscope.pipeline import RunLayout
+from kernelscope.provenance import kernel_provenance, run_checkpoint, run_data
 from kernelscope.sgld import SGLDConfig, sample
 
 LOSS_KINDS = ("loss_cov", "loss_corr")
@@ -51,18 +48,15 @@ def write_probe_losses(path: Any, losses: np.ndarray, at_optimum: np.ndarray, pr
     n, c, d = losses.shape
     values = pa.FixedSizeListArray.from_arrays(pa.array(losses.reshape(-1).astype(np.float32)), c * d)
     table = pa.table({"probe_id": pa.array(probe_ids, pa.int64()), "loss_at_optimum": pa.array(at_optimum.astype(np.float32)), "losses": values})
-    table = table.replace_schema_metadata({b"kernelscope": __import__("json").dumps({**meta, "chains": c, "draws": d}, sort_keys=True).encode()})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    write_parquet(path, table, "probe-losses", {**meta, "chains": c, "draws": d})
 
 
 def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False) -> dict[str, Any]:
     from kernelscope.plots import correlation_heatmap, group_covariances, loss_traces, umap_map
 
     lk = params.loss_kernel
-    ds = read_dataset(layout.data_dir)
-    ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
-    require_finite_weights(ckpt, layout.model_dir)  # else SGLD "diverges" at step 0 and blames epsilon
+    ds = run_data(params, layout)
+    ckpt = run_checkpoint(params, layout.model_dir, ds)  # finite weights, else SGLD "diverges" at step 0 and blames epsilon
     model = ckpt.model.eval()
     dtype = next(model.parameters()).dtype
     x_train, y_train = torch.from_numpy(ds.train.x).to(dtype), torch.from_numpy(ds.train.y)
@@ -79,10 +73,9 @@ def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False)
     cov = loss_covariance(result.probe_losses, center_chains=lk.center_chains)
     corr = loss_correlation(cov)
     for kind, matrix in (("loss_cov", cov), ("loss_corr", corr)):
-        normalization = "none" if kind == "loss_cov" else "correlation"
         for split, rows in (("train", slice(0, n_train)), ("test", slice(n_train, None))):
             write_kernel(layout.kernel_path(kind, split), matrix[rows, :n_train], probe_ids[rows], ds.train.ids,
-                         {"kind": kind, "normalization": normalization, "split": split, **provenance})
+                         kernel_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash, split))
     agreement = label_agreement(corr, np.concatenate([ds.train.y, ds.test.y]), lk.neighbours)
     if ds.name in lk.hierarchies:
         from kernelscope.hierarchy import load_hierarchy, taxonomic_lift
@@ -100,7 +93,7 @@ def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False)
                "traces_plot": str(traces), "heatmap": str(heatmap), "groups_plot": str(groups),
                "umap_plot": str(umap_plot) if umap_plot else None, "probe_losses": str(out / "probe_losses.parquet"),
                "path": str(layout.kernel_path("loss_corr", "test"))}
-    write_json_atomic(out / "summary.json", summary)
+    write_json_artifact(out / "summary.json", summary, "loss-kernel-summary")
     return summary
 
 

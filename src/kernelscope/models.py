@@ -107,7 +107,7 @@ def build_resnet(image_shape: tuple[int, int, int], n_outputs: int, widths: tupl
 
 
 def build_model(arch: dict[str, Any]) -> nn.Module:
-    """Build an (untrained) model from the architecture record stored in a checkpoint sidecar."""
+    """Build an (untrained) registry model from an architecture record derived from params (kernelscope.train.architecture)."""
     name = arch.get("name")
     if name == "mlp":
         return build_mlp(int(arch["input_dim"]), list(arch["hidden"]), int(arch["n_outputs"]), str(arch["parameterization"]))
@@ -121,11 +121,8 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
                          bool(arch.get("batch_norm", True)))
     if name == "resnet":
         return build_resnet(tuple(arch["image_shape"]), int(arch["n_outputs"]), tuple(arch["widths"]), int(arch["blocks"]))
-    if name == "factory":
-        from kernelscope.user_models import build_from_factory
-
-        return build_from_factory(str(arch["factory"]), arch.get("kwargs") or {}, field="arch.factory")
-    raise CheckpointError(f"architecture name {name!r} is unknown; expected 'mlp', 'cnn', 'resnet', 'modular_mlp' or 'factory'.")
+    # A user's factory is never reached from a record: kernelscope.provenance.model_spec builds it from params.
+    raise CheckpointError(f"architecture name {name!r} is unknown; expected 'mlp', 'cnn', 'resnet', 'modular_mlp' or 'modular_transformer'.")
 
 
 def log_probs(logits: torch.Tensor) -> torch.Tensor:

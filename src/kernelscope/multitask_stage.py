@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from kernelscope.checkpoint import load_checkpoint, save_checkpoint
-from kernelscope.fileio import write_json_atomic
+from kernelscope.core.artifacts import write_json_artifact
 from kernelscope.loss_kernel import loss_correlation, loss_covariance
 from kernelscope.loss_stages import write_probe_losses
 from kernelscope.modular import ADD, DIV, make_modular, task_separation, train_modular
 from kernelscope.params import Params
+from kernelscope.provenance import modular_spec
 from kernelscope.sgld import SGLDConfig, sample
 
 
@@ -35,9 +36,7 @@ def multitask_train_stage(params: Params, root: Path) -> dict[str, Any]:
                                    restarts=tuple(mp.optimizer_restarts))
     finally:
         torch.set_num_threads(threads)
-    arch = {"name": f"modular_{mp.arch}", "p": mp.p, "embed": mp.embed, "hidden": mp.hidden, "heads": mp.heads}
-    meta = save_checkpoint(model, Path(root) / "model", arch=arch, hyperparameters=mp.model_dump(mode="json"), dataset_name=f"modular-{mp.p}",
-                           dataset_hash=f"modular-p{mp.p}-f{mp.train_fraction}-s{params.seed}", metrics=acc, seed=params.seed)
+    meta = save_checkpoint(model, Path(root) / "model", modular_spec(params), dataset_name=f"modular-{mp.p}", metrics=acc)
     return {"checkpoint_hash": meta["weights_sha256"], **acc}
 
 
@@ -47,7 +46,7 @@ def multitask_loss_stage(params: Params, root: Path) -> dict[str, Any]:
     mp = params.multitask
     root = Path(root)
     data = make_modular(mp.p, mp.train_fraction, params.seed)
-    ckpt = load_checkpoint(root / "model")
+    ckpt = load_checkpoint(root / "model", modular_spec(params))
     rng = np.random.default_rng(params.seed)
     task = data.x[:, 2]
     probes = np.sort(np.concatenate([rng.choice(data.test[task[data.test] == t], mp.probes_per_task, replace=False) for t in (ADD, DIV)]))
@@ -57,7 +56,8 @@ def multitask_loss_stage(params: Params, root: Path) -> dict[str, Any]:
     result = sample(ckpt.model, _ce, x[train], y[train], x[probes], y[probes], config)
     out = root / "loss_kernel"
     write_probe_losses(out / "probe_losses.parquet", result.probe_losses, result.loss_at_optimum, probes,
-                       {"checkpoint_hash": ckpt.checkpoint_hash, "orientation": "(probe, chain, draw)"})
+                       {"checkpoint_hash": ckpt.checkpoint_hash, "orientation": "(probe, chain, draw)",
+                        "sgld": mp.model_dump(mode="json"), "seed": params.seed})
     probe_task = task[probes]
     separation = task_separation(result.probe_losses, result.loss_at_optimum, probe_task)
     within = task_separation(result.probe_losses - result.probe_losses.mean(axis=2, keepdims=True) + result.loss_at_optimum[:, None, None],
@@ -78,5 +78,5 @@ def multitask_loss_stage(params: Params, root: Path) -> dict[str, Any]:
     summary = {"task_auc": separation["auc"], "task_auc_within_chain": within["auc"], "pc1_explained": separation["pc1_explained"],
                "llc": result.llc, "warnings": result.warnings, **trivial_stats, "plots": [str(p) for p in plots],
                "path": str(out / "probe_losses.parquet")}
-    write_json_atomic(out / "summary.json", summary)
+    write_json_artifact(out / "summary.json", summary, "loss-kernel-summary")
     return summary

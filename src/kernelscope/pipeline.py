@@ -18,19 +18,22 @@ import torch
 from scipy.special import expit
 
 from kernelscope import __version__
-from kernelscope.checkpoint import load_checkpoint, save_checkpoint
+from kernelscope.checkpoint import save_checkpoint
+from kernelscope.core.artifacts import write_json_artifact
 from kernelscope.data import make_digits, read_dataset, write_dataset
 from kernelscope.attribution import class_summary, write_attributions
 from kernelscope.faithfulness import faithfulness, predictions
 from kernelscope.linearization import fit_linearization
-from kernelscope.errors import CheckpointError, KernelscopeError, ParamsError
-from kernelscope.fileio import atomic_path, sha256_file, sha256_json, write_json_atomic
-from kernelscope.kernels import NORMALIZATION, kernel_spec
+from kernelscope.errors import KernelscopeError, ParamsError
+from kernelscope.fileio import atomic_path, sha256_file, write_json_atomic
+from kernelscope.kernels import kernel_spec
 from kernelscope.kernels.assembly import kernel_row_blocks, row_ranges
 from kernelscope.kernels.store import read_kernel, write_kernel_blocks
 from kernelscope.kglm import fit_kglm, load_kglm, save_kglm
 from kernelscope.models import pick_device
 from kernelscope.params import Params, params_hash
+from kernelscope.provenance import (data_provenance, kernel_options, kernel_provenance, kglm_provenance, model_spec, run_checkpoint, run_data,
+                                    training_section)
 from kernelscope.plots import attribution_heatmap, linearization_parity, probability_scatter
 from kernelscope.train import predict_logits, train_classifier
 
@@ -41,6 +44,7 @@ class RunLayout:
 
     root: Path
     shared_data: Path | None = None  # a data folder shared by several runs (multi-seed tables)
+    data_seed: int | None = None  # the seed the shared split was drawn with, when it is not the model's
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -60,13 +64,10 @@ class RunLayout:
         return self.root / "model"
 
     def checkpoint_hash(self) -> str:
-        """The weights hash recorded in the checkpoint's sidecar (without loading the weights)."""
-        import json
+        """The weights hash recorded in the checkpoint's verified sidecar (without loading the weights)."""
+        from kernelscope.checkpoint import read_sidecar
 
-        sidecar = self.model_dir / "model.json"
-        if not sidecar.is_file():
-            raise KernelscopeError(f"{sidecar}: no checkpoint here; run the train stage (or the attribution flow) first.")
-        return str(json.loads(sidecar.read_text())["weights_sha256"])
+        return str(read_sidecar(self.model_dir)["weights_sha256"])
 
     def kernel_dir(self, kind: str) -> Path:
         # Loss kernels live with their SGLD run, so stages that read the NTK-family kernels
@@ -94,48 +95,32 @@ class RunLayout:
 def data_stage(params: Params, dataset: str, layout: RunLayout) -> dict[str, Any]:
     """A bundled dataset, or a user's source (params.sources) read by kernelscope.readers, split and written as Parquet."""
     source = params.source(dataset)
-    provenance: dict[str, Any] = {"seed": params.seed, "test_fraction": params.data.test_fraction}
+    provenance = data_provenance(params, dataset, layout.data_seed)
     if source is None:
-        ds = make_digits(dataset, params.data.test_fraction, params.seed)
+        ds = make_digits(dataset, params.data.test_fraction, provenance["seed"])
     else:
         from kernelscope.data import dataset_from_arrays
         from kernelscope.readers import read_source
 
-        ds = dataset_from_arrays(dataset, read_source(source.data, seed=params.seed), params.data.test_fraction, params.seed)
-        provenance["source"] = source.data.model_dump(mode="json")
+        ds = dataset_from_arrays(dataset, read_source(source.data, seed=provenance["seed"]), params.data.test_fraction, provenance["seed"])
     written = write_dataset(ds, layout.data_dir, provenance)
     return {**written, "n_train": len(ds.train.y), "n_test": len(ds.test.y), "n_classes": ds.n_classes}
 
 
 def train_stage(params: Params, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
     """Train the registry architecture on the run's data, or load a user's factory model and weights; write the checkpoint."""
-    ds = read_dataset(layout.data_dir)
+    ds = run_data(params, layout, check_params=True)
     source = params.source(ds.name)
+    spec = model_spec(params, ds)
     if source is not None and source.model.factory:
         from kernelscope.train import imported_classifier
 
         result = imported_classifier(ds, source.model)
-        section = source.model
     else:
-        arch = source.model.registry if source is not None and source.model.registry else params.train.arch
-        section = {"mlp": params.train, "cnn": params.cnn, "resnet": params.resnet}[arch]
-        result = train_classifier(ds, section, params.seed, progress=progress)
-    meta = save_checkpoint(
-        result.model, layout.model_dir, arch=result.arch, hyperparameters=section.model_dump(mode="json"),
-        dataset_name=ds.name, dataset_hash=ds.dataset_hash, seed=params.seed,
-        metrics={"train_accuracy": result.train_accuracy, "test_accuracy": result.test_accuracy, "final_loss": result.final_loss},
-    )
+        result = train_classifier(ds, training_section(params, ds.name)[1], params.seed, progress=progress)
+    meta = save_checkpoint(result.model, layout.model_dir, spec, dataset_name=ds.name,
+                           metrics={"train_accuracy": result.train_accuracy, "test_accuracy": result.test_accuracy, "final_loss": result.final_loss})
     return {"checkpoint_hash": meta["weights_sha256"], "dataset_hash": ds.dataset_hash, **meta["metrics"]}
-
-
-def kernel_options(params: Params, kind: str) -> dict[str, Any]:
-    """The options that define a kernel of this kind (recorded as provenance)."""
-    kp = params.kernel
-    if kind.startswith("proj_"):
-        return {"projection": kp.projection, "projection_dim": kp.projection_dim, "seed": params.seed}
-    if kind == "em":
-        return {"layers": list(kp.em_layers) if kp.em_layers else None}
-    return {}
 
 
 @dataclass
@@ -152,15 +137,6 @@ class KernelJob:
     queries: dict[str, tuple[torch.Tensor | None, np.ndarray]]  # split -> (inputs or None for train × train, ids)
 
 
-def require_finite_weights(ckpt: Any, model_dir: Path) -> None:
-    """Refuse a checkpoint with NaN or inf parameters: every kernel, kGLM fit and metric from it would be NaN."""
-    for name, tensor in ckpt.model.state_dict().items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
-            raise CheckpointError(f"{model_dir / 'model.safetensors'}: tensor '{name}' holds {bad} non-finite (NaN or inf) weights; "
-                                  "the model diverged in training, retrain it (e.g. with a lower train.lr) or restore a good checkpoint.")
-
-
 def require_finite_logits(logits: np.ndarray, what: str, model_dir: Path) -> None:
     """Refuse NaN or inf logits instead of reporting NaN metrics from them."""
     if not np.all(np.isfinite(logits)):
@@ -170,9 +146,8 @@ def require_finite_logits(logits: np.ndarray, what: str, model_dir: Path) -> Non
 
 def kernel_job(params: Params, layout: RunLayout, kind: str,
                extra_queries: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> KernelJob:
-    ds = read_dataset(layout.data_dir)
-    ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
-    require_finite_weights(ckpt, layout.model_dir)
+    ds = run_data(params, layout)
+    ckpt = run_checkpoint(params, layout.model_dir, ds)
     device = pick_device(params.device)
     model = ckpt.model.to(device).eval()
     options = kernel_options(params, kind)
@@ -225,10 +200,7 @@ def kernel_stage(params: Params, layout: RunLayout, kind: str, progress: bool = 
     written = {}
     for split, (_, query_ids) in job.queries.items():
         source = blocks(split) if blocks is not None else kernel_split_blocks(params, job, split, progress=progress)
-        provenance = {
-            "kind": kind, "normalization": NORMALIZATION[kind], "split": split, **job.options,
-            "checkpoint_hash": job.checkpoint_hash, "dataset_hash": job.dataset_hash,
-        }
+        provenance = kernel_provenance(params, kind, job.checkpoint_hash, job.dataset_hash, split)
         write_kernel_blocks(layout.kernel_path(kind, split), source, len(query_ids), job.train_ids, provenance)
         written[split] = str(layout.kernel_path(kind, split))
     return {"kind": kind, "checkpoint_hash": job.checkpoint_hash, "dataset_hash": job.dataset_hash, **written}
@@ -236,11 +208,10 @@ def kernel_stage(params: Params, layout: RunLayout, kind: str, progress: bool = 
 
 def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, Any]:
     """Fit the kGLM on the train × train kernel and save it (safetensors)."""
-    ds = read_dataset(layout.data_dir)
-    ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
-    require_finite_weights(ckpt, layout.model_dir)
-    expect = {"kind": kind, "split": "train", "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash}
-    k_train, _ = read_kernel(layout.kernel_path(kind, "train"), expect=expect)
+    ds = run_data(params, layout)
+    ckpt = run_checkpoint(params, layout.model_dir, ds)
+    expect = {**kernel_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash, "train"), "train_ids": ds.train.ids.tolist()}
+    k_train, k_meta = read_kernel(layout.kernel_path(kind, "train"), expect=expect, query_ids=ds.train.ids)
     kp = params.kglm
     if kp.target == "labels":
         targets = ds.train.y
@@ -251,12 +222,12 @@ def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, An
     surrogate = fit_kglm(k_train, targets, alpha=kp.alpha, max_iter=kp.max_iter, tol=kp.tol, seed=params.seed,
                          standardize=kp.standardize)
     path = layout.kglm_dir(kind) / "kglm.safetensors"
-    save_kglm(surrogate, path, {"kind": kind, "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash,
-                                "target": kp.target, "converged": str(surrogate.converged), "kernelscope_version": __version__})
+    save_kglm(surrogate, path, {**kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash),
+                                "train_kernel_sha256": k_meta["content_sha256"]})
     return {"kind": kind, "path": str(path), "converged": surrogate.converged, "kglm_sha256": sha256_file(path)}
 
 
-def evaluate_stage(layout: RunLayout, kind: str) -> dict[str, Any]:
+def evaluate_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, Any]:
     """Evaluate the saved kGLM against the NN on the test set; write metrics.json, the CSV and the plot.
 
     Non-finite weights or logits stop with a named error instead of NaN metrics. A metric that is
@@ -264,13 +235,13 @@ def evaluate_stage(layout: RunLayout, kind: str) -> dict[str, Any]:
     all equal (scipy's Kendall tau of a constant), R_Miss when neither model misclassifies anything;
     metrics.json for DVC (write_metrics) records those as null.
     """
-    ds = read_dataset(layout.data_dir)
-    ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
-    require_finite_weights(ckpt, layout.model_dir)
-    expect = {"kind": kind, "split": "test", "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash}
-    k_test, _ = read_kernel(layout.kernel_path(kind, "test"), expect=expect)
+    ds = run_data(params, layout)
+    ckpt = run_checkpoint(params, layout.model_dir, ds)
+    test_provenance = kernel_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash, "test")
+    k_test, _ = read_kernel(layout.kernel_path(kind, "test"), expect={**test_provenance, "train_ids": ds.train.ids.tolist()},
+                            query_ids=ds.test.ids)
     out = layout.kglm_dir(kind)
-    surrogate = load_kglm(out / "kglm.safetensors", expect={"kind": kind, "checkpoint_hash": ckpt.checkpoint_hash})
+    surrogate = load_kglm(out / "kglm.safetensors", expect=kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash))
     nn_logits, kglm_logits = predict_logits(ckpt.model, ds.test.x), surrogate.logits(k_test)
     require_finite_logits(nn_logits, "test-set NN", layout.model_dir)
     require_finite_logits(kglm_logits, f"test-set kGLM ({kind})", out)
@@ -287,7 +258,7 @@ def evaluate_stage(layout: RunLayout, kind: str) -> dict[str, Any]:
     lin = linearize(points, out / "linearization.png", f"{ds.name} · {kind}", report.tau_k)
     attributions_path = out / "attributions.parquet"
     write_attributions(attributions_path, surrogate, [(ds.test.ids, k_test)], ds.train.ids,
-                       {"kind": kind, "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash, "split": "test"})
+                       {**test_provenance, "kglm": params.kglm.model_dump(mode="json")})
     summary_by_class = class_summary(surrogate, [k_test], ds.train.y, ds.n_classes)
     heatmap = attribution_heatmap(out / "attribution_by_class.png", summary_by_class, f"{ds.name} · {kind}: mean attribution")
     summary = {
@@ -296,7 +267,7 @@ def evaluate_stage(layout: RunLayout, kind: str) -> dict[str, Any]:
         "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash,
         "plot": str(plot), "points_csv": str(out / "probabilities.csv"),
     }
-    write_json_atomic(out / "metrics.json", summary)
+    write_json_artifact(out / "metrics.json", summary, "metrics")
     return summary
 
 
@@ -313,7 +284,7 @@ def linearize(points: dict[str, np.ndarray], plot_path: Path, title: str, tau: f
             "linearization_points": {"fit": fit.n_fit, "holdout": fit.n_holdout}, "linearization_plot": str(plot_path)}
 
 
-def compare_stage(layout: RunLayout, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+def compare_stage(params: Params, layout: RunLayout, summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """The kernel comparison (the paper's Table 2 shape) as CSV, Markdown and a bar chart, plus the
     residuals of every projected kernel against its exact counterpart, and the DVC metrics file."""
     from kernelscope.comparison import comparison_table, write_comparison
@@ -326,8 +297,9 @@ def compare_stage(layout: RunLayout, summaries: list[dict[str, Any]]) -> dict[st
         if exact_kind and layout.kernel_path(exact_kind, "train").exists():
             from kernelscope.plots import residual_cdf
 
-            approx, _ = read_kernel(layout.kernel_path(s["kind"], "train"))
-            exact, _ = read_kernel(layout.kernel_path(exact_kind, "train"))
+            hashes = (s["checkpoint_hash"], s["dataset_hash"], "train")
+            approx, _ = read_kernel(layout.kernel_path(s["kind"], "train"), expect=kernel_provenance(params, s["kind"], *hashes))
+            exact, _ = read_kernel(layout.kernel_path(exact_kind, "train"), expect=kernel_provenance(params, exact_kind, *hashes))
             if exact_kind == "pntk":  # pNTK is stored unnormalized; compare cosines
                 d = np.sqrt(np.clip(np.diag(exact), 1e-300, None))
                 exact = exact / d[:, None] / d[None, :]
@@ -350,7 +322,7 @@ def seed_run(params: Params, layout: RunLayout, arch: str, kind: str) -> dict[st
     trained = train_stage(params, layout, progress=False)
     kernel_stage(params, layout, kind, progress=False)
     fit_kglm_stage(params, layout, kind)
-    summary = evaluate_stage(layout, kind)
+    summary = evaluate_stage(params, layout, kind)
     return {**summary, "arch": arch, "seed": params.seed, "train_accuracy": trained["train_accuracy"]}
 
 

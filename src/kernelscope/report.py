@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from kernelscope import __version__
+from kernelscope.checkpoint import read_sidecar
+from kernelscope.core.artifacts import read_json_artifact
 from kernelscope.errors import KernelscopeError
 from kernelscope.fileio import write_text_atomic
 
@@ -47,7 +49,7 @@ def build_report(run_dir: str | Path, table_dir: str | Path | None = None) -> di
     run_dir = Path(run_dir)
     if not (run_dir / "model" / "model.json").is_file():
         raise KernelscopeError(f"{run_dir}: not a run folder (no model/model.json); pass e.g. outputs/flows/digits10.")
-    model_meta = json.loads((run_dir / "model" / "model.json").read_text())
+    model_meta = read_sidecar(run_dir / "model")
     figures: list[str] = []
     parts = [f"<h1>kernelscope report: {html.escape(run_dir.name)}</h1>",
              f"<p>Architecture: <code>{html.escape(json.dumps(model_meta['architecture']))}</code><br>"
@@ -68,7 +70,7 @@ def build_report(run_dir: str | Path, table_dir: str | Path | None = None) -> di
         metrics_file = kind_dir / "metrics.json"
         if not metrics_file.is_file():
             continue
-        m = json.loads(metrics_file.read_text())
+        m = {k: (float("nan") if v is None else v) for k, v in read_json_artifact(metrics_file, "metrics").items()}  # null: undefined
         parts.append(f"<h2>{html.escape(kind_dir.name)}</h2><p>τ_K {m['tau_k']:.3f} · TAD {m['tad']:+.2f} pts · "
                      f"R_Miss {m['r_miss']:.3f} · linearization {html.escape(str(m.get('linearization')))} "
                      f"R² {m.get('r2_linearization', float('nan')):.3f}</p>")
@@ -77,7 +79,7 @@ def build_report(run_dir: str | Path, table_dir: str | Path | None = None) -> di
                 parts.append(_img(kind_dir / name, f"{kind_dir.name}: {caption}"))
                 figures.append(f"kglm/{kind_dir.name}/{name}")
     for explanation in sorted((run_dir / "explain").glob("*/explanation.json")) if (run_dir / "explain").is_dir() else []:
-        e = json.loads(explanation.read_text())
+        e = read_json_artifact(explanation, "explanation")
         parts.append(f"<h2>Explanation: {html.escape(e['query'])}</h2><p>true label {e['label']}, NN prediction {e['nn_prediction']}</p>")
         for key, caption in (("boxplot", "Attribution by training class (Fig. 2C)"), ("grid", "Top-5 most similar training images (App. M.2)")):
             if key in e and Path(e[key]).is_file():

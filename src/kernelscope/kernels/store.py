@@ -1,13 +1,13 @@
 """Kernel matrices on disk: Parquet, one row per query point, (query, train) orientation.
 
 Schema: ``query_id`` int64 and ``values`` fixed_size_list<float32, n_train>, zstd with
-byte-stream-split. Provenance (kind, normalization, checkpoint and dataset hashes, package
-version, the training ids) lives in the schema metadata under the key ``kernelscope``.
+byte-stream-split. Provenance (kind, normalization, every option that shaped it, checkpoint and
+dataset hashes, package version, the training ids) and the content hash live in the footer
+(kernelscope.core.artifacts), and every read verifies both.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -16,13 +16,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from kernelscope import __version__
+from kernelscope.core.artifacts import ParquetArtifactWriter, parquet_meta, read_parquet, verified_row_groups
 from kernelscope.errors import ArtifactError, KernelscopeError
-from kernelscope.fileio import atomic_path
 
-METADATA_KEY = b"kernelscope"
+ARTIFACT = "kernel"
 ORIENTATION = "(query, train)"
 TEST_BLOCK_DELAY_ENV = "KERNELSCOPE_TEST_BLOCK_DELAY"  # tests only: seconds to sleep after each written block
 
@@ -34,9 +32,8 @@ def _test_block_delay() -> None:
         time.sleep(float(delay))
 
 
-def _schema(n_train: int, meta: dict[str, Any]) -> pa.Schema:
-    schema = pa.schema([("query_id", pa.int64()), ("values", pa.list_(pa.float32(), n_train))])
-    return schema.with_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
+def _schema(n_train: int) -> pa.Schema:
+    return pa.schema([("query_id", pa.int64()), ("values", pa.list_(pa.float32(), n_train))])
 
 
 def _row_group(block: np.ndarray, query_ids: np.ndarray, schema: pa.Schema) -> pa.Table:
@@ -49,39 +46,36 @@ def _row_group(block: np.ndarray, query_ids: np.ndarray, schema: pa.Schema) -> p
 
 def write_kernel_blocks(path: str | Path, blocks: Iterable[tuple[np.ndarray, np.ndarray]], n_query: int,
                         train_ids: np.ndarray, provenance: dict[str, Any]) -> dict[str, Any]:
-    """Stream (query_ids (b,), rows (b, n_train)) blocks into row groups of one Parquet file, atomically.
+    """Stream (query_ids (b,), rows (b, n_train)) blocks into row groups of one Parquet artifact, atomically.
 
     Only one block is in memory at a time, so a kernel larger than memory can be written.
     A failure anywhere leaves any previous file at ``path`` untouched. A block holding NaN or inf
     (after the cast to float32) stops the write with a KernelscopeError: no kernel file ever
     holds a non-finite value. A killed writer leaves only a temporary file (see ``atomic_path``);
-    the next run starts the file afresh and writes the same bytes.
+    the next run starts the file afresh and writes the same bytes. The content hash (values and
+    provenance) is recorded in the footer; every read checks it.
     """
     n_t = len(train_ids)
-    meta = {
+    provenance = {
         "orientation": ORIENTATION,
         "n_query": int(n_query),
         "n_train": int(n_t),
         "train_ids": [int(i) for i in train_ids],
         "value_dtype": "float32",
-        "kernelscope_version": __version__,
         **provenance,
     }
-    schema = _schema(n_t, meta)
-    written = 0
-    with atomic_path(path) as tmp:
-        with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=False,
-                              column_encoding={"query_id": "PLAIN", "values.list.element": "BYTE_STREAM_SPLIT"}) as writer:
-            for query_ids, rows in blocks:
-                if rows.shape[1] != n_t or len(query_ids) != len(rows):
-                    raise ValueError(f"block of shape {rows.shape} with {len(query_ids)} ids does not fit a kernel with {n_t} training columns")
-                _require_finite(path, rows, query_ids)
-                writer.write_table(_row_group(rows, query_ids, schema))
-                written += len(rows)
-                _test_block_delay()
-        if written != n_query:
-            raise ValueError(f"{written} rows were written but the kernel has {n_query} query points")
-    return meta
+    schema = _schema(n_t)
+    with ParquetArtifactWriter(path, schema, ARTIFACT, provenance, use_dictionary=False,
+                               column_encoding={"query_id": "PLAIN", "values.list.element": "BYTE_STREAM_SPLIT"}) as writer:
+        for query_ids, rows in blocks:
+            if rows.shape[1] != n_t or len(query_ids) != len(rows):
+                raise ValueError(f"block of shape {rows.shape} with {len(query_ids)} ids does not fit a kernel with {n_t} training columns")
+            _require_finite(path, rows, query_ids)
+            writer.write(_row_group(rows, query_ids, schema))
+            _test_block_delay()
+        if writer.rows != n_query:
+            raise ValueError(f"{writer.rows} rows were written but the kernel has {n_query} query points")
+    return {**writer.meta, "content_sha256": writer.meta_hash}
 
 
 def _require_finite(path: str | Path, rows: np.ndarray, query_ids: np.ndarray) -> None:
@@ -105,46 +99,49 @@ def write_kernel(path: str | Path, kernel: np.ndarray, query_ids: np.ndarray, tr
     return write_kernel_blocks(path, blocks, n_q, train_ids, provenance)
 
 
-def read_kernel_meta(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: kernel file not found; run the kernel stage first (kernelscope kernel).")
-    try:
-        raw = pq.read_schema(path).metadata[METADATA_KEY]
-        return json.loads(raw)
-    except (pa.ArrowInvalid, OSError, KeyError, TypeError, json.JSONDecodeError) as error:
-        raise ArtifactError(f"{path}: not a kernelscope kernel file ({error.__class__.__name__}); rerun the kernel stage.") from None
+def _check_shape(path: Path, meta: dict[str, Any], table: pa.Table) -> int:
+    """The verified file's own metadata must describe its columns (a writer bug, never a user's edit, would break this)."""
+    n_t = meta.get("n_train")
+    width = table.schema.field("values").type.list_size if "values" in table.column_names else None
+    if not isinstance(n_t, int) or n_t != width or len(meta.get("train_ids", [])) != n_t:
+        raise ArtifactError(f"{path}: metadata 'n_train' ({n_t}) does not match the file's {width} training columns; rerun the kernel stage.")
+    return n_t
 
 
-def check_provenance(path: str | Path, meta: dict[str, Any], expect: dict[str, Any] | None) -> None:
-    for key, wanted in (expect or {}).items():
-        if meta.get(key) != wanted:
-            raise ArtifactError(
-                f"{path}: provenance field '{key}' is {meta.get(key)!r} but {wanted!r} was requested; rerun the kernel stage for this input."
-            )
+def kernel_expect(kind_provenance: dict[str, Any], train_ids: np.ndarray | None = None) -> dict[str, Any]:
+    """The provenance a reader requires: the kind's fields plus, when given, the exact training ids (in order)."""
+    expect = dict(kind_provenance)
+    if train_ids is not None:
+        expect["train_ids"] = [int(i) for i in train_ids]
+    return expect
+
+
+def read_kernel_meta(path: str | Path, expect: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Provenance of a verified kernel file."""
+    return parquet_meta(path, ARTIFACT, expect)
 
 
 def iter_kernel_blocks(path: str | Path, expect: dict[str, Any] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (query_ids (b,), values (b, n_train) float32) one row group at a time."""
-    meta = read_kernel_meta(path)
-    check_provenance(path, meta, expect)
-    parquet = pq.ParquetFile(path)
-    n_t = meta["n_train"]
-    for group in range(parquet.num_row_groups):
-        table = parquet.read_row_group(group)
+    """Yield (query_ids (b,), values (b, n_train) float32) one row group at a time, after the whole file is verified."""
+    meta, groups = verified_row_groups(path, ARTIFACT, expect)
+    n_t = None
+    for table in groups:
+        n_t = n_t or _check_shape(Path(path), meta, table)
         values = table.column("values").combine_chunks().flatten().to_numpy().reshape(-1, n_t)
         yield table.column("query_id").to_numpy(), values
 
 
-def read_kernel(path: str | Path, expect: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Whole kernel as float32 (n_query, n_train) plus its metadata; provenance checked against ``expect``."""
-    meta = read_kernel_meta(path)
-    check_provenance(path, meta, expect)
-    out = np.empty((meta["n_query"], meta["n_train"]), dtype=np.float32)
-    row = 0
-    for _, values in iter_kernel_blocks(path):
-        out[row : row + len(values)] = values
-        row += len(values)
-    if row != meta["n_query"]:
-        raise ArtifactError(f"{path}: holds {row} rows but its metadata says {meta['n_query']}; the file is torn, rerun the kernel stage.")
-    return out, meta
+def read_kernel(path: str | Path, expect: dict[str, Any] | None = None,
+                query_ids: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Whole kernel as float32 (n_query, n_train) plus its metadata, verified; provenance checked against ``expect``
+    and, when given, the rows' ids against ``query_ids`` (in order)."""
+    path = Path(path)
+    table, meta = read_parquet(path, ARTIFACT, expect)
+    n_t = _check_shape(path, meta, table)
+    values = table.column("values").combine_chunks().flatten().to_numpy().reshape(-1, n_t)
+    ids = table.column("query_id").to_numpy()
+    if len(values) != meta.get("n_query"):
+        raise ArtifactError(f"{path}: holds {len(values)} rows but its metadata says {meta.get('n_query')}; rerun the kernel stage.")
+    if query_ids is not None and not np.array_equal(ids, np.asarray(query_ids, dtype=np.int64)):
+        raise ArtifactError(f"{path}: its query rows are not this run's points in order; the kernel comes from other data, rerun the kernel stage.")
+    return np.ascontiguousarray(values, dtype=np.float32), meta

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,21 +11,22 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
 from threadpoolctl import threadpool_limits
 
 from kernelscope.checkpoint import load_checkpoint
+from kernelscope.core.artifacts import parquet_meta, read_json_artifact, write_parquet
+from kernelscope.provenance import modular_spec, run_checkpoint, run_data
 from kernelscope.errors import ArtifactError
-from kernelscope.fileio import atomic_path, write_json_atomic, write_text_atomic
+from kernelscope.fileio import write_json_atomic, write_text_atomic
 from kernelscope.params import Params
 from kernelscope.structure.degeneracy import (activation_gram, activation_moments, effective_parameters, firing_groups, gradient_gram, gram_spectrum,
                                               is_relu_layer, relu_activations, spectrum_summary)
 from kernelscope.structure.interaction import (Basis, ablation_curve, directions_needed, interaction_bases,
                                                pca_basis)
-from kernelscope.structure.layers import OUTPUT, check_layers, default_layers
+from kernelscope.structure.layers import check_layers, default_layers
 from kernelscope.structure.reparameterize import coordinate_check
 from kernelscope.structure.spectra import layer_spectra
 
@@ -70,17 +70,16 @@ def load_subject(params: Params, name: str, outputs: str | Path) -> Subject:
         mp = params.multitask
         root = Path(outputs) / "multitask"
         data = make_modular(mp.p, mp.train_fraction, params.seed)
-        ckpt = load_checkpoint(root / "model", expected_dataset_hash=f"modular-p{mp.p}-f{mp.train_fraction}-s{params.seed}")
+        ckpt = load_checkpoint(root / "model", modular_spec(params))
         pick = data.train[_sample(len(data.train), sp.points, params.seed)]
         x_fit, fit_ids = torch.from_numpy(data.x[pick]), pick
         x_eval, y_eval = torch.from_numpy(data.x[data.test]), torch.from_numpy(data.y[data.test])
     else:
-        from kernelscope.data import read_dataset
         from kernelscope.pipeline import RunLayout
 
         layout = RunLayout.at(outputs, name)
-        ds = read_dataset(layout.data_dir)
-        ckpt = load_checkpoint(layout.model_dir, expected_dataset_hash=ds.dataset_hash)
+        ds = run_data(params, layout)
+        ckpt = run_checkpoint(params, layout.model_dir, ds)
         root = layout.root
         dtype = next(ckpt.model.parameters()).dtype
         pick = _sample(len(ds.train.y), sp.points, params.seed)
@@ -114,10 +113,8 @@ def spectra_stage(params: Params, subject: Subject) -> dict[str, Any]:
                       "point_id": pa.array(rows["point_id"], pa.int64()), "singular_values": pa.array(rows["singular_values"], pa.list_(pa.float32()))})
     meta = {"checkpoint_hash": subject.checkpoint_hash, "subject": subject.name, "layers": subject.layers,
             "rank_rtol": sp.rank_rtol, "mass": sp.mass, "orientation": "per point: singular values of d h_target / d h_source, descending"}
-    table = table.replace_schema_metadata({b"kernelscope": json.dumps(meta, sort_keys=True).encode()})
     path = out / "jacobian_spectra.parquet"
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    write_parquet(path, table, "jacobian-spectra", meta)
     pair_rows = [{"source": p.source, "target": p.target, "shape": list(p.shape), **p.summary,
                   "stacked": p.stacked.tolist(), "per_point_mean": p.per_point.mean(0).tolist()} for p in pairs]
     plot = jacobian_spectra(out / "jacobian_spectra.png", pair_rows, f"{subject.name}: layer Jacobian spectra ({len(subject.x_fit)} points)")
@@ -203,13 +200,13 @@ def sampled_llc(subject_root: Path, checkpoint_hash: str) -> float | None:
     losses, summary = subject_root / "loss_kernel" / "probe_losses.parquet", subject_root / "loss_kernel" / "summary.json"
     if not (losses.is_file() and summary.is_file()):
         return None
-    meta = pq.read_schema(losses).metadata or {}
-    try:
-        provenance = json.loads(meta.get(b"kernelscope", b"{}"))
-        llc = json.loads(summary.read_text())["llc"]
-    except (json.JSONDecodeError, KeyError) as error:
-        raise ArtifactError(f"{summary}: unreadable loss-kernel summary ({error.__class__.__name__}); rerun the loss-kernel flow.") from None
-    return float(llc) if provenance.get("checkpoint_hash") == checkpoint_hash else None
+    provenance = parquet_meta(losses, "probe-losses")
+    if provenance.get("checkpoint_hash") != checkpoint_hash:
+        return None
+    llc = read_json_artifact(summary, "loss-kernel-summary").get("llc")
+    if not isinstance(llc, (int, float)):
+        raise ArtifactError(f"{summary}: field 'llc' is {llc!r}, not a number; rerun the loss-kernel flow.")
+    return float(llc)
 
 
 def parameter_stage(subject: Subject) -> dict[str, Any]:
