@@ -17,7 +17,8 @@ import yaml
 
 from conftest import TINY_PARAMS
 from kernelscope.fileio import sha256_file
-from kernelscope.kernels.store import METADATA_KEY, TEST_BLOCK_DELAY_ENV, read_kernel
+from kernelscope.core.artifacts import HASH_KEY, META_KEY, read_json_artifact, verify_parquet
+from kernelscope.kernels.store import TEST_BLOCK_DELAY_ENV, read_kernel
 
 DATASET = "digits2"
 # Many small row groups (16 rows) so a writer can be caught mid-file; a short SGLD run for the loss kernel.
@@ -106,17 +107,40 @@ def assert_no_torn_files(root: Path) -> list[Path]:
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
         if path.suffix == ".parquet":
             table = pq.read_table(path)  # raises on a torn file (no footer, short row group)
-            meta = json.loads((pq.read_schema(path).metadata or {}).get(METADATA_KEY, b"{}"))
+            artifact = json.loads(pq.ParquetFile(path).metadata.metadata[META_KEY.encode()])["artifact"]
+            meta = verify_parquet(path, artifact)  # and its content hash holds
             if "n_query" in meta:  # a kernel: every row its metadata promises
                 values, meta = read_kernel(path)
                 assert values.shape == (meta["n_query"], meta["n_train"]) == (table.num_rows, len(meta["train_ids"])), path
             elif "chains" in meta:  # probe losses: chains × draws per probe
                 assert table.column("losses").type.list_size == meta["chains"] * meta["draws"], path
         elif path.suffix == ".json":
-            json.loads(path.read_text())
+            document = json.loads(path.read_text())
+            if META_KEY in document:  # a verified artifact (DVC metrics files are plain JSON)
+                read_json_artifact(path, document[META_KEY]["artifact"])
         checked.append(path)
     return checked
 
 
 def digests(paths: dict[str, Path]) -> dict[str, str]:
     return {name: sha256_file(path) for name, path in paths.items()}
+
+
+def footer(path: Path) -> tuple[dict, str]:
+    """(provenance, stored content hash) of a Parquet artifact."""
+    kv = pq.ParquetFile(path).metadata.metadata
+    return json.loads(kv[META_KEY.encode()]), kv[HASH_KEY.encode()].decode()
+
+
+def rewrite_parquet(path: Path, edit_table=None, edit_meta=None) -> None:
+    """Tamper with a Parquet artifact as a careless user or an attacker would: new values and/or edited
+    provenance, keeping the old content hash (so only the reader's own check can catch it)."""
+    meta, stored = footer(path)
+    table = pq.read_table(path)
+    table = edit_table(table) if edit_table else table
+    if edit_meta:
+        edit_meta(meta)
+    table = table.replace_schema_metadata({META_KEY: json.dumps(meta, sort_keys=True)})
+    with pq.ParquetWriter(path, table.schema) as writer:
+        writer.write_table(table)
+        writer.add_key_value_metadata({META_KEY: json.dumps(meta, sort_keys=True), HASH_KEY: stored})

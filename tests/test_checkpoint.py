@@ -3,26 +3,42 @@ import json
 import pytest
 import torch
 
-from kernelscope.checkpoint import load_checkpoint, save_checkpoint
+from kernelscope.checkpoint import MAX_PARAMETERS, ModelSpec, load_checkpoint, save_checkpoint
+from kernelscope.core.artifacts import write_json_artifact
 from kernelscope.errors import CheckpointError
 from kernelscope.fileio import sha256_file
-from kernelscope.models import build_mlp
+from kernelscope.models import build_mlp, build_model
 
 ARCH = {"name": "mlp", "input_dim": 4, "hidden": [5, 3], "n_outputs": 2, "parameterization": "ntk"}
+
+
+def spec(arch: dict = ARCH, dataset_hash: str = "d" * 64, **changes) -> ModelSpec:
+    fields = dict(architecture=arch, hyperparameters={"lr": 0.1}, seed=0, dataset_hash=dataset_hash, build=lambda: build_model(arch))
+    return ModelSpec(**{**fields, **changes})
 
 
 @pytest.fixture
 def saved(tmp_path):
     torch.manual_seed(0)
     model = build_mlp(4, [5, 3], 2, "ntk")
-    meta = save_checkpoint(model, tmp_path, arch=ARCH, hyperparameters={"lr": 0.1}, dataset_name="toy",
-                           dataset_hash="d" * 64, metrics={"test_accuracy": 0.5}, seed=0)
+    meta = save_checkpoint(model, tmp_path, spec(), dataset_name="toy", metrics={"test_accuracy": 0.5})
     return model, meta, tmp_path
+
+
+def _edit_sidecar(path, edit, rehash: bool = True) -> None:
+    """Edit model.json; with ``rehash`` the content hash is recomputed, as an informed attacker would."""
+    meta = json.loads((path / "model.json").read_text())
+    meta.pop("kernelscope", None)
+    edit(meta)
+    if rehash:
+        write_json_artifact(path / "model.json", meta, "checkpoint-sidecar")
+    else:
+        (path / "model.json").write_text(json.dumps(meta))
 
 
 def test_round_trip_is_exact(saved):
     model, meta, path = saved
-    loaded = load_checkpoint(path, expected_dataset_hash="d" * 64)
+    loaded = load_checkpoint(path, spec())
     x = torch.randn(6, 4)
     assert torch.equal(loaded.model(x), model.eval()(x))
     assert loaded.checkpoint_hash == meta["weights_sha256"] == sha256_file(path / "model.safetensors")
@@ -31,14 +47,14 @@ def test_round_trip_is_exact(saved):
 
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match=r"model\.json: checkpoint sidecar not found"):
-        load_checkpoint(tmp_path)
+        load_checkpoint(tmp_path, spec())
 
 
 def test_missing_weights(saved):
     _, _, path = saved
     (path / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"model\.safetensors: weights file not found"):
-        load_checkpoint(path)
+        load_checkpoint(path, spec())
 
 
 def test_tampered_weights(saved):
@@ -47,39 +63,80 @@ def test_tampered_weights(saved):
     blob[-1] ^= 0xFF
     (path / "model.safetensors").write_bytes(bytes(blob))
     with pytest.raises(CheckpointError, match="does not match 'weights_sha256'"):
-        load_checkpoint(path)
+        load_checkpoint(path, spec())
 
 
 def test_corrupt_safetensors_with_consistent_hash(saved):
     _, _, path = saved
     (path / "model.safetensors").write_bytes(b"not a safetensors file at all")
-    meta = json.loads((path / "model.json").read_text())
-    meta["weights_sha256"] = sha256_file(path / "model.safetensors")
-    (path / "model.json").write_text(json.dumps(meta))
+    _edit_sidecar(path, lambda m: m.update(weights_sha256=sha256_file(path / "model.safetensors")))
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
-        load_checkpoint(path)
+        load_checkpoint(path, spec())
 
 
-def test_architecture_mismatch_names_the_tensor(saved):
+def test_architecture_in_the_sidecar_never_decides_the_model(saved):
+    """A sidecar naming another architecture (even with a recomputed hash) is refused against params."""
     _, _, path = saved
-    meta = json.loads((path / "model.json").read_text())
-    meta["architecture"]["hidden"] = [5, 4]
-    (path / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match=r"tensor '2\.weight' has shape \(3, 5\)"):
-        load_checkpoint(path)
+    _edit_sidecar(path, lambda m: m["architecture"].update(hidden=[5, 4]))
+    with pytest.raises(CheckpointError, match=r"field 'architecture' is .*\[5,4\].* but params ask for .*\[5,3\]"):
+        load_checkpoint(path, spec())
+
+
+def test_sidecar_factory_is_never_imported(saved, tmp_path):
+    """The attack of the integrity issue: a sidecar that names os:system as a factory runs nothing."""
+    _, _, path = saved
+    marker = tmp_path / "PWNED"
+    attack = {"name": "factory", "factory": "os:system", "kwargs": {"command": f"touch {marker}"}}
+    for rehash in (False, True):
+        _edit_sidecar(path, lambda m: m.update(architecture=attack), rehash=rehash)
+        with pytest.raises(CheckpointError, match="model.json"):
+            load_checkpoint(path, spec())
+        assert not marker.exists()
+
+
+def test_params_that_ask_for_a_huge_model_are_refused_before_allocating(saved):
+    _, _, path = saved
+    huge = {**ARCH, "hidden": [65536, 65536, 65536]}
+    _edit_sidecar(path, lambda m: m.update(architecture=huge))
+    with pytest.raises(CheckpointError, match="parameters, more than the limit"):
+        load_checkpoint(path, spec(huge))
+    assert MAX_PARAMETERS == 1 << 30
+
+
+def test_hyperparameters_and_seed_must_match(saved):
+    _, _, path = saved
+    with pytest.raises(CheckpointError, match="field 'hyperparameters'"):
+        load_checkpoint(path, spec(hyperparameters={"lr": 0.2}))
+    with pytest.raises(CheckpointError, match="field 'seed' is 0 but params ask for 4"):
+        load_checkpoint(path, spec(seed=4))
 
 
 def test_dataset_mismatch(saved):
     _, _, path = saved
     with pytest.raises(CheckpointError, match="dataset.hash"):
-        load_checkpoint(path, expected_dataset_hash="e" * 64)
+        load_checkpoint(path, spec(dataset_hash="e" * 64))
 
 
 def test_sidecar_not_json_or_wrong_format(saved):
     _, _, path = saved
     (path / "model.json").write_text("{broken")
     with pytest.raises(CheckpointError, match="not valid JSON"):
-        load_checkpoint(path)
-    (path / "model.json").write_text(json.dumps({"format": "other"}))
+        load_checkpoint(path, spec())
+    write_json_artifact(path / "model.json", {"format": "other"}, "checkpoint-sidecar")
     with pytest.raises(CheckpointError, match="field 'format'"):
-        load_checkpoint(path)
+        load_checkpoint(path, spec())
+    (path / "model.json").write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(path, spec())
+
+
+def test_integer_weights_for_a_float_model_are_refused(saved):
+    """Weights whose dtype class changed (int32 for float32) are not cast silently, whatever the hashes say."""
+    from kernelscope.core.artifacts import write_safetensors
+
+    model, _, path = saved
+    state = {k: v.to(torch.int32) for k, v in model.state_dict().items()}
+    write_safetensors(path / "model.safetensors", state, "checkpoint-weights", {"architecture": ARCH, "dataset_hash": "d" * 64})
+    _edit_sidecar(path, lambda m: m.update(weights_sha256=sha256_file(path / "model.safetensors")))
+    with pytest.raises(CheckpointError, match="is torch.int32 but the model's is torch.float32"):
+        load_checkpoint(path, spec())

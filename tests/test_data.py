@@ -27,7 +27,7 @@ def test_digits2_has_classes_zero_and_one():
 def test_parquet_round_trip_with_hash(tmp_path):
     ds = make_digits("digits2", 0.3, seed=0)
     written = write_dataset(ds, tmp_path)
-    meta = pq.read_schema(written["train"]).metadata
+    meta = pq.ParquetFile(written["train"]).metadata.metadata
     assert ds.train.content_hash.encode() in meta[b"kernelscope"]
     back = read_dataset(tmp_path)
     assert back.dataset_hash == ds.dataset_hash
@@ -40,7 +40,11 @@ def test_parquet_round_trip_with_hash(tmp_path):
 def test_tampered_split_is_refused(tmp_path):
     ds = make_digits("digits2", 0.3, seed=0)
     write_dataset(ds, tmp_path)
-    table = pq.read_table(tmp_path / "train.parquet")
-    pq.write_table(table.slice(1), tmp_path / "train.parquet")  # keeps the old metadata, drops a row
-    with pytest.raises(ArtifactError, match="content_hash"):
+    from fault_helpers import rewrite_parquet
+
+    rewrite_parquet(tmp_path / "train.parquet", lambda table: table.slice(1))  # keeps the old metadata and hash, drops a row
+    with pytest.raises(ArtifactError, match="content does not match its recorded content hash"):
+        read_dataset(tmp_path)
+    pq.write_table(pq.read_table(tmp_path / "train.parquet"), tmp_path / "train.parquet")  # footer hash lost
+    with pytest.raises(ArtifactError, match="no kernelscope provenance or content hash"):
         read_dataset(tmp_path)

@@ -8,7 +8,7 @@ import pytest
 from kernelscope.errors import KernelscopeError
 from kernelscope.explain import Query, explain, load_inputs
 from kernelscope.params import params_from_dict
-from kernelscope.pipeline import (RunLayout, compare_stage, data_stage, evaluate_stage, fit_kglm_stage, kernel_options,
+from kernelscope.pipeline import (RunLayout, compare_stage, data_stage, evaluate_stage, fit_kglm_stage,
                                   kernel_stage, train_stage)
 from kernelscope.report import build_report
 
@@ -28,8 +28,8 @@ def saved_run(tmp_path_factory):
     for kind in params.kernel.kinds:
         kernel_stage(params, layout, kind, progress=False)
         fit_kglm_stage(params, layout, kind)
-        summaries.append(evaluate_stage(layout, kind))
-    compare_stage(layout, summaries)
+        summaries.append(evaluate_stage(params, layout, kind))
+    compare_stage(params, layout, summaries)
     return params, layout
 
 
@@ -40,7 +40,7 @@ def test_explain_test_point_produces_every_output(saved_run):
     ds = read_dataset(layout.data_dir)
     query = Query("test-3", ds.test.x[3], int(ds.test.y[3]), 3)
     kinds = list(params.kernel.kinds)
-    r = explain(layout, kinds, query, 4, {k: kernel_options(params, k) for k in kinds})
+    r = explain(params, layout, kinds, query, 4)
     assert set(r["kernels"]) == {"trntk", "ck"}
     trntk = r["kernels"]["trntk"]
     assert len(trntk["most_similar"]) == 4 and len(trntk["top_attribution_per_logit"]) == 10
@@ -61,8 +61,8 @@ def test_explain_new_input_from_npz_matches_test_point(saved_run, tmp_path):
     np.savez(tmp_path / "digit.npz", x=ds.test.x[3])
     x = load_inputs(tmp_path / "digit.npz", 64)
     kinds = ["trntk"]
-    from_file = explain(layout, kinds, Query("digit", x[0], None, None), 3, {"trntk": {}})
-    stored = explain(layout, kinds, Query("test-3b", ds.test.x[3], int(ds.test.y[3]), 3), 3, {"trntk": {}})
+    from_file = explain(params, layout, kinds, Query("digit", x[0], None, None), 3)
+    stored = explain(params, layout, kinds, Query("test-3b", ds.test.x[3], int(ds.test.y[3]), 3), 3)
     assert [s["train_id"] for s in from_file["kernels"]["trntk"]["most_similar"]] == [s["train_id"] for s in stored["kernels"]["trntk"]["most_similar"]]
     np.testing.assert_allclose(from_file["kernels"]["trntk"]["kglm_probabilities"], stored["kernels"]["trntk"]["kglm_probabilities"], atol=1e-4)
 

@@ -45,5 +45,5 @@ def test_save_and_load_with_provenance(tmp_path):
     with pytest.raises(ArtifactError, match="checkpoint_hash"):
         load_kglm(tmp_path / "kglm.safetensors", expect={"checkpoint_hash": "other"})
     (tmp_path / "bad.safetensors").write_bytes(b"garbage")
-    with pytest.raises(ArtifactError, match="not a readable kGLM"):
+    with pytest.raises(ArtifactError, match="not a readable safetensors file"):
         load_kglm(tmp_path / "bad.safetensors")

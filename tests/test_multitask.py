@@ -41,8 +41,9 @@ def test_multitask_stages_end_to_end(tmp_path, arch):
     for name in ("correlation.png", "covariance_groups.png", "umap.png", "probe_losses.parquet", "summary.json"):
         assert (tmp_path / "loss_kernel" / name).exists(), name
     from kernelscope.checkpoint import load_checkpoint
+    from kernelscope.provenance import modular_spec
 
-    assert load_checkpoint(tmp_path / "model").meta["architecture"]["name"] == f"modular_{arch}"
+    assert load_checkpoint(tmp_path / "model", modular_spec(params)).meta["architecture"]["name"] == f"modular_{arch}"
 
 
 def test_transformer_attention_against_a_loop():

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 
 from kernelscope.checkpoint import load_checkpoint, save_checkpoint
+from kernelscope.data import read_dataset
+from kernelscope.provenance import model_spec
 from kernelscope.errors import CheckpointError, KernelscopeError
 from kernelscope.params import params_from_dict
 from kernelscope.pipeline import RunLayout, data_stage, evaluate_stage, fit_kglm_stage, kernel_stage, train_stage
@@ -57,15 +59,18 @@ def run(trained, tmp_path):
 
 def damage_checkpoint(layout: RunLayout, value: float, scale: float = 1.0) -> None:
     """Rewrite the run's checkpoint (with a consistent sidecar) after setting one weight to ``value`` and scaling all."""
-    ckpt = load_checkpoint(layout.model_dir)
+    from conftest import TINY_PARAMS
+
+    params = params_from_dict(copy.deepcopy(TINY_PARAMS))
+    spec = model_spec(params, read_dataset(layout.data_dir))
+    ckpt = load_checkpoint(layout.model_dir, spec)
     with torch.no_grad():
         for p in ckpt.model.parameters():
             p.mul_(scale)
         first = next(ckpt.model.parameters())
         first.view(-1)[3] = value
     m = ckpt.meta
-    save_checkpoint(ckpt.model, layout.model_dir, arch=m["architecture"], hyperparameters=m["hyperparameters"], dataset_name=m["dataset"]["name"],
-                    dataset_hash=m["dataset"]["hash"], metrics=m["metrics"], seed=m["seed"])
+    save_checkpoint(ckpt.model, layout.model_dir, spec, dataset_name=m["dataset"]["name"], metrics=m["metrics"])
 
 
 def snapshot(layout: RunLayout) -> dict[str, bytes]:
@@ -78,7 +83,7 @@ def test_non_finite_weights_stop_every_stage_by_name_and_write_nothing(run, bad)
     damage_checkpoint(layout, bad)
     before = snapshot(layout)
     for stage in (lambda: kernel_stage(params, layout, "trntk", progress=False), lambda: kernel_stage(params, layout, "pntk", progress=False),
-                  lambda: fit_kglm_stage(params, layout, "trntk"), lambda: evaluate_stage(layout, "trntk")):
+                  lambda: fit_kglm_stage(params, layout, "trntk"), lambda: evaluate_stage(params, layout, "trntk")):
         with pytest.raises(CheckpointError, match=r"model\.safetensors: tensor '.*' holds 1 non-finite .*retrain"):
             stage()
     assert snapshot(layout) == before  # earlier kernels and kGLM untouched, no metrics.json, no pntk kernel

@@ -44,8 +44,8 @@ def test_stages_end_to_end_and_deterministic(tmp_path, tiny_params_dict):
         for kind in params.kernel.kinds:
             kernel_stage(params, layout, kind, progress=False)
             fit_kglm_stage(params, layout, kind)
-            summaries.append(evaluate_stage(layout, kind))
-        comparison = compare_stage(layout, summaries)
+            summaries.append(evaluate_stage(params, layout, kind))
+        comparison = compare_stage(params, layout, summaries)
         outputs[run] = (layout, trained, summaries[0])
     (la, ta, sa), (lb, tb, sb) = outputs["a"], outputs["b"]
     assert ta["checkpoint_hash"] == tb["checkpoint_hash"]  # seeded training: the same bytes

@@ -127,6 +127,7 @@ def load_checkpoint(ckpt_dir: str | Path, spec: ModelSpec) -> Checkpoint:
     if dataset.get("hash") != spec.dataset_hash:
         raise CheckpointError(f"{sidecar}: field 'dataset.hash' is {str(dataset.get('hash'))[:12]}…, but the data given has hash "
                               f"{spec.dataset_hash[:12]}…; retrain on this data or pass the matching dataset.")
+    model = build_bounded(spec, str(sidecar))  # from params, bounded before anything is allocated
     if not weights.is_file():
         raise CheckpointError(f"{weights}: weights file not found beside its sidecar; retrain or restore the checkpoint.")
     actual = sha256_file(weights)
@@ -136,7 +137,6 @@ def load_checkpoint(ckpt_dir: str | Path, spec: ModelSpec) -> Checkpoint:
         arrays, _ = read_safetensors(weights, "checkpoint-weights", {"architecture": spec.architecture, "dataset_hash": spec.dataset_hash})
     except ArtifactError as error:
         raise CheckpointError(str(error)) from None
-    model = build_bounded(spec, str(sidecar))
     expected = model.state_dict()
     missing = sorted(set(expected) - set(arrays))
     extra = sorted(set(arrays) - set(expected))
