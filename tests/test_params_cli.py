@@ -45,7 +45,7 @@ def test_cli_reports_missing_inputs_without_traceback(tmp_path, tiny_params_dict
     code = main(["train", "--params", str(path), "--dataset", "digits2", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2
-    assert "train.parquet: dataset file not found" in err and "Traceback" not in err
+    assert "train.parquet: dataset-split file not found" in err and "Traceback" not in err
 
 
 def test_console_script_is_installed():

@@ -41,18 +41,17 @@ FORMAT = "kernelscope-artifact/1"
 
 # What writes each kind of artifact: the fix named when one is missing, corrupt or from another run.
 WRITERS = {
-    "dataset-split": "the data stage (kernelscope data)",
-    "kernel": "the kernel stage (kernelscope kernel)",
-    "attributions": "the kglm stage (kernelscope kglm)",
-    "kglm": "the kglm stage (kernelscope kglm)",
-    "checkpoint-weights": "the train stage (kernelscope train)",
-    "checkpoint-sidecar": "the train stage (kernelscope train)",
-    "probe-losses": "the loss-kernel stage (kernelscope loss-kernel)",
-    "loss-kernel-summary": "the loss-kernel stage (kernelscope loss-kernel)",
-    "jacobian-spectra": "the structure stage (kernelscope structure)",
-    "metrics": "the kglm stage (kernelscope kglm)",
-    "explanation": "kernelscope explain",
-    "table": "the stage that writes it",
+    "dataset-split": ("the data stage", "kernelscope data"),
+    "kernel": ("the kernel stage", "kernelscope kernel"),
+    "attributions": ("the kglm stage", "kernelscope kglm"),
+    "kglm": ("the kglm stage", "kernelscope kglm"),
+    "checkpoint-weights": ("the train stage", "kernelscope train"),
+    "checkpoint-sidecar": ("the train stage", "kernelscope train"),
+    "probe-losses": ("the loss-kernel stage", "kernelscope loss-kernel"),
+    "loss-kernel-summary": ("the loss-kernel stage", "kernelscope loss-kernel"),
+    "jacobian-spectra": ("the structure stage", "kernelscope structure"),
+    "metrics": ("the kglm stage", "kernelscope kglm"),
+    "explanation": ("the explain step", "kernelscope explain"),
 }
 
 
@@ -62,7 +61,13 @@ def canonical_json(payload: Any) -> bytes:
 
 
 def _fix(artifact: str) -> str:
-    return f"rerun {WRITERS.get(artifact, 'the stage that writes it')}"
+    stage, command = WRITERS.get(artifact, ("the stage that writes it", "see dvc.yaml"))
+    return f"rerun {stage} ({command})"
+
+
+def _missing(path: Path, artifact: str) -> ArtifactError:
+    stage, command = WRITERS.get(artifact, ("the stage that writes it", "see dvc.yaml"))
+    return ArtifactError(f"{path}: {artifact} file not found; run {stage} first ({command}).")
 
 
 class ContentDigest:
@@ -196,7 +201,7 @@ def write_parquet(path: str | Path, table: pa.Table, artifact: str, provenance: 
 
 def _parquet_footer(path: Path, artifact: str) -> tuple[pq.ParquetFile, dict[str, Any], str]:
     if not path.exists():
-        raise ArtifactError(f"{path}: {artifact} file not found; run {WRITERS.get(artifact, 'the stage that writes it')} first.")
+        raise _missing(path, artifact)
     if not path.is_file():
         raise ArtifactError(f"{path}: is a folder, not a {artifact} file; remove it and {_fix(artifact)}.")
     try:
@@ -298,7 +303,7 @@ def read_safetensors(path: str | Path, artifact: str, expect: Mapping[str, Any] 
 
     path = Path(path)
     if not path.exists():
-        raise ArtifactError(f"{path}: {artifact} file not found; run {WRITERS.get(artifact, 'the stage that writes it')} first.")
+        raise _missing(path, artifact)
     if not path.is_file():
         raise ArtifactError(f"{path}: is a folder, not a {artifact} file; remove it and {_fix(artifact)}.")
     try:
@@ -337,7 +342,7 @@ def read_json_artifact(path: str | Path, artifact: str, expect: Mapping[str, Any
     """The verified payload of a JSON artifact (without its stamp)."""
     path = Path(path)
     if not path.exists():
-        raise ArtifactError(f"{path}: {artifact} file not found; run {WRITERS.get(artifact, 'the stage that writes it')} first.")
+        raise _missing(path, artifact)
     if not path.is_file():
         raise ArtifactError(f"{path}: is a folder, not a {artifact} file; remove it and {_fix(artifact)}.")
     try:
