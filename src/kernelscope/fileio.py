@@ -6,6 +6,8 @@ import contextlib
 import glob
 import hashlib
 import json
+import math
+import numbers
 import os
 import socket
 import tempfile
@@ -81,9 +83,25 @@ def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:
     return Path(target)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON's null), recursively.
+
+    ``json.dumps`` writes bare NaN and Infinity, which are not JSON: DVC, jq and browsers reject the file.
+    Non-integral numbers (numpy floats too) become plain floats; tuples become lists.
+    """
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return value
+
+
 def write_json_atomic(target: str | os.PathLike[str], payload: Any) -> None:
     with atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(json_safe(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:

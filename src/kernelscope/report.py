@@ -68,7 +68,8 @@ def build_report(run_dir: str | Path, table_dir: str | Path | None = None) -> di
         metrics_file = kind_dir / "metrics.json"
         if not metrics_file.is_file():
             continue
-        m = json.loads(metrics_file.read_text())
+        # metrics.json holds null for an undefined metric (NaN is not JSON); show it as nan
+        m = {key: float("nan") if value is None else value for key, value in json.loads(metrics_file.read_text()).items()}
         parts.append(f"<h2>{html.escape(kind_dir.name)}</h2><p>τ_K {m['tau_k']:.3f} · TAD {m['tad']:+.2f} pts · "
                      f"R_Miss {m['r_miss']:.3f} · linearization {html.escape(str(m.get('linearization')))} "
                      f"R² {m.get('r2_linearization', float('nan')):.3f}</p>")
