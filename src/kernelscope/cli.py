@@ -77,12 +77,12 @@ def cmd_explain(args: argparse.Namespace, params: Params) -> Any:
     kinds = args.kinds or list(params.kernel.kinds)
     unknown = [k for k in kinds if k not in KERNEL_KINDS]
     if unknown:
-        raise KernelscopeError(f"explain: --kinds {unknown[0]!r} is not a kernel kind; choose from {', '.join(KERNEL_KINDS)}.")
+        raise KernelscopeError(f"--kinds {unknown[0]!r} is not a kernel kind; choose from {', '.join(KERNEL_KINDS)}.")
     if (args.index is None) == (args.input is None):
         raise KernelscopeError("explain: pass exactly one of --index N (a test point) or --input FILE (.npz or .parquet).")
     ds = read_dataset(layout.data_dir)
     if not 1 <= args.top_k <= len(ds.train.y):
-        raise KernelscopeError(f"explain: --top-k {args.top_k} is out of range; give a number from 1 to {len(ds.train.y)} "
+        raise KernelscopeError(f"--top-k {args.top_k} is out of range; give a number from 1 to {len(ds.train.y)} "
                                f"(the training points of {ds.name}).")
     if args.index is not None:
         if not 0 <= args.index < len(ds.test.y):
@@ -168,7 +168,7 @@ def cmd_structure(args: argparse.Namespace, params: Params) -> Any:
 
     subjects = (*BUILTIN_DATASETS, *params.sources, "modular")
     if args.subject not in subjects:
-        raise KernelscopeError(f"structure: --subject {args.subject!r} is not a model kernelscope knows; choose from {', '.join(subjects)} "
+        raise KernelscopeError(f"--subject {args.subject!r} is not a model kernelscope knows; choose from {', '.join(subjects)} "
                                f"(or add a source to {args.params}).")
     summary = structure_stage(params, args.subject, args.out)
     root = Path(args.out) / ("multitask" if args.subject == "modular" else args.subject)

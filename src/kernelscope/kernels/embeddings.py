@@ -35,7 +35,7 @@ def require_modules(model: nn.Module, names: list[str], field: str = "layers") -
     if missing:
         choices = [n for n in modules if n]
         shown = ", ".join(choices[:20]) + (f" … ({len(choices)} in all)" if len(choices) > 20 else "")
-        raise KernelscopeError(f"{field}: {missing} are not module names of the model; choose from {shown}.")
+        raise KernelscopeError(f"{field}: {missing} are not modules of the model; choose from {shown}.")
     return modules
 
 
