@@ -107,6 +107,19 @@ def test_out_that_is_a_file(run, capsys):
     assert (run / "a-file").read_text() == "not a folder"
 
 
+def test_out_below_a_file(run, capsys):
+    (run / "a-file").write_text("not a folder")
+    argv = ["data", "--params", str(run / "params.yaml"), "--dataset", "digits2", "--out", str(run / "a-file" / "sub"), "--quiet"]
+    _unchanged(run, argv, capsys, f"{run / 'a-file'}: is a file where a folder", "--out")
+
+
+def test_artifact_name_taken_by_a_folder(run, capsys):
+    target = run / "out" / "digits2" / "data" / "train.parquet"
+    target.unlink()
+    (target / "inside").mkdir(parents=True)
+    _unchanged(run, _args(run, ["data"]), capsys, str(target), "is a folder where a file must be")
+
+
 def test_data_folder_that_is_a_file(run, capsys):
     data = run / "out" / "digits2" / "data"
     shutil.rmtree(data)

@@ -317,13 +317,14 @@ def _os_error_sentence(error: OSError, args: argparse.Namespace) -> str | None:
     goes), naming the path; None for any other OSError, which is a bug and keeps its traceback."""
     where = error.filename2 or error.filename or getattr(args, "out", None) or "a file"  # os.replace(tmp, target): name the target
     elsewhere = "choose another --out" if hasattr(args, "out") else "choose another location"
+    if error.errno == errno.ENOTDIR:
+        return f"{_blocking_file(Path(str(where)))}: is a file where a folder of {where} must be; move it away or {elsewhere}."
     sentences = {
         errno.ENOSPC: f"{where}: no space left on the device; free some space or {elsewhere}.",
         errno.EDQUOT: f"{where}: disk quota exceeded; free some space or {elsewhere}.",
         errno.EROFS: f"{where}: the file system is read-only; {elsewhere} on a writable disk.",
         errno.EACCES: f"{where}: permission denied; {elsewhere} that you can write to, or fix its permissions.",
         errno.EPERM: f"{where}: operation not permitted; {elsewhere} that you can write to, or fix its permissions.",
-        errno.ENOTDIR: f"{_blocking_file(Path(str(where)))}: is a file where a folder of {where} must be; move it away or {elsewhere}.",
         errno.EISDIR: f"{where}: is a folder where a file must be; move it away or {elsewhere}.",
         errno.EEXIST: f"{where}: exists and is not a folder; move it away or {elsewhere}.",
         errno.ENOENT: f"{where}: no such file or folder; check the path (or run the stage that writes it first).",
