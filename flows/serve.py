@@ -2,8 +2,9 @@
 
 Each deployment's parameters are typed (``params`` is the pydantic model of params.yaml), so the
 UI shows a form with every field, its type and its description, filled with params.yaml's values.
-The API checks a run's parameters against that schema when the run is created, and the flow
-validates them again with pydantic when it starts: a bad value fails at once, naming the field.
+The API checks a run's parameters against that schema when the run is created (an unknown top-level
+name such as ``parms`` included), and the flow validates them again with pydantic when it starts: a
+bad value fails at once, naming the field.
 
     python -m flows.serve [--params params.yaml]      (needs PREFECT_API_URL: see infra/README.md)
 """
@@ -23,6 +24,8 @@ from flows.loss_kernel import loss_kernel, multitask
 from flows.main import pipeline
 from flows.structure import structure
 from flows.table import faithfulness_table
+from prefect.utilities.callables import ParameterSchema
+
 from kernelscope.errors import KernelscopeError
 from kernelscope.params import Params, load_params
 
@@ -45,8 +48,22 @@ def deployments(params: Params, params_file: str = "params.yaml") -> list[Any]:
         (explain_flow, "explain", {"params": defaults, "dataset": last, "index": 0}, "Explain one test point (run attribution first)."),
         (pipeline, "kernelscope-pipeline", {"params": defaults}, "Every flow of the platform, in order (the main job)."),
     ]
-    return [flow.to_deployment(name=name, parameters=parameters, description=f"{text} {note}", tags=TAGS, enforce_parameter_schema=True)
-            for flow, name, parameters, text in specs]
+    built = [flow.to_deployment(name=name, parameters=parameters, description=f"{text} {note}", tags=TAGS, enforce_parameter_schema=True)
+             for flow, name, parameters, text in specs]
+    for deployment in built:
+        deployment._parameter_openapi_schema = closed_schema(deployment._parameter_openapi_schema)
+    return built
+
+
+class ClosedParameterSchema(ParameterSchema):
+    """A flow's parameter schema that refuses unknown top-level names (Prefect's allows any: ``{"parms": {}}`` would pass)."""
+
+    additionalProperties: bool = False
+
+
+def closed_schema(schema: ParameterSchema) -> ClosedParameterSchema:
+    # Set explicitly: the deployment sends its schema with model_dump(exclude_unset=True), which drops defaults.
+    return ClosedParameterSchema(**schema.model_dump(), additionalProperties=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kernelscope.errors import KernelscopeError
+from kernelscope.fileio import json_safe
 from kernelscope.params import Params, load_params
 
 
@@ -67,17 +69,27 @@ def cmd_kglm(args: argparse.Namespace, params: Params) -> Any:
 def cmd_explain(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.data import read_dataset
     from kernelscope.explain import Query, explain, load_inputs
+    from kernelscope.kernels import KERNEL_KINDS
+
     layout = _layout(args, params)
-    ds = read_dataset(layout.data_dir)
     kinds = args.kinds or list(params.kernel.kinds)
+    unknown = [k for k in kinds if k not in KERNEL_KINDS]
+    if unknown:
+        raise KernelscopeError(f"--kinds {unknown[0]!r} is not a kernel kind; choose from {', '.join(KERNEL_KINDS)}.")
     if (args.index is None) == (args.input is None):
         raise KernelscopeError("explain: pass exactly one of --index N (a test point) or --input FILE (.npz or .parquet).")
+    ds = read_dataset(layout.data_dir)
+    if not 1 <= args.top_k <= len(ds.train.y):
+        raise KernelscopeError(f"--top-k {args.top_k} is out of range; give a number from 1 to {len(ds.train.y)} "
+                               f"(the training points of {ds.name}).")
     if args.index is not None:
         if not 0 <= args.index < len(ds.test.y):
             raise KernelscopeError(f"explain: --index {args.index} is out of range; the test set of {ds.name} has {len(ds.test.y)} points.")
         query = Query(f"test-{args.index}", ds.test.x[args.index], int(ds.test.y[args.index]), args.index)
     else:
         x = load_inputs(args.input, ds.train.x.shape[1])
+        if len(x) != 1:
+            raise KernelscopeError(f"{args.input}: holds {len(x)} inputs, and explain takes one; save the row to explain in a file of its own.")
         query = Query(Path(args.input).stem, x[0], None, None)
     result = explain(params, layout, kinds, query, args.top_k)
     if not args.no_track:
@@ -150,6 +162,12 @@ def cmd_structure(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.fileio import write_json_atomic
     from kernelscope.structure.stages import structure_stage, track_structure
 
+    from kernelscope.params import BUILTIN_DATASETS
+
+    subjects = (*BUILTIN_DATASETS, *params.sources, "modular")
+    if args.subject not in subjects:
+        raise KernelscopeError(f"--subject {args.subject!r} is not a model kernelscope knows; choose from {', '.join(subjects)} "
+                               f"(or add a source to {args.params}).")
     summary = structure_stage(params, args.subject, args.out)
     root = Path(args.out) / ("multitask" if args.subject == "modular" else args.subject)
     write_json_atomic(root / "structure_metrics.json", {k: round(v, 6) for k, v in sorted(summary["metrics"].items())})
@@ -262,16 +280,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tracks(args: argparse.Namespace) -> bool:
+    """Whether this command logs to (or reads) MLflow."""
+    if args.command == "runs":
+        return True
+    if args.command == "forensics" and args.step != "detect":
+        return False
+    return hasattr(args, "no_track") and not args.no_track
+
+
+VIRTUAL_ROOTS = ("/proc", "/sys", "/dev")  # kernel file systems: writing artifacts there fails or does something else
+
+
+def _check_out(out: str) -> None:
+    """Refuse an --out that can never hold a run's artifacts, before any stage starts."""
+    path = Path(out).resolve()
+    if any(path == Path(root) or Path(root) in path.parents for root in VIRTUAL_ROOTS):
+        raise KernelscopeError(f"--out {out}: is on a kernel file system ({', '.join(VIRTUAL_ROOTS)}), which cannot hold artifacts; "
+                               "choose a folder on disk.")
+    if path.exists() and not path.is_dir():
+        raise KernelscopeError(f"--out {out}: is a file, not a folder; choose a folder for the run's artifacts or move the file away.")
+
+
+def _blocking_file(path: Path) -> Path:
+    """The nearest existing ancestor of ``path`` (or ``path`` itself): the file that stands where a folder must be."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return path
+
+
+def _os_error_sentence(error: OSError, args: argparse.Namespace) -> str | None:
+    """One sentence for a file-system failure the user can fix (no space, read-only, permissions, a file where a folder
+    goes), naming the path; None for any other OSError, which is a bug and keeps its traceback."""
+    where = error.filename2 or error.filename or getattr(args, "out", None) or "a file"  # os.replace(tmp, target): name the target
+    elsewhere = "choose another --out" if hasattr(args, "out") else "choose another location"
+    if error.errno == errno.ENOTDIR:
+        return f"{_blocking_file(Path(str(where)))}: is a file where a folder of {where} must be; move it away or {elsewhere}."
+    sentences = {
+        errno.ENOSPC: f"{where}: no space left on the device; free some space or {elsewhere}.",
+        errno.EDQUOT: f"{where}: disk quota exceeded; free some space or {elsewhere}.",
+        errno.EROFS: f"{where}: the file system is read-only; {elsewhere} on a writable disk.",
+        errno.EACCES: f"{where}: permission denied; {elsewhere} that you can write to, or fix its permissions.",
+        errno.EPERM: f"{where}: operation not permitted; {elsewhere} that you can write to, or fix its permissions.",
+        errno.EISDIR: f"{where}: is a folder where a file must be; move it away or {elsewhere}.",
+        errno.EEXIST: f"{where}: exists and is not a folder; move it away or {elsewhere}.",
+        errno.ENOENT: f"{where}: no such file or folder; check the path (or run the stage that writes it first).",
+    }
+    return sentences.get(error.errno)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         params = load_params(args.params)
+        if hasattr(args, "out"):
+            _check_out(args.out)
+        if _tracks(args):
+            from kernelscope.tracking import check_tracking_uri
+
+            check_tracking_uri()  # before the stage writes anything, not after
         result = args.func(args, params)
     except KernelscopeError as error:
         print(f"kernelscope {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        sentence = _os_error_sentence(error, args)
+        if sentence is None:
+            raise
+        print(f"kernelscope {args.command}: error: {sentence}", file=sys.stderr)
+        return 2
     if result is not None:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(json_safe(result), indent=2, default=str, allow_nan=False))
     return 0
 
 

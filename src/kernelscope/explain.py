@@ -23,7 +23,7 @@ from kernelscope.checkpoint import Checkpoint
 from kernelscope.core.artifacts import write_json_artifact
 from kernelscope.data import Dataset
 from kernelscope.errors import KernelscopeError
-from kernelscope.fileio import write_json_atomic, write_text_atomic
+from kernelscope.fileio import write_text_atomic
 from kernelscope.kernels import compute_kernel
 from kernelscope.kernels.store import read_kernel
 from kernelscope.kglm import load_kglm
@@ -33,7 +33,7 @@ from kernelscope.train import predict_logits
 
 
 def load_inputs(path: str | Path, n_features: int) -> np.ndarray:
-    """Inputs (n, n_features) float32 from .npz (one array, or the array 'x') or .parquet ('features' column)."""
+    """Inputs (n, n_features) float32 from .npz (the array 'x') or .parquet ('features' column)."""
     path = Path(path)
     if not path.is_file():
         raise KernelscopeError(f"{path}: input file not found; pass an existing .npz or .parquet file.")
@@ -41,10 +41,9 @@ def load_inputs(path: str | Path, n_features: int) -> np.ndarray:
         try:
             with np.load(path, allow_pickle=False) as archive:  # never unpickle a user's file
                 names = list(archive.files)
-                key = "x" if "x" in names else (names[0] if len(names) == 1 else None)
-                if key is None:
-                    raise KernelscopeError(f"{path}: holds arrays {names}; name the input array 'x'.")
-                x = archive[key]
+                if "x" not in names:  # never guess: a lone array of another name may be labels or anything else
+                    raise KernelscopeError(f"{path}: holds arrays {names} but no array 'x'; save the inputs as x (np.savez(path, x=inputs)).")
+                x = archive["x"]
         except ValueError as error:
             raise KernelscopeError(f"{path}: not a readable .npz without pickled objects ({error}); save plain numeric arrays.") from None
     elif path.suffix == ".parquet":
@@ -59,6 +58,8 @@ def load_inputs(path: str | Path, n_features: int) -> np.ndarray:
     else:
         raise KernelscopeError(f"{path}: unsupported suffix '{path.suffix}'; use .npz or .parquet.")
     x = np.asarray(x)
+    if x.ndim == 0 or x.size == 0:
+        raise KernelscopeError(f"{path}: field 'x' holds no inputs (shape {x.shape}); save at least one input of {n_features} values.")
     if x.ndim == 1:
         x = x[None, :]
     x = x.reshape(len(x), -1)

@@ -7,6 +7,7 @@ import glob
 import hashlib
 import json
 import math
+import numbers
 import os
 import socket
 import tempfile
@@ -95,17 +96,20 @@ def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:
     return Path(target)
 
 
-def json_safe(payload: Any) -> Any:
-    """The payload with every NaN or infinite float replaced by None (JSON has no NaN), containers copied."""
-    if isinstance(payload, float):
-        return payload if math.isfinite(payload) else None
-    if isinstance(payload, dict):
-        return {key: json_safe(value) for key, value in payload.items()}
-    if isinstance(payload, (list, tuple)):
-        return [json_safe(value) for value in payload]
-    if hasattr(payload, "item") and getattr(payload, "ndim", None) == 0:  # numpy scalars
-        return json_safe(payload.item())
-    return payload
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON's null), recursively.
+
+    ``json.dumps`` writes bare NaN and Infinity, which are not JSON: DVC, jq and browsers reject the file.
+    Non-integral numbers (numpy floats too) become plain floats; tuples become lists.
+    """
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return value
 
 
 def write_json_atomic(target: str | os.PathLike[str], payload: Any) -> None:

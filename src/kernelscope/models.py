@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernelscope.errors import CheckpointError
+from kernelscope.errors import CheckpointError, ParamsError
 
 
 class ScaledLinear(nn.Linear):
@@ -134,6 +134,9 @@ def log_probs(logits: torch.Tensor) -> torch.Tensor:
 
 
 def pick_device(device: str) -> torch.device:
+    """The torch device of params.device: 'auto' is CUDA when present, else the CPU; 'cuda' must be present."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ParamsError("params: field 'device' is 'cuda', but torch sees no CUDA device on this machine; set device: auto or device: cpu.")
     return torch.device(device)

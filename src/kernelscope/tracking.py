@@ -21,6 +21,50 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path.cwd() / DEFAULT_DB).resolve()}"
 
 
+# Schemes MLflow logs to without plugins (SQLAlchemy dialects may carry a driver: postgresql+psycopg2).
+_MLFLOW_SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc", "uc")
+
+
+def check_tracking_uri() -> str:
+    """The tracking URI, after cheap checks that MLflow can log there (no import of mlflow, no connection).
+
+    Run before a stage writes anything, so a bad MLFLOW_TRACKING_URI fails the command at once
+    instead of after the stage's outputs are written. Raises KernelscopeError naming the variable.
+    """
+    from importlib.metadata import entry_points
+    from urllib.parse import urlparse
+
+    from kernelscope.errors import KernelscopeError
+
+    uri = tracking_uri()
+    what = f"MLFLOW_TRACKING_URI is {uri!r}" if os.environ.get("MLFLOW_TRACKING_URI") else f"MLFLOW_TRACKING_URI is unset, so runs go to {uri!r}"
+    fix = "point MLFLOW_TRACKING_URI at sqlite:////abs/path/mlflow.db or http://host:port, or pass --no-track"
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower().split("+")[0]
+    if len(scheme) == 1:  # a Windows drive letter: a local path
+        scheme = ""
+    if scheme not in _MLFLOW_SCHEMES and scheme not in {e.name for e in entry_points(group="mlflow.tracking_store")}:
+        raise KernelscopeError(f"{what}, and MLflow has no tracking store for scheme {scheme!r}; {fix}.")
+    if scheme in ("http", "https") and not parsed.netloc:
+        raise KernelscopeError(f"{what}, which names no host; {fix}.")
+    if scheme in ("sqlite", "file", ""):
+        if scheme == "sqlite":
+            local = uri.partition("?")[0][len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+            if not local:
+                raise KernelscopeError(f"{what}, which names no database file; {fix}.")
+        else:
+            local = parsed.path if scheme == "file" else uri
+        target = Path(local)
+        if target.exists():
+            usable = (target.is_file() if scheme == "sqlite" else target.is_dir()) and os.access(target, os.W_OK)
+            if not usable:
+                kind = "database file" if scheme == "sqlite" else "folder"
+                raise KernelscopeError(f"{what}, but {target} is not a writable {kind}; {fix}.")
+        elif scheme == "sqlite" and not (target.parent.is_dir() and os.access(target.parent, os.W_OK)):
+            raise KernelscopeError(f"{what}, but the folder {target.parent} does not exist or is not writable; create it, or {fix}.")
+    return uri
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernelscope.data import Dataset
-from kernelscope.errors import ArtifactError, CheckpointError
+from kernelscope.errors import ArtifactError, CheckpointError, ParamsError
 from kernelscope.models import build_model, log_probs, n_outputs_for
 from kernelscope.params import CNNParams, ModelSourceParams, ResNetParams, TrainParams
 from kernelscope.progress import Progress
@@ -97,6 +98,9 @@ def imported_classifier(dataset: Dataset, spec: ModelSourceParams) -> TrainResul
                        test_accuracy=accuracy(model, dataset.test.x, dataset.test.y), final_loss=float("nan"))
 
 
+_SECTIONS = {TrainParams: "train", CNNParams: "cnn", ResNetParams: "resnet"}  # where each architecture's params live in params.yaml
+
+
 def train_classifier(dataset: Dataset, params: TrainParams | CNNParams | ResNetParams, seed: int, progress: bool = True) -> TrainResult:
     arch = architecture(dataset, params)
     with _INIT_LOCK, torch.random.fork_rng():
@@ -111,7 +115,7 @@ def train_classifier(dataset: Dataset, params: TrainParams | CNNParams | ResNetP
     shuffler = torch.Generator().manual_seed(seed + 1)
     loss_value = float("nan")
     with Progress(params.epochs, f"train {arch['name']} on {dataset.name}", "epoch", bar=progress) as bar:
-        for _ in range(params.epochs):
+        for epoch in range(params.epochs):
             model.train()
             order = torch.randperm(len(x), generator=shuffler)
             for start in range(0, len(x), params.batch_size):
@@ -121,6 +125,10 @@ def train_classifier(dataset: Dataset, params: TrainParams | CNNParams | ResNetP
                 loss.backward()
                 optimizer.step()
                 loss_value = loss.item()
+                if not math.isfinite(loss_value):  # diverged: stop before a checkpoint of NaN weights is written
+                    section = _SECTIONS[type(params)]
+                    raise ParamsError(f"params: training diverged, the loss became {loss_value} in epoch {epoch + 1} with {section}.lr = "
+                                      f"{params.lr:g}; lower {section}.lr and train again.")
             bar.update()
     model.eval()
     return TrainResult(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import re
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,64 @@ def build_from_factory(path: str, kwargs: Mapping[str, Any], field: str = "model
     return model
 
 
+def _first_foreign_global(path: Path) -> str | None:
+    """The first global a pickle (plain, or torch.save's zip) imports outside what torch.load(weights_only=True) allows.
+
+    Read with pickletools, which only decodes opcodes and never imports or calls anything.
+    """
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+        else:
+            data = path.read_bytes()
+        try:
+            from torch._weights_only_unpickler import _get_allowed_globals  # private; only refines the answer
+            allowed = set(_get_allowed_globals())
+        except ImportError:
+            allowed = set()
+        strings: list[str] = []
+        memo: dict[int, str] = {}
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name.endswith(("UNICODE", "STRING")) and isinstance(arg, str):
+                strings.append(str(arg))
+            elif opcode.name == "MEMOIZE" and strings:
+                memo[len(memo)] = strings[-1]
+            elif opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and strings:
+                memo[int(arg)] = strings[-1]
+            elif opcode.name in ("GET", "BINGET", "LONG_BINGET") and int(arg) in memo:
+                strings.append(memo[int(arg)])
+            elif opcode.name in ("GLOBAL", "STACK_GLOBAL"):
+                module, name = str(arg).split(" ", 1) if opcode.name == "GLOBAL" else (strings[-2:] + ["?", "?"])[:2]
+                full = f"{module}.{name}"
+                if (full not in allowed) if allowed else module.split(".")[0] not in ("torch", "collections"):
+                    return full
+    except (OSError, ValueError, StopIteration, zipfile.BadZipFile, IndexError):
+        return None
+    return None
+
+
+def _unpickling_reason(message: str, path: Path) -> str:
+    """What torch.load(weights_only=True) refused, from its message (the reason follows a paragraph of PyTorch advice)."""
+    found = re.search(r"GLOBAL (\S+?)\.?(?:\s|$)", message)  # "Unsupported global: GLOBAL x.y was not ..." or "... GLOBAL posix.system whose ..."
+    if found:
+        return f"it names the global {found.group(1)}"
+    found = re.search(r"unrecognized function (.+?)(?:\n|$)", message)
+    if found:
+        return f"it calls {found.group(1).strip()}"
+    found = re.search(r"Unsupported operand (\d+)", message)
+    if found:  # the unpickler stopped before any global (e.g. at protocol 4's FRAME); read the names without running anything
+        name = _first_foreign_global(path)
+        return f"it names the global {name}" if name else f"it uses pickle opcode {found.group(1)}, which torch.load(weights_only=True) does not read"
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)")
+    reasons = [line.removeprefix("WeightsUnpickler error:").strip() for line in lines if not line.startswith(advice)]
+    return (reasons or lines or ["unknown reason"])[0][:160]
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors by name from a .safetensors file or a torch state dict (weights_only=True); never runs pickled code."""
     path = Path(path)
@@ -69,9 +129,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                                   "not safetensors, export it again with safetensors.torch.save_file.") from None
     if suffix in TORCH_SUFFIXES:
         try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about any pickle protocol but 2 before refusing it: one sentence is enough
+                warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+                loaded = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
-            raise CheckpointError(f"{path}: refused, the pickle holds more than tensors ({str(error).splitlines()[0][:160]}); save a plain "
+            raise CheckpointError(f"{path}: refused, the pickle holds more than tensors ({_unpickling_reason(str(error), path)}); save a plain "
                                   "state dict (torch.save(model.state_dict(), ...)) or convert it to safetensors.") from None
         except (RuntimeError, EOFError, OSError, ValueError) as error:
             raise CheckpointError(f"{path}: not a readable PyTorch file ({str(error).splitlines()[0][:120]}); the file is truncated or "
@@ -106,6 +168,12 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         raise CheckpointError(f"{path}: non-finite values (NaN or inf) in {', '.join(bad[:5])}; the weights are corrupt or training "
                               "diverged, export a healthy checkpoint.")
     reference = model.state_dict()
+    # float64 into a float32 model is a harmless cast; integers into a float tensor would load silently wrong values
+    mismatched = [f"{name} (model {reference[name].dtype}, file {t.dtype})" for name, t in weights.items()
+                  if reference[name].is_floating_point() != t.is_floating_point()]
+    if mismatched:
+        raise CheckpointError(f"{path}: dtype of {'; '.join(mismatched[:5])} does not match the model's (a floating tensor needs "
+                              "floating weights); export the weights from the trained float model itself.")
     model.load_state_dict({k: v.to(reference[k].dtype) for k, v in weights.items()})
     return model.eval()
 

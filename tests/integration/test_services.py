@@ -157,6 +157,9 @@ def test_bad_parameter_from_the_form_fails_at_once_naming_the_field(services):
         status, body = api(services["prefect"], f"/api/deployments/{dep['id']}/create_flow_run", {"parameters": parameters})
         assert status == 409 and field in body, (status, body)
         assert time.monotonic() - start < 10
+    # An unknown top-level parameter (a typo of 'params') is refused too, not silently dropped.
+    status, body = api(services["prefect"], f"/api/deployments/{dep['id']}/create_flow_run", {"parameters": {**dep["parameters"], "parms": {}}})
+    assert status == 409 and "'parms' was unexpected" in body, (status, body)
 
 
 def test_every_service_listens_on_loopback_only(services):

@@ -83,6 +83,7 @@ def kernel_spec(model: nn.Module, kind: str, *, projection_dim: int | None = Non
         name = embeddings.last_linear(model)
         return KernelSpec(kind, norm, lambda x: embeddings.capture(model, x, [name], inputs=True)[0], _dot, _sqnorm)
     names = list(layers) if layers else embeddings.default_embedding_layers(model)
+    embeddings.require_modules(model, names, field="kernel.em_layers")  # now, not at the first block: nothing is written yet
     return KernelSpec(kind, norm, lambda x: torch.cat(embeddings.capture(model, x, names), dim=1), _dot, _sqnorm)
 
 

@@ -28,12 +28,20 @@ def default_embedding_layers(model: nn.Module) -> list[str]:
     return maps[:-1] or maps
 
 
-def capture(model: nn.Module, x: torch.Tensor, names: list[str], inputs: bool = False) -> list[torch.Tensor]:
-    """Flattened inputs (or outputs) of the named modules for a chunk x: list of (b, d_l)."""
+def require_modules(model: nn.Module, names: list[str], field: str = "layers") -> dict[str, nn.Module]:
+    """The model's modules by name, after checking that every one of ``names`` is among them."""
     modules = dict(model.named_modules())
     missing = [n for n in names if n not in modules]
     if missing:
-        raise KernelscopeError(f"layer names {missing} are not modules of the model; choose from {[n for n in modules if n]}.")
+        choices = [n for n in modules if n]
+        shown = ", ".join(choices[:20]) + (f" … ({len(choices)} in all)" if len(choices) > 20 else "")
+        raise KernelscopeError(f"{field}: {missing} are not modules of the model; choose from {shown}.")
+    return modules
+
+
+def capture(model: nn.Module, x: torch.Tensor, names: list[str], inputs: bool = False) -> list[torch.Tensor]:
+    """Flattened inputs (or outputs) of the named modules for a chunk x: list of (b, d_l)."""
+    modules = require_modules(model, names)
     seen: dict[str, torch.Tensor] = {}
 
     def hook(name: str):
