@@ -53,9 +53,11 @@ def cmd_kernel(args: argparse.Namespace, params: Params) -> Any:
 
 
 def cmd_kglm(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.pipeline import compare_stage, evaluate_stage, fit_kglm_stage, track_attribution
+    from kernelscope.pipeline import check_kglm_inputs, compare_stage, evaluate_stage, fit_kglm_stage, track_attribution
 
     layout = _layout(args, params)
+    for kind in params.kernel.kinds:
+        check_kglm_inputs(params, layout, kind)
     summaries = []
     for kind in params.kernel.kinds:
         fit_kglm_stage(params, layout, kind)

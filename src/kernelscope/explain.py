@@ -109,9 +109,11 @@ def explain(params: Params, layout: Any, kinds: list[str], query: Query, top_k: 
     result: dict[str, Any] = {"query": query.name, "label": query.label, "nn_prediction": int(nn_prob.argmax()),
                               "nn_probabilities": nn_prob.round(6).tolist(), "kernels": {}}
     neighbours = {}
-    for kind in kinds:
-        row = kernel_row(params, layout, ds, ckpt, kind, query)
-        surrogate = load_kglm(layout.kglm_dir(kind) / "kglm.safetensors", expect=kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash))
+    # Every kind's verified inputs first, so a refused file leaves no partial explanation behind.
+    inputs = {kind: (kernel_row(params, layout, ds, ckpt, kind, query),
+                     load_kglm(layout.kglm_dir(kind) / "kglm.safetensors", expect=kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash)))
+              for kind in kinds}
+    for kind, (row, surrogate) in inputs.items():
         logits = surrogate.logits(row[None])[0]
         prob = _probabilities(logits)
         a = attributions(surrogate, row[None])[0]  # (C_out, N)

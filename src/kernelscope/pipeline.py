@@ -206,6 +206,16 @@ def kernel_stage(params: Params, layout: RunLayout, kind: str, progress: bool = 
     return {"kind": kind, "checkpoint_hash": job.checkpoint_hash, "dataset_hash": job.dataset_hash, **written}
 
 
+def check_kglm_inputs(params: Params, layout: RunLayout, kind: str) -> None:
+    """Verify one kind's train and test kernels against params before anything is fitted or written
+    (the kglm command checks every kind first, so a refused file leaves no kind half done)."""
+    ds = run_data(params, layout)
+    ckpt = run_checkpoint(params, layout.model_dir, ds)
+    for split, ids in (("train", ds.train.ids), ("test", ds.test.ids)):
+        expect = {**kernel_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash, split), "train_ids": ds.train.ids.tolist()}
+        read_kernel(layout.kernel_path(kind, split), expect=expect, query_ids=ids)
+
+
 def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, Any]:
     """Fit the kGLM on the train × train kernel and save it (safetensors)."""
     ds = run_data(params, layout)
