@@ -244,7 +244,8 @@ def test_every_artifact_carries_a_hash_and_follows_the_umask(healthy, tmp_path):
         assert meta["format"] == "kernelscope-artifact/1" and len(stored) == 64, path
     for path in (healthy / "out").rglob("*.safetensors"):
         with safe_open(str(path), framework="numpy") as handle:
-            assert {"kernelscope", "kernelscope_sha256"} <= set(handle.metadata()), path
+            stamp = json.loads(handle.metadata()["kernelscope"])
+            assert stamp["provenance"]["format"] == "kernelscope-artifact/1" and len(stamp["sha256"]) == 64, path
     from kernelscope.fileio import write_text_atomic
 
     previous = os.umask(0o027)

@@ -140,3 +140,12 @@ def test_integer_weights_for_a_float_model_are_refused(saved):
     _edit_sidecar(path, lambda m: m.update(weights_sha256=sha256_file(path / "model.safetensors")))
     with pytest.raises(CheckpointError, match="is torch.int32 but the model's is torch.float32"):
         load_checkpoint(path, spec())
+
+
+def test_same_model_same_bytes(saved, tmp_path):
+    """A checkpoint's file hash is its identity: saving the same model again gives the same bytes (metadata order included)."""
+    model, meta, path = saved
+    for i in range(4):
+        again = save_checkpoint(model, tmp_path / f"again{i}", spec(), dataset_name="toy", metrics={"test_accuracy": 0.5})
+        assert again["weights_sha256"] == meta["weights_sha256"]
+        assert (tmp_path / f"again{i}" / "model.json").read_bytes() == (path / "model.json").read_bytes()

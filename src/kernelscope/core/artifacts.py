@@ -13,7 +13,7 @@ it), which is why no artifact ever decides which code runs: models are built fro
 Layout on disk:
 - Parquet: footer key-value metadata ``kernelscope`` (canonical JSON of the provenance, including
   ``artifact``, the kind of file) and ``kernelscope_sha256``.
-- safetensors: header metadata with the same two keys.
+- safetensors: one header metadata entry ``kernelscope`` holding {provenance, sha256}.
 - JSON: the payload plus a top-level ``kernelscope`` object {artifact, sha256}.
 """
 
@@ -286,8 +286,11 @@ def write_safetensors(path: str | Path, tensors: Mapping[str, Any], artifact: st
     arrays = {name: _as_numpy(value) for name, value in tensors.items()}
     meta = full_meta(artifact, provenance)
     content = _tensor_digest(meta, arrays)
+    # One metadata entry: safetensors writes its metadata map in no fixed order, and the same
+    # artifact must always be the same bytes (a checkpoint's file hash is its identity).
+    stamp = canonical_json({"provenance": meta, "sha256": content}).decode()
     with atomic_path(path) as tmp:
-        save_file(arrays, str(tmp), metadata={META_KEY: canonical_json(meta).decode(), HASH_KEY: content})
+        save_file(arrays, str(tmp), metadata={META_KEY: stamp})
     return {**meta, "content_sha256": content}
 
 
@@ -313,13 +316,13 @@ def read_safetensors(path: str | Path, artifact: str, expect: Mapping[str, Any] 
     except Exception as error:  # safetensors raises its own error types for a corrupt header or truncated data
         raise ArtifactError(f"{path}: not a readable safetensors file ({error.__class__.__name__}); the file is torn or corrupt, "
                             f"{_fix(artifact)}.") from None
-    if META_KEY not in header or HASH_KEY not in header:
-        raise ArtifactError(f"{path}: carries no kernelscope provenance or content hash (an older or foreign file); {_fix(artifact)}.")
     try:
-        meta = _check_kind(path, json.loads(header[META_KEY]), artifact)
-    except json.JSONDecodeError:
-        raise ArtifactError(f"{path}: its provenance is not valid JSON; {_fix(artifact)}.") from None
-    if _tensor_digest(meta, arrays) != header[HASH_KEY]:
+        stamp = json.loads(header[META_KEY])
+        meta, stored = stamp["provenance"], stamp["sha256"]
+    except (KeyError, TypeError, json.JSONDecodeError):
+        raise ArtifactError(f"{path}: carries no kernelscope provenance or content hash (an older or foreign file); {_fix(artifact)}.") from None
+    meta = _check_kind(path, meta, artifact)
+    if _tensor_digest(meta, arrays) != stored:
         raise _mismatch(path, artifact)
     check_expected(path, meta, expect, artifact)
     return arrays, meta
