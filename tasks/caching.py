@@ -11,6 +11,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.states import State
 
 from kernelscope import ARTIFACT_FORMAT
+from tasks.results import ResultJSON, guard
 
 @dataclass
 class ArtifactFormat(CachePolicy):
@@ -33,7 +34,8 @@ def result_storage() -> Path:
     return Path(os.environ["PREFECT_HOME"]).resolve() / "kernelscope-results"
 
 
-CACHED_TASK = dict(cache_policy=CACHE_POLICY, persist_result=True, result_storage=result_storage())
+# Results persist as plain JSON (tasks.results), and every record is checked before Prefect parses it.
+CACHED_TASK = dict(cache_policy=CACHE_POLICY, persist_result=True, result_storage=guard(result_storage()), result_serializer=ResultJSON())
 
 
 def _paths_in(result: Any) -> list[Path]:

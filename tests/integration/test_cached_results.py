@@ -1,0 +1,106 @@
+"""Cached task results never run code: they persist as plain JSON, and a record that names another
+serializer (Prefect would import it and unpickle the payload) is refused before Prefect parses it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks import results
+from tasks.results import ResultJSON, check_record
+
+pytestmark = pytest.mark.integration
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_results_round_trip_exactly():
+    serializer = ResultJSON()
+    value = {"blocks": [(np.arange(4, dtype=np.int64), np.ones((2, 3), np.float32))], "tau_k": float("nan"), "pair": (1, "a"),
+             "nested": {"r_miss": float("-inf"), "flags": [True, None]}, 7: "int key"}
+    back = serializer.loads(serializer.dumps(value))
+    ids, block = back["blocks"][0]
+    assert ids.dtype == np.int64 and block.dtype == np.float32 and block.shape == (2, 3) and np.array_equal(ids, np.arange(4))
+    assert np.isnan(back["tau_k"]) and back["nested"]["r_miss"] == float("-inf") and back["pair"] == (1, "a") and back[7] == "int key"
+    with pytest.raises(TypeError, match="numeric arrays only"):
+        serializer.dumps({"x": np.array(["a"], dtype=object)})
+    with pytest.raises(TypeError, match="cannot hold a PosixPath"):
+        serializer.dumps({"x": Path("a")})
+
+
+def test_foreign_records_are_refused_by_their_bytes(tmp_path):
+    ours = json.dumps({"metadata": {"serializer": {"type": "kernelscope-json"}, "storage_block_id": None}, "result": "1"}).encode()
+    assert check_record(tmp_path / "r", ours) == ours
+    for serializer in ({"type": "pickle", "picklelib": "cloudpickle"}, {"type": "json"}, {"type": "kernelscope-json", "extra": 1}):
+        record = json.dumps({"metadata": {"serializer": serializer}, "result": ""}).encode()
+        with pytest.raises(Exception, match="not a kernelscope JSON record"):
+            check_record(tmp_path / "r", record)
+    with pytest.raises(Exception, match="not a kernelscope JSON record"):
+        check_record(tmp_path / "r", b"\x80\x04 a raw pickle")
+
+
+def test_a_tampered_cache_record_runs_nothing(tmp_path):
+    """Run a cached task, replace its record with a pickle that would create a marker, run it again: refused, no marker."""
+    from prefect import flow, task
+    from prefect.testing.utilities import prefect_test_harness
+
+    from tasks.caching import CACHED_TASK, result_storage
+
+    @task(name="integrity-probe", cache_result_in_memory=False, **CACHED_TASK)  # every hit reads the file, as a new process would
+    def probe(n: int) -> dict:
+        return {"n": n, "values": np.arange(n, dtype=np.float32)}
+
+    @flow
+    def run(n: int) -> dict:
+        return probe(n)
+
+    marker = tmp_path / "PWNED"
+    with prefect_test_harness(server_startup_timeout=120):
+        before = set(result_storage().glob("*")) if result_storage().exists() else set()
+        first = run(int(np.random.default_rng().integers(10**6, 10**7)))  # a fresh cache key
+        assert np.array_equal(first["values"], np.arange(first["n"], dtype=np.float32))
+        again = run(first["n"])  # a cache hit, decoded from plain JSON
+        assert again["n"] == first["n"] and np.array_equal(again["values"], first["values"])
+        written = sorted(set(result_storage().glob("*")) - before)
+        assert written, "the task persisted no result"
+        for path in written:
+            assert json.loads(path.read_text())["metadata"]["serializer"] == {"type": "kernelscope-json"}
+            _poison(path, marker)
+        third = run(first["n"])  # Prefect treats the refused record as a miss and runs the task afresh
+        assert np.array_equal(third["values"], first["values"]) and not marker.exists()
+        for path in written:  # and the record is kernelscope's again
+            assert json.loads(path.read_text())["metadata"]["serializer"] == {"type": "kernelscope-json"}
+            _poison(path, marker)
+        # The control: without the check, the same record does run its payload (so the test above can fail).
+        folders = set(results._RESULT_FOLDERS)
+        results._RESULT_FOLDERS.clear()
+        results._RESULT_FOLDERS.add(tmp_path / "elsewhere")
+        try:
+            run(first["n"])
+        except Exception:
+            pass
+        finally:
+            results._RESULT_FOLDERS.clear()
+            results._RESULT_FOLDERS.update(folders)
+    assert marker.exists()
+
+
+def _poison(path: Path, marker: Path) -> None:
+    """Rewrite a record as an attacker would: Prefect's own pickle serializer and a payload that creates ``marker``."""
+    import base64
+
+    record = json.loads(path.read_text())
+    record["metadata"]["serializer"] = {"type": "pickle", "picklelib": "pickle"}
+    record["result"] = base64.encodebytes(pickle.dumps(_Payload(marker))).decode()
+    path.write_text(json.dumps(record))
