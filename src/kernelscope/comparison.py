@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from pathlib import Path
 from typing import Any
 
+from kernelscope.core.artifacts import write_table_json
 from kernelscope.fileio import write_text_atomic
 
 COLUMNS = (("tau_k", "τ_K", ".3f"), ("tad", "TAD (pts)", "+.2f"), ("r_miss", "R_Miss", ".3f"),
@@ -40,5 +43,7 @@ def write_comparison(table: list[dict[str, Any]], out_dir: Path, title: str) -> 
     paths = []
     for name, text in (("comparison.csv", to_csv(table)), ("comparison.md", to_markdown(table, title))):
         paths.append(str(write_text_atomic(out_dir / name, text)))
+    cells = list(csv.reader(io.StringIO(to_csv(table))))
+    paths.append(str(write_table_json(out_dir / "comparison.json", cells[0], cells[1:])))  # what the report reads, verified
     paths.append(str(comparison_bars(out_dir / "comparison.png", table, title)))
     return paths

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 from kernelscope import __version__
 from kernelscope.checkpoint import read_sidecar
-from kernelscope.core.artifacts import read_json_artifact
+from kernelscope.core.artifacts import read_json_artifact, read_table_json
 from kernelscope.errors import KernelscopeError
 from kernelscope.fileio import write_text_atomic
 
@@ -26,21 +25,11 @@ def _img(path: Path, caption: str) -> str:
             f'src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>')
 
 
-def _csv_table(path: Path) -> str:
-    with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _markdown_table(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.startswith("|") and not set(line) <= set("|-: ")]
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
-    if not cells:
-        return ""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
+def _html_table(path: Path) -> str:
+    """A verified table artifact as HTML (every cell escaped)."""
+    header, rows = read_table_json(path)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -57,15 +46,14 @@ def build_report(run_dir: str | Path, table_dir: str | Path | None = None) -> di
              f"Checkpoint sha256 <code>{model_meta['weights_sha256'][:16]}…</code>, dataset hash "
              f"<code>{model_meta['dataset']['hash'][:16]}…</code>, kernelscope {__version__}</p>"]
     comparison = run_dir / "comparison"
-    if (comparison / "comparison.csv").is_file():
-        parts += ["<h2>Kernel comparison (Table 2 shape)</h2>", _csv_table(comparison / "comparison.csv")]
+    if (comparison / "comparison.json").is_file():
+        parts += ["<h2>Kernel comparison (Table 2 shape)</h2>", _html_table(comparison / "comparison.json")]
         for png in sorted(comparison.glob("*.png")):
             caption = "τ_K and TAD per kernel" if png.name == "comparison.png" else f"Residuals against the exact kernel: {png.stem}"
             parts.append(_img(png, caption))
             figures.append(f"comparison/{png.name}")
-    if table_dir is not None and (Path(table_dir) / "faithfulness_table.md").is_file():
-        parts += ["<h2>Multi-seed faithfulness (Table 1 format)</h2>",
-                  _markdown_table((Path(table_dir) / "faithfulness_table.md").read_text())]
+    if table_dir is not None and (Path(table_dir) / "faithfulness_table.json").is_file():
+        parts += ["<h2>Multi-seed faithfulness (Table 1 format)</h2>", _html_table(Path(table_dir) / "faithfulness_table.json")]
     for kind_dir in sorted((run_dir / "kglm").glob("*")) if (run_dir / "kglm").is_dir() else []:
         metrics_file = kind_dir / "metrics.json"
         if not metrics_file.is_file():

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from kernelscope.aggregate import format_mean_se, mean_se
+from kernelscope.core.artifacts import write_table_json
 from kernelscope.fileio import write_text_atomic
 
 METRICS = (("nn_accuracy", "NN test acc (%)", 100.0, False), ("tad", "TAD (%)", 1.0, True),
@@ -46,6 +47,15 @@ def table_csv(table: list[dict[str, Any]]) -> str:
 def write_table(table: list[dict[str, Any]], out_dir: Path) -> list[str]:
     out_dir = Path(out_dir)
     paths = []
-    for name, text in (("faithfulness_table.md", table_markdown(table)), ("faithfulness_table.csv", table_csv(table))):
+    markdown = table_markdown(table)
+    for name, text in (("faithfulness_table.md", markdown), ("faithfulness_table.csv", table_csv(table))):
         paths.append(str(write_text_atomic(out_dir / name, text)))
+    cells = markdown_cells(markdown)
+    paths.append(str(write_table_json(out_dir / "faithfulness_table.json", cells[0], cells[1:])))  # what the report reads, verified
     return paths
+
+
+def markdown_cells(text: str) -> list[list[str]]:
+    """The cells of a Markdown table (header first), without the separator line."""
+    lines = [line for line in text.splitlines() if line.startswith("|") and not set(line) <= set("|-: ")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines]

@@ -52,6 +52,7 @@ WRITERS = {
     "jacobian-spectra": ("the structure stage", "kernelscope structure"),
     "metrics": ("the kglm stage", "kernelscope kglm"),
     "explanation": ("the explain step", "kernelscope explain"),
+    "table": ("the stage that writes the table", "kernelscope kglm, or the faithfulness-table flow"),
 }
 
 
@@ -362,6 +363,17 @@ def read_json_artifact(path: str | Path, artifact: str, expect: Mapping[str, Any
         raise _mismatch(path, artifact)
     check_expected(path, body, expect, artifact)
     return body
+
+
+def write_table_json(path: str | Path, header: list[str], rows: list[list[str]]) -> Path:
+    """A table as shown to people (header and text cells), as a JSON artifact beside its CSV and Markdown."""
+    write_json_artifact(path, {"header": list(header), "rows": [list(r) for r in rows]}, "table")
+    return Path(path)
+
+
+def read_table_json(path: str | Path) -> tuple[list[str], list[list[str]]]:
+    table = read_json_artifact(path, "table")
+    return [str(c) for c in table.get("header", [])], [[str(c) for c in row] for row in table.get("rows", [])]
 
 
 def _refuse_constant(name: str) -> float:
