@@ -91,10 +91,14 @@ def read_sidecar(ckpt_dir: str | Path) -> dict[str, Any]:
     return meta
 
 
+def _shown(value: Any, limit: int = 160) -> str:
+    text = canonical_json(value).decode()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _require_same(sidecar: Path, field_name: str, stored: Any, wanted: Any, fix: str) -> None:
     if canonical_json(stored) != canonical_json(wanted):
-        shown = lambda v: (lambda t: t if len(t) <= 160 else t[:159] + "…")(canonical_json(v).decode())  # noqa: E731
-        raise CheckpointError(f"{sidecar}: field '{field_name}' is {shown(stored)} but params ask for {shown(wanted)}; {fix}.")
+        raise CheckpointError(f"{sidecar}: field '{field_name}' is {_shown(stored)} but params ask for {_shown(wanted)}; {fix}.")
 
 
 def parameter_count(spec: ModelSpec) -> int:

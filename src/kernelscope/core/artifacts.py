@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -313,7 +312,7 @@ def read_safetensors(path: str | Path, artifact: str, expect: Mapping[str, Any] 
     try:
         with safe_open(str(path), framework="numpy") as handle:
             header = handle.metadata() or {}
-            arrays = {name: handle.get_tensor(name) for name in handle.keys()}
+            arrays = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)
     except Exception as error:  # safetensors raises its own error types for a corrupt header or truncated data
         raise ArtifactError(f"{path}: not a readable safetensors file ({error.__class__.__name__}); the file is torn or corrupt, "
                             f"{_fix(artifact)}.") from None
@@ -380,6 +379,3 @@ def _refuse_constant(name: str) -> float:
     """JSON has no NaN or Infinity; a file holding them was not written by kernelscope."""
     raise ValueError(f"non-JSON constant {name}")
 
-
-def finite_or_none(value: float) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
