@@ -19,7 +19,7 @@ from kernelscope.forensics import flag_by_neighbours, precision_recall, top_k_in
 from kernelscope.kernels.store import read_kernel
 from kernelscope.kglm import load_kglm
 from kernelscope.params import Params
-from kernelscope.provenance import data_provenance, kernel_provenance, kglm_provenance, run_checkpoint, run_data
+from kernelscope.provenance import data_provenance, kernel_provenance, kglm_provenance, poisoning, run_checkpoint, run_data
 from kernelscope.pipeline import RunLayout, evaluate_stage, fit_kglm_stage, kernel_stage, train_stage
 from kernelscope.poison import Trigger, attack_success_rate, badnets
 from kernelscope.train import predict_logits
@@ -36,7 +36,7 @@ def poison_stage(params: Params, layout: RunLayout) -> dict[str, Any]:
     p = params.poison
     clean = make_digits(p.dataset, params.data.test_fraction, params.seed)
     poisoned = badnets(clean, fraction=p.fraction, target=p.target, trigger=trigger_of(params), seed=params.seed)
-    provenance = {**data_provenance(params, poisoned.dataset.name), "poison": p.model_dump(mode="json"), "clean_dataset_hash": clean.dataset_hash}
+    provenance = {**data_provenance(params, poisoned.dataset.name), "poison": poisoning(params), "clean_dataset_hash": clean.dataset_hash}
     written = write_dataset(poisoned.dataset, layout.data_dir, provenance, extra={"train": {"is_poisoned": poisoned.is_poisoned}})
     meta = {"dataset": poisoned.dataset.name, "split": POISONED_TEST, "n_classes": clean.n_classes, "image_shape": list(clean.image_shape),
             "dataset_hash": poisoned.dataset.dataset_hash, **provenance}

@@ -73,6 +73,13 @@ def modular_spec(params: Params) -> ModelSpec:
 
 
 POISONED_SUFFIX = "-badnets"  # kernelscope.poison.badnets names the poisoned set after the clean one
+# The poison fields that shape the poisoned data (the rest are detection settings).
+POISONING_FIELDS = ("dataset", "fraction", "target", "trigger_size", "trigger_margin", "trigger_value", "trigger_pattern", "trigger_position")
+
+
+def poisoning(params: Params) -> dict[str, Any]:
+    dumped = params.poison.model_dump(mode="json")
+    return {k: dumped[k] for k in POISONING_FIELDS}
 
 
 def run_data(params: Params, layout: Any, check_params: bool = False) -> Dataset:
@@ -83,7 +90,7 @@ def run_data(params: Params, layout: Any, check_params: bool = False) -> Dataset
     if check_params:
         expect = data_provenance(params, ds.name, layout.data_seed)
         if ds.name.endswith(POISONED_SUFFIX):
-            expect["poison"] = params.poison.model_dump(mode="json")
+            expect["poison"] = poisoning(params)
         check_expected(layout.data_dir / "train.parquet", meta, expect, "dataset-split")
     return ds
 
