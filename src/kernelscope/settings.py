@@ -19,6 +19,9 @@ def apply_tool_defaults(project_root: str | Path | None = None) -> None:
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         # Progress lines of long loops (kernelscope.progress) appear in the flow run's logs in the UI.
         "PREFECT_LOGGING_EXTRA_LOGGERS": "kernelscope",
+        # ... and outside a flow run (a kernel computed in a process that imported the flows) they stay local,
+        # instead of a warning per line that the API handler has no flow run to send them to.
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
