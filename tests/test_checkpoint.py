@@ -149,3 +149,15 @@ def test_same_model_same_bytes(saved, tmp_path):
         again = save_checkpoint(model, tmp_path / f"again{i}", spec(), dataset_name="toy", metrics={"test_accuracy": 0.5})
         assert again["weights_sha256"] == meta["weights_sha256"]
         assert (tmp_path / f"again{i}" / "model.json").read_bytes() == (path / "model.json").read_bytes()
+
+
+def test_batch_norm_checkpoint_round_trips(tmp_path):
+    """0-d tensors (BatchNorm's num_batches_tracked) keep their shape through the artifact format."""
+    arch = {"name": "cnn", "image_shape": [1, 8, 8], "n_outputs": 3, "channels": [4, 4], "hidden": [8], "batch_norm": True}
+    torch.manual_seed(0)
+    model = build_model(arch)
+    model.train()(torch.randn(5, 64))  # move the running statistics and the batch counter
+    save_checkpoint(model, tmp_path, spec(arch), dataset_name="toy", metrics={})
+    loaded = load_checkpoint(tmp_path, spec(arch)).model
+    for name, tensor in model.state_dict().items():
+        assert loaded.state_dict()[name].shape == tensor.shape and torch.equal(loaded.state_dict()[name], tensor), name

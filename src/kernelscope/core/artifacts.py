@@ -295,9 +295,9 @@ def write_safetensors(path: str | Path, tensors: Mapping[str, Any], artifact: st
 
 
 def _as_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):
-        return np.ascontiguousarray(value.detach().cpu().contiguous().numpy())
-    return np.ascontiguousarray(value)
+    """A C-ordered numpy view or copy, keeping 0-d arrays 0-d (BatchNorm's num_batches_tracked; ascontiguousarray would make it (1,))."""
+    array = value.detach().cpu().contiguous().numpy() if hasattr(value, "detach") else np.asarray(value)
+    return array if array.flags.c_contiguous else array.copy(order="C")
 
 
 def read_safetensors(path: str | Path, artifact: str, expect: Mapping[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
