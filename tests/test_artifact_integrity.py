@@ -307,3 +307,19 @@ def test_no_artifact_read_path_can_import_or_call_a_name_from_a_file():
     with pytest.raises(CheckpointError, match="unknown"):
         build_model({"name": "factory", "factory": "os:system", "kwargs": {"command": "true"}})
     assert "build_from_factory" not in (LIBRARY / "checkpoint.py").read_text()
+
+
+def test_comparison_reads_kernels_with_the_expected_provenance(run):
+    """compare_stage's residual plots read the projected and exact kernels against params too (it read them unchecked before)."""
+    from kernelscope.errors import ArtifactError
+    from kernelscope.params import load_params
+    from kernelscope.pipeline import RunLayout, compare_stage
+
+    layout = RunLayout(_dir(run))
+    summaries = [read_json_artifact(layout.kglm_dir(kind) / "metrics.json", "metrics") for kind in ("trntk", "proj_trntk")]
+    summaries = [{k: (float("nan") if v is None else v) for k, v in s.items()} for s in summaries]
+    params = load_params(run / "params.yaml")
+    assert compare_stage(params, layout, summaries)["artifacts"]  # healthy: the residual plot of proj_trntk against trntk
+    _edit_params(run, lambda raw: raw["kernel"].update(projection_dim=32))
+    with pytest.raises(ArtifactError, match="proj_trntk/train.parquet: provenance field 'projection_dim' is 64 but this run expects 32"):
+        compare_stage(load_params(run / "params.yaml"), layout, summaries)
