@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from kernelscope import __version__
-from kernelscope.core.artifacts import canonical_json, read_json_artifact, read_safetensors, write_json_artifact, write_safetensors
+from kernelscope.core.artifacts import canonical_json, read_json_artifact, read_safetensors, shown, write_json_artifact, write_safetensors
 from kernelscope.errors import ArtifactError, CheckpointError
 from kernelscope.fileio import sha256_file
 
@@ -91,14 +91,9 @@ def read_sidecar(ckpt_dir: str | Path) -> dict[str, Any]:
     return meta
 
 
-def _shown(value: Any, limit: int = 160) -> str:
-    text = canonical_json(value).decode()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _require_same(sidecar: Path, field_name: str, stored: Any, wanted: Any, fix: str) -> None:
     if canonical_json(stored) != canonical_json(wanted):
-        raise CheckpointError(f"{sidecar}: field '{field_name}' is {_shown(stored)} but params ask for {_shown(wanted)}; {fix}.")
+        raise CheckpointError(f"{sidecar}: field '{field_name}' is {shown(stored)} but params ask for {shown(wanted)}; {fix}.")
 
 
 def parameter_count(spec: ModelSpec) -> int:

@@ -28,7 +28,7 @@ from kernelscope.kernels import compute_kernel
 from kernelscope.kernels.store import read_kernel
 from kernelscope.kglm import load_kglm
 from kernelscope.params import Params
-from kernelscope.provenance import kernel_options, kernel_provenance, kglm_provenance, run_checkpoint, run_data
+from kernelscope.provenance import kernel_expect, kernel_options, kglm_provenance, run_checkpoint, run_data
 from kernelscope.train import predict_logits
 
 
@@ -91,8 +91,8 @@ def _probabilities(logits: np.ndarray) -> np.ndarray:
 def kernel_row(params: Params, layout: Any, ds: Dataset, ckpt: Checkpoint, kind: str, query: Query) -> np.ndarray:
     """κ(query, training set) as (N,) — read from the verified test kernel of these params, or computed for a new input."""
     if query.test_index is not None:
-        expect = {**kernel_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash, "test"), "train_ids": ds.train.ids.tolist()}
-        k_test, _ = read_kernel(layout.kernel_path(kind, "test"), expect=expect, query_ids=ds.test.ids)
+        k_test, _ = read_kernel(layout.kernel_path(kind, "test"), expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, "test"),
+                                query_ids=ds.test.ids)
         return k_test[query.test_index].astype(np.float64)
     return compute_kernel(ckpt.model, torch.from_numpy(query.x[None]), torch.from_numpy(ds.train.x), kind=kind,
                           **kernel_options(params, kind))[0]

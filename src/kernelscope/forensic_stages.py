@@ -19,7 +19,7 @@ from kernelscope.forensics import flag_by_neighbours, precision_recall, top_k_in
 from kernelscope.kernels.store import read_kernel
 from kernelscope.kglm import load_kglm
 from kernelscope.params import Params
-from kernelscope.provenance import data_provenance, kernel_provenance, kglm_provenance, poisoning, run_checkpoint, run_data
+from kernelscope.provenance import data_provenance, kernel_expect, kglm_provenance, poisoning, run_checkpoint, run_data
 from kernelscope.pipeline import RunLayout, evaluate_stage, fit_kglm_stage, kernel_stage, train_stage
 from kernelscope.poison import Trigger, attack_success_rate, badnets
 from kernelscope.train import predict_logits
@@ -75,15 +75,10 @@ def forensic_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[st
     ckpt = run_checkpoint(params, layout.model_dir, ds)
     stamped = poisoned_test(layout, ds.dataset_hash)
     k_poisoned, _ = read_kernel(layout.kernel_path(kind, POISONED_TEST), query_ids=stamped.ids,
-                                expect=forensic_kernel_expect(params, kind, ckpt.checkpoint_hash, ds, POISONED_TEST))
+                                expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, POISONED_TEST))
     surrogate = load_kglm(layout.kglm_dir(kind) / "kglm.safetensors", expect=kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash))
     poisoned, _ = faithfulness(stamped.y, predict_logits(ckpt.model, stamped.x), surrogate.logits(k_poisoned))
     return {"kind": kind, "clean": {k: clean[k] for k in ("tau_k", "tad", "r_miss")}, "poisoned": {k: getattr(poisoned, k) for k in ("tau_k", "tad", "r_miss")}}
-
-
-def forensic_kernel_expect(params: Params, kind: str, checkpoint_hash: str, ds: Any, split: str) -> dict[str, Any]:
-    """The provenance a forensic kernel must have: the kind's, against this run's poisoned training points."""
-    return {**kernel_provenance(params, kind, checkpoint_hash, ds.dataset_hash, split), "train_ids": ds.train.ids.tolist()}
 
 
 def detection_stage(params: Params, layout: RunLayout, faith: list[dict[str, Any]]) -> dict[str, Any]:
@@ -100,9 +95,9 @@ def detection_stage(params: Params, layout: RunLayout, faith: list[dict[str, Any
     for f in faith:
         kind = f["kind"]
         k_clean, _ = read_kernel(layout.kernel_path(kind, "test"), query_ids=ds.test.ids,
-                                 expect=forensic_kernel_expect(params, kind, checkpoint_hash, ds, "test"))
+                                 expect=kernel_expect(params, kind, checkpoint_hash, ds, "test"))
         k_stamped, _ = read_kernel(layout.kernel_path(kind, POISONED_TEST), query_ids=stamped.ids,
-                                   expect=forensic_kernel_expect(params, kind, checkpoint_hash, ds, POISONED_TEST))
+                                   expect=kernel_expect(params, kind, checkpoint_hash, ds, POISONED_TEST))
         k_all = np.concatenate([k_clean, k_stamped])  # (n_test · 2, N): clean first, then stamped
         truth = np.concatenate([np.zeros(len(k_clean), bool), np.ones(len(k_stamped), bool)])
         flags = flag_by_neighbours(k_all, is_poisoned, p.k, p.m)

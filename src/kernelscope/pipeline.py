@@ -28,12 +28,12 @@ from kernelscope.errors import KernelscopeError, ParamsError
 from kernelscope.fileio import atomic_path, sha256_file, write_json_atomic
 from kernelscope.kernels import kernel_spec
 from kernelscope.kernels.assembly import kernel_row_blocks, row_ranges
-from kernelscope.kernels.store import read_kernel, write_kernel_blocks
+from kernelscope.kernels.store import read_kernel, read_kernel_meta, write_kernel_blocks
 from kernelscope.kglm import fit_kglm, load_kglm, save_kglm
 from kernelscope.models import pick_device
 from kernelscope.params import Params, params_hash
-from kernelscope.provenance import (data_provenance, kernel_options, kernel_provenance, kglm_provenance, model_spec, run_checkpoint, run_data,
-                                    training_section)
+from kernelscope.provenance import (data_provenance, kernel_expect, kernel_options, kernel_provenance, kglm_provenance, model_spec,
+                                    run_checkpoint, run_data, training_section)
 from kernelscope.plots import attribution_heatmap, linearization_parity, probability_scatter
 from kernelscope.train import predict_logits, train_classifier
 
@@ -211,17 +211,16 @@ def check_kglm_inputs(params: Params, layout: RunLayout, kind: str) -> None:
     (the kglm command checks every kind first, so a refused file leaves no kind half done)."""
     ds = run_data(params, layout)
     ckpt = run_checkpoint(params, layout.model_dir, ds)
-    for split, ids in (("train", ds.train.ids), ("test", ds.test.ids)):
-        expect = {**kernel_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash, split), "train_ids": ds.train.ids.tolist()}
-        read_kernel(layout.kernel_path(kind, split), expect=expect, query_ids=ids)
+    for split in ("train", "test"):  # hashed and checked only; the stages read the values (and check their query ids)
+        read_kernel_meta(layout.kernel_path(kind, split), expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, split))
 
 
 def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, Any]:
     """Fit the kGLM on the train × train kernel and save it (safetensors)."""
     ds = run_data(params, layout)
     ckpt = run_checkpoint(params, layout.model_dir, ds)
-    expect = {**kernel_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash, "train"), "train_ids": ds.train.ids.tolist()}
-    k_train, k_meta = read_kernel(layout.kernel_path(kind, "train"), expect=expect, query_ids=ds.train.ids)
+    k_train, k_meta = read_kernel(layout.kernel_path(kind, "train"), expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, "train"),
+                                  query_ids=ds.train.ids)
     kp = params.kglm
     if kp.target == "labels":
         targets = ds.train.y
@@ -247,9 +246,8 @@ def evaluate_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, An
     """
     ds = run_data(params, layout)
     ckpt = run_checkpoint(params, layout.model_dir, ds)
-    test_provenance = kernel_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash, "test")
-    k_test, _ = read_kernel(layout.kernel_path(kind, "test"), expect={**test_provenance, "train_ids": ds.train.ids.tolist()},
-                            query_ids=ds.test.ids)
+    test_provenance = kernel_expect(params, kind, ckpt.checkpoint_hash, ds, "test")
+    k_test, _ = read_kernel(layout.kernel_path(kind, "test"), expect=test_provenance, query_ids=ds.test.ids)
     out = layout.kglm_dir(kind)
     surrogate = load_kglm(out / "kglm.safetensors", expect=kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash))
     nn_logits, kglm_logits = predict_logits(ckpt.model, ds.test.x), surrogate.logits(k_test)

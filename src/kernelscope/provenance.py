@@ -123,6 +123,11 @@ def kernel_options(params: Params, kind: str) -> dict[str, Any]:
     return {}
 
 
+def kernel_expect(params: Params, kind: str, checkpoint_hash: str, ds: Dataset, split: str) -> dict[str, Any]:
+    """What a reader requires of a kernel file: its provenance and this run's training ids, in order."""
+    return {**kernel_provenance(params, kind, checkpoint_hash, ds.dataset_hash, split), "train_ids": ds.train.ids.tolist()}
+
+
 def kglm_provenance(params: Params, kind: str, checkpoint_hash: str, dataset_hash: str) -> dict[str, Any]:
     """A kGLM's provenance: its kernel's (without the split) and every kglm setting that shaped the fit."""
     kernel = {k: v for k, v in kernel_provenance(params, kind, checkpoint_hash, dataset_hash, "train").items() if k != "split"}

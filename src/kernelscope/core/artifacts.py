@@ -133,13 +133,14 @@ def check_expected(path: str | Path, meta: Mapping[str, Any], expect: Mapping[st
     for key, wanted in (expect or {}).items():
         got = meta.get(key)
         if canonical_json(got) != canonical_json(wanted):
-            shown_got, shown_wanted = (_short(v) for v in (got, wanted))
+            shown_got, shown_wanted = shown(got), shown(wanted)
             raise ArtifactError(f"{path}: provenance field '{key}' is {shown_got} but this run expects {shown_wanted}; "
                                 f"the file comes from another run or other params, {_fix(artifact)} with these params.")
 
 
-def _short(value: Any, limit: int = 120) -> str:
-    text = json.dumps(json_safe(value), sort_keys=True)
+def shown(value: Any, limit: int = 160) -> str:
+    """A value as it appears in a refusal: canonical JSON, cut at ``limit`` characters."""
+    text = canonical_json(value).decode()
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -262,11 +263,6 @@ def verified_row_groups(path: str | Path, artifact: str, expect: Mapping[str, An
     """(provenance, row groups) of a file hashed whole first (one group in memory at a time), so no block is used before the check."""
     meta = verify_parquet(path, artifact, expect)
     return meta, _row_groups(Path(path), pq.ParquetFile(path), artifact)
-
-
-def parquet_meta(path: str | Path, artifact: str, expect: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Provenance of a verified file (the values are hashed too: reading metadata never skips the check)."""
-    return verify_parquet(path, artifact, expect)
 
 
 # ----------------------------------------------------------------------------------------- safetensors

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from kernelscope.core.artifacts import ParquetArtifactWriter, parquet_meta, read_parquet, verified_row_groups
+from kernelscope.core.artifacts import ParquetArtifactWriter, read_parquet, verified_row_groups, verify_parquet
 from kernelscope.errors import ArtifactError, KernelscopeError
 
 ARTIFACT = "kernel"
@@ -108,17 +108,9 @@ def _check_shape(path: Path, meta: dict[str, Any], table: pa.Table) -> int:
     return n_t
 
 
-def kernel_expect(kind_provenance: dict[str, Any], train_ids: np.ndarray | None = None) -> dict[str, Any]:
-    """The provenance a reader requires: the kind's fields plus, when given, the exact training ids (in order)."""
-    expect = dict(kind_provenance)
-    if train_ids is not None:
-        expect["train_ids"] = [int(i) for i in train_ids]
-    return expect
-
-
 def read_kernel_meta(path: str | Path, expect: dict[str, Any] | None = None) -> dict[str, Any]:
     """Provenance of a verified kernel file."""
-    return parquet_meta(path, ARTIFACT, expect)
+    return verify_parquet(path, ARTIFACT, expect)
 
 
 def iter_kernel_blocks(path: str | Path, expect: dict[str, Any] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -17,7 +17,7 @@ from torch import nn
 from threadpoolctl import threadpool_limits
 
 from kernelscope.checkpoint import load_checkpoint
-from kernelscope.core.artifacts import parquet_meta, read_json_artifact, write_parquet
+from kernelscope.core.artifacts import read_json_artifact, verify_parquet, write_parquet
 from kernelscope.provenance import modular_spec, run_checkpoint, run_data
 from kernelscope.errors import ArtifactError
 from kernelscope.fileio import write_json_atomic, write_text_atomic
@@ -200,7 +200,7 @@ def sampled_llc(subject_root: Path, checkpoint_hash: str) -> float | None:
     losses, summary = subject_root / "loss_kernel" / "probe_losses.parquet", subject_root / "loss_kernel" / "summary.json"
     if not (losses.is_file() and summary.is_file()):
         return None
-    provenance = parquet_meta(losses, "probe-losses")
+    provenance = verify_parquet(losses, "probe-losses")
     if provenance.get("checkpoint_hash") != checkpoint_hash:
         return None
     llc = read_json_artifact(summary, "loss-kernel-summary").get("llc")
