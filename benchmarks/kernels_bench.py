@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
-from kernelscope.data import make_digits
+from kernelscope.data.datasets import make_digits
 from kernelscope.kernels import compute_kernel, kernel_spec
 from kernelscope.kernels.assembly import KernelSpec, kernel_row_blocks, represent
 from kernelscope.kernels.store import write_kernel_blocks
-from kernelscope.models import build_mlp
-from kernelscope.params import TrainParams
-from kernelscope.train import train_classifier
+from kernelscope.models.zoo import build_mlp
+from kernelscope.core.params import TrainParams
+from kernelscope.models.train import train_classifier
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

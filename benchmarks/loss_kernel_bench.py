@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
-from kernelscope.data import make_digits
-from kernelscope.models import build_mlp
-from kernelscope.sgld import SGLDConfig, sample
+from kernelscope.data.datasets import make_digits
+from kernelscope.models.zoo import build_mlp
+from kernelscope.loss_kernel.sgld import SGLDConfig, sample
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -1,5 +1,5 @@
 """Prefect flows of kernelscope, composed of the tasks in tasks/."""
 
-from kernelscope.settings import apply_tool_defaults
+from kernelscope.core.settings import apply_tool_defaults
 
 apply_tool_defaults()

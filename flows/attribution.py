@@ -6,8 +6,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from kernelscope.params import DatasetName, Params
-from kernelscope.pipeline import RunLayout, kernel_row_ranges, kernel_split_sizes, track_attribution
+from kernelscope.core.params import DatasetName, Params
+from kernelscope.core.layout import RunLayout
+from kernelscope.kernels.stages import kernel_row_ranges, kernel_split_sizes
+from kernelscope.surrogate.stages import track_attribution
 from tasks.attribution import compare_kernels, evaluate, kernel_rows, load_checkpoint, prepare_data, train_kglm, train_model, write_kernel, write_report
 from tasks.fanout import Fanout
 
@@ -29,7 +31,7 @@ def data_sections(params: Params, dataset: str, *names: str) -> dict[str, Any]:
 
 def source_hash(params: Params, dataset: str) -> str | None:
     """Content hash of a user's data file or folder and weights file: a changed file is a cache miss, not a stale hit."""
-    from kernelscope.fileio import sha256_tree
+    from kernelscope.core.fileio import sha256_tree
 
     source = params.source(dataset)
     if source is None:
@@ -40,7 +42,7 @@ def source_hash(params: Params, dataset: str) -> str | None:
 
 def model_sections(params: Params, dataset: str, *names: str) -> dict[str, Any]:
     """The sections a task that loads the dataset's checkpoint reads: the model is rebuilt from them and the
-    checkpoint checked against them (kernelscope.provenance.model_spec), plus ``names``."""
+    checkpoint checked against them (kernelscope.core.provenance.model_spec), plus ``names``."""
     return data_sections(params, dataset, "seed", "device", "data", "train", "cnn", "resnet", *names)
 
 

@@ -7,11 +7,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from kernelscope.data import read_dataset
-from kernelscope.errors import KernelscopeError
-from kernelscope.explain import Query, explain, load_inputs, track_explain
-from kernelscope.params import DatasetName, Params
-from kernelscope.pipeline import RunLayout
+from kernelscope.data.datasets import read_dataset
+from kernelscope.core.errors import KernelscopeError
+from kernelscope.surrogate.explain import Query, explain, load_inputs, track_explain
+from kernelscope.core.params import DatasetName, Params
+from kernelscope.core.layout import RunLayout
 
 
 @task(name="explain-input")

@@ -8,8 +8,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.attribution import sections
-from kernelscope.forensic_stages import track_forensics
-from kernelscope.params import Params
+from kernelscope.forensics.stages import track_forensics
+from kernelscope.core.params import Params
 from tasks.fanout import Fanout
 from tasks.forensics import assemble_forensic_kernel, detect, forensic_kglm, poison_data, train_poisoned
 

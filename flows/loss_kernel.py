@@ -9,10 +9,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.attribution import kglm_sections, model_sections, sections
-from kernelscope.loss_stages import LOSS_KINDS, track_loss_kernel
-from kernelscope.params import DatasetName, Params, params_hash
-from kernelscope.pipeline import RunLayout
-from kernelscope.tracking import RunTags, log_run
+from kernelscope.loss_kernel.stages import LOSS_KINDS, track_loss_kernel
+from kernelscope.core.params import DatasetName, Params, params_hash
+from kernelscope.core.layout import RunLayout
+from kernelscope.core.tracking import RunTags, log_run
 from tasks.attribution import evaluate, train_kglm
 from tasks.fanout import Fanout
 from tasks.loss_kernel import multitask_loss_kernel, sample_probe_losses, train_modular_model

@@ -19,10 +19,10 @@ from flows.forensics import forensics
 from flows.loss_kernel import loss_kernel, multitask
 from flows.structure import structure
 from flows.table import faithfulness_table
-from kernelscope.table import METRICS
-from kernelscope.errors import KernelscopeError
-from kernelscope.params import Params, load_params
-from kernelscope.tracking import tracking_uri
+from kernelscope.surrogate.table import METRICS
+from kernelscope.core.errors import KernelscopeError
+from kernelscope.core.params import Params, load_params
+from kernelscope.core.tracking import tracking_uri
 
 
 def _fmt(value: float, spec: str) -> str:
@@ -40,7 +40,7 @@ def pipeline(params: Params, outputs: str | None = None, track: bool = True) -> 
         outputs: folder for the run's artifacts; empty: params.outputs.
         track: log metrics, tags and plots to MLflow.
     """
-    from kernelscope.report import build_report, track_report
+    from kernelscope.surrogate.report import build_report, track_report
 
     out = outputs or params.outputs
     results: dict[str, Any] = {"attribution": {}, "loss_kernel": {}, "structure": {}, "explain": {}, "report": {}, "elapsed": {}}

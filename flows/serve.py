@@ -26,8 +26,8 @@ from flows.structure import structure
 from flows.table import faithfulness_table
 from prefect.utilities.callables import ParameterSchema
 
-from kernelscope.errors import KernelscopeError
-from kernelscope.params import Params, load_params
+from kernelscope.core.errors import KernelscopeError
+from kernelscope.core.params import Params, load_params
 
 TAGS = ["kernelscope"]
 

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.attribution import model_sections, sections
-from kernelscope.params import Params, StructureSubject
+from kernelscope.core.params import Params, StructureSubject
 from tasks.fanout import Fanout
 from tasks.structure import coordinate_check, degeneracy, interaction_basis, layer_spectra
 

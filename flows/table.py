@@ -8,9 +8,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.attribution import data_sections, model_sections, source_hash
-from kernelscope.params import Params, params_hash
-from kernelscope.table import METRICS, seed_table, write_table
-from kernelscope.tracking import RunTags, log_parent_with_children
+from kernelscope.core.params import Params, params_hash
+from kernelscope.surrogate.table import METRICS, seed_table, write_table
+from kernelscope.core.tracking import RunTags, log_parent_with_children
 from tasks.attribution import prepare_data, seed_run
 from tasks.fanout import Fanout
 

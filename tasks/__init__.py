@@ -1,5 +1,5 @@
 """Prefect tasks: thin, cached wrappers over kernelscope's pipeline stages."""
 
-from kernelscope.settings import apply_tool_defaults
+from kernelscope.core.settings import apply_tool_defaults
 
 apply_tool_defaults()

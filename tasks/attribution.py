@@ -7,11 +7,14 @@ from typing import Any
 import numpy as np
 from prefect import task
 
-from kernelscope.params import params_from_dict
-from kernelscope.provenance import run_checkpoint, run_data
-from kernelscope.pipeline import (RunLayout, compare_stage, data_stage, evaluate_stage, fit_kglm_stage, kernel_job, kernel_split_blocks,
-                                  kernel_stage, train_stage)
-from kernelscope.pipeline import seed_run as _seed_run
+from kernelscope.core.params import params_from_dict
+from kernelscope.core.provenance import run_checkpoint, run_data
+from kernelscope.core.layout import RunLayout
+from kernelscope.surrogate.stages import compare_stage, evaluate_stage, fit_kglm_stage
+from kernelscope.data.stages import data_stage
+from kernelscope.kernels.stages import kernel_job, kernel_split_blocks, kernel_stage
+from kernelscope.models.stages import train_stage
+from kernelscope.surrogate.stages import seed_run as _seed_run
 from tasks.caching import CACHED_TASK
 from tasks.fanout import torch_threads
 
@@ -85,6 +88,6 @@ def seed_run(sections: dict[str, Any], arch: str, seed: int, kind: str, root: st
 @task(name="write-report")
 def write_report(root: str, table_dir: str | None, summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """The run's self-contained HTML report (not cached: it is cheap and reflects whatever the run folder holds)."""
-    from kernelscope.report import build_report
+    from kernelscope.surrogate.report import build_report
 
     return build_report(root, table_dir)

@@ -1,4 +1,4 @@
-"""Tasks of the forensics flow: thin cached wrappers over kernelscope.forensic_stages."""
+"""Tasks of the forensics flow: thin cached wrappers over kernelscope.forensics.stages."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from typing import Any
 
 from prefect import task
 
-from kernelscope.forensic_stages import detection_stage, forensic_kernel_stage, forensic_kglm_stage, poison_stage, poisoned_train_stage
-from kernelscope.params import params_from_dict
-from kernelscope.pipeline import RunLayout
+from kernelscope.forensics.stages import detection_stage, forensic_kernel_stage, forensic_kglm_stage, poison_stage, poisoned_train_stage
+from kernelscope.core.params import params_from_dict
+from kernelscope.core.layout import RunLayout
 from tasks.caching import CACHED_TASK
 
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from prefect import task
 
-from kernelscope.loss_stages import loss_kernel_stage
-from kernelscope.params import params_from_dict
-from kernelscope.pipeline import RunLayout
+from kernelscope.loss_kernel.stages import loss_kernel_stage
+from kernelscope.core.params import params_from_dict
+from kernelscope.core.layout import RunLayout
 from tasks.caching import CACHED_TASK
 
 
@@ -22,7 +22,7 @@ def sample_probe_losses(sections: dict[str, Any], root: str, checkpoint_hash: st
 def train_modular_model(sections: dict[str, Any], root: str) -> dict[str, Any]:
     from pathlib import Path
 
-    from kernelscope.multitask_stage import multitask_train_stage
+    from kernelscope.loss_kernel.multitask_stages import multitask_train_stage
 
     return {**multitask_train_stage(params_from_dict(sections), Path(root)), "path": str(Path(root) / "model" / "model.safetensors")}
 
@@ -31,6 +31,6 @@ def train_modular_model(sections: dict[str, Any], root: str) -> dict[str, Any]:
 def multitask_loss_kernel(sections: dict[str, Any], root: str, checkpoint_hash: str) -> dict[str, Any]:
     from pathlib import Path
 
-    from kernelscope.multitask_stage import multitask_loss_stage
+    from kernelscope.loss_kernel.multitask_stages import multitask_loss_stage
 
     return multitask_loss_stage(params_from_dict(sections), Path(root))

@@ -25,7 +25,7 @@ from prefect.filesystems import LocalFileSystem
 from prefect.serializers import Serializer
 from pydantic import Field
 
-from kernelscope.errors import KernelscopeError
+from kernelscope.core.errors import KernelscopeError
 
 SERIALIZER = "kernelscope-json"
 NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: the only array dtypes a result may hold

@@ -10,7 +10,7 @@ from typing import Any
 
 from prefect import task
 
-from kernelscope.params import params_from_dict
+from kernelscope.core.params import params_from_dict
 from tasks.caching import CACHED_TASK
 
 

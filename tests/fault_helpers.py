@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from conftest import TINY_PARAMS
-from kernelscope.fileio import sha256_file
+from kernelscope.core.fileio import sha256_file
 from kernelscope.core.artifacts import HASH_KEY, META_KEY, read_json_artifact, verify_parquet
 from kernelscope.kernels.store import TEST_BLOCK_DELAY_ENV, read_kernel
 
@@ -29,8 +29,10 @@ FAULT_PARAMS["loss_kernel"] = {"chains": 2, "draws": 30, "burn_in": 5, "steps_be
 
 def prepare_run(root: Path) -> Path:
     """data + train on the fault params under root/digits2 (in-process: seeded, the same bytes as the CLI); returns params.yaml."""
-    from kernelscope.params import params_from_dict
-    from kernelscope.pipeline import RunLayout, data_stage, train_stage
+    from kernelscope.core.params import params_from_dict
+    from kernelscope.core.layout import RunLayout
+    from kernelscope.data.stages import data_stage
+    from kernelscope.models.stages import train_stage
 
     root.mkdir(parents=True, exist_ok=True)
     params_file = root / "params.yaml"

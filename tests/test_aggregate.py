@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from kernelscope.aggregate import format_mean_se, mean_se
+from kernelscope.surrogate.aggregate import format_mean_se, mean_se
 
 
 def test_mean_and_standard_error_by_hand():

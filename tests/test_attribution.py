@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from kernelscope.attribution import attributions, class_summary, read_attributions, write_attributions
-from kernelscope.kglm import KGLM, fit_kglm
+from kernelscope.surrogate.attribution import attributions, class_summary, read_attributions, write_attributions
+from kernelscope.surrogate.kglm import KGLM, fit_kglm
 
 
 def _fitted(n_classes: int, seed: int = 0):

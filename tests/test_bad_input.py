@@ -23,7 +23,7 @@ import yaml
 
 from conftest import TINY_PARAMS
 from kernelscope.cli import main
-from kernelscope.fileio import sha256_tree
+from kernelscope.core.fileio import sha256_tree
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,11 @@ import json
 import pytest
 import torch
 
-from kernelscope.checkpoint import MAX_PARAMETERS, ModelSpec, load_checkpoint, save_checkpoint
+from kernelscope.models.checkpoint import MAX_PARAMETERS, ModelSpec, load_checkpoint, save_checkpoint
 from kernelscope.core.artifacts import write_json_artifact
-from kernelscope.errors import CheckpointError
-from kernelscope.fileio import sha256_file
-from kernelscope.models import build_mlp, build_model
+from kernelscope.core.errors import CheckpointError
+from kernelscope.core.fileio import sha256_file
+from kernelscope.models.zoo import build_mlp, build_model
 
 ARCH = {"name": "mlp", "input_dim": 4, "hidden": [5, 3], "n_outputs": 2, "parameterization": "ntk"}
 

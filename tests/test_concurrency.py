@@ -1,7 +1,7 @@
 """Concurrency: two runs of the same stage at once, on the same params and the same output folder.
 
 What makes this safe: every artifact is written to a temporary file whose name carries the host,
-the process id and a random part (``kernelscope.fileio.atomic_path``), then renamed onto its final
+the process id and a random part (``kernelscope.core.fileio.atomic_path``), then renamed onto its final
 name. Two writers of one kernel never share a temporary file, a reader never sees a half-written
 file, and since both compute the same bytes, whichever rename lands last leaves the same complete
 file. The stale-temp cleanup at the start of each write only removes temporaries of processes that
@@ -22,8 +22,8 @@ import time
 import pytest
 
 from fault_helpers import DATASET, assert_no_torn_files, cli, copy_run, digests, finish, prepare_run, run_cli, temp_files
-from kernelscope.fileio import _HOST, atomic_path
-from kernelscope.pipeline import RunLayout
+from kernelscope.core.fileio import _HOST, atomic_path
+from kernelscope.core.layout import RunLayout
 
 
 def test_temporary_names_are_unique_per_process_and_per_write(tmp_path):
@@ -67,8 +67,8 @@ def test_two_kernel_runs_on_one_folder_at_once_match_a_sequential_run(prepared, 
     writes overlap: both exit 0, the kernels are complete and byte-identical to a lone run, and the next stage
     (kGLM fit and evaluation, which check provenance) reads them."""
     from fault_helpers import FAULT_PARAMS
-    from kernelscope.params import params_from_dict
-    from kernelscope.pipeline import evaluate_stage, fit_kglm_stage
+    from kernelscope.core.params import params_from_dict
+    from kernelscope.surrogate.stages import evaluate_stage, fit_kglm_stage
 
     params_file, out = copy_run(prepared, tmp_path / "shared")
     layout = RunLayout.at(out, DATASET)

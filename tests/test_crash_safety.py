@@ -1,7 +1,7 @@
 """Crash safety: a stage SIGKILLed part way through leaves no torn artifact, and the next run ends with the same bytes.
 
 Recovery is by *starting clean*, not by resuming: every artifact is written to a temporary file
-beside its final name (``.<name>.<host>-<pid>.<random>.tmp``, ``kernelscope.fileio.atomic_path``)
+beside its final name (``.<name>.<host>-<pid>.<random>.tmp``, ``kernelscope.core.fileio.atomic_path``)
 and renamed only when complete, so a kill leaves either the previous complete file or nothing under
 the final name. The next write of the same target deletes temporary files of writers on this host
 whose process is gone, and recomputes the artifact from the start; files that were finished before
@@ -21,8 +21,8 @@ import pytest
 
 from fault_helpers import (DATASET, assert_no_torn_files, cli, copy_run, digests, finish, prepare_run, run_cli, sigkill, temp_files,
                            wait_for_temp)
-from kernelscope.fileio import _HOST, atomic_path, remove_stale_temps, sha256_file
-from kernelscope.pipeline import RunLayout
+from kernelscope.core.fileio import _HOST, atomic_path, remove_stale_temps, sha256_file
+from kernelscope.core.layout import RunLayout
 
 
 @pytest.fixture(scope="module")

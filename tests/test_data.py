@@ -2,8 +2,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from kernelscope.data import make_digits, read_dataset, write_dataset
-from kernelscope.errors import ArtifactError
+from kernelscope.data.datasets import make_digits, read_dataset, write_dataset
+from kernelscope.core.errors import ArtifactError
 
 
 def test_split_is_seeded_and_stratified():

@@ -5,12 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from kernelscope.errors import KernelscopeError
-from kernelscope.explain import Query, explain, load_inputs
-from kernelscope.params import params_from_dict
-from kernelscope.pipeline import (RunLayout, compare_stage, data_stage, evaluate_stage, fit_kglm_stage,
-                                  kernel_stage, train_stage)
-from kernelscope.report import build_report
+from kernelscope.core.errors import KernelscopeError
+from kernelscope.surrogate.explain import Query, explain, load_inputs
+from kernelscope.core.params import params_from_dict
+from kernelscope.core.layout import RunLayout
+from kernelscope.surrogate.stages import compare_stage, evaluate_stage, fit_kglm_stage
+from kernelscope.data.stages import data_stage
+from kernelscope.kernels.stages import kernel_stage
+from kernelscope.models.stages import train_stage
+from kernelscope.surrogate.report import build_report
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def saved_run(tmp_path_factory):
 
 def test_explain_test_point_produces_every_output(saved_run):
     params, layout = saved_run
-    from kernelscope.data import read_dataset
+    from kernelscope.data.datasets import read_dataset
 
     ds = read_dataset(layout.data_dir)
     query = Query("test-3", ds.test.x[3], int(ds.test.y[3]), 3)
@@ -55,7 +58,7 @@ def test_explain_test_point_produces_every_output(saved_run):
 
 def test_explain_new_input_from_npz_matches_test_point(saved_run, tmp_path):
     params, layout = saved_run
-    from kernelscope.data import read_dataset
+    from kernelscope.data.datasets import read_dataset
 
     ds = read_dataset(layout.data_dir)
     np.savez(tmp_path / "digit.npz", x=ds.test.x[3])

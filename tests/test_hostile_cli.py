@@ -25,8 +25,8 @@ import yaml
 
 from conftest import TINY_PARAMS
 from kernelscope.cli import main
-from kernelscope.fileio import json_safe, sha256_tree, write_json_atomic
-from kernelscope.params import params_from_dict
+from kernelscope.core.fileio import json_safe, sha256_tree, write_json_atomic
+from kernelscope.core.params import params_from_dict
 from test_bad_input import _args, _factory_source, _healthy_weights, _params, _Payload, _refused
 
 
@@ -137,12 +137,12 @@ def test_out_on_a_kernel_file_system(run, capsys, root):
 @pytest.mark.parametrize("code, fragment", [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only"), (errno.EACCES, "permission denied"),
                                             (errno.EDQUOT, "quota")])
 def test_failing_rename_leaves_the_previous_kernel(run, capsys, monkeypatch, code, fragment):
-    import kernelscope.fileio
+    import kernelscope.core.fileio
 
     def refuse(src, dst):
         raise OSError(code, "simulated", str(src), None, str(dst))
 
-    monkeypatch.setattr(kernelscope.fileio.os, "replace", refuse)
+    monkeypatch.setattr(kernelscope.core.fileio.os, "replace", refuse)
     target = run / "out" / "digits2" / "kernels" / "trntk"
     _unchanged(run, _args(run, ["kernel", "--kind", "trntk"]), capsys, str(target), fragment, "--out")
 
@@ -271,7 +271,7 @@ def test_float64_weights_are_still_cast(tmp_path):
     from safetensors.torch import save_file
 
     from kernelscope.examples.byo import make_net
-    from kernelscope.user_models import load_weights
+    from kernelscope.models.user_models import load_weights
 
     state = {k: v.double().contiguous() for k, v in make_net(16, 32, 4).state_dict().items()}
     save_file(state, str(tmp_path / "net.safetensors"))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kernelscope.errors import ArtifactError
+from kernelscope.core.errors import ArtifactError
 from kernelscope.kernels.store import iter_kernel_blocks, read_kernel, write_kernel
 
 
@@ -54,7 +54,7 @@ def test_kernel_larger_than_a_block_streams_and_reads_back_exactly(tmp_path):
     from kernelscope.kernels import compute_kernel, kernel_spec
     from kernelscope.kernels.assembly import kernel_row_blocks
     from kernelscope.kernels.store import write_kernel_blocks
-    from kernelscope.models import build_mlp
+    from kernelscope.models.zoo import build_mlp
 
     torch.manual_seed(0)
     model = build_mlp(6, [8], 3, "ntk").eval()

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 import kernel_reference as ref
-from kernelscope.errors import KernelscopeError
+from kernelscope.core.errors import KernelscopeError
 from kernelscope.kernels import compute_kernel, kernel_spec
 from kernelscope.kernels.assembly import represent
-from kernelscope.models import build_cnn, build_mlp
+from kernelscope.models.zoo import build_cnn, build_mlp
 
 
 def _cnn(n_out: int) -> nn.Module:

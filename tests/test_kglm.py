@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import SGDClassifier
 
-from kernelscope.kglm import fit_kglm, load_kglm, save_kglm
+from kernelscope.surrogate.kglm import fit_kglm, load_kglm, save_kglm
 
 
 def _toy(n_classes: int):
@@ -35,7 +35,7 @@ def test_raw_fit_matches_sklearn_and_is_seeded():
 
 
 def test_save_and_load_with_provenance(tmp_path):
-    from kernelscope.errors import ArtifactError
+    from kernelscope.core.errors import ArtifactError
 
     k, y = _toy(3)
     model = fit_kglm(k, y, alpha=1e-3, max_iter=100, tol=1e-3, seed=0)

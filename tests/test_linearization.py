@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kernelscope.linearization import arctan, fit_linearization, logistic, r2_logit
+from kernelscope.surrogate.linearization import arctan, fit_linearization, logistic, r2_logit
 
 
 def _synthetic(fn, params, n=400, noise=0.0):

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from kernelscope.metrics import r_miss, tad, tau_k
+from kernelscope.surrogate.metrics import r_miss, tad, tau_k
 
 
 def test_tau_k_hand_counted_no_ties():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kernelscope.modular import ADD, DIV, make_modular, task_separation
+from kernelscope.loss_kernel.multitask import ADD, DIV, make_modular, task_separation
 
 
 def test_modular_labels_are_right():
@@ -29,8 +29,8 @@ def test_task_separation_on_constructed_losses():
 
 @pytest.mark.parametrize("arch", ["transformer", "mlp"])
 def test_multitask_stages_end_to_end(tmp_path, arch):
-    from kernelscope.multitask_stage import multitask_loss_stage, multitask_train_stage
-    from kernelscope.params import params_from_dict
+    from kernelscope.loss_kernel.multitask_stages import multitask_loss_stage, multitask_train_stage
+    from kernelscope.core.params import params_from_dict
 
     params = params_from_dict({"multitask": {"arch": arch, "p": 7, "steps": 400, "optimizer_restarts": [200], "nbeta": None, "gamma": 1000.0, "lr": 1e-2, "weight_decay": 0.0, "batch_size": 32, "embed": 8, "hidden": 16, "probes_per_task": 10,
                                              "chains": 2, "draws": 10, "burn_in": 5, "steps_between": 2, "sgld_batch_size": 16}})
@@ -40,8 +40,8 @@ def test_multitask_stages_end_to_end(tmp_path, arch):
     assert 0.5 <= summary["task_auc"] <= 1.0 and np.isfinite(summary["llc"])
     for name in ("correlation.png", "covariance_groups.png", "umap.png", "probe_losses.parquet", "summary.json"):
         assert (tmp_path / "loss_kernel" / name).exists(), name
-    from kernelscope.checkpoint import load_checkpoint
-    from kernelscope.provenance import modular_spec
+    from kernelscope.models.checkpoint import load_checkpoint
+    from kernelscope.core.provenance import modular_spec
 
     assert load_checkpoint(tmp_path / "model", modular_spec(params)).meta["architecture"]["name"] == f"modular_{arch}"
 
@@ -53,7 +53,7 @@ def test_transformer_attention_against_a_loop():
     import torch
     import torch.nn.functional as F
 
-    from kernelscope.modular import ModularTransformer
+    from kernelscope.loss_kernel.multitask import ModularTransformer
 
     torch.manual_seed(0)
     model = ModularTransformer(7, d=8, heads=2, mlp=16).eval()

@@ -22,12 +22,16 @@ import pytest
 import torch
 from torch import nn
 
-from kernelscope.checkpoint import load_checkpoint, save_checkpoint
-from kernelscope.data import read_dataset
-from kernelscope.provenance import model_spec
-from kernelscope.errors import CheckpointError, KernelscopeError
-from kernelscope.params import params_from_dict
-from kernelscope.pipeline import RunLayout, data_stage, evaluate_stage, fit_kglm_stage, kernel_stage, train_stage
+from kernelscope.models.checkpoint import load_checkpoint, save_checkpoint
+from kernelscope.data.datasets import read_dataset
+from kernelscope.core.provenance import model_spec
+from kernelscope.core.errors import CheckpointError, KernelscopeError
+from kernelscope.core.params import params_from_dict
+from kernelscope.core.layout import RunLayout
+from kernelscope.data.stages import data_stage
+from kernelscope.surrogate.stages import evaluate_stage, fit_kglm_stage
+from kernelscope.kernels.stages import kernel_stage
+from kernelscope.models.stages import train_stage
 
 LOSS_KERNEL = {"chains": 2, "draws": 8, "burn_in": 4, "steps_between": 2, "batch_size": 64, "umap": False}
 
@@ -92,7 +96,7 @@ def test_non_finite_weights_stop_every_stage_by_name_and_write_nothing(run, bad)
 
 
 def test_non_finite_weights_stop_the_loss_kernel_before_sgld_blames_epsilon(run):
-    from kernelscope.loss_stages import loss_kernel_stage
+    from kernelscope.loss_kernel.stages import loss_kernel_stage
 
     params, layout = run
     damage_checkpoint(layout, float("nan"))
@@ -144,7 +148,7 @@ def test_writer_refuses_non_finite_and_float32_overflow_keeping_the_previous_fil
 
 
 def test_kglm_refuses_a_non_finite_kernel():
-    from kernelscope.kglm import fit_kglm
+    from kernelscope.surrogate.kglm import fit_kglm
 
     k = np.eye(6)
     k[1, 4] = np.nan
@@ -153,7 +157,7 @@ def test_kglm_refuses_a_non_finite_kernel():
 
 
 def test_sgld_divergence_names_epsilon_and_gamma_and_leaves_no_probe_losses(run):
-    from kernelscope.loss_stages import loss_kernel_stage
+    from kernelscope.loss_kernel.stages import loss_kernel_stage
 
     params, layout = run
     params = params.model_copy(update={"loss_kernel": params.loss_kernel.model_copy(update={"epsilon": 1e4, "gamma": 1.0})})
@@ -206,9 +210,9 @@ def test_no_warning_when_every_self_kernel_is_positive_and_pntk_stays_unnormaliz
 
 
 def test_undefined_metrics_are_nan_on_purpose_and_null_in_the_metrics_file(tmp_path):
-    from kernelscope.faithfulness import faithfulness
-    from kernelscope.metrics import r_miss, tau_k
-    from kernelscope.pipeline import write_metrics
+    from kernelscope.surrogate.faithfulness import faithfulness
+    from kernelscope.surrogate.metrics import r_miss, tau_k
+    from kernelscope.surrogate.stages import write_metrics
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy may warn about a constant input; the value is what matters

@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from kernelscope.cli import build_parser, main
-from kernelscope.errors import ParamsError
-from kernelscope.params import load_params
+from kernelscope.core.errors import ParamsError
+from kernelscope.core.params import load_params
 
 SUBCOMMANDS = ["data", "train", "kernel", "kglm"]
 

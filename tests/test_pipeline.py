@@ -5,10 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from kernelscope.faithfulness import correct_class_logit, faithfulness
+from kernelscope.surrogate.faithfulness import correct_class_logit, faithfulness
 from kernelscope.kernels.store import read_kernel
-from kernelscope.params import params_from_dict
-from kernelscope.pipeline import RunLayout, compare_stage, data_stage, evaluate_stage, fit_kglm_stage, kernel_stage, train_stage
+from kernelscope.core.params import params_from_dict
+from kernelscope.core.layout import RunLayout
+from kernelscope.surrogate.stages import compare_stage, evaluate_stage, fit_kglm_stage
+from kernelscope.data.stages import data_stage
+from kernelscope.kernels.stages import kernel_stage
+from kernelscope.models.stages import train_stage
 
 
 def test_correct_class_logit_matches_direct_formula():
@@ -71,9 +75,9 @@ def test_seeds_trained_in_parallel_threads_match_sequential_training():
 
     import torch
 
-    from kernelscope.data import make_digits
-    from kernelscope.params import TrainParams
-    from kernelscope.train import train_classifier
+    from kernelscope.data.datasets import make_digits
+    from kernelscope.core.params import TrainParams
+    from kernelscope.models.train import train_classifier
 
     ds = make_digits("digits2", 0.3, 0)
     params = TrainParams(hidden=(8,), epochs=2)

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from kernelscope.data import make_digits
-from kernelscope.errors import KernelscopeError
-from kernelscope.forensics import flag_by_neighbours, precision_recall, trace_back, trace_back_scores
-from kernelscope.poison import Trigger, attack_success_rate, badnets, stamp
+from kernelscope.data.datasets import make_digits
+from kernelscope.core.errors import KernelscopeError
+from kernelscope.forensics.detection import flag_by_neighbours, precision_recall, trace_back, trace_back_scores
+from kernelscope.forensics.poison import Trigger, attack_success_rate, badnets, stamp
 
 
 def test_trigger_is_exact_to_the_pixel():
@@ -78,9 +78,9 @@ def test_trace_back_ranks_the_poison_first():
 
 
 def test_end_to_end_detection_is_far_above_chance(tmp_path):
-    from kernelscope.forensic_stages import detection_stage, forensic_kernel_stage, forensic_kglm_stage, poison_stage, poisoned_train_stage
-    from kernelscope.params import params_from_dict
-    from kernelscope.pipeline import RunLayout
+    from kernelscope.forensics.stages import detection_stage, forensic_kernel_stage, forensic_kglm_stage, poison_stage, poisoned_train_stage
+    from kernelscope.core.params import params_from_dict
+    from kernelscope.core.layout import RunLayout
 
     params = params_from_dict({"seed": 1, "device": "cpu", "train": {"hidden": [32, 32], "epochs": 40},
                                "kernel": {"chunk_size": 256}, "poison": {"kinds": ["trntk", "ck"]}})

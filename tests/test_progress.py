@@ -2,13 +2,13 @@
 
 import logging
 
-from kernelscope.progress import Progress
+from kernelscope.core.progress import Progress
 
 
 def test_progress_logs_counts_rates_and_a_final_line(caplog, monkeypatch):
     clock = iter([0.0, 1.0, 5.0, 11.0, 12.0, 30.0])  # start, four updates, close
-    monkeypatch.setattr("kernelscope.progress.time.monotonic", lambda: next(clock))
-    with caplog.at_level(logging.INFO, logger="kernelscope.progress"):
+    monkeypatch.setattr("kernelscope.core.progress.time.monotonic", lambda: next(clock))
+    with caplog.at_level(logging.INFO, logger="kernelscope.core.progress"):
         with Progress(4, "trntk kernel rows", "block", every=10.0) as bar:
             for _ in range(4):
                 bar.update()
@@ -20,7 +20,7 @@ def test_progress_logs_counts_rates_and_a_final_line(caplog, monkeypatch):
 
 
 def test_progress_says_nothing_final_after_an_error(caplog):
-    with caplog.at_level(logging.INFO, logger="kernelscope.progress"):
+    with caplog.at_level(logging.INFO, logger="kernelscope.core.progress"):
         try:
             with Progress(3, "SGLD", "step") as bar:
                 bar.update()

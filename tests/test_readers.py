@@ -1,4 +1,4 @@
-"""kernelscope.readers: every format round-trips exactly, and bad input is refused with one clear sentence."""
+"""kernelscope.data.readers: every format round-trips exactly, and bad input is refused with one clear sentence."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from kernelscope.errors import ArtifactError
-from kernelscope.params import DataSourceParams
-from kernelscope.readers import ArraySet, read_source, validate_arrays
+from kernelscope.core.errors import ArtifactError
+from kernelscope.core.params import DataSourceParams
+from kernelscope.data.readers import ArraySet, read_source, validate_arrays
 
 
 def spec(**kwargs) -> DataSourceParams:

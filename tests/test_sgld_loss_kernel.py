@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from kernelscope.errors import KernelscopeError
-from kernelscope.loss_kernel import loss_correlation, loss_covariance
-from kernelscope.sgld import SGLDConfig, sample, sgld_step
+from kernelscope.core.errors import KernelscopeError
+from kernelscope.loss_kernel.kernel import loss_correlation, loss_covariance
+from kernelscope.loss_kernel.sgld import SGLDConfig, sample, sgld_step
 
 
 def test_sgld_step_by_hand():
@@ -62,8 +62,7 @@ def test_same_seed_same_draws_and_divergence_names_the_parameter():
 
 
 def test_vectorized_chains_on_a_classifier():
-    from kernelscope.models import build_mlp
-    from kernelscope.train import classification_loss
+    from kernelscope.models.zoo import build_mlp
 
     torch.manual_seed(0)
     model = build_mlp(4, [8], 3, "ntk")
@@ -95,7 +94,7 @@ def test_covariance_and_correlation_against_numpy():
 
 
 def test_label_agreement_by_hand():
-    from kernelscope.loss_stages import label_agreement
+    from kernelscope.loss_kernel.stages import label_agreement
 
     r = np.array([[1.0, 0.9, 0.1, 0.2],
                   [0.9, 1.0, 0.3, 0.1],
@@ -111,9 +110,12 @@ def test_label_agreement_by_hand():
 
 def test_loss_kernel_stage_writes_kernels_the_kglm_can_use(tmp_path, tiny_params_dict):
     from kernelscope.kernels.store import read_kernel
-    from kernelscope.loss_stages import loss_kernel_stage
-    from kernelscope.params import params_from_dict
-    from kernelscope.pipeline import RunLayout, data_stage, evaluate_stage, fit_kglm_stage, train_stage
+    from kernelscope.loss_kernel.stages import loss_kernel_stage
+    from kernelscope.core.params import params_from_dict
+    from kernelscope.core.layout import RunLayout
+    from kernelscope.data.stages import data_stage
+    from kernelscope.surrogate.stages import evaluate_stage, fit_kglm_stage
+    from kernelscope.models.stages import train_stage
 
     tiny_params_dict["loss_kernel"] = {"chains": 2, "draws": 8, "burn_in": 4, "steps_between": 2, "batch_size": 64, "umap": True}
     params = params_from_dict(tiny_params_dict)
@@ -134,8 +136,8 @@ def test_loss_kernel_stage_writes_kernels_the_kglm_can_use(tmp_path, tiny_params
 
 
 def test_taxonomic_lift_by_hand_and_hierarchy_refusals(tmp_path):
-    from kernelscope.errors import KernelscopeError
-    from kernelscope.hierarchy import load_hierarchy, taxonomic_lift
+    from kernelscope.core.errors import KernelscopeError
+    from kernelscope.data.hierarchy import load_hierarchy, taxonomic_lift
 
     # classes 0, 1 form superclass A, class 2 is B; each point's nearest other-class neighbour:
     labels = np.array([0, 1, 2, 0])
@@ -161,4 +163,4 @@ def test_taxonomic_lift_by_hand_and_hierarchy_refusals(tmp_path):
         load_hierarchy(tmp_path / "gap.yaml", 3)
     from conftest import REPO
 
-    assert load_hierarchy(REPO / "src/kernelscope/hierarchies/digits-shapes.yaml", 10)[0] == "digit-shapes"
+    assert load_hierarchy(REPO / "src/kernelscope/data/hierarchies/digits-shapes.yaml", 10)[0] == "digit-shapes"

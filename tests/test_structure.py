@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from kernelscope.errors import KernelscopeError
-from kernelscope.models import build_mlp
+from kernelscope.core.errors import KernelscopeError
+from kernelscope.models.zoo import build_mlp
 from kernelscope.structure.degeneracy import activation_gram, firing_groups, gradient_gram, gram_spectrum, relu_activations
 from kernelscope.structure.interaction import (ablation_curve, activation_moments, directions_needed, interaction_bases, pca_basis)
 from kernelscope.structure.layers import jacobians

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kernelscope.errors import KernelscopeError
-from kernelscope.fileio import json_safe
-from kernelscope.params import Params, load_params
+from kernelscope.core.errors import KernelscopeError
+from kernelscope.core.fileio import json_safe
+from kernelscope.core.params import Params, load_params
 
 
 def _common(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
@@ -24,8 +24,8 @@ def _common(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
 
 
 def _layout(args: argparse.Namespace, params: Params):
-    from kernelscope.params import BUILTIN_DATASETS
-    from kernelscope.pipeline import RunLayout
+    from kernelscope.core.params import BUILTIN_DATASETS
+    from kernelscope.core.layout import RunLayout
 
     if args.dataset not in BUILTIN_DATASETS and args.dataset not in params.sources:
         raise KernelscopeError(f"--dataset {args.dataset!r} is neither a bundled dataset ({', '.join(BUILTIN_DATASETS)}) nor a key of "
@@ -34,26 +34,26 @@ def _layout(args: argparse.Namespace, params: Params):
 
 
 def cmd_data(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.pipeline import data_stage
+    from kernelscope.data.stages import data_stage
 
     return data_stage(params, args.dataset, _layout(args, params))
 
 
 def cmd_train(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.pipeline import train_stage
+    from kernelscope.models.stages import train_stage
 
     return train_stage(params, _layout(args, params), progress=not args.quiet)
 
 
 def cmd_kernel(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.pipeline import kernel_stage
+    from kernelscope.kernels.stages import kernel_stage
 
     kinds = [args.kind] if args.kind else list(params.kernel.kinds)
     return [kernel_stage(params, _layout(args, params), kind, progress=not args.quiet) for kind in kinds]
 
 
 def cmd_kglm(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.pipeline import check_kglm_inputs, compare_stage, evaluate_stage, fit_kglm_stage, track_attribution
+    from kernelscope.surrogate.stages import check_kglm_inputs, compare_stage, evaluate_stage, fit_kglm_stage, track_attribution
 
     layout = _layout(args, params)
     for kind in params.kernel.kinds:
@@ -69,8 +69,8 @@ def cmd_kglm(args: argparse.Namespace, params: Params) -> Any:
 
 
 def cmd_explain(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.data import read_dataset
-    from kernelscope.explain import Query, explain, load_inputs
+    from kernelscope.data.datasets import read_dataset
+    from kernelscope.surrogate.explain import Query, explain, load_inputs
     from kernelscope.kernels import KERNEL_KINDS
 
     layout = _layout(args, params)
@@ -95,26 +95,26 @@ def cmd_explain(args: argparse.Namespace, params: Params) -> Any:
         query = Query(Path(args.input).stem, x[0], None, None)
     result = explain(params, layout, kinds, query, args.top_k)
     if not args.no_track:
-        from kernelscope.explain import track_explain
+        from kernelscope.surrogate.explain import track_explain
 
         track_explain(params, ds.name, query.name, kinds, args.top_k, result, source=args.source)
     return {k: result[k] for k in ("query", "label", "nn_prediction", "nn_probabilities", "report")}
 
 
 def cmd_report(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.report import build_report
+    from kernelscope.surrogate.report import build_report
 
     result = build_report(args.run, args.table)
     if not args.no_track:
-        from kernelscope.report import track_report
+        from kernelscope.surrogate.report import track_report
 
         track_report(params, Path(args.run).name, result, source=args.source)
     return result
 
 
 def cmd_forensics(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope import forensic_stages as fs
-    from kernelscope.pipeline import RunLayout
+    from kernelscope.forensics import stages as fs
+    from kernelscope.core.layout import RunLayout
 
     layout = RunLayout(Path(args.out) / "forensics" / params.poison.dataset)
     kinds = [args.kind] if args.kind else list(params.poison.kinds)
@@ -126,7 +126,7 @@ def cmd_forensics(args: argparse.Namespace, params: Params) -> Any:
         return [fs.forensic_kernel_stage(params, layout, kind) for kind in kinds]
     faith = [fs.forensic_kglm_stage(params, layout, kind) for kind in kinds]
     result = fs.detection_stage(params, layout, faith)
-    from kernelscope.fileio import write_json_atomic
+    from kernelscope.core.fileio import write_json_atomic
 
     keys = ("precision", "recall", "trace_precision", "trace_recall", "clean_tau_k", "poisoned_tau_k")
     metrics = {r["kernel"]: {k: (None if r[k] != r[k] else round(float(r[k]), 6)) for k in keys} for r in result["rows"]}
@@ -137,8 +137,8 @@ def cmd_forensics(args: argparse.Namespace, params: Params) -> Any:
 
 
 def cmd_loss_kernel(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.fileio import write_json_atomic
-    from kernelscope.loss_stages import loss_kernel_stage, track_loss_kernel
+    from kernelscope.core.fileio import write_json_atomic
+    from kernelscope.loss_kernel.stages import loss_kernel_stage, track_loss_kernel
 
     layout = _layout(args, params)
     summary = loss_kernel_stage(params, layout, progress=not args.quiet)
@@ -151,7 +151,7 @@ def cmd_loss_kernel(args: argparse.Namespace, params: Params) -> Any:
 
 
 def cmd_multitask(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.multitask_stage import multitask_loss_stage, multitask_train_stage
+    from kernelscope.loss_kernel.multitask_stages import multitask_loss_stage, multitask_train_stage
 
     root = Path(args.out) / "multitask"
     if args.step == "train":
@@ -161,10 +161,10 @@ def cmd_multitask(args: argparse.Namespace, params: Params) -> Any:
 
 
 def cmd_structure(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.fileio import write_json_atomic
+    from kernelscope.core.fileio import write_json_atomic
     from kernelscope.structure.stages import structure_stage, track_structure
 
-    from kernelscope.params import BUILTIN_DATASETS
+    from kernelscope.core.params import BUILTIN_DATASETS
 
     subjects = (*BUILTIN_DATASETS, *params.sources, "modular")
     if args.subject not in subjects:
@@ -186,7 +186,7 @@ def cmd_runs(args: argparse.Namespace, params: Params) -> Any:
     from rich.console import Console
     from rich.table import Table
 
-    from kernelscope.tracking import DEFAULT_METRICS, EXPERIMENTS, TAG_COLUMNS, compare_runs, tracking_uri
+    from kernelscope.core.tracking import DEFAULT_METRICS, EXPERIMENTS, TAG_COLUMNS, compare_runs, tracking_uri
 
     metrics = tuple(args.metrics.split(",")) if args.metrics else DEFAULT_METRICS
     try:
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "out"):
             _check_out(args.out)
         if _tracks(args):
-            from kernelscope.tracking import check_tracking_uri
+            from kernelscope.core.tracking import check_tracking_uri
 
             check_tracking_uri()  # before the stage writes anything, not after
         result = args.func(args, params)

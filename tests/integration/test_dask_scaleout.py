@@ -7,9 +7,10 @@ import shutil
 
 import pytest
 
-from kernelscope.fileio import sha256_file
-from kernelscope.params import params_from_dict
-from kernelscope.pipeline import RunLayout, kernel_row_ranges, kernel_split_sizes, kernel_stage
+from kernelscope.core.fileio import sha256_file
+from kernelscope.core.params import params_from_dict
+from kernelscope.core.layout import RunLayout
+from kernelscope.kernels.stages import kernel_row_ranges, kernel_split_sizes, kernel_stage
 
 pytestmark = pytest.mark.integration
 KINDS = ["trntk", "proj_trntk"]

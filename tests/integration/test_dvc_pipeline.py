@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from kernelscope.params import params_from_dict
+from kernelscope.core.params import params_from_dict
 
 pytestmark = pytest.mark.integration
 

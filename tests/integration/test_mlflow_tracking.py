@@ -5,8 +5,8 @@ import math
 import pytest
 from mlflow.tracking import MlflowClient
 
-from kernelscope.params import params_from_dict
-from kernelscope.pipeline import track_attribution
+from kernelscope.core.params import params_from_dict
+from kernelscope.surrogate.stages import track_attribution
 
 pytestmark = pytest.mark.integration
 

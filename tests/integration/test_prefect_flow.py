@@ -5,7 +5,7 @@ import shutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from kernelscope.params import params_from_dict
+from kernelscope.core.params import params_from_dict
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ def test_multi_seed_table_logs_parent_and_children(harness, tmp_path, tiny_param
     tiny_params_dict["table"] = {"n_models": 3, "archs": ["mlp"], "kind": "trntk"}
     params = params_from_dict(tiny_params_dict)
     from flows.table import faithfulness_table
-    from kernelscope.aggregate import mean_se
+    from kernelscope.surrogate.aggregate import mean_se
 
     result = faithfulness_table(params=params, outputs=str(tmp_path / "out"))
     (row,) = result["table"]
@@ -124,7 +124,7 @@ def test_structure_flow_on_digits_and_the_modular_model(harness, tmp_path, tiny_
     from flows.attribution import attribution
     from flows.loss_kernel import loss_kernel
     from flows.structure import structure
-    from kernelscope.multitask_stage import multitask_train_stage
+    from kernelscope.loss_kernel.multitask_stages import multitask_train_stage
 
     out = str(tmp_path / "out")
     attribution(dataset="digits2", params=params, outputs=out, track=False)

@@ -31,8 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kernelscope import __version__
-from kernelscope.errors import ArtifactError
-from kernelscope.fileio import atomic_path, json_safe
+from kernelscope.core.errors import ArtifactError
+from kernelscope.core.fileio import atomic_path, json_safe
 
 META_KEY = "kernelscope"
 HASH_KEY = "kernelscope_sha256"
@@ -328,7 +328,7 @@ def read_safetensors(path: str | Path, artifact: str, expect: Mapping[str, Any] 
 
 def write_json_artifact(path: str | Path, payload: Mapping[str, Any], artifact: str) -> dict[str, Any]:
     """A JSON payload (non-finite numbers as null) with ``kernelscope: {artifact, format, version, sha256}``."""
-    from kernelscope.fileio import write_text_atomic
+    from kernelscope.core.fileio import write_text_atomic
 
     body = json.loads(canonical_json({k: v for k, v in payload.items() if k != META_KEY}))
     stamp = {"artifact": artifact, "format": FORMAT, "kernelscope_version": __version__}

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kernelscope.errors import KernelscopeError
+from kernelscope.core.errors import KernelscopeError
 from kernelscope.kernels import embeddings, exact
 from kernelscope.kernels.assembly import KernelSpec, kernel_row_blocks
 from kernelscope.kernels.jacobians import jacobian_rows

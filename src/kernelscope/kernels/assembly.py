@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from kernelscope.progress import Progress
+from kernelscope.core.progress import Progress
 
 MICRO_BATCH = 64  # rows per featurization call; fixed so a sample's features never depend on its batch
 

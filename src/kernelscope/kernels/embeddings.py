@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kernelscope.errors import KernelscopeError
-from kernelscope.models import ScaledLinear
+from kernelscope.core.errors import KernelscopeError
+from kernelscope.models.zoo import ScaledLinear
 
 # Hidden-layer outputs are taken after the nonlinearity, as in the NTK-surrogate paper's App. K.3.
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.ELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Mish)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from kernelscope.kernels.layers import Dense, Factor, Outer
+from kernelscope.kernels.layers import Factor, Outer
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:

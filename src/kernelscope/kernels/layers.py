@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from kernelscope.kernels.jacobians import jacobian_rows
-from kernelscope.models import ScaledLinear
+from kernelscope.models.zoo import ScaledLinear
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 

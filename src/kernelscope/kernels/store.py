@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from kernelscope.core.artifacts import ParquetArtifactWriter, read_parquet, verified_row_groups, verify_parquet
-from kernelscope.errors import ArtifactError, KernelscopeError
+from kernelscope.core.errors import ArtifactError, KernelscopeError
 
 ARTIFACT = "kernel"
 ORIENTATION = "(query, train)"

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from kernelscope.errors import KernelscopeError
+from kernelscope.core.errors import KernelscopeError
 from kernelscope.kernels.embeddings import ACTIVATIONS, capture
 
 INPUT, OUTPUT = "input", "output"

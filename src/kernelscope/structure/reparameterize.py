@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kernelscope.errors import KernelscopeError
+from kernelscope.core.errors import KernelscopeError
 from kernelscope.structure.layers import activations
 from kernelscope.structure.spectra import borderline, layer_spectra
 

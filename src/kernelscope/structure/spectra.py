@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kernelscope.progress import Progress
+from kernelscope.core.progress import Progress
 from kernelscope.structure.layers import chunks, jacobians
 
 

@@ -16,12 +16,12 @@ from torch import nn
 
 from threadpoolctl import threadpool_limits
 
-from kernelscope.checkpoint import load_checkpoint
+from kernelscope.models.checkpoint import load_checkpoint
 from kernelscope.core.artifacts import read_json_artifact, verify_parquet, write_parquet
-from kernelscope.provenance import modular_spec, run_checkpoint, run_data
-from kernelscope.errors import ArtifactError
-from kernelscope.fileio import write_json_atomic, write_text_atomic
-from kernelscope.params import Params
+from kernelscope.core.provenance import modular_spec, run_checkpoint, run_data
+from kernelscope.core.errors import ArtifactError
+from kernelscope.core.fileio import write_json_atomic, write_text_atomic
+from kernelscope.core.params import Params
 from kernelscope.structure.degeneracy import (activation_gram, activation_moments, effective_parameters, firing_groups, gradient_gram, gram_spectrum,
                                               is_relu_layer, relu_activations, spectrum_summary)
 from kernelscope.structure.interaction import (Basis, ablation_curve, directions_needed, interaction_bases,
@@ -65,7 +65,7 @@ def load_subject(params: Params, name: str, outputs: str | Path) -> Subject:
     """The attribution run's MLP and data of a digits dataset, or the multitask modular model."""
     sp = params.structure
     if name == "modular":
-        from kernelscope.modular import make_modular
+        from kernelscope.loss_kernel.multitask import make_modular
 
         mp = params.multitask
         root = Path(outputs) / "multitask"
@@ -75,7 +75,7 @@ def load_subject(params: Params, name: str, outputs: str | Path) -> Subject:
         x_fit, fit_ids = torch.from_numpy(data.x[pick]), pick
         x_eval, y_eval = torch.from_numpy(data.x[data.test]), torch.from_numpy(data.y[data.test])
     else:
-        from kernelscope.pipeline import RunLayout
+        from kernelscope.core.layout import RunLayout
 
         layout = RunLayout.at(outputs, name)
         ds = run_data(params, layout)
@@ -98,7 +98,7 @@ def out_dir(subject: Subject) -> Path:
 @one_blas_thread
 def spectra_stage(params: Params, subject: Subject) -> dict[str, Any]:
     """Jacobian spectra of every adjacent layer pair: a Parquet of per-point spectra, a plot, effective ranks."""
-    from kernelscope.plots import jacobian_spectra
+    from kernelscope.structure.plots import jacobian_spectra
 
     sp = params.structure
     pairs = layer_spectra(subject.model, subject.x_fit, subject.layers, chunk_size=sp.chunk_size, rtol=sp.rank_rtol, mass=sp.mass)
@@ -138,7 +138,7 @@ def _layer_table(subject: Subject, name: str, layers: list[dict[str, Any]], plot
 @one_blas_thread
 def degeneracy_stage(params: Params, subject: Subject) -> dict[str, Any]:
     """Activation and gradient Gram spectra of every layer but the logits, and synchronized ReLUs."""
-    from kernelscope.plots import gram_spectra
+    from kernelscope.structure.plots import gram_spectra
 
     sp = params.structure
     layers = []
@@ -163,7 +163,7 @@ def degeneracy_stage(params: Params, subject: Subject) -> dict[str, Any]:
 @one_blas_thread
 def interaction_stage(params: Params, subject: Subject) -> dict[str, Any]:
     """The interaction basis of every layer but the logits, and ablation curves against PCA on the test split."""
-    from kernelscope.plots import ablation_curves
+    from kernelscope.structure.plots import ablation_curves
 
     sp = params.structure
     bases = interaction_bases(subject.model, subject.x_fit, subject.layers, chunk_size=sp.chunk_size, rtol=sp.gram_rtol)
@@ -251,8 +251,8 @@ def structure_stage(params: Params, name: str, outputs: str | Path) -> dict[str,
 
 def track_structure(params: Params, summary: dict[str, Any], *, source: str | None = None) -> str:
     """Log a structure run to the 'structure' experiment: effective ranks, degeneracy, ablation, figures and tables."""
-    from kernelscope.params import params_hash
-    from kernelscope.tracking import RunTags, log_run
+    from kernelscope.core.params import params_hash
+    from kernelscope.core.tracking import RunTags, log_run
 
     tags = RunTags("structure", summary["subject"], "jacobian", params.seed, params_hash(params),
                    {"checkpoint_hash": summary["checkpoint_hash"], "layers": ",".join(summary["layers"]),

@@ -1,0 +1,161 @@
+"""Stages of the forensics run: poison → train → kernels → kGLM → detection and trace-back.
+
+Layout under the run folder: data/ (poisoned train with an `is_poisoned` column, clean test,
+test_poisoned with an `is_target_class` column), model/, kernels/<kind>/{train,test,test_poisoned},
+kglm/<kind>/, forensics/ (Table-3-shaped CSV and Markdown, PR curves, neighbour grids).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kernelscope.data.datasets import Split, make_digits, read_column, read_split, write_dataset, write_split
+from kernelscope.surrogate.faithfulness import faithfulness, predictions
+from kernelscope.core.fileio import write_json_atomic, write_text_atomic
+from kernelscope.forensics.detection import flag_by_neighbours, precision_recall, top_k_indices, trace_back, trace_back_scores
+from kernelscope.kernels.store import read_kernel
+from kernelscope.surrogate.kglm import load_kglm
+from kernelscope.core.params import Params
+from kernelscope.core.provenance import data_provenance, kernel_expect, kglm_provenance, poisoning, run_checkpoint, run_data
+from kernelscope.core.layout import RunLayout
+from kernelscope.surrogate.stages import evaluate_stage, fit_kglm_stage
+from kernelscope.kernels.stages import kernel_stage
+from kernelscope.models.stages import train_stage
+from kernelscope.forensics.poison import Trigger, attack_success_rate, badnets
+from kernelscope.models.train import predict_logits
+
+POISONED_TEST = "test_poisoned"
+
+
+def trigger_of(params: Params) -> Trigger:
+    p = params.poison
+    return Trigger(p.trigger_size, p.trigger_margin, p.trigger_value, p.trigger_pattern, p.trigger_position)
+
+
+def poison_stage(params: Params, layout: RunLayout) -> dict[str, Any]:
+    p = params.poison
+    clean = make_digits(p.dataset, params.data.test_fraction, params.seed)
+    poisoned = badnets(clean, fraction=p.fraction, target=p.target, trigger=trigger_of(params), seed=params.seed)
+    provenance = {**data_provenance(params, poisoned.dataset.name), "poison": poisoning(params), "clean_dataset_hash": clean.dataset_hash}
+    written = write_dataset(poisoned.dataset, layout.data_dir, provenance, extra={"train": {"is_poisoned": poisoned.is_poisoned}})
+    meta = {"dataset": poisoned.dataset.name, "split": POISONED_TEST, "n_classes": clean.n_classes, "image_shape": list(clean.image_shape),
+            "dataset_hash": poisoned.dataset.dataset_hash, **provenance}
+    write_split(layout.data_dir / f"{POISONED_TEST}.parquet", poisoned.test_poisoned, meta,
+                {"is_target_class": poisoned.test_is_target_class})
+    return {**written, "n_poisoned": int(poisoned.is_poisoned.sum()), "n_train": len(poisoned.is_poisoned)}
+
+
+def poisoned_train_stage(params: Params, layout: RunLayout) -> dict[str, Any]:
+    """Train on the poisoned set; clean accuracy and attack success rate."""
+    summary = train_stage(params, layout, progress=False)
+    ckpt = run_checkpoint(params, layout.model_dir, run_data(params, layout))
+    stamped = poisoned_test(layout, summary["dataset_hash"])
+    pred = predictions(predict_logits(ckpt.model, stamped.x))
+    return {**summary, "clean_test_accuracy": summary["test_accuracy"],
+            "attack_success_rate": attack_success_rate(pred, stamped.y, params.poison.target)}
+
+
+def poisoned_test(layout: RunLayout, dataset_hash: str) -> Split:
+    """The stamped test split, verified and of the same poisoning run as the training data."""
+    stamped, _ = read_split(layout.data_dir / f"{POISONED_TEST}.parquet", expect={"dataset_hash": dataset_hash})
+    return stamped
+
+
+def forensic_kernel_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, Any]:
+    stamped = poisoned_test(layout, run_data(params, layout).dataset_hash)
+    return kernel_stage(params, layout, kind, progress=False, extra_queries={POISONED_TEST: (stamped.x, stamped.ids)})
+
+
+def forensic_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, Any]:
+    """kGLM on the poisoned training set; faithfulness on the clean and on the poisoned test set."""
+    params = params.model_copy(update={"kglm": params.kglm.model_copy(update={"alpha": params.poison.kglm_alpha})})
+    fit_kglm_stage(params, layout, kind)
+    clean = evaluate_stage(params, layout, kind)
+    ds = run_data(params, layout)
+    ckpt = run_checkpoint(params, layout.model_dir, ds)
+    stamped = poisoned_test(layout, ds.dataset_hash)
+    k_poisoned, _ = read_kernel(layout.kernel_path(kind, POISONED_TEST), query_ids=stamped.ids,
+                                expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, POISONED_TEST))
+    surrogate = load_kglm(layout.kglm_dir(kind) / "kglm.safetensors", expect=kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash))
+    poisoned, _ = faithfulness(stamped.y, predict_logits(ckpt.model, stamped.x), surrogate.logits(k_poisoned))
+    return {"kind": kind, "clean": {k: clean[k] for k in ("tau_k", "tad", "r_miss")}, "poisoned": {k: getattr(poisoned, k) for k in ("tau_k", "tad", "r_miss")}}
+
+
+def detection_stage(params: Params, layout: RunLayout, faith: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per kernel: k-of-m flags over clean ∪ poisoned test points, precision/recall, trace-back, pictures."""
+    from kernelscope.forensics.plots import poisoned_neighbour_grid, trace_back_curves
+
+    p = params.poison
+    ds = run_data(params, layout)
+    checkpoint_hash = layout.checkpoint_hash()
+    is_poisoned = read_column(layout.data_dir / "train.parquet", "is_poisoned").astype(bool)
+    stamped = poisoned_test(layout, ds.dataset_hash)
+    out = layout.root / "forensics"
+    rows, curves = [], {}
+    for f in faith:
+        kind = f["kind"]
+        k_clean, _ = read_kernel(layout.kernel_path(kind, "test"), query_ids=ds.test.ids,
+                                 expect=kernel_expect(params, kind, checkpoint_hash, ds, "test"))
+        k_stamped, _ = read_kernel(layout.kernel_path(kind, POISONED_TEST), query_ids=stamped.ids,
+                                   expect=kernel_expect(params, kind, checkpoint_hash, ds, POISONED_TEST))
+        k_all = np.concatenate([k_clean, k_stamped])  # (n_test · 2, N): clean first, then stamped
+        truth = np.concatenate([np.zeros(len(k_clean), bool), np.ones(len(k_stamped), bool)])
+        flags = flag_by_neighbours(k_all, is_poisoned, p.k, p.m)
+        pr = precision_recall(flags, truth)
+        # Stamped points whose true label is the target cannot show the attack: recall without them too.
+        is_target = read_column(layout.data_dir / f"{POISONED_TEST}.parquet", "is_target_class").astype(bool)
+        attack_capable = np.concatenate([np.ones(len(k_clean), bool), ~is_target])
+        pr_capable = precision_recall(flags[attack_capable], truth[attack_capable])
+        scores = trace_back_scores(k_all[flags], k_all[~flags]) if flags.any() else np.zeros(len(is_poisoned))
+        traced = trace_back(scores, is_poisoned)
+        curves[kind] = traced.pop("curve")
+        rows.append({"kernel": kind, "precision": pr.precision, "recall": pr.recall, "tp": pr.tp, "fp": pr.fp, "fn": pr.fn,
+                     "precision_non_target": pr_capable.precision, "recall_non_target": pr_capable.recall,
+                     "trace_precision": traced["precision_at_p"], "trace_recall": traced["recall_at_p"],
+                     "trace_average_precision": traced["average_precision"],
+                     **{f"clean_{k}": v for k, v in f["clean"].items()}, **{f"poisoned_{k}": v for k, v in f["poisoned"].items()}})
+        neighbours = top_k_indices(k_stamped[:8], 5)
+        poisoned_neighbour_grid(out / f"neighbours_{kind}.png", stamped.x[:8].reshape(-1, *ds.image_shape),
+                                ds.train.x[neighbours].reshape(*neighbours.shape, *ds.image_shape), is_poisoned[neighbours],
+                                f"{kind}: stamped test images and their top-5 training neighbours (red: poisoned)")
+    pr_plot = trace_back_curves(out / "trace_back_pr.png", curves, int(is_poisoned.sum()))
+    table_paths = write_table3(rows, out)
+    write_json_atomic(out / "forensics.json", {"rows": rows})
+    return {"rows": rows, "artifacts": [*table_paths, str(pr_plot), *[str(out / f"neighbours_{f['kind']}.png") for f in faith]]}
+
+
+TABLE3 = (("precision", "Precision (%)", 100), ("recall", "Recall (%)", 100), ("recall_non_target", "Recall, non-target (%)", 100), ("clean_tau_k", "τ_K", 1), ("clean_tad", "TAD (%)", 1),
+          ("clean_r_miss", "R_Miss", 1), ("poisoned_tau_k", "poi. τ_K", 1), ("poisoned_tad", "poi. TAD (%)", 1),
+          ("poisoned_r_miss", "poi. R_Miss", 1), ("trace_precision", "trace-back P (%)", 100), ("trace_recall", "trace-back R (%)", 100))
+
+
+def write_table3(rows: list[dict[str, Any]], out: Path) -> list[str]:
+    def fmt(v: float, scale: float) -> str:
+        return "n/a" if v is None or np.isnan(v) else f"{scale * v:.2f}" if scale == 100 else f"{v:.3f}"
+
+    md = ["| kernel | " + " | ".join(label for _, label, _ in TABLE3) + " |", "|---|" + "---:|" * len(TABLE3)]
+    md += ["| " + r["kernel"] + " | " + " | ".join(fmt(r[k], s) for k, _, s in TABLE3) + " |" for r in rows]
+    csv = ["kernel," + ",".join(k for k, _, _ in TABLE3)] + [r["kernel"] + "," + ",".join(f"{r[k]:.6g}" for k, _, _ in TABLE3) for r in rows]
+    paths = []
+    for name, text in (("table3.md", "\n".join(md) + "\n"), ("table3.csv", "\n".join(csv) + "\n")):
+        paths.append(str(write_text_atomic(out / name, text)))
+    return paths
+
+
+def track_forensics(params: Params, result: dict[str, Any], *, checkpoint_hash: str, extra_metrics: dict[str, float] | None = None,
+                    source: str | None = None) -> str:
+    """Log a detection result to the 'forensics' experiment: precision, recall and trace-back per kernel."""
+    from kernelscope.core.params import params_hash
+    from kernelscope.core.tracking import RunTags, log_run
+
+    p = params.poison
+    metrics = dict(extra_metrics or {})
+    for row in result["rows"]:
+        metrics.update({f"{key}.{row['kernel']}": row[key] for key in ("precision", "recall", "trace_precision", "trace_recall",
+                                                                      "clean_tau_k", "poisoned_tau_k") if row[key] == row[key]})
+    tags = RunTags("forensics", p.dataset, ",".join(p.kinds), params.seed, params_hash(params), {"checkpoint_hash": checkpoint_hash})
+    return log_run("forensics", f"{p.dataset}-badnets", tags=tags, params={"poison": p.model_dump(mode="json"), "seed": params.seed},
+                   metrics=metrics, artifacts=result["artifacts"], source=source)

@@ -1,0 +1,108 @@
+"""The kernel stage: stream one kind's train × train and test × train kernels into Parquet, block by block.
+
+The DVC stages (through the CLI) and the Prefect tasks call these same functions, so the two paths cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from kernelscope.data.datasets import read_dataset
+from kernelscope.core.errors import ParamsError
+from kernelscope.kernels import kernel_spec
+from kernelscope.kernels.assembly import kernel_row_blocks, row_ranges
+from kernelscope.kernels.store import write_kernel_blocks
+from kernelscope.models.zoo import pick_device
+from kernelscope.core.params import Params
+from kernelscope.core.provenance import (kernel_options, kernel_provenance, run_checkpoint, run_data)
+from kernelscope.core.layout import RunLayout
+
+
+
+
+@dataclass
+class KernelJob:
+    """Everything one kind's kernel assembly needs: the model's recipe and the query sets."""
+
+    kind: str
+    spec: Any
+    options: dict[str, Any]
+    checkpoint_hash: str
+    dataset_hash: str
+    x_train: torch.Tensor
+    train_ids: np.ndarray
+    queries: dict[str, tuple[torch.Tensor | None, np.ndarray]]  # split -> (inputs or None for train × train, ids)
+
+
+
+def kernel_job(params: Params, layout: RunLayout, kind: str,
+               extra_queries: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> KernelJob:
+    ds = run_data(params, layout)
+    ckpt = run_checkpoint(params, layout.model_dir, ds)
+    device = pick_device(params.device)
+    model = ckpt.model.to(device).eval()
+    options = kernel_options(params, kind)
+    n_params = sum(p.numel() for p in model.parameters())
+    if kind.startswith("proj_") and params.kernel.projection_dim > n_params:
+        raise ParamsError(f"params: kernel.projection_dim is {params.kernel.projection_dim}, more than the model's {n_params} parameters; "
+                          f"a projection must be smaller than what it projects, set it to at most {n_params} (or use the exact kernels).")
+    spec = kernel_spec(model, kind, memory_budget_mb=params.kernel.memory_budget_mb, **options)
+    queries: dict[str, tuple[torch.Tensor | None, np.ndarray]] = {
+        "train": (None, ds.train.ids), "test": (torch.from_numpy(ds.test.x).to(device), ds.test.ids)}
+    queries.update({name: (torch.from_numpy(x).to(device), ids) for name, (x, ids) in (extra_queries or {}).items()})
+    return KernelJob(kind, spec, options, ckpt.checkpoint_hash, ds.dataset_hash, torch.from_numpy(ds.train.x).to(device),
+                     ds.train.ids, queries)
+
+
+
+def kernel_split_blocks(params: Params, job: KernelJob, split: str, rows: tuple[int, int] | None = None,
+                        progress: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(query ids (b,), kernel rows (b, n_train) float64) of one split, block by block (optionally one row range)."""
+    x_query, query_ids = job.queries[split]
+    for r, block in kernel_row_blocks(job.spec, job.x_train if x_query is None else x_query, None if x_query is None else job.x_train,
+                                      chunk_size=params.kernel.chunk_size, memory_budget_mb=params.kernel.memory_budget_mb,
+                                      progress=progress, rows=rows):
+        yield query_ids[r], block
+
+
+
+def kernel_split_sizes(layout: RunLayout) -> dict[str, int]:
+    """Query rows of the train and test kernels of a run."""
+    ds = read_dataset(layout.data_dir)
+    return {"train": len(ds.train.ids), "test": len(ds.test.ids)}
+
+
+
+def kernel_row_ranges(params: Params, n_query: int) -> list[tuple[int, int]]:
+    """The query-row ranges of a split, one per row-block task (``scale.row_tasks``)."""
+    return row_ranges(n_query, params.kernel.chunk_size, params.scale.row_tasks)
+
+
+
+BlockSource = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
+
+
+
+def kernel_stage(params: Params, layout: RunLayout, kind: str, progress: bool = True,
+                 extra_queries: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                 blocks: BlockSource | None = None) -> dict[str, Any]:
+    """Stream the train × train and test × train kernels of one kind into Parquet, block by block.
+
+    ``extra_queries`` adds more query sets against the same training set: {split name: (x, ids)}.
+    ``blocks(split)``, when given, supplies the split's blocks in order (e.g. gathered from row-block
+    tasks on a Dask cluster) instead of computing them here; the file is the same either way.
+    """
+    job = kernel_job(params, layout, kind, extra_queries)
+    written = {}
+    for split, (_, query_ids) in job.queries.items():
+        source = blocks(split) if blocks is not None else kernel_split_blocks(params, job, split, progress=progress)
+        provenance = kernel_provenance(params, kind, job.checkpoint_hash, job.dataset_hash, split)
+        write_kernel_blocks(layout.kernel_path(kind, split), source, len(query_ids), job.train_ids, provenance)
+        written[split] = str(layout.kernel_path(kind, split))
+    return {"kind": kind, "checkpoint_hash": job.checkpoint_hash, "dataset_hash": job.dataset_hash, **written}
+

@@ -1,0 +1,82 @@
+"""The multitask validation run: train the modular model, sample losses around it, measure task separation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kernelscope.models.checkpoint import load_checkpoint, save_checkpoint
+from kernelscope.core.artifacts import write_json_artifact
+from kernelscope.loss_kernel.kernel import loss_correlation, loss_covariance
+from kernelscope.loss_kernel.stages import write_probe_losses
+from kernelscope.loss_kernel.multitask import ADD, DIV, make_modular, task_separation, train_modular
+from kernelscope.core.params import Params
+from kernelscope.core.provenance import modular_spec
+from kernelscope.loss_kernel.sgld import SGLDConfig, sample
+
+
+def _ce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out, y, reduction="none")
+
+
+def multitask_train_stage(params: Params, root: Path) -> dict[str, Any]:
+    mp = params.multitask
+    data = make_modular(mp.p, mp.train_fraction, params.seed)
+    # One torch thread, whatever the machine: float sums in another order give another grokking run,
+    # and this one (1 thread) is the run whose loss kernel separates the tasks.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, acc = train_modular(data, steps=mp.steps, lr=mp.lr, weight_decay=mp.weight_decay, batch_size=mp.batch_size,
+                                   seed=params.seed, embed=mp.embed, hidden=mp.hidden, arch=mp.arch, heads=mp.heads,
+                                   restarts=tuple(mp.optimizer_restarts))
+    finally:
+        torch.set_num_threads(threads)
+    meta = save_checkpoint(model, Path(root) / "model", modular_spec(params), dataset_name=f"modular-{mp.p}", metrics=acc)
+    return {"checkpoint_hash": meta["weights_sha256"], **acc}
+
+
+def multitask_loss_stage(params: Params, root: Path) -> dict[str, Any]:
+    from kernelscope.loss_kernel.plots import correlation_heatmap, group_covariances, umap_map
+
+    mp = params.multitask
+    root = Path(root)
+    data = make_modular(mp.p, mp.train_fraction, params.seed)
+    ckpt = load_checkpoint(root / "model", modular_spec(params))
+    rng = np.random.default_rng(params.seed)
+    task = data.x[:, 2]
+    probes = np.sort(np.concatenate([rng.choice(data.test[task[data.test] == t], mp.probes_per_task, replace=False) for t in (ADD, DIV)]))
+    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+    train = torch.from_numpy(data.train)
+    config = SGLDConfig(mp.epsilon, mp.gamma, mp.nbeta, mp.chains, mp.draws, mp.burn_in, mp.steps_between, mp.sgld_batch_size, params.seed)
+    result = sample(ckpt.model, _ce, x[train], y[train], x[probes], y[probes], config)
+    out = root / "loss_kernel"
+    write_probe_losses(out / "probe_losses.parquet", result.probe_losses, result.loss_at_optimum, probes,
+                       {"checkpoint_hash": ckpt.checkpoint_hash, "orientation": "(probe, chain, draw)",
+                        "sgld": mp.model_dump(mode="json"), "seed": params.seed})
+    probe_task = task[probes]
+    separation = task_separation(result.probe_losses, result.loss_at_optimum, probe_task)
+    within = task_separation(result.probe_losses - result.probe_losses.mean(axis=2, keepdims=True) + result.loss_at_optimum[:, None, None],
+                             result.loss_at_optimum, probe_task)
+    cov = loss_covariance(result.probe_losses)
+    corr = loss_correlation(cov)
+    # The trivial division case a = 0 (answer 0 for every b): its own group if its mutual correlation stands out.
+    trivial = (probe_task == DIV) & (data.x[probes, 0] == 0)
+    off = ~np.eye(len(probes), dtype=bool)
+    trivial_stats = {"n_trivial_probes": int(trivial.sum())}
+    if trivial.sum() >= 2:
+        trivial_stats["trivial_within_corr"] = float(corr[np.ix_(trivial, trivial)][off[np.ix_(trivial, trivial)]].mean())
+        trivial_stats["trivial_to_others_corr"] = float(corr[np.ix_(trivial, ~trivial)].mean())
+    groups = probe_task + 2 * trivial  # 0 add, 1 division, 3 division with a = 0
+    plots = [correlation_heatmap(out / "correlation.png", corr, groups, "modular: loss correlation (add | div | div a=0)"),
+             group_covariances(out / "covariance_groups.png", cov, probe_task, "modular: covariance within and across tasks"),
+             umap_map(out / "umap.png", corr, groups, "modular: UMAP of 1 − R (0 add, 1 div, 3 div with a = 0)", seed=params.seed)]
+    summary = {"task_auc": separation["auc"], "task_auc_within_chain": within["auc"], "pc1_explained": separation["pc1_explained"],
+               "llc": result.llc, "warnings": result.warnings, **trivial_stats, "plots": [str(p) for p in plots],
+               "path": str(out / "probe_losses.parquet")}
+    write_json_artifact(out / "summary.json", summary, "loss-kernel-summary")
+    return summary

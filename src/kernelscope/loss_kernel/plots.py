@@ -1,0 +1,89 @@
+"""Figures of the loss kernel: SGLD loss traces, correlation heatmaps, UMAP maps, superclass covariances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from kernelscope.core.plotting import save_figure  # noqa: E402
+
+
+
+
+
+def loss_traces(path: str | Path, trace: np.ndarray, at_optimum: float, title: str) -> Path:
+    """SGLD minibatch loss per chain against step, with L_n(w*) for reference."""
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    for c, row in enumerate(trace):
+        ax.plot(row, lw=0.7, label=f"chain {c}")
+    ax.axhline(at_optimum, color="k", ls="--", lw=0.8, label="L_n(w*)")
+    ax.set_xlabel("SGLD step")
+    ax.set_ylabel("minibatch loss")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+
+def correlation_heatmap(path: str | Path, r: np.ndarray, labels: np.ndarray, title: str, max_points: int = 600) -> Path:
+    """The loss-correlation matrix with points sorted by label (a seeded subsample when large)."""
+    idx = np.arange(len(labels))
+    if len(idx) > max_points:
+        idx = np.sort(np.random.default_rng(0).choice(idx, max_points, replace=False))
+    order = idx[np.argsort(labels[idx], kind="stable")]
+    fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=110)
+    image = ax.imshow(r[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1)
+    bounds = np.flatnonzero(np.diff(labels[order])) + 0.5
+    for b in bounds:
+        ax.axhline(b, color="k", lw=0.3)
+        ax.axvline(b, color="k", lw=0.3)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("points sorted by label")
+    fig.colorbar(image, ax=ax, label="loss correlation R")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+
+def umap_map(path: str | Path, r: np.ndarray, labels: np.ndarray, title: str, seed: int = 0) -> Path:
+    """UMAP of the points with the precomputed distance 1 − R, coloured by label (seeded, so deterministic)."""
+    import umap  # slow first import (numba compiles); only this figure needs it
+
+    distance = np.clip(1.0 - np.asarray(r, dtype=np.float64), 0.0, 2.0)
+    np.fill_diagonal(distance, 0.0)
+    embedding = umap.UMAP(metric="precomputed", random_state=seed, n_neighbors=15).fit_transform(distance)
+    fig, ax = plt.subplots(figsize=(5.4, 4.6), dpi=110)
+    scatter = ax.scatter(embedding[:, 0], embedding[:, 1], c=labels, cmap="tab10", s=6, vmin=0, vmax=9, linewidths=0)
+    fig.colorbar(scatter, ax=ax, label="label")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+
+def group_covariances(path: str | Path, cov: np.ndarray, labels: np.ndarray, title: str) -> Path:
+    """Distributions of the loss covariance within and across label groups (the loss-kernel paper's Fig. 3D)."""
+    same = labels[:, None] == labels[None, :]
+    off = ~np.eye(len(labels), dtype=bool)
+    fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=110)
+    values = [cov[same & off], cov[~same]]
+    lo, hi = np.percentile(np.concatenate(values), [0.5, 99.5])
+    bins = np.linspace(lo, hi, 80)
+    ax.hist(values[0], bins=bins, density=True, alpha=0.6, label="same label")
+    ax.hist(values[1], bins=bins, density=True, alpha=0.6, label="different label")
+    ax.set_xlabel("loss covariance K(z, z')")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+

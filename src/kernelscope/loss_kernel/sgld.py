@@ -1,0 +1,154 @@
+"""SGLD sampling from the localized, tempered posterior around trained weights w* (MATH.md, loss kernel).
+
+p(w) ∝ exp(−nβ L_n(w) − (γ/2) ‖w − w*‖²);  one step on a minibatch B:
+    w ← w − (ε/2) [nβ ∇L_B(w) + γ (w − w*)] + sqrt(ε) η,   η ~ N(0, I).
+
+Chains run vectorized: every parameter carries a leading chain axis and one ``torch.func`` call
+takes the minibatch gradients of all chains. The per-sample losses of the probe set at each
+draw (eval mode) are evaluated chain by chain, which is faster on CPU for large probe sets
+(benchmarks/loss_kernel_bench.py). Every random choice comes from one seeded generator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+from kernelscope.core.progress import Progress
+
+from kernelscope.core.errors import KernelscopeError
+
+PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs (b, ...), targets (b,)) -> (b,)
+
+
+@dataclass(frozen=True)
+class SGLDConfig:
+    epsilon: float = 1e-4          # step size ε
+    gamma: float = 100.0           # localization γ
+    nbeta: float | None = None     # inverse temperature nβ; None: m / ln m with m the minibatch size
+    chains: int = 4
+    draws: int = 100
+    burn_in: int = 50              # steps before the first draw
+    steps_between: int = 5         # steps between draws
+    batch_size: int = 256          # minibatch size m
+    seed: int = 0
+
+    def resolved_nbeta(self) -> float:
+        if self.nbeta is not None:
+            return float(self.nbeta)
+        m = max(self.batch_size, 2)
+        return m / math.log(m)
+
+
+def sgld_step(w: torch.Tensor, grad_loss: torch.Tensor, w_star: torch.Tensor, epsilon: float, gamma: float, nbeta: float,
+              noise: torch.Tensor) -> torch.Tensor:
+    """One SGLD update of flat weights (any leading shape): the formula above, with η = ``noise``."""
+    return w - 0.5 * epsilon * (nbeta * grad_loss + gamma * (w - w_star)) + math.sqrt(epsilon) * noise
+
+
+@dataclass
+class SGLDResult:
+    probe_losses: np.ndarray       # (n_probe, chains, draws): ℓ(z; w_d)
+    loss_at_optimum: np.ndarray    # (n_probe,): ℓ(z; w*)
+    trace: np.ndarray              # (chains, steps): minibatch loss at every step
+    train_loss_at_optimum: float   # L_n(w*) on the training set
+    draw_train_losses: np.ndarray  # (chains, draws): L_n at each draw, estimated on a fixed evaluation batch
+    nbeta: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def llc(self) -> float:
+        """λ̂ = nβ (E_w[L_n(w)] − L_n(w*)), averaged over chains."""
+        return float(self.nbeta * (self.draw_train_losses.mean() - self.train_loss_at_optimum))
+
+    @property
+    def llc_per_chain(self) -> np.ndarray:
+        return self.nbeta * (self.draw_train_losses.mean(axis=1) - self.train_loss_at_optimum)
+
+
+def sample(model: nn.Module, loss_fn: PerSampleLoss, x_train: torch.Tensor, y_train: torch.Tensor, x_probe: torch.Tensor,
+           y_probe: torch.Tensor, config: SGLDConfig, progress: bool = False, eval_batch: int = 1024) -> SGLDResult:
+    """Run ``config.chains`` vectorized SGLD chains from w*; evaluate the probe losses at every draw."""
+    model.eval()  # per-sample losses without dropout noise and with frozen batch-norm statistics
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    w_star = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+    buffers = dict(model.named_buffers())
+    c = config.chains
+    nbeta = config.resolved_nbeta()
+    gen = torch.Generator().manual_seed(config.seed)
+    n = len(x_train)
+    m = min(config.batch_size, n)
+
+    def batch_loss(params: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(model, (params, frozen, buffers), (xb,)), yb).mean()
+
+    def per_sample(params: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(model, (params, frozen, buffers), (xb,)), yb)
+
+    grad_all = vmap(grad(batch_loss), in_dims=(0, 0, 0))       # chains × their own minibatches (vectorized: 7x per chain)
+    losses_all = vmap(per_sample, in_dims=(0, None, None))     # chains × one small shared batch
+
+    def probe_losses(params: dict[str, torch.Tensor], xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        # One plain call per chain: on CPU a vmap over stacked weights turns each matmul into a
+        # batched one and measured about 2x slower here (benchmarks/loss_kernel_bench.py).
+        return torch.stack([
+            torch.cat([per_sample({k: v[c] for k, v in params.items()}, xs[i : i + eval_batch], ys[i : i + eval_batch])
+                       for i in range(0, len(xs), eval_batch)])
+            for c in range(next(iter(params.values())).shape[0])])  # (chains, n_probe)
+
+    with torch.no_grad():
+        at_opt = torch.cat([per_sample(w_star, x_probe[i : i + eval_batch], y_probe[i : i + eval_batch]) for i in range(0, len(x_probe), eval_batch)])
+        eval_idx = torch.randperm(n, generator=gen)[: min(n, eval_batch)]
+        train_at_opt = float(per_sample(w_star, x_train[eval_idx], y_train[eval_idx]).mean())
+
+    w = {k: v.unsqueeze(0).repeat(c, *([1] * v.dim())) for k, v in w_star.items()}  # (chains, *shape)
+    total = config.burn_in + config.draws * config.steps_between
+    trace = np.empty((c, total))
+    draws, draw_train = [], []
+    bar = Progress(total, f"SGLD ({c} chains)", "step", bar=progress)
+    for step in range(total):
+        idx = torch.stack([torch.randperm(n, generator=gen)[:m] for _ in range(c)])  # (chains, m)
+        with torch.no_grad():
+            g = grad_all(w, x_train[idx], y_train[idx])
+            trace[:, step] = vmap(batch_loss, in_dims=(0, 0, 0))(w, x_train[idx], y_train[idx]).numpy()
+        if not np.all(np.isfinite(trace[:, step])):
+            raise KernelscopeError(
+                f"SGLD diverged at step {step} (non-finite loss in chain {int(np.argmin(np.isfinite(trace[:, step])))}); "
+                f"lower loss_kernel.epsilon (now {config.epsilon:g}) or raise loss_kernel.gamma (now {config.gamma:g}).")
+        with torch.no_grad():
+            w = {k: sgld_step(w[k], g[k], w_star[k], config.epsilon, config.gamma, nbeta,
+                              torch.randn(w[k].shape, generator=gen, dtype=w[k].dtype)) for k in names}
+        done = step + 1 - config.burn_in
+        if done > 0 and done % config.steps_between == 0:
+            with torch.no_grad():
+                draws.append(probe_losses(w, x_probe, y_probe).numpy())                      # (chains, n_probe)
+                draw_train.append(losses_all(w, x_train[eval_idx], y_train[eval_idx]).mean(1).numpy())  # (chains,)
+        bar.update()
+    bar.close()
+    probe = np.stack(draws, axis=2).transpose(1, 0, 2)  # (n_probe, chains, draws)
+    if not np.all(np.isfinite(probe)):
+        raise KernelscopeError(f"SGLD produced non-finite probe losses; lower loss_kernel.epsilon (now {config.epsilon:g}) "
+                               f"or raise loss_kernel.gamma (now {config.gamma:g}).")
+    result = SGLDResult(probe, at_opt.numpy(), trace, train_at_opt, np.stack(draw_train, axis=1), nbeta)
+    result.warnings.extend(health_warnings(result))
+    return result
+
+
+def health_warnings(result: SGLDResult) -> list[str]:
+    """Traces far below L_n(w*) or early spikes mean ε is too large or γ too small."""
+    notes = []
+    draws = result.draw_train_losses
+    if draws.mean() < result.train_loss_at_optimum - 0.5 * abs(result.train_loss_at_optimum) - 1e-6:
+        notes.append(f"the chains' mean loss {draws.mean():.4g} is far below L_n(w*) = {result.train_loss_at_optimum:.4g}: "
+                     "w* is not a local minimum at this temperature; raise gamma or lower epsilon.")
+    early = result.trace[:, : max(1, result.trace.shape[1] // 10)]
+    typical = np.median(result.trace)
+    if early.max() > 10 * max(typical, 1e-8):
+        notes.append(f"early loss spike ({early.max():.4g} against a median of {typical:.4g}); lower epsilon.")
+    return notes
