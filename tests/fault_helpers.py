@@ -17,7 +17,8 @@ import yaml
 
 from conftest import TINY_PARAMS
 from kernelscope.core.fileio import sha256_file
-from kernelscope.core.artifacts import HASH_KEY, META_KEY, read_json_artifact, verify_parquet
+from kernelscope.core.artifacts import HASH_KEY, META_KEY, verify_parquet
+from kernelscope.core.json_artifacts import read_json_artifact
 from kernelscope.kernels.store import TEST_BLOCK_DELAY_ENV, read_kernel
 
 DATASET = "digits2"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kernelscope.models.checkpoint import MAX_PARAMETERS, ModelSpec, load_checkpoint, save_checkpoint
-from kernelscope.core.artifacts import write_json_artifact
+from kernelscope.core.json_artifacts import write_json_artifact
 from kernelscope.core.errors import CheckpointError
 from kernelscope.core.fileio import sha256_file
 from kernelscope.models.zoo import build_mlp, build_model
@@ -132,7 +132,7 @@ def test_sidecar_not_json_or_wrong_format(saved):
 
 def test_integer_weights_for_a_float_model_are_refused(saved):
     """Weights whose dtype class changed (int32 for float32) are not cast silently, whatever the hashes say."""
-    from kernelscope.core.artifacts import write_safetensors
+    from kernelscope.core.tensor_artifacts import write_safetensors
 
     model, _, path = saved
     state = {k: v.to(torch.int32) for k, v in model.state_dict().items()}

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from kernelscope.models.checkpoint import load_checkpoint, save_checkpoint
-from kernelscope.core.artifacts import write_json_artifact
+from kernelscope.core.json_artifacts import write_json_artifact
 from kernelscope.loss_kernel.kernel import loss_correlation, loss_covariance
 from kernelscope.loss_kernel.stages import write_probe_losses
 from kernelscope.loss_kernel.multitask import ADD, DIV, make_modular, task_separation, train_modular

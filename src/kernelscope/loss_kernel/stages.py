@@ -14,7 +14,8 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from kernelscope.core.artifacts import write_json_artifact, write_parquet
+from kernelscope.core.json_artifacts import write_json_artifact
+from kernelscope.core.artifacts import write_parquet
 from kernelscope.kernels.store import write_kernel
 from kernelscope.loss_kernel.kernel import loss_correlation, loss_covariance
 from kernelscope.core.params import Params

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from kernelscope import __version__
-from kernelscope.core.artifacts import canonical_json, read_json_artifact, read_safetensors, shown, write_json_artifact, write_safetensors
+from kernelscope.core.artifacts import canonical_json, shown
+from kernelscope.core.json_artifacts import read_json_artifact, write_json_artifact
+from kernelscope.core.tensor_artifacts import read_safetensors, write_safetensors
 from kernelscope.core.errors import ArtifactError, CheckpointError
 from kernelscope.core.fileio import sha256_file
 

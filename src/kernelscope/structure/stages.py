@@ -17,7 +17,8 @@ from torch import nn
 from threadpoolctl import threadpool_limits
 
 from kernelscope.models.checkpoint import load_checkpoint
-from kernelscope.core.artifacts import read_json_artifact, verify_parquet, write_parquet
+from kernelscope.core.json_artifacts import read_json_artifact
+from kernelscope.core.artifacts import verify_parquet, write_parquet
 from kernelscope.core.provenance import modular_spec, run_checkpoint, run_data
 from kernelscope.core.errors import ArtifactError
 from kernelscope.core.fileio import write_json_atomic, write_text_atomic

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from kernelscope.core.artifacts import write_table_json
+from kernelscope.core.json_artifacts import write_table_json
 from kernelscope.core.fileio import write_text_atomic
 
 COLUMNS = (("tau_k", "τ_K", ".3f"), ("tad", "TAD (pts)", "+.2f"), ("r_miss", "R_Miss", ".3f"),

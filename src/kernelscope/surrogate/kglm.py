@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDClassifier
 
-from kernelscope.core.artifacts import read_safetensors, write_safetensors
+from kernelscope.core.tensor_artifacts import read_safetensors, write_safetensors
 from kernelscope.core.errors import ArtifactError, KernelscopeError
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from kernelscope import __version__
 from kernelscope.models.checkpoint import read_sidecar
-from kernelscope.core.artifacts import read_json_artifact, read_table_json
+from kernelscope.core.json_artifacts import read_json_artifact, read_table_json
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.fileio import write_text_atomic
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from kernelscope.surrogate.aggregate import format_mean_se, mean_se
-from kernelscope.core.artifacts import write_table_json
+from kernelscope.core.json_artifacts import write_table_json
 from kernelscope.core.fileio import write_text_atomic
 
 METRICS = (("nn_accuracy", "NN test acc (%)", 100.0, False), ("tad", "TAD (%)", 1.0, True),
