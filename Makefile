@@ -13,7 +13,7 @@ export DVC_NO_ANALYTICS ?= 1
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test repro ui ui-start ui-stop ui-status mlflow-ui browser clean
+.PHONY: setup run test test-fast lint repro ui ui-start ui-stop ui-status mlflow-ui browser clean
 
 setup: $(STAMP)
 
@@ -29,8 +29,15 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 run: setup
 	$(BIN)/python -m flows.main
 
-test: setup browser
+test: setup browser lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The unit tests only (no Prefect, DVC or MLflow servers): a few minutes.
+test-fast: setup lint
+	$(BIN)/python -m pytest tests --ignore=tests/integration -m "not integration" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check src flows tasks tests benchmarks infra
 
 # Debian's Chromium for the browser tests of the UIs (headless); installed once.
 browser:
