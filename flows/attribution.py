@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger
 
 from kernelscope.core.params import DatasetName, Params
 from kernelscope.core.layout import RunLayout
+from kernelscope.kernels.registry import KERNELS, kernel_kind
 from kernelscope.kernels.stages import kernel_row_ranges, kernel_split_sizes
 from kernelscope.surrogate.stages import track_attribution
 from tasks.attribution import compare_kernels, evaluate, kernel_rows, load_checkpoint, prepare_data, train_kglm, train_model, write_kernel, write_report
@@ -48,16 +49,13 @@ def model_sections(params: Params, dataset: str, *names: str) -> dict[str, Any]:
 
 def kernel_sections(params: Params, kind: str, dataset: str) -> dict[str, Any]:
     """Model sections and the kernel params, minus the options that cannot change this kind (so they do not bust its cache)."""
+    entry = kernel_kind(kind)
     picked = model_sections(params, dataset, "kernel", "scale")
-    kernel = dict(picked["kernel"])
-    kernel.pop("kinds")
-    if not kind.startswith("proj_"):
-        for key in ("projection", "projection_dim"):
-            kernel.pop(key)
-    if kind != "em":
-        kernel.pop("em_layers")
-    if kind.startswith("loss_"):
-        picked["loss_kernel"] = params.loss_kernel.model_dump(mode="json")
+    # Not the list of kinds, nor the options only other kinds read; what every kind reads (chunk_size, ...) stays.
+    others = {key for other in KERNELS.values() for key in other.options} - set(entry.options)
+    kernel = {key: value for key, value in picked["kernel"].items() if key != "kinds" and key not in others}
+    for _, section in entry.sections:
+        picked[section] = getattr(params, section).model_dump(mode="json")
     # How the work is spread does not change the kernel: only the row ranges enter the cache key.
     picked["scale"] = {"runner": picked["scale"]["runner"], "dask_threads_per_worker": picked["scale"]["dask_threads_per_worker"]}
     return {**picked, "kernel": kernel}

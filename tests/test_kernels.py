@@ -174,3 +174,9 @@ def test_kernel_leaves_model_mode_and_refuses_bad_requests():
         compute_kernel(model, torch.randn(3, 4), kind="nope")
     with pytest.raises(KernelscopeError, match="projection"):
         compute_kernel(model, torch.randn(3, 4), kind="proj_trntk", projection="sparse")
+    with pytest.raises(KernelscopeError, match="'projecton_dim' is not an option of any kernel kind"):
+        compute_kernel(model, torch.randn(3, 4), kind="proj_trntk", projecton_dim=8)
+    with pytest.raises(KernelscopeError, match="written by the loss_kernel stage"):
+        compute_kernel(model, torch.randn(3, 4), kind="loss_corr")
+    with pytest.raises(KernelscopeError, match="method 'autograd' is unknown"):
+        compute_kernel(model, torch.randn(3, 4), kind="ck", method="autograd")

@@ -71,13 +71,13 @@ def cmd_kglm(args: argparse.Namespace, params: Params) -> Any:
 def cmd_explain(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.data.datasets import read_dataset
     from kernelscope.surrogate.explain import Query, explain, load_inputs
-    from kernelscope.kernels import KERNEL_KINDS
+    from kernelscope.kernels.registry import model_kinds
 
     layout = _layout(args, params)
     kinds = args.kinds or list(params.kernel.kinds)
-    unknown = [k for k in kinds if k not in KERNEL_KINDS]
+    unknown = [k for k in kinds if k not in model_kinds()]
     if unknown:
-        raise KernelscopeError(f"--kinds {unknown[0]!r} is not a kernel kind; choose from {', '.join(KERNEL_KINDS)}.")
+        raise KernelscopeError(f"--kinds {unknown[0]!r} is not a kernel kind; choose from {', '.join(model_kinds())}.")
     if (args.index is None) == (args.input is None):
         raise KernelscopeError("explain: pass exactly one of --index N (a test point) or --input FILE (.npz or .parquet).")
     ds = read_dataset(layout.data_dir)

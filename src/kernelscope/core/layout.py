@@ -42,11 +42,12 @@ class RunLayout:
         return str(read_sidecar(self.model_dir)["weights_sha256"])
 
     def kernel_dir(self, kind: str) -> Path:
-        # Loss kernels live with their SGLD run, so stages that read the NTK-family kernels
-        # (and DVC's view of kernels/) do not depend on them.
-        if kind.startswith("loss_"):
-            return self.root / "loss_kernel" / "kernels" / kind
-        return self.root / "kernels" / kind
+        # A kind another stage writes (the loss kernels) lives with that stage's outputs, so stages that read
+        # the NTK-family kernels (and DVC's view of kernels/) do not depend on it.
+        from kernelscope.kernels.registry import kernel_kind
+
+        producer = kernel_kind(kind).producer
+        return (self.root if producer == "kernel" else self.root / producer) / "kernels" / kind
 
     def kernel_path(self, kind: str, split: str) -> Path:
         """split 'train': train × train; split 'test': test × train."""

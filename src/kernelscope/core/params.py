@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from kernelscope.core.errors import ParamsError
@@ -70,7 +70,19 @@ class CNNParams(_Section):
     epochs: Int = Field(30, ge=1, description="Passes over the training set.")
 
 
-KernelKind = Literal["trntk", "trntk0", "pntk", "proj_trntk", "proj_pntk", "ck", "em"]
+def _registered_kind(value: str) -> str:
+    # Checked against the registry when params are validated, so a kind registered at runtime counts.
+    from kernelscope.kernels.registry import model_kinds
+
+    kinds = model_kinds()
+    if value not in kinds:
+        # The wording of pydantic's Literal error, as before the kinds were registered.
+        expected = ", ".join(repr(k) for k in kinds[:-1]) + f" or {kinds[-1]!r}"
+        raise PydanticCustomError("kernel_kind", "Input should be {expected}", {"expected": expected})
+    return value
+
+
+KernelKind = Annotated[str, Strict(), AfterValidator(_registered_kind)]  # a kind of kernelscope.kernels.registry
 
 
 class KernelParams(_Section):

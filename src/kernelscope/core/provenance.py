@@ -104,23 +104,28 @@ def run_checkpoint(params: Params, model_dir: Path, ds: Dataset) -> Checkpoint:
 
 def kernel_provenance(params: Params, kind: str, checkpoint_hash: str, dataset_hash: str, split: str) -> dict[str, Any]:
     """A kernel file's provenance: the kind, its normalization, every option that shaped it, the model and the data."""
-    from kernelscope.kernels import NORMALIZATION
+    from kernelscope.kernels.registry import kernel_kind
 
-    normalization = NORMALIZATION.get(kind) or {"loss_cov": "none", "loss_corr": "correlation"}[kind]
-    return {"kind": kind, "normalization": normalization, "split": split, **kernel_options(params, kind),
-            "checkpoint_hash": checkpoint_hash, "dataset_hash": dataset_hash}
+    return {"kind": kind, "normalization": kernel_kind(kind).normalization, "split": split,
+            **kernel_options(params, kind), "checkpoint_hash": checkpoint_hash, "dataset_hash": dataset_hash}
 
 
 def kernel_options(params: Params, kind: str) -> dict[str, Any]:
-    """The options that define a kernel of this kind (recorded as provenance and required on every read)."""
-    kp = params.kernel
-    if kind.startswith("proj_"):
-        return {"projection": kp.projection, "projection_dim": kp.projection_dim, "seed": params.seed}
-    if kind == "em":
-        return {"layers": list(kp.em_layers) if kp.em_layers else None}
-    if kind.startswith("loss_"):
-        return {"sgld": params.loss_kernel.model_dump(mode="json"), "seed": params.seed}
-    return {}
+    """The options that define a kernel of this kind (recorded as provenance and required on every read): the
+    params.kernel keys its registry entry reads, the params sections it reads whole, then the seed if it draws one."""
+    from kernelscope.kernels.registry import OPTION_NAMES, kernel_kind
+
+    entry = kernel_kind(kind)
+    options = {OPTION_NAMES.get(key, key): _option_value(getattr(params.kernel, key)) for key in entry.options}
+    options.update({name: getattr(params, section).model_dump(mode="json") for name, section in entry.sections})
+    if entry.seeded:
+        options["seed"] = params.seed
+    return options
+
+
+def _option_value(value: Any) -> Any:
+    # A list option is recorded as a list, an empty one as null: both mean the default (em: every hidden layer).
+    return (list(value) or None) if isinstance(value, tuple) else value
 
 
 def kernel_expect(params: Params, kind: str, checkpoint_hash: str, ds: Dataset, split: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from kernelscope.data.datasets import read_dataset
 from kernelscope.core.errors import ParamsError
 from kernelscope.kernels import kernel_spec
 from kernelscope.kernels.assembly import kernel_row_blocks, row_ranges
+from kernelscope.kernels.registry import kernel_kind
 from kernelscope.kernels.store import write_kernel_blocks
 from kernelscope.models.zoo import pick_device
 from kernelscope.core.params import Params
@@ -48,7 +49,7 @@ def kernel_job(params: Params, layout: RunLayout, kind: str,
     model = ckpt.model.to(device).eval()
     options = kernel_options(params, kind)
     n_params = sum(p.numel() for p in model.parameters())
-    if kind.startswith("proj_") and params.kernel.projection_dim > n_params:
+    if "projection_dim" in kernel_kind(kind).options and params.kernel.projection_dim > n_params:
         raise ParamsError(f"params: kernel.projection_dim is {params.kernel.projection_dim}, more than the model's {n_params} parameters; "
                           f"a projection must be smaller than what it projects, set it to at most {n_params} (or use the exact kernels).")
     spec = kernel_spec(model, kind, memory_budget_mb=params.kernel.memory_budget_mb, **options)

@@ -26,6 +26,7 @@ from kernelscope.surrogate.plots import attribution_heatmap, linearization_parit
 from kernelscope.models.train import predict_logits
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.checks import require_finite_logits
+from kernelscope.kernels.registry import kernel_kind
 from kernelscope.kernels.stages import kernel_stage
 from kernelscope.models.stages import train_stage
 
@@ -131,7 +132,7 @@ def compare_stage(params: Params, layout: RunLayout, summaries: list[dict[str, A
     table = comparison_table(summaries)
     artifacts = write_comparison(table, out, title=f"{summaries[0]['dataset']}: kernel comparison")
     for s in summaries:
-        exact_kind = {"proj_trntk": "trntk", "proj_pntk": "pntk"}.get(s["kind"])
+        exact_kind = kernel_kind(s["kind"]).exact
         if exact_kind and layout.kernel_path(exact_kind, "train").exists():
             from kernelscope.surrogate.plots import residual_cdf
 
