@@ -42,10 +42,26 @@ class DataParams(_Section):
     test_fraction: Float = Field(0.3, gt=0.0, lt=1.0, description="Fraction of each class held out for testing (stratified).")
 
 
+def _registered_arch(value: str) -> str:
+    # Checked against the model registry when params are validated (imported then: the registry needs torch).
+    from kernelscope.models.zoo import MODELS
+
+    if value not in MODELS:
+        names = [repr(name) for name in MODELS]
+        expected = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+        raise PydanticCustomError("model_arch", "Input should be {expected} (kernelscope.models.zoo.MODELS)",
+                                  {"expected": expected})
+    return value
+
+
+ArchName = Annotated[str, Strict(), AfterValidator(_registered_arch)]  # a key of kernelscope.models.zoo.MODELS
+
+
 class TrainParams(_Section):
     """The MLP (the paper's MNIST2 model) and the architecture the attribution flow uses."""
 
-    arch: Literal["mlp", "cnn"] = Field("mlp", description="Model family of the attribution flow: 'mlp' (this section) or 'cnn' (the cnn section).")
+    arch: ArchName = Field("mlp", description="Model family of the attribution flow, a registry architecture: "
+                                              "'mlp' (this section), 'cnn' or 'resnet' (their sections).")
     hidden: tuple[Width, ...] = Field((100, 100, 100), description=f"Hidden layer widths of the MLP (1 to {MAX_WIDTH}).")
     parameterization: Literal["ntk", "standard"] = Field(
         "ntk", description="'ntk': N(0,1) weights and activations divided by sqrt(fan-in) (the paper's MLP); 'standard': PyTorch's default Linear."
@@ -114,7 +130,8 @@ class TableParams(_Section):
     """The multi-seed faithfulness table (the paper's Table 1)."""
 
     n_models: Int = Field(5, ge=1, description="Independently seeded models per dataset and architecture.")
-    archs: tuple[Literal["mlp", "cnn"], ...] = Field(("mlp", "cnn"), min_length=1, description="Model families in the table.")
+    archs: tuple[ArchName, ...] = Field(("mlp", "cnn"), min_length=1,
+                                        description="Model families in the table (registry architectures).")
     kind: KernelKind = Field("trntk", description="Kernel of the table's surrogates.")
 
 
@@ -225,7 +242,7 @@ class DataSourceParams(_Section):
 class ModelSourceParams(_Section):
     """A user's model: an architecture of the registry trained here, or a factory and a weights file."""
 
-    registry: Literal["mlp", "cnn", "resnet"] | None = Field(
+    registry: ArchName | None = Field(
         None, description="Train this registry architecture here (sections train, cnn or resnet); null with a factory.")
     factory: str | None = Field(None, description="Import path 'package.module:function' returning an nn.Module (called with kwargs).")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the factory.")

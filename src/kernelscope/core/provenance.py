@@ -32,16 +32,20 @@ def data_provenance(params: Params, dataset: str, data_seed: int | None = None) 
 
 
 def training_section(params: Params, dataset: str) -> tuple[str, Any]:
-    """(registry architecture, its params section) that trains this dataset's model."""
+    """(registry architecture, its params section) that trains this dataset's model (kernelscope.models.zoo.MODELS)."""
+    from kernelscope.models.zoo import model_entry
+
     source = params.source(dataset)
-    arch = source.model.registry if source is not None and source.model.registry else params.train.arch
-    return arch, {"mlp": params.train, "cnn": params.cnn, "resnet": params.resnet}[arch]
+    if source is not None and source.model.registry:
+        arch, field = source.model.registry, f"sources.{dataset}.model.registry"
+    else:
+        arch, field = params.train.arch, "train.arch"
+    return arch, getattr(params, model_entry(arch, field).section)
 
 
 def model_spec(params: Params, ds: Dataset) -> ModelSpec:
     """The model params say this dataset's checkpoint is: a registry architecture trained here, or the user's factory."""
-    from kernelscope.models.zoo import build_model
-    from kernelscope.models.train import architecture
+    from kernelscope.models.zoo import architecture, build_model
 
     source = params.source(ds.name)
     if source is not None and source.model.factory:

@@ -7,20 +7,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from kernelscope.models.checkpoint import load_checkpoint, save_checkpoint
 from kernelscope.core.json_artifacts import write_json_artifact
 from kernelscope.loss_kernel.kernel import loss_correlation, loss_covariance
 from kernelscope.loss_kernel.stages import write_probe_losses
 from kernelscope.loss_kernel.multitask import ADD, DIV, make_modular, task_separation, train_modular
+from kernelscope.models.heads import per_sample_loss
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import modular_spec
 from kernelscope.loss_kernel.sgld import SGLDConfig, sample
-
-
-def _ce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(out, y, reduction="none")
 
 
 def multitask_train_stage(params: Params, root: Path) -> dict[str, Any]:
@@ -53,7 +49,7 @@ def multitask_loss_stage(params: Params, root: Path) -> dict[str, Any]:
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
     train = torch.from_numpy(data.train)
     config = SGLDConfig(mp.epsilon, mp.gamma, mp.nbeta, mp.chains, mp.draws, mp.burn_in, mp.steps_between, mp.sgld_batch_size, params.seed)
-    result = sample(ckpt.model, _ce, x[train], y[train], x[probes], y[probes], config)
+    result = sample(ckpt.model, per_sample_loss, x[train], y[train], x[probes], y[probes], config)
     out = root / "loss_kernel"
     write_probe_losses(out / "probe_losses.parquet", result.probe_losses, result.loss_at_optimum, probes,
                        {"checkpoint_hash": ckpt.checkpoint_hash, "orientation": "(probe, chain, draw)",

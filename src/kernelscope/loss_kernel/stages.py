@@ -12,25 +12,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
-import torch.nn.functional as F
 
 from kernelscope.core.json_artifacts import write_json_artifact
 from kernelscope.core.artifacts import write_parquet
 from kernelscope.kernels.store import write_kernel
 from kernelscope.loss_kernel.kernel import loss_correlation, loss_covariance
+from kernelscope.models.heads import per_sample_loss
 from kernelscope.core.params import Params
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.provenance import kernel_provenance, run_checkpoint, run_data
 from kernelscope.loss_kernel.sgld import SGLDConfig, sample
 
 LOSS_KINDS = ("loss_cov", "loss_corr")
-
-
-def per_sample_classification_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy per sample; binary cross-entropy for one logit."""
-    if out.shape[1] == 1:
-        return F.binary_cross_entropy_with_logits(out[:, 0], y.to(out.dtype), reduction="none")
-    return F.cross_entropy(out, y, reduction="none")
 
 
 def label_agreement(r: np.ndarray, labels: np.ndarray, k: int) -> dict[str, float]:
@@ -64,7 +57,7 @@ def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False)
     x_probe = torch.cat([x_train, torch.from_numpy(ds.test.x).to(dtype)])
     y_probe = torch.cat([y_train, torch.from_numpy(ds.test.y)])
     config = SGLDConfig(lk.epsilon, lk.gamma, lk.nbeta, lk.chains, lk.draws, lk.burn_in, lk.steps_between, lk.batch_size, params.seed)
-    result = sample(model, per_sample_classification_loss, x_train, y_train, x_probe, y_probe, config, progress=progress)
+    result = sample(model, per_sample_loss, x_train, y_train, x_probe, y_probe, config, progress=progress)
     n_train = len(ds.train.y)
     probe_ids = np.concatenate([ds.train.ids, ds.test.ids])
     out = layout.root / "loss_kernel"

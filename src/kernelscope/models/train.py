@@ -5,17 +5,18 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from kernelscope.data.datasets import Dataset
-from kernelscope.core.errors import ArtifactError, CheckpointError, ParamsError
-from kernelscope.models.zoo import build_model, log_probs, n_outputs_for
-from kernelscope.core.params import CNNParams, ModelSourceParams, ResNetParams, TrainParams
+from kernelscope.core.errors import CheckpointError, ParamsError
+from kernelscope.core.params import ModelSourceParams
 from kernelscope.core.progress import Progress
+from kernelscope.data.datasets import Dataset
+from kernelscope.models.heads import accepted_outputs, mean_loss, predictions
+from kernelscope.models.zoo import architecture, build_model, entry_for_section
 
 
 @dataclass(frozen=True)
@@ -27,13 +28,6 @@ class TrainResult:
     final_loss: float
 
 
-def classification_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy on one logit, cross-entropy on several."""
-    if logits.shape[1] == 1:
-        return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype))
-    return F.cross_entropy(logits, y)
-
-
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 1024) -> np.ndarray:
     """(n, d) inputs -> (n, C) float64 logits, model in eval mode."""
@@ -43,32 +37,8 @@ def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: i
 
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    pred = log_probs(torch.from_numpy(predict_logits(model, x))).argmax(1).numpy()
+    pred = predictions(predict_logits(model, x))
     return float((pred == y).mean())
-
-
-def channels_first(dataset: Dataset, arch: str) -> list[int]:
-    """(c, h, w) of the dataset's images: (h, w) means one channel; flat vectors cannot feed a convolution."""
-    shape = list(dataset.image_shape)
-    if len(shape) == 2:
-        return [1, *shape]
-    if len(shape) == 3:
-        return shape
-    raise ArtifactError(f"dataset {dataset.name!r} holds flat vectors of shape {tuple(shape)}, and the {arch} needs images; "
-                        "set data.image_shape of its source to (channels, height, width), or use the mlp.")
-
-
-def architecture(dataset: Dataset, params: TrainParams | CNNParams | ResNetParams) -> dict:
-    """The architecture record (stored in the checkpoint sidecar) for this data and params."""
-    n_out = n_outputs_for(dataset.n_classes)
-    if isinstance(params, CNNParams):
-        return {"name": "cnn", "image_shape": channels_first(dataset, "cnn"), "n_outputs": n_out, "channels": list(params.channels),
-                "hidden": list(params.hidden), "batch_norm": params.batch_norm}
-    if isinstance(params, ResNetParams):
-        return {"name": "resnet", "image_shape": channels_first(dataset, "resnet"), "n_outputs": n_out, "widths": list(params.widths),
-                "blocks": params.blocks}
-    return {"name": "mlp", "input_dim": int(dataset.train.x.shape[1]), "hidden": list(params.hidden), "n_outputs": n_out,
-            "parameterization": params.parameterization}
 
 
 # Layer initialization draws from torch's global generator; seeds trained in parallel threads
@@ -88,8 +58,7 @@ def imported_classifier(dataset: Dataset, spec: ModelSourceParams) -> TrainResul
         except (RuntimeError, ValueError, TypeError) as error:
             raise CheckpointError(f"{spec.factory}: the model cannot read this data's inputs, (n, {dataset.train.x.shape[1]}) float32 "
                                   f"({str(error).splitlines()[0][:120]}); accept flat inputs (e.g. start with nn.Unflatten) or fix the data's shape.") from None
-    allowed = {dataset.n_classes} | ({1} if dataset.n_classes == 2 else set())
-    if out.ndim != 2 or out.shape[1] not in allowed:
+    if out.ndim != 2 or out.shape[1] not in accepted_outputs(dataset.n_classes):
         raise CheckpointError(f"{spec.factory}: the model returns shape {tuple(out.shape)}, but the data has {dataset.n_classes} classes; "
                               f"it must return (n, {dataset.n_classes}) logits.")
     if not bool(torch.isfinite(out).all()):
@@ -98,10 +67,8 @@ def imported_classifier(dataset: Dataset, spec: ModelSourceParams) -> TrainResul
                        test_accuracy=accuracy(model, dataset.test.x, dataset.test.y), final_loss=float("nan"))
 
 
-_SECTIONS = {TrainParams: "train", CNNParams: "cnn", ResNetParams: "resnet"}  # where each architecture's params live in params.yaml
-
-
-def train_classifier(dataset: Dataset, params: TrainParams | CNNParams | ResNetParams, seed: int, progress: bool = True) -> TrainResult:
+def train_classifier(dataset: Dataset, params: Any, seed: int, progress: bool = True) -> TrainResult:
+    """Train the registry architecture (kernelscope.models.zoo.MODELS) whose params section ``params`` is."""
     arch = architecture(dataset, params)
     with _INIT_LOCK, torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -121,12 +88,12 @@ def train_classifier(dataset: Dataset, params: TrainParams | CNNParams | ResNetP
             for start in range(0, len(x), params.batch_size):
                 idx = order[start : start + params.batch_size]
                 optimizer.zero_grad(set_to_none=True)
-                loss = classification_loss(model(x[idx]), y[idx])
+                loss = mean_loss(model(x[idx]), y[idx])
                 loss.backward()
                 optimizer.step()
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):  # diverged: stop before a checkpoint of NaN weights is written
-                    section = _SECTIONS[type(params)]
+                    section = entry_for_section(params)[1].section
                     raise ParamsError(f"params: training diverged, the loss became {loss_value} in epoch {epoch + 1} with {section}.lr = "
                                       f"{params.lr:g}; lower {section}.lr and train again.")
             bar.update()

@@ -1,15 +1,19 @@
-"""Model families and the link from logits to class probabilities."""
+"""Model families and the MODELS registry: each architecture's params section, record and builder."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernelscope.core.errors import CheckpointError, ParamsError
+from kernelscope.core.errors import ArtifactError, CheckpointError, ParamsError
+from kernelscope.core.params import CNNParams, ResNetParams, TrainParams
+from kernelscope.data.datasets import Dataset
+from kernelscope.models.heads import n_outputs_for
 
 
 class ScaledLinear(nn.Linear):
@@ -31,11 +35,6 @@ class ScaledLinear(nn.Linear):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", scale={self.scale:.4g}"
-
-
-def n_outputs_for(n_classes: int) -> int:
-    """Two classes use one logit with a sigmoid link (as in the paper's MNIST2 MLP)."""
-    return 1 if n_classes == 2 else n_classes
 
 
 def build_mlp(input_dim: int, hidden: list[int] | tuple[int, ...], n_outputs: int, parameterization: str = "ntk") -> nn.Sequential:
@@ -106,31 +105,90 @@ def build_resnet(image_shape: tuple[int, int, int], n_outputs: int, widths: tupl
     return nn.Sequential(*layers)
 
 
+def channels_first(dataset: Dataset, arch: str) -> list[int]:
+    """(c, h, w) of the dataset's images: (h, w) means one channel; flat vectors cannot feed a convolution."""
+    shape = list(dataset.image_shape)
+    if len(shape) == 2:
+        return [1, *shape]
+    if len(shape) == 3:
+        return shape
+    raise ArtifactError(f"dataset {dataset.name!r} holds flat vectors of shape {tuple(shape)}, and the {arch} needs "
+                        "images; set data.image_shape of its source to (channels, height, width), or use the mlp.")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """An architecture of the registry: where its settings live, its record for a dataset, its builder from the record.
+
+    The record (the checkpoint sidecar's ``architecture``, JSON) is ``{"name": ..., **record(data, section,
+    n_outputs)}``; its keys and values are part of every checkpoint's identity, so an entry's record never changes.
+    """
+
+    section: str                                          # the params.yaml section (a field of Params) of its settings
+    params: type                                          # that section's class
+    record: Callable[[Dataset, Any, int], dict[str, Any]]  # (data, section, n_outputs) -> the record after its name
+    build: Callable[[dict[str, Any]], nn.Module]          # the record -> an untrained model
+
+
+# The dataset classifiers trainable here (train.arch, table.archs, sources.<name>.model.registry); a new one is an
+# entry plus its params section.
+MODELS: dict[str, ModelEntry] = {
+    "mlp": ModelEntry(
+        "train", TrainParams,
+        lambda ds, p, n_out: {"input_dim": int(ds.train.x.shape[1]), "hidden": list(p.hidden), "n_outputs": n_out,
+                              "parameterization": p.parameterization},
+        lambda a: build_mlp(int(a["input_dim"]), list(a["hidden"]), int(a["n_outputs"]), str(a["parameterization"]))),
+    "cnn": ModelEntry(
+        "cnn", CNNParams,
+        lambda ds, p, n_out: {"image_shape": channels_first(ds, "cnn"), "n_outputs": n_out,
+                              "channels": list(p.channels), "hidden": list(p.hidden), "batch_norm": p.batch_norm},
+        lambda a: build_cnn(tuple(a["image_shape"]), int(a["n_outputs"]), tuple(a["channels"]), tuple(a["hidden"]),
+                            bool(a.get("batch_norm", True)))),
+    "resnet": ModelEntry(
+        "resnet", ResNetParams,
+        lambda ds, p, n_out: {"image_shape": channels_first(ds, "resnet"), "n_outputs": n_out, "widths": list(p.widths),
+                              "blocks": p.blocks},
+        lambda a: build_resnet(tuple(a["image_shape"]), int(a["n_outputs"]), tuple(a["widths"]), int(a["blocks"]))),
+}
+MODULAR = ("modular_mlp", "modular_transformer")  # the multitask models (kernelscope.core.provenance.modular_spec)
+
+
+def model_entry(name: str, field: str = "train.arch") -> ModelEntry:
+    """The registry entry of an architecture name chosen in params ``field``."""
+    if name not in MODELS:
+        raise ParamsError(f"params: field {field!r} is {name!r}, which is not an architecture of the registry "
+                          f"({', '.join(MODELS)}); pick one of them.")
+    return MODELS[name]
+
+
+def entry_for_section(params: Any) -> tuple[str, ModelEntry]:
+    """(name, entry) of the architecture whose settings section ``params`` is (a TrainParams: the mlp)."""
+    for name, entry in MODELS.items():
+        if isinstance(params, entry.params):
+            return name, entry
+    raise TypeError(f"{type(params).__name__} is the params section of no registry architecture; expected one of "
+                    f"{', '.join(entry.params.__name__ for entry in MODELS.values())}.")
+
+
+def architecture(dataset: Dataset, params: Any) -> dict[str, Any]:
+    """The architecture record (stored in the checkpoint sidecar) of the section ``params`` trained on this data."""
+    name, entry = entry_for_section(params)
+    return {"name": name, **entry.record(dataset, params, n_outputs_for(dataset.n_classes))}
+
+
 def build_model(arch: dict[str, Any]) -> nn.Module:
-    """Build an (untrained) registry model from an architecture record derived from params (kernelscope.models.train.architecture)."""
+    """An untrained model from an architecture record: a registry model's (``architecture``) or a multitask one's."""
     name = arch.get("name")
-    if name == "mlp":
-        return build_mlp(int(arch["input_dim"]), list(arch["hidden"]), int(arch["n_outputs"]), str(arch["parameterization"]))
-    if name in ("modular_mlp", "modular_transformer"):
+    if isinstance(name, str) and name in MODELS:
+        return MODELS[name].build(arch)
+    if name in MODULAR:
         from kernelscope.loss_kernel.multitask import build_modular
 
         return build_modular("transformer" if name == "modular_transformer" else "mlp", int(arch["p"]), int(arch["embed"]),
                              int(arch["hidden"]), int(arch.get("heads", 4)))
-    if name == "cnn":
-        return build_cnn(tuple(arch["image_shape"]), int(arch["n_outputs"]), tuple(arch["channels"]), tuple(arch["hidden"]),
-                         bool(arch.get("batch_norm", True)))
-    if name == "resnet":
-        return build_resnet(tuple(arch["image_shape"]), int(arch["n_outputs"]), tuple(arch["widths"]), int(arch["blocks"]))
     # A user's factory is never reached from a record: kernelscope.core.provenance.model_spec builds it from params.
-    raise CheckpointError(f"architecture name {name!r} is unknown; expected 'mlp', 'cnn', 'resnet', 'modular_mlp' or 'modular_transformer'.")
-
-
-def log_probs(logits: torch.Tensor) -> torch.Tensor:
-    """(n, C) logits -> (n, classes) log-probabilities; one logit means sigmoid over two classes."""
-    if logits.shape[1] == 1:
-        z = logits[:, 0]
-        return torch.stack([F.logsigmoid(-z), F.logsigmoid(z)], dim=1)
-    return F.log_softmax(logits, dim=1)
+    raise CheckpointError(f"architecture name {name!r} is unknown; expected one of "
+                          f"{', '.join(repr(n) for n in (*MODELS, *MODULAR))}.")
 
 
 def pick_device(device: str) -> torch.device:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kernelscope.models.heads import predictions
 from kernelscope.structure.degeneracy import activation_moments, jacobian_gram
 from kernelscope.structure.layers import OUTPUT, run_with
 
@@ -70,11 +71,6 @@ def interaction_bases(model: nn.Module, x: torch.Tensor, layers: list[str], *, c
         live = sigma > rtol * max(sigma[0], 1e-300)  # directions that drive the next layer; the rest add nothing to J̃
         readout = torch.from_numpy(np.sqrt(sigma[live])[:, None] * forward[live]).to(next(model.parameters()).dtype)
     return {layer: bases[layer] for layer in layers[:-1]}
-
-
-def predictions(logits: torch.Tensor) -> torch.Tensor:
-    """Class predictions; one logit is a sigmoid over two classes."""
-    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
 
 
 def ablated_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str, basis: Basis, kept: int, chunk_size: int = 4096) -> float:

@@ -16,10 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from scipy.special import expit, softmax
 
 from kernelscope.surrogate.attribution import attributions
 from kernelscope.models.checkpoint import Checkpoint
+from kernelscope.models.heads import predictions, probabilities
 from kernelscope.core.artifacts import write_json_artifact
 from kernelscope.data.datasets import Dataset
 from kernelscope.core.errors import KernelscopeError
@@ -80,14 +80,6 @@ class Query:
     test_index: int | None
 
 
-def _probabilities(logits: np.ndarray) -> np.ndarray:
-    """(C_out,) logits -> class probabilities; one logit is a sigmoid over classes {0, 1}."""
-    if logits.shape[0] == 1:
-        p1 = float(expit(logits[0]))
-        return np.array([1 - p1, p1])
-    return softmax(logits)
-
-
 def kernel_row(params: Params, layout: Any, ds: Dataset, ckpt: Checkpoint, kind: str, query: Query) -> np.ndarray:
     """κ(query, training set) as (N,) — read from the verified test kernel of these params, or computed for a new input."""
     if query.test_index is not None:
@@ -104,9 +96,9 @@ def explain(params: Params, layout: Any, kinds: list[str], query: Query, top_k: 
     ds = run_data(params, layout)
     ckpt = run_checkpoint(params, layout.model_dir, ds)
     nn_logits = predict_logits(ckpt.model, query.x[None])[0]
-    nn_prob = _probabilities(nn_logits)
+    nn_prob, nn_pred = probabilities(nn_logits), int(predictions(nn_logits[None])[0])
     out = layout.root / "explain" / query.name
-    result: dict[str, Any] = {"query": query.name, "label": query.label, "nn_prediction": int(nn_prob.argmax()),
+    result: dict[str, Any] = {"query": query.name, "label": query.label, "nn_prediction": nn_pred,
                               "nn_probabilities": nn_prob.round(6).tolist(), "kernels": {}}
     neighbours = {}
     # Every kind's verified inputs first, so a refused file leaves no partial explanation behind.
@@ -115,19 +107,19 @@ def explain(params: Params, layout: Any, kinds: list[str], query: Query, top_k: 
               for kind in kinds}
     for kind, (row, surrogate) in inputs.items():
         logits = surrogate.logits(row[None])[0]
-        prob = _probabilities(logits)
+        prob, predicted = probabilities(logits), int(predictions(logits[None])[0])
         a = attributions(surrogate, row[None])[0]  # (C_out, N)
         similar = np.argsort(-row, kind="stable")[:top_k]
         top_attr = {int(c): [{"train_id": int(ds.train.ids[j]), "label": int(ds.train.y[j]), "attribution": float(a[c, j])}
                              for j in np.argsort(-a[c], kind="stable")[:top_k]] for c in range(a.shape[0])}
         result["kernels"][kind] = {
-            "kglm_prediction": int(prob.argmax()), "kglm_probabilities": prob.round(6).tolist(),
+            "kglm_prediction": predicted, "kglm_probabilities": prob.round(6).tolist(),
             "most_similar": [{"train_id": int(ds.train.ids[j]), "label": int(ds.train.y[j]), "similarity": float(row[j])} for j in similar],
             "top_attribution_per_logit": top_attr,
         }
         neighbours[kind] = similar[:5]
         if kind == kinds[0]:
-            predicted_logit = 0 if a.shape[0] == 1 else int(prob.argmax())
+            predicted_logit = 0 if a.shape[0] == 1 else predicted  # one logit: its row explains both classes
             result["boxplot"] = str(attribution_boxplot(out / "attribution_by_class.png", a[predicted_logit], ds.train.y, ds.n_classes,
                                                         f"{query.name} · {kind}: attribution to logit {predicted_logit} by training class"))
     if len(ds.image_shape) == 2 and int(np.prod(ds.image_shape)) == query.x.shape[0]:

@@ -5,32 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.special import logsumexp
 
+from kernelscope.models.heads import correct_class_logit, predictions
 from kernelscope.surrogate.metrics import r_miss, tad, tau_k
-
-
-def predictions(logits: np.ndarray) -> np.ndarray:
-    """(n, C) logits -> class index; one logit is a sigmoid over classes {0, 1}."""
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.shape[1] == 1:
-        return (logits[:, 0] > 0).astype(np.int64)
-    return logits.argmax(1)
-
-
-def correct_class_logit(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """log(p_y / (1 − p_y)) computed without forming p_y, so no saturation at 0 or 1.
-
-    One logit z: +z for y = 1 and −z for y = 0. Several: z_y − logsumexp_{c≠y} z_c.
-    """
-    logits = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(y)
-    if logits.shape[1] == 1:
-        return np.where(y == 1, logits[:, 0], -logits[:, 0])
-    rows = np.arange(len(y))
-    others = logits.copy()
-    others[rows, y] = -np.inf
-    return logits[rows, y] - logsumexp(others, axis=1)
 
 
 @dataclass(frozen=True)
