@@ -9,7 +9,8 @@ from prefect import flow, get_run_logger
 from kernelscope.core.params import DatasetName, Params
 from kernelscope.core.layout import RunLayout
 from kernelscope.kernels.registry import KERNELS, kernel_kind
-from kernelscope.kernels.stages import kernel_row_ranges, kernel_split_sizes
+from kernelscope.core.results import StageResult
+from kernelscope.kernels.stages import current_kernel, kernel_row_ranges, kernel_split_sizes
 from kernelscope.surrogate.stages import track_attribution
 from tasks.attribution import compare_kernels, evaluate, kernel_rows, load_checkpoint, prepare_data, train_kglm, train_model, write_kernel, write_report
 from tasks.fanout import Fanout
@@ -66,18 +67,31 @@ def kglm_sections(params: Params, kind: str, dataset: str) -> dict[str, Any]:
     return {**kernel_sections(params, kind, dataset), "kglm": params.kglm.model_dump(mode="json")}
 
 
-def assemble_kernels(fan: Fanout, params: Params, root: str, kinds: tuple[str, ...], checkpoint_hash: str, dataset: str) -> dict[str, dict[str, Any]]:
-    """Every kind's kernels: row-block tasks for all kinds in flight together, then one writer per kind."""
-    sizes = kernel_split_sizes(RunLayout(root))
+def assemble_kernels(fan: Fanout, params: Params, root: str, kinds: tuple[str, ...], checkpoint_hash: str,
+                     dataset: str) -> dict[str, StageResult]:
+    """Every kind's kernels: row-block tasks for the kinds to compute, all in flight together, then one writer per kind.
+
+    The cache sits at the writer, not at the row blocks (tasks.attribution.kernel_rows: they are never persisted).
+    A kind whose files already verify against params and this checkpoint gets no row tasks: its writer is called
+    without rows, a cache hit whose outputs the ledger checks byte for byte. Any other kind's rows are computed and
+    written with refresh_cache, since a hit there would keep the files that failed the check.
+    """
+    layout = RunLayout(root)
+    sizes = kernel_split_sizes(layout)
+    todo = [kind for kind in kinds if current_kernel(params, layout, kind, checkpoint_hash) is None]
     pending = {kind: {split: [fan.submit(kernel_rows, sections=kernel_sections(params, kind, dataset), root=root, kind=kind, split=split,
                                          start=start, stop=stop, checkpoint_hash=checkpoint_hash)
                               for start, stop in kernel_row_ranges(params, n)]
                       for split, n in sizes.items()}
-               for kind in kinds}
+               for kind in todo}
     written = {}
-    for kind, splits in pending.items():
-        rows = {split: [fan.result(p) for p in parts] for split, parts in splits.items()}
-        written[kind] = write_kernel(sections=kernel_sections(params, kind, dataset), root=root, kind=kind, rows=rows)
+    for kind in kinds:
+        rows = None
+        if kind in pending:  # {split: [blocks of each row task]}, in submission order
+            rows = {split: [fan.result(p) for p in parts] for split, parts in pending[kind].items()}
+        writer = write_kernel if rows is None else write_kernel.with_options(refresh_cache=True)
+        written[kind] = fan.run(writer, sections=kernel_sections(params, kind, dataset), root=root, kind=kind,
+                                checkpoint_hash=checkpoint_hash, rows=rows)
     return written
 
 
@@ -98,22 +112,29 @@ def attribution(params: Params, dataset: DatasetName = "digits2", outputs: str |
         fingerprint = source_hash(params, dataset)
         data = fan.run(prepare_data, sections=data_sections(params, dataset, "seed", "data"), dataset=dataset, root=root, source_hash=fingerprint)
         trained = fan.run(train_model, sections=model_sections(params, dataset), root=root,
-                          dataset_hash=data["dataset_hash"], source_hash=fingerprint)
-        ckpt = fan.run(load_checkpoint, sections=model_sections(params, dataset), root=root, checkpoint_hash=trained["checkpoint_hash"],
-                       dataset_hash=data["dataset_hash"])
-        logger.info("%s: NN test accuracy %.4f; %d kernels, runner %s", dataset, ckpt["metrics"]["test_accuracy"], len(kinds), params.scale.runner)
-        kernels = assemble_kernels(fan, params, root, kinds, trained["checkpoint_hash"], dataset)
-        fitted = fan.map(train_kglm, [dict(sections=kglm_sections(params, kind, dataset), root=root, kind=kind, kernel_train=kernels[kind]["train"],
-                                           checkpoint_hash=kernels[kind]["checkpoint_hash"]) for kind in kinds])
-        summaries = fan.map(evaluate, [dict(sections=kglm_sections(params, kind, dataset), root=root, kind=kind, kglm_sha256=f["kglm_sha256"],
-                                            checkpoint_hash=trained["checkpoint_hash"]) for kind, f in zip(kinds, fitted)])
+                          dataset_hash=data.summary["dataset_hash"], source_hash=fingerprint)
+        checkpoint_hash = trained.summary["checkpoint_hash"]
+        ckpt = fan.run(load_checkpoint, sections=model_sections(params, dataset), root=root,
+                       checkpoint_hash=checkpoint_hash, dataset_hash=data.summary["dataset_hash"])
+        accuracy = ckpt.summary["metrics"]["test_accuracy"]
+        logger.info("%s: NN test accuracy %.4f; %d kernels, runner %s", dataset, accuracy, len(kinds),
+                    params.scale.runner)
+        kernels = assemble_kernels(fan, params, root, kinds, checkpoint_hash, dataset)
+        fitted = fan.map(train_kglm, [dict(sections=kglm_sections(params, kind, dataset), root=root, kind=kind,
+                                           kernel_train=kernels[kind].summary["train"],
+                                           checkpoint_hash=kernels[kind].summary["checkpoint_hash"]) for kind in kinds])
+        evaluated = fan.map(evaluate, [dict(sections=kglm_sections(params, kind, dataset), root=root, kind=kind,
+                                            kglm_sha256=f.summary["kglm_sha256"], checkpoint_hash=checkpoint_hash)
+                                       for kind, f in zip(kinds, fitted)])
+        summaries = [e.summary for e in evaluated]
         for s in summaries:
             logger.info("%s/%s: tau_K %.3f  TAD %+.2f", dataset, s["kind"], s["tau_k"], s["tad"])
         comparison = fan.run(compare_kernels, sections=model_sections(params, dataset, "kernel"), root=root, summaries=summaries)
     report = write_report(root=root, table_dir=None, summaries=summaries)
-    artifacts = [*comparison["artifacts"], report["path"]]
+    artifacts = [*comparison.summary["artifacts"], report["path"]]
     run_ids = track_attribution(params, summaries, comparison_artifacts=artifacts) if track else []
     run = fan.ledger
     logger.info("%s: %d of %d tasks were cache hits", dataset, run.hits, run.runs)
-    return {"dataset": dataset, "summaries": summaries, "comparison": comparison["table"], "report": report["path"], "cache_hits": run.hits,
+    return {"dataset": dataset, "summaries": summaries, "comparison": comparison.summary["table"],
+            "report": report["path"], "cache_hits": run.hits,
             "tasks": run.runs, "mlflow_run_ids": run_ids}

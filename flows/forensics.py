@@ -32,15 +32,16 @@ def forensics(params: Params, outputs: str | None = None, track: bool = True) ->
     root = str(Path(outputs or params.outputs) / "forensics" / p.dataset)
     every = forensic_sections(params)
     with Fanout(params.scale) as fan:
-        data = fan.run(poison_data, sections=sections(params, "seed", "data", "poison"), root=root)
+        data = fan.run(poison_data, sections=sections(params, "seed", "data", "poison"), root=root).summary
         trained = fan.run(train_poisoned, sections=sections(params, "seed", "data", "train", "cnn", "resnet", "poison"), root=root,
-                          dataset_hash=data["dataset_hash"])
+                          dataset_hash=data["dataset_hash"]).summary
         logger.info("poisoned model: clean test accuracy %.4f, attack success rate %.4f", trained["clean_test_accuracy"], trained["attack_success_rate"])
         kernels = fan.map(assemble_forensic_kernel, [dict(sections=every, root=root, kind=kind, checkpoint_hash=trained["checkpoint_hash"])
                                                      for kind in p.kinds])
-        faith = fan.map(forensic_kglm, [dict(sections=every, root=root, kind=kind, checkpoint_hash=k["checkpoint_hash"])
+        faith = fan.map(forensic_kglm, [dict(sections=every, root=root, kind=kind,
+                                             checkpoint_hash=k.summary["checkpoint_hash"])
                                         for kind, k in zip(p.kinds, kernels)])
-        result = fan.run(detect, sections=every, root=root, faith=faith)
+        result = fan.run(detect, sections=every, root=root, faith=[f.summary for f in faith]).summary
     for row in result["rows"]:
         logger.info("%s: precision %.4f recall %.4f trace-back %.4f", row["kernel"], row["precision"], row["recall"], row["trace_precision"])
     run_id = None

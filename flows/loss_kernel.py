@@ -33,15 +33,16 @@ def loss_kernel(params: Params, dataset: DatasetName = "digits10", outputs: str 
     checkpoint_hash = layout.checkpoint_hash()
     root = str(layout.root)
     with Fanout(params.scale) as fan:
-        summary = fan.run(sample_probe_losses, sections=model_sections(params, dataset, "loss_kernel"), root=root, checkpoint_hash=checkpoint_hash)
+        summary = fan.run(sample_probe_losses, sections=model_sections(params, dataset, "loss_kernel"), root=root,
+                          checkpoint_hash=checkpoint_hash).summary
         for warning in summary["warnings"]:
             logger.warning("SGLD health: %s", warning)
         fitted = fan.map(train_kglm, [dict(sections=kglm_sections(params, kind, dataset), root=root, kind=kind,
                                            kernel_train=str(layout.kernel_path(kind, "train")), checkpoint_hash=checkpoint_hash) for kind in LOSS_KINDS])
-        evaluated = fan.map(evaluate, [dict(sections=kglm_sections(params, kind, dataset), root=root, kind=kind, kglm_sha256=f["kglm_sha256"],
-                                            checkpoint_hash=checkpoint_hash)
+        evaluated = fan.map(evaluate, [dict(sections=kglm_sections(params, kind, dataset), root=root, kind=kind,
+                                            kglm_sha256=f.summary["kglm_sha256"], checkpoint_hash=checkpoint_hash)
                                        for kind, f in zip(LOSS_KINDS, fitted)])
-    results = dict(zip(LOSS_KINDS, evaluated))
+    results = {kind: e.summary for kind, e in zip(LOSS_KINDS, evaluated)}
     logger.info("%s: LLC %.3f; label agreement of 10 nearest under R %.3f (base rate %.3f, lift %.2f)", dataset, summary["llc"],
                 summary["label_agreement"], summary["label_base_rate"], summary["label_lift"])
     run_id = track_loss_kernel(params, dataset, summary, kglm=results) if track else None
@@ -61,9 +62,11 @@ def multitask(params: Params, outputs: str | None = None, track: bool = True) ->
     logger = get_run_logger()
     root = str(Path(outputs or params.outputs) / "multitask")
     with Fanout(params.scale) as fan:
-        trained = fan.run(train_modular_model, sections=sections(params, "seed", "multitask"), root=root)
-        logger.info("modular model accuracy: %s", {k: round(v, 4) for k, v in trained.items() if k != "checkpoint_hash" and k != "path"})
-        summary = fan.run(multitask_loss_kernel, sections=sections(params, "seed", "multitask"), root=root, checkpoint_hash=trained["checkpoint_hash"])
+        trained = fan.run(train_modular_model, sections=sections(params, "seed", "multitask"), root=root).summary
+        accuracy = {k: round(v, 4) for k, v in trained.items() if k != "checkpoint_hash"}
+        logger.info("modular model accuracy: %s", accuracy)
+        summary = fan.run(multitask_loss_kernel, sections=sections(params, "seed", "multitask"), root=root,
+                          checkpoint_hash=trained["checkpoint_hash"]).summary
     logger.info("task separation ROC-AUC %.3f (within-chain %.3f)", summary["task_auc"], summary["task_auc_within_chain"])
     run_id = None
     if track:

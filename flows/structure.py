@@ -40,8 +40,8 @@ def structure(params: Params, subject: StructureSubject = "digits10", outputs: s
     job = dict(sections=picked, subject=subject, outputs=out, checkpoint_hash=loaded.checkpoint_hash)
     with Fanout(params.scale) as fan:
         pending = [fan.submit(t, **job) for t in (layer_spectra, degeneracy, interaction_basis, coordinate_check)]
-        spectra, degenerate, interaction, coordinates = (fan.result(p) for p in pending)
-    parameters = parameter_stage(loaded)  # not cached: a loss-kernel run may have appeared since
+        spectra, degenerate, interaction, coordinates = (fan.result(p).summary for p in pending)
+    parameters = parameter_stage(loaded).summary  # not cached: a loss-kernel run may have appeared since
     summary = structure_summary(loaded, spectra, degenerate, interaction, coordinates, parameters)
     for p in spectra["pairs"]:
         logger.info("%s %s→%s: rank %d (stacked), 99%% mass %d, participation %.1f; per point %.1f",

@@ -31,13 +31,13 @@ def faithfulness_table(params: Params, outputs: str | None = None, track: bool =
         jobs = []
         for dataset in params.datasets:
             data = fan.run(prepare_data, sections=data_sections(params, dataset, "seed", "data"), dataset=dataset, root=str(root / dataset),
-                           source_hash=source_hash(params, dataset))
+                           source_hash=source_hash(params, dataset)).summary
             for arch in tp.archs:
                 for seed in range(params.seed + 1, params.seed + 1 + tp.n_models):
                     jobs.append(dict(sections=model_sections(params, dataset, "kernel", "kglm"), arch=arch, seed=seed,
                                      kind=tp.kind, root=str(root / dataset / f"{arch}-seed{seed}"), data_dir=str(root / dataset / "data"),
                                      dataset_hash=data["dataset_hash"], data_seed=params.seed))
-        rows = fan.map(seed_run, jobs)
+        rows = [row.summary for row in fan.map(seed_run, jobs)]
     logger.info("%d seed runs, %d from cache", len(rows), fan.ledger.hits)
     table = seed_table(rows)
     artifacts = write_table(table, root)

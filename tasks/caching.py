@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.states import State
 
 from kernelscope import ARTIFACT_FORMAT
+from kernelscope.core.results import StageResult
 from tasks.results import ResultJSON, guard
 
 @dataclass
@@ -38,14 +40,27 @@ def result_storage() -> Path:
 CACHED_TASK = dict(cache_policy=CACHE_POLICY, persist_result=True, result_storage=guard(result_storage()), result_serializer=ResultJSON())
 
 
-def _paths_in(result: Any) -> list[Path]:
-    if isinstance(result, dict):
-        return [Path(v) for k, v in result.items() if k in ("path", "train", "test", "weights", "sidecar") and isinstance(v, str)]
-    return []
+def cached_except(*inputs: str) -> dict[str, Any]:
+    """CACHED_TASK with ``inputs`` left out of the key (data the flow hands over that the key must not hash)."""
+    policy = CACHE_POLICY
+    for name in inputs:
+        policy = policy - name
+    return {**CACHED_TASK, "cache_policy": policy}
+
+
+def stale_outputs(result: Any) -> list[str]:
+    """Why a cached result cannot be trusted: the outputs that are missing or changed, each as a reason.
+
+    Every cached task returns a StageResult, whose outputs are every file its stage wrote with their hashes;
+    a cached value of any other type has nothing to be checked against, so it is not trusted either.
+    """
+    if not isinstance(result, StageResult):
+        return [f"a {type(result).__name__}, not a StageResult"]
+    return [output.path for output in result.stale()]
 
 
 class CacheLedger:
-    """Runs tasks, counts cache hits, and refreshes a hit whose files were deleted since."""
+    """Runs tasks, counts cache hits, and runs again a hit whose output files were deleted or changed since."""
 
     def __init__(self) -> None:
         self.hits = 0
@@ -56,9 +71,12 @@ class CacheLedger:
         return self.settle(task, kwargs, state)
 
     def settle(self, task: Any, kwargs: dict[str, Any], state: State) -> Any:
-        """The result of a finished task run; a cache hit whose files are gone is run again."""
+        """The result of a finished task run; a cache hit whose outputs are not all there, unchanged, is run again."""
         result = state.result()
-        if state.name == "Cached" and not all(p.exists() for p in _paths_in(result)):
+        stale = stale_outputs(result) if state.name == "Cached" else []
+        if stale:
+            get_run_logger().info("%s: cached result not trusted (%s); running it again", task.name,
+                                  ", ".join(stale[:3]))
             state = task.with_options(refresh_cache=True)(**kwargs, return_state=True)
             result = state.result()
         self.runs += 1

@@ -9,26 +9,27 @@ from prefect import task
 from kernelscope.loss_kernel.stages import loss_kernel_stage
 from kernelscope.core.params import params_from_dict
 from kernelscope.core.layout import RunLayout
+from kernelscope.core.results import StageResult
 from tasks.caching import CACHED_TASK
 
 
 @task(name="sample-probe-losses", **CACHED_TASK)
-def sample_probe_losses(sections: dict[str, Any], root: str, checkpoint_hash: str) -> dict[str, Any]:
+def sample_probe_losses(sections: dict[str, Any], root: str, checkpoint_hash: str) -> StageResult:
     """SGLD around the checkpoint; per-sample losses of every train and test point at every draw; loss kernels."""
     return loss_kernel_stage(params_from_dict(sections), RunLayout(root))
 
 
 @task(name="train-modular-model", **CACHED_TASK)
-def train_modular_model(sections: dict[str, Any], root: str) -> dict[str, Any]:
+def train_modular_model(sections: dict[str, Any], root: str) -> StageResult:
     from pathlib import Path
 
     from kernelscope.loss_kernel.multitask_stages import multitask_train_stage
 
-    return {**multitask_train_stage(params_from_dict(sections), Path(root)), "path": str(Path(root) / "model" / "model.safetensors")}
+    return multitask_train_stage(params_from_dict(sections), Path(root))
 
 
 @task(name="multitask-loss-kernel", **CACHED_TASK)
-def multitask_loss_kernel(sections: dict[str, Any], root: str, checkpoint_hash: str) -> dict[str, Any]:
+def multitask_loss_kernel(sections: dict[str, Any], root: str, checkpoint_hash: str) -> StageResult:
     from pathlib import Path
 
     from kernelscope.loss_kernel.multitask_stages import multitask_loss_stage

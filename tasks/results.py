@@ -3,8 +3,8 @@
 A Prefect result record names its own serializer, and Prefect builds that serializer from the file:
 a record saying ``{"type": "pickle", "picklelib": "<any module>"}`` would import that module and
 unpickle the payload, so anyone able to write ``.prefect/`` could run code through a cache hit.
-kernelscope's tasks therefore persist with ``ResultJSON`` (JSON with tagged numpy arrays and
-non-finite floats, decoded without any object hook that imports), and every read of a file under
+kernelscope's tasks therefore persist with ``ResultJSON`` (JSON with tagged numpy arrays, non-finite
+floats and StageResults, decoded without any object hook that imports), and every read of a file under
 the results folder is refused unless the record says exactly that serializer and no storage block.
 
 The check sits on ``LocalFileSystem``'s two read methods, the only way Prefect reads a record of a
@@ -26,6 +26,7 @@ from prefect.serializers import Serializer
 from pydantic import Field
 
 from kernelscope.core.errors import KernelscopeError
+from kernelscope.core.results import Output, StageResult
 
 SERIALIZER = "kernelscope-json"
 NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: the only array dtypes a result may hold
@@ -44,6 +45,9 @@ def encode(value: Any) -> Any:
         return {"__ndarray__": data.dtype.str, "shape": list(data.shape), "data": base64.b64encode(data.tobytes()).decode()}
     if isinstance(value, np.generic):
         return encode(value.item())
+    if isinstance(value, StageResult):
+        outputs = [[o.path, o.sha256] for o in value.outputs]
+        return {"__stage_result__": {"outputs": outputs, "summary": encode(value.summary)}}
     if isinstance(value, tuple):
         return {"__tuple__": [encode(v) for v in value]}
     if isinstance(value, list):
@@ -52,7 +56,8 @@ def encode(value: Any) -> Any:
         if all(isinstance(k, str) for k in value) and not any(k.startswith("__") for k in value):
             return {k: encode(v) for k, v in value.items()}
         return {"__items__": [[encode(k), encode(v)] for k, v in value.items()]}
-    raise TypeError(f"a kernelscope task result cannot hold a {type(value).__name__}; return plain values, lists, dicts or arrays")
+    raise TypeError(f"a kernelscope task result cannot hold a {type(value).__name__}; return plain values, lists, "
+                    "dicts, arrays or a StageResult")
 
 
 def _decode_object(obj: dict[str, Any]) -> Any:
@@ -67,7 +72,19 @@ def _decode_object(obj: dict[str, Any]) -> Any:
         return tuple(obj["__tuple__"])
     if "__items__" in obj:
         return {_hashable(k): v for k, v in obj["__items__"]}
+    if "__stage_result__" in obj:
+        return _stage_result(obj["__stage_result__"])
     return obj
+
+
+def _stage_result(fields: Any) -> StageResult:
+    """A StageResult from its decoded fields (its summary is decoded already: the hook runs innermost first)."""
+    outputs, summary = (fields.get("outputs"), fields.get("summary")) if isinstance(fields, dict) else (None, None)
+    pairs_ok = isinstance(outputs, list) and all(
+        isinstance(o, list) and len(o) == 2 and all(isinstance(v, str) for v in o) for o in outputs)
+    if not (pairs_ok and isinstance(summary, dict)):
+        raise ValueError("cached result holds a malformed StageResult (outputs: [path, sha256] pairs; summary: a dict)")
+    return StageResult(tuple(Output(path, sha256) for path, sha256 in outputs), summary)
 
 
 def _hashable(key: Any) -> Any:
@@ -75,7 +92,8 @@ def _hashable(key: Any) -> Any:
 
 
 class ResultJSON(Serializer):
-    """Plain JSON for task results; decoding builds only numbers, strings, lists, dicts, tuples and numeric arrays."""
+    """Plain JSON for task results; decoding builds only numbers, strings, lists, dicts, tuples, numeric arrays
+    and StageResults (kernelscope.core.results: files with their hashes, and a summary of the same plain values)."""
 
     type: str = Field(default=SERIALIZER, frozen=True)
 

@@ -11,10 +11,11 @@ from typing import Any
 from prefect import task
 
 from kernelscope.core.params import params_from_dict
+from kernelscope.core.results import StageResult
 from tasks.caching import CACHED_TASK
 
 
-def _run(stage: str, sections: dict[str, Any], subject: str, outputs: str) -> dict[str, Any]:
+def _run(stage: str, sections: dict[str, Any], subject: str, outputs: str) -> StageResult:
     from kernelscope.structure import stages
 
     params = params_from_dict(sections)
@@ -22,24 +23,24 @@ def _run(stage: str, sections: dict[str, Any], subject: str, outputs: str) -> di
 
 
 @task(name="layer-spectra", **CACHED_TASK)
-def layer_spectra(sections: dict[str, Any], subject: str, outputs: str, checkpoint_hash: str) -> dict[str, Any]:
+def layer_spectra(sections: dict[str, Any], subject: str, outputs: str, checkpoint_hash: str) -> StageResult:
     """Singular values of every adjacent layer pair's Jacobian, per point and stacked; effective ranks."""
     return _run("spectra_stage", sections, subject, outputs)
 
 
 @task(name="degeneracy", **CACHED_TASK)
-def degeneracy(sections: dict[str, Any], subject: str, outputs: str, checkpoint_hash: str) -> dict[str, Any]:
+def degeneracy(sections: dict[str, Any], subject: str, outputs: str, checkpoint_hash: str) -> StageResult:
     """Activation and gradient Gram spectra per layer; ReLUs firing on the same inputs."""
     return _run("degeneracy_stage", sections, subject, outputs)
 
 
 @task(name="interaction-basis", **CACHED_TASK)
-def interaction_basis(sections: dict[str, Any], subject: str, outputs: str, checkpoint_hash: str) -> dict[str, Any]:
+def interaction_basis(sections: dict[str, Any], subject: str, outputs: str, checkpoint_hash: str) -> StageResult:
     """The interaction basis per layer and ablation curves against PCA."""
     return _run("interaction_stage", sections, subject, outputs)
 
 
 @task(name="coordinate-check", **CACHED_TASK)
-def coordinate_check(sections: dict[str, Any], subject: str, outputs: str, checkpoint_hash: str) -> dict[str, Any]:
+def coordinate_check(sections: dict[str, Any], subject: str, outputs: str, checkpoint_hash: str) -> StageResult:
     """Rank and neuron-basis measures before and after function-preserving reparameterizations."""
     return _run("coordinate_stage", sections, subject, outputs)

@@ -26,7 +26,7 @@ import yaml
 from conftest import REPO, TINY_PARAMS
 from fault_helpers import footer, rewrite_parquet
 from kernelscope.cli import main
-from kernelscope.core.artifacts import read_json_artifact, write_json_artifact
+from kernelscope.core.json_artifacts import read_json_artifact, write_json_artifact
 from kernelscope.core.fileio import sha256_tree
 from test_bad_input import _args, _refused
 
@@ -331,7 +331,8 @@ def test_comparison_reads_kernels_with_the_expected_provenance(run):
     summaries = [read_json_artifact(layout.kglm_dir(kind) / "metrics.json", "metrics") for kind in ("trntk", "proj_trntk")]
     summaries = [{k: (float("nan") if v is None else v) for k, v in s.items()} for s in summaries]
     params = load_params(run / "params.yaml")
-    assert compare_stage(params, layout, summaries)["artifacts"]  # healthy: the residual plot of proj_trntk against trntk
+    # healthy: the residual plot of proj_trntk against trntk
+    assert compare_stage(params, layout, summaries).summary["artifacts"]
     _edit_params(run, lambda raw: raw["kernel"].update(projection_dim=32))
     with pytest.raises(ArtifactError, match="proj_trntk/train.parquet: provenance field 'projection_dim' is 64 but this run expects 32"):
         compare_stage(load_params(run / "params.yaml"), layout, summaries)

@@ -92,5 +92,5 @@ def test_two_kernel_runs_on_one_folder_at_once_match_a_sequential_run(prepared, 
 
     params = params_from_dict(copy.deepcopy(FAULT_PARAMS))
     fit_kglm_stage(params, layout, "trntk")
-    summary = evaluate_stage(params, layout, "trntk")
+    summary = evaluate_stage(params, layout, "trntk").summary
     assert -1.0 <= summary["tau_k"] <= 1.0 and summary["nn_accuracy"] > 0.9

@@ -31,7 +31,7 @@ def saved_run(tmp_path_factory):
     for kind in params.kernel.kinds:
         kernel_stage(params, layout, kind, progress=False)
         fit_kglm_stage(params, layout, kind)
-        summaries.append(evaluate_stage(params, layout, kind))
+        summaries.append(evaluate_stage(params, layout, kind).summary)
     compare_stage(params, layout, summaries)
     return params, layout
 

@@ -43,13 +43,13 @@ def test_stages_end_to_end_and_deterministic(tmp_path, tiny_params_dict):
     for run in ("a", "b"):
         layout = RunLayout(tmp_path / run)
         data_stage(params, "digits2", layout)
-        trained = train_stage(params, layout, progress=False)
+        trained = train_stage(params, layout, progress=False).summary
         summaries = []
         for kind in params.kernel.kinds:
             kernel_stage(params, layout, kind, progress=False)
             fit_kglm_stage(params, layout, kind)
-            summaries.append(evaluate_stage(params, layout, kind))
-        comparison = compare_stage(params, layout, summaries)
+            summaries.append(evaluate_stage(params, layout, kind).summary)
+        comparison = compare_stage(params, layout, summaries).summary
         outputs[run] = (layout, trained, summaries[0])
     (la, ta, sa), (lb, tb, sb) = outputs["a"], outputs["b"]
     assert ta["checkpoint_hash"] == tb["checkpoint_hash"]  # seeded training: the same bytes

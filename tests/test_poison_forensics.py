@@ -85,14 +85,14 @@ def test_end_to_end_detection_is_far_above_chance(tmp_path):
     params = params_from_dict({"seed": 1, "device": "cpu", "train": {"hidden": [32, 32], "epochs": 40},
                                "kernel": {"chunk_size": 256}, "poison": {"kinds": ["trntk", "ck"]}})
     layout = RunLayout(tmp_path / "digits10")
-    data = poison_stage(params, layout)
-    trained = poisoned_train_stage(params, layout)
+    data = poison_stage(params, layout).summary
+    trained = poisoned_train_stage(params, layout).summary
     assert trained["attack_success_rate"] > 0.8
     faith = []
     for kind in params.poison.kinds:
         forensic_kernel_stage(params, layout, kind)
-        faith.append(forensic_kglm_stage(params, layout, kind))
-    result = detection_stage(params, layout, faith)
+        faith.append(forensic_kglm_stage(params, layout, kind).summary)
+    result = detection_stage(params, layout, faith).summary
     trntk = next(r for r in result["rows"] if r["kernel"] == "trntk")
     assert trntk["precision"] > 0.9 and trntk["recall"] > 0.8  # chance: precision 0.5
     assert trntk["trace_precision"] > 0.5  # chance: 10%

@@ -122,14 +122,14 @@ def test_loss_kernel_stage_writes_kernels_the_kglm_can_use(tmp_path, tiny_params
     layout = RunLayout(tmp_path / "digits2")
     data_stage(params, "digits2", layout)
     train_stage(params, layout, progress=False)
-    summary = loss_kernel_stage(params, layout)
+    summary = loss_kernel_stage(params, layout).summary
     assert np.isfinite(summary["llc"]) and 0 <= summary["label_agreement"] <= 1
     k_train, meta = read_kernel(layout.kernel_path("loss_corr", "train"))
     k_test, _ = read_kernel(layout.kernel_path("loss_corr", "test"))
     assert meta["kind"] == "loss_corr" and k_train.shape[0] == k_train.shape[1] == k_test.shape[1]
     np.testing.assert_allclose(np.diag(k_train), 1.0, atol=1e-5)
     fit_kglm_stage(params, layout, "loss_corr")
-    result = evaluate_stage(params, layout, "loss_corr")
+    result = evaluate_stage(params, layout, "loss_corr").summary
     assert 0 <= result["kglm_accuracy"] <= 1
     for name in ("traces.png", "probe_losses.parquet", "correlation.png", "covariance_groups.png", "umap.png"):
         assert (layout.root / "loss_kernel" / name).stat().st_size > 0, name

@@ -36,20 +36,20 @@ def _layout(args: argparse.Namespace, params: Params):
 def cmd_data(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.data.stages import data_stage
 
-    return data_stage(params, args.dataset, _layout(args, params))
+    return data_stage(params, args.dataset, _layout(args, params)).summary
 
 
 def cmd_train(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.models.stages import train_stage
 
-    return train_stage(params, _layout(args, params), progress=not args.quiet)
+    return train_stage(params, _layout(args, params), progress=not args.quiet).summary
 
 
 def cmd_kernel(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.kernels.stages import kernel_stage
 
     kinds = [args.kind] if args.kind else list(params.kernel.kinds)
-    return [kernel_stage(params, _layout(args, params), kind, progress=not args.quiet) for kind in kinds]
+    return [kernel_stage(params, _layout(args, params), kind, progress=not args.quiet).summary for kind in kinds]
 
 
 def cmd_kglm(args: argparse.Namespace, params: Params) -> Any:
@@ -61,8 +61,8 @@ def cmd_kglm(args: argparse.Namespace, params: Params) -> Any:
     summaries = []
     for kind in params.kernel.kinds:
         fit_kglm_stage(params, layout, kind)
-        summaries.append(evaluate_stage(params, layout, kind))
-    comparison = compare_stage(params, layout, summaries)
+        summaries.append(evaluate_stage(params, layout, kind).summary)
+    comparison = compare_stage(params, layout, summaries).summary
     if not args.no_track:
         track_attribution(params, summaries, source=args.source, comparison_artifacts=comparison["artifacts"])
     return [{k: s[k] for k in ("dataset", "kind", "tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy")} for s in summaries]
@@ -119,13 +119,13 @@ def cmd_forensics(args: argparse.Namespace, params: Params) -> Any:
     layout = RunLayout(Path(args.out) / "forensics" / params.poison.dataset)
     kinds = [args.kind] if args.kind else list(params.poison.kinds)
     if args.step == "data":
-        return fs.poison_stage(params, layout)
+        return fs.poison_stage(params, layout).summary
     if args.step == "train":
-        return fs.poisoned_train_stage(params, layout)
+        return fs.poisoned_train_stage(params, layout).summary
     if args.step == "kernel":
-        return [fs.forensic_kernel_stage(params, layout, kind) for kind in kinds]
-    faith = [fs.forensic_kglm_stage(params, layout, kind) for kind in kinds]
-    result = fs.detection_stage(params, layout, faith)
+        return [fs.forensic_kernel_stage(params, layout, kind).summary for kind in kinds]
+    faith = [fs.forensic_kglm_stage(params, layout, kind).summary for kind in kinds]
+    result = fs.detection_stage(params, layout, faith).summary
     from kernelscope.core.fileio import write_json_atomic
 
     keys = ("precision", "recall", "trace_precision", "trace_recall", "clean_tau_k", "poisoned_tau_k")
@@ -141,7 +141,7 @@ def cmd_loss_kernel(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.loss_kernel.stages import loss_kernel_stage, track_loss_kernel
 
     layout = _layout(args, params)
-    summary = loss_kernel_stage(params, layout, progress=not args.quiet)
+    summary = loss_kernel_stage(params, layout, progress=not args.quiet).summary
     keys = ("llc", "label_agreement", "label_base_rate", "label_lift", "superclass_agreement", "taxonomic_lift")
     metrics = {k: round(float(summary[k]), 6) for k in keys if k in summary}
     write_json_atomic(layout.root / "loss_kernel_metrics.json", metrics)
@@ -155,8 +155,8 @@ def cmd_multitask(args: argparse.Namespace, params: Params) -> Any:
 
     root = Path(args.out) / "multitask"
     if args.step == "train":
-        return multitask_train_stage(params, root)
-    summary = multitask_loss_stage(params, root)
+        return multitask_train_stage(params, root).summary
+    summary = multitask_loss_stage(params, root).summary
     return {k: v for k, v in summary.items() if k != "plots"}
 
 
@@ -170,7 +170,7 @@ def cmd_structure(args: argparse.Namespace, params: Params) -> Any:
     if args.subject not in subjects:
         raise KernelscopeError(f"--subject {args.subject!r} is not a model kernelscope knows; choose from {', '.join(subjects)} "
                                f"(or add a source to {args.params}).")
-    summary = structure_stage(params, args.subject, args.out)
+    summary = structure_stage(params, args.subject, args.out).summary
     root = Path(args.out) / ("multitask" if args.subject == "modular" else args.subject)
     write_json_atomic(root / "structure_metrics.json", {k: round(v, 6) for k, v in sorted(summary["metrics"].items())})
     if not args.no_track:

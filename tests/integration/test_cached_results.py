@@ -1,5 +1,6 @@
 """Cached task results never run code: they persist as plain JSON, and a record that names another
-serializer (Prefect would import it and unpickle the payload) is refused before Prefect parses it."""
+serializer (Prefect would import it and unpickle the payload) is refused before Prefect parses it.
+And a cached result is trusted only while every file its stage wrote is there with the bytes it wrote."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kernelscope.core.results import Output, StageResult
 from tasks import results
 from tasks.results import ResultJSON, check_record
 
@@ -37,6 +39,24 @@ def test_results_round_trip_exactly():
         serializer.dumps({"x": np.array(["a"], dtype=object)})
     with pytest.raises(TypeError, match="cannot hold a PosixPath"):
         serializer.dumps({"x": Path("a")})
+
+
+def test_stage_results_round_trip_with_their_outputs(tmp_path):
+    (tmp_path / "metrics.json").write_text("{}")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "a.png").write_bytes(b"png")
+    summary = {"kind": "trntk", "tau_k": float("nan"), "__odd": (1, 2)}
+    result = StageResult.of(summary, [tmp_path / "metrics.json", tmp_path / "plots"])
+    serializer = ResultJSON()
+    back = serializer.loads(serializer.dumps(result))
+    assert isinstance(back, StageResult) and back.outputs == result.outputs and back.summary["__odd"] == (1, 2)
+    assert np.isnan(back.summary["tau_k"]) and not back.stale()
+    (tmp_path / "plots" / "a.png").write_bytes(b"PNG")  # a folder output is checked by its tree hash
+    assert back.stale() == [Output(str(tmp_path / "plots"), result.outputs[1].sha256)]
+    with pytest.raises(ValueError, match="malformed StageResult"):
+        serializer.loads(b'{"__stage_result__": {"outputs": [["only a path"]], "summary": {}}}')
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        StageResult.of({}, [tmp_path / "never-written"])
 
 
 def test_foreign_records_are_refused_by_their_bytes(tmp_path):
@@ -104,3 +124,46 @@ def _poison(path: Path, marker: Path) -> None:
     record["metadata"]["serializer"] = {"type": "pickle", "picklelib": "pickle"}
     record["result"] = base64.encodebytes(pickle.dumps(_Payload(marker))).decode()
     path.write_text(json.dumps(record))
+
+
+def test_a_cache_hit_whose_outputs_changed_is_run_again(tmp_path, tiny_params_dict, monkeypatch):
+    """Every output of a cached result is checked: a deleted or edited file the old guard never looked at (it checked
+    one path per task) makes its task run again, and a kernel file that changed is recomputed, not trusted."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.attribution import attribution
+    from kernelscope.core.layout import RunLayout
+    from kernelscope.core.params import params_from_dict
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = params_from_dict(tiny_params_dict)
+    kwargs = dict(dataset="digits2", params=params, outputs=str(tmp_path / "out"), track=False)
+    layout = RunLayout(tmp_path / "out" / "digits2")
+    kglm = layout.kglm_dir("trntk")
+    with prefect_test_harness(server_startup_timeout=120):
+        attribution(**kwargs)
+        attributions = (kglm / "attributions.parquet").read_bytes()
+        metrics, points = kglm / "metrics.json", kglm / "probabilities.csv"
+        written = metrics.stat().st_mtime_ns
+
+        # 1. attributions.parquet deleted, metrics.json kept: evaluate runs again (it alone writes both).
+        (kglm / "attributions.parquet").unlink()
+        again = attribution(**kwargs)
+        assert again["tasks"] == 7 and again["cache_hits"] == 6
+        assert (kglm / "attributions.parquet").read_bytes() == attributions and metrics.stat().st_mtime_ns > written
+
+        # 2. One byte of an output edited: the same.
+        before = points.read_bytes()
+        points.write_bytes(before[:-2] + bytes([before[-2] ^ 1]) + before[-1:])
+        edited = attribution(**kwargs)
+        assert edited["tasks"] == 7 and edited["cache_hits"] == 6 and points.read_bytes() == before
+
+        # 3. One byte of a kernel file edited: its rows are computed again and written (the writer refreshes its cache).
+        kernel = layout.kernel_path("trntk", "test")
+        original = kernel.read_bytes()
+        kernel.write_bytes(original[:100] + bytes([original[100] ^ 1]) + original[101:])
+        recomputed = attribution(**kwargs)
+        assert recomputed["tasks"] == 9 and recomputed["cache_hits"] == 6  # 2 row tasks and the writer ran
+        assert kernel.read_bytes() == original
+        settled = attribution(**kwargs)
+        assert settled["cache_hits"] == settled["tasks"] == 7

@@ -57,7 +57,8 @@ def test_local_cluster_and_existing_cluster_give_the_sequential_bytes(harness, t
     expected = sequential_kernels(params, tmp_path / "local" / "digits2", tmp_path)
     assert run_hashes(tmp_path / "local" / "digits2") == expected
     row_tasks = len(KINDS) * sum(len(r) for r in ranges.values())
-    assert result["tasks"] == 3 + row_tasks + 2 * len(KINDS) + 1  # data, train, checkpoint; rows; kGLM and evaluate per kind; compare
+    # data, train, checkpoint; rows; the writer, kGLM and evaluate per kind; compare
+    assert result["tasks"] == 3 + row_tasks + 3 * len(KINDS) + 1
 
     # 2. An existing cluster, named by its scheduler address (as KERNELSCOPE_DASK_ADDRESS or scale.dask_address would).
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster, \

@@ -1,6 +1,7 @@
 """The attribution flow under Prefect's test harness: a second run is all cache hits."""
 
 import shutil
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -23,11 +24,20 @@ def test_second_run_hits_the_cache_and_logs_to_mlflow(harness, tmp_path, tiny_pa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     params = params_from_dict(tiny_params_dict)
     from flows.attribution import attribution
+    from tasks.caching import result_storage
 
     kwargs = dict(dataset="digits2", params=params, outputs=str(tmp_path / "out"))
+    started = time.time_ns()
     first = attribution(**kwargs)
+    # Cached results are small records (kernel blocks are never persisted): a second copy of a kernel would be larger.
+    records = [p for p in result_storage().rglob("*") if p.is_file() and p.stat().st_mtime_ns >= started]
+    assert records, "the flow persisted no result"
+    largest = max(records, key=lambda p: p.stat().st_size)
+    assert largest.stat().st_size < 64 * 1024, f"{largest}: {largest.stat().st_size} bytes"
     second = attribution(**kwargs)
-    assert first["tasks"] == second["tasks"] == 8  # data, train, checkpoint, kernel rows (train, test), kGLM, evaluate, compare
+    # data, train, checkpoint, kernel rows (train, test), kernel writer, kGLM, evaluate, compare; the second run
+    # computes no kernel rows (the kernel files verify), its writer is a cache hit
+    assert first["tasks"] == 9 and second["tasks"] == 7
     assert first["cache_hits"] == 0
     assert second["cache_hits"] == second["tasks"]
     assert second["summaries"][0]["tau_k"] == first["summaries"][0]["tau_k"]

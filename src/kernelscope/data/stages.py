@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 
 from kernelscope.data.datasets import make_digits, write_dataset
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import (data_provenance)
 from kernelscope.core.layout import RunLayout
+from kernelscope.core.results import StageResult
 
 
 
 
-def data_stage(params: Params, dataset: str, layout: RunLayout) -> dict[str, Any]:
+def data_stage(params: Params, dataset: str, layout: RunLayout) -> StageResult:
     """A bundled dataset, or a user's source (params.sources) read by kernelscope.data.readers, split and written as Parquet."""
     source = params.source(dataset)
     provenance = data_provenance(params, dataset, layout.data_seed)
@@ -25,5 +24,6 @@ def data_stage(params: Params, dataset: str, layout: RunLayout) -> dict[str, Any
 
         ds = dataset_from_arrays(dataset, read_source(source.data, seed=provenance["seed"]), params.data.test_fraction, provenance["seed"])
     written = write_dataset(ds, layout.data_dir, provenance)
-    return {**written, "n_train": len(ds.train.y), "n_test": len(ds.test.y), "n_classes": ds.n_classes}
+    summary = {**written, "n_train": len(ds.train.y), "n_test": len(ds.test.y), "n_classes": ds.n_classes}
+    return StageResult.of(summary, [written["train"], written["test"]])
 

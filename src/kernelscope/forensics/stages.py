@@ -21,6 +21,7 @@ from kernelscope.surrogate.kglm import load_kglm
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import data_provenance, kernel_expect, kglm_provenance, poisoning, run_checkpoint, run_data
 from kernelscope.core.layout import RunLayout
+from kernelscope.core.results import StageResult
 from kernelscope.surrogate.stages import evaluate_stage, fit_kglm_stage
 from kernelscope.kernels.stages import kernel_stage
 from kernelscope.models.stages import train_stage
@@ -35,7 +36,7 @@ def trigger_of(params: Params) -> Trigger:
     return Trigger(p.trigger_size, p.trigger_margin, p.trigger_value, p.trigger_pattern, p.trigger_position)
 
 
-def poison_stage(params: Params, layout: RunLayout) -> dict[str, Any]:
+def poison_stage(params: Params, layout: RunLayout) -> StageResult:
     p = params.poison
     clean = make_digits(p.dataset, params.data.test_fraction, params.seed)
     poisoned = badnets(clean, fraction=p.fraction, target=p.target, trigger=trigger_of(params), seed=params.seed)
@@ -43,19 +44,22 @@ def poison_stage(params: Params, layout: RunLayout) -> dict[str, Any]:
     written = write_dataset(poisoned.dataset, layout.data_dir, provenance, extra={"train": {"is_poisoned": poisoned.is_poisoned}})
     meta = {"dataset": poisoned.dataset.name, "split": POISONED_TEST, "n_classes": clean.n_classes, "image_shape": list(clean.image_shape),
             "dataset_hash": poisoned.dataset.dataset_hash, **provenance}
-    write_split(layout.data_dir / f"{POISONED_TEST}.parquet", poisoned.test_poisoned, meta,
-                {"is_target_class": poisoned.test_is_target_class})
-    return {**written, "n_poisoned": int(poisoned.is_poisoned.sum()), "n_train": len(poisoned.is_poisoned)}
+    stamped = write_split(layout.data_dir / f"{POISONED_TEST}.parquet", poisoned.test_poisoned, meta,
+                          {"is_target_class": poisoned.test_is_target_class})
+    summary = {**written, "n_poisoned": int(poisoned.is_poisoned.sum()), "n_train": len(poisoned.is_poisoned)}
+    return StageResult.of(summary, [written["train"], written["test"], stamped])
 
 
-def poisoned_train_stage(params: Params, layout: RunLayout) -> dict[str, Any]:
+def poisoned_train_stage(params: Params, layout: RunLayout) -> StageResult:
     """Train on the poisoned set; clean accuracy and attack success rate."""
-    summary = train_stage(params, layout, progress=False)
+    trained = train_stage(params, layout, progress=False)
+    summary = trained.summary
     ckpt = run_checkpoint(params, layout.model_dir, run_data(params, layout))
     stamped = poisoned_test(layout, summary["dataset_hash"])
     pred = predictions(predict_logits(ckpt.model, stamped.x))
-    return {**summary, "clean_test_accuracy": summary["test_accuracy"],
-            "attack_success_rate": attack_success_rate(pred, stamped.y, params.poison.target)}
+    success = attack_success_rate(pred, stamped.y, params.poison.target)
+    summary = {**summary, "clean_test_accuracy": summary["test_accuracy"], "attack_success_rate": success}
+    return StageResult.of(summary, [], trained)
 
 
 def poisoned_test(layout: RunLayout, dataset_hash: str) -> Split:
@@ -64,16 +68,17 @@ def poisoned_test(layout: RunLayout, dataset_hash: str) -> Split:
     return stamped
 
 
-def forensic_kernel_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, Any]:
+def forensic_kernel_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
     stamped = poisoned_test(layout, run_data(params, layout).dataset_hash)
     return kernel_stage(params, layout, kind, progress=False, extra_queries={POISONED_TEST: (stamped.x, stamped.ids)})
 
 
-def forensic_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, Any]:
+def forensic_kglm_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
     """kGLM on the poisoned training set; faithfulness on the clean and on the poisoned test set."""
     params = params.model_copy(update={"kglm": params.kglm.model_copy(update={"alpha": params.poison.kglm_alpha})})
-    fit_kglm_stage(params, layout, kind)
-    clean = evaluate_stage(params, layout, kind)
+    fitted = fit_kglm_stage(params, layout, kind)
+    evaluated = evaluate_stage(params, layout, kind)
+    clean = evaluated.summary
     ds = run_data(params, layout)
     ckpt = run_checkpoint(params, layout.model_dir, ds)
     stamped = poisoned_test(layout, ds.dataset_hash)
@@ -81,10 +86,12 @@ def forensic_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[st
                                 expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, POISONED_TEST))
     surrogate = load_kglm(layout.kglm_dir(kind) / "kglm.safetensors", expect=kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash))
     poisoned, _ = faithfulness(stamped.y, predict_logits(ckpt.model, stamped.x), surrogate.logits(k_poisoned))
-    return {"kind": kind, "clean": {k: clean[k] for k in ("tau_k", "tad", "r_miss")}, "poisoned": {k: getattr(poisoned, k) for k in ("tau_k", "tad", "r_miss")}}
+    summary = {"kind": kind, "clean": {k: clean[k] for k in ("tau_k", "tad", "r_miss")},
+               "poisoned": {k: getattr(poisoned, k) for k in ("tau_k", "tad", "r_miss")}}
+    return StageResult.of(summary, [], fitted, evaluated)
 
 
-def detection_stage(params: Params, layout: RunLayout, faith: list[dict[str, Any]]) -> dict[str, Any]:
+def detection_stage(params: Params, layout: RunLayout, faith: list[dict[str, Any]]) -> StageResult:
     """Per kernel: k-of-m flags over clean ∪ poisoned test points, precision/recall, trace-back, pictures."""
     from kernelscope.forensics.plots import poisoned_neighbour_grid, trace_back_curves
 
@@ -124,7 +131,8 @@ def detection_stage(params: Params, layout: RunLayout, faith: list[dict[str, Any
     pr_plot = trace_back_curves(out / "trace_back_pr.png", curves, int(is_poisoned.sum()))
     table_paths = write_table3(rows, out)
     write_json_atomic(out / "forensics.json", {"rows": rows})
-    return {"rows": rows, "artifacts": [*table_paths, str(pr_plot), *[str(out / f"neighbours_{f['kind']}.png") for f in faith]]}
+    artifacts = [*table_paths, str(pr_plot), *[str(out / f"neighbours_{f['kind']}.png") for f in faith]]
+    return StageResult.of({"rows": rows, "artifacts": artifacts}, [*artifacts, out / "forensics.json"])
 
 
 TABLE3 = (("precision", "Precision (%)", 100), ("recall", "Recall (%)", 100), ("recall_non_target", "Recall, non-target (%)", 100), ("clean_tau_k", "τ_K", 1), ("clean_tad", "TAD (%)", 1),

@@ -13,15 +13,16 @@ import numpy as np
 import torch
 
 from kernelscope.data.datasets import read_dataset
-from kernelscope.core.errors import ParamsError
+from kernelscope.core.errors import ArtifactError, ParamsError
 from kernelscope.kernels import kernel_spec
 from kernelscope.kernels.assembly import kernel_row_blocks, row_ranges
 from kernelscope.kernels.registry import kernel_kind
-from kernelscope.kernels.store import write_kernel_blocks
+from kernelscope.kernels.store import read_kernel_meta, write_kernel_blocks
 from kernelscope.models.zoo import pick_device
 from kernelscope.core.params import Params
-from kernelscope.core.provenance import (kernel_options, kernel_provenance, run_checkpoint, run_data)
+from kernelscope.core.provenance import (kernel_expect, kernel_options, kernel_provenance, run_checkpoint, run_data)
 from kernelscope.core.layout import RunLayout
+from kernelscope.core.results import StageResult
 
 
 
@@ -91,7 +92,7 @@ BlockSource = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
 
 def kernel_stage(params: Params, layout: RunLayout, kind: str, progress: bool = True,
                  extra_queries: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                 blocks: BlockSource | None = None) -> dict[str, Any]:
+                 blocks: BlockSource | None = None) -> StageResult:
     """Stream the train × train and test × train kernels of one kind into Parquet, block by block.
 
     ``extra_queries`` adds more query sets against the same training set: {split name: (x, ids)}.
@@ -105,5 +106,24 @@ def kernel_stage(params: Params, layout: RunLayout, kind: str, progress: bool = 
         provenance = kernel_provenance(params, kind, job.checkpoint_hash, job.dataset_hash, split)
         write_kernel_blocks(layout.kernel_path(kind, split), source, len(query_ids), job.train_ids, provenance)
         written[split] = str(layout.kernel_path(kind, split))
-    return {"kind": kind, "checkpoint_hash": job.checkpoint_hash, "dataset_hash": job.dataset_hash, **written}
+    return kernel_result(kind, job.checkpoint_hash, job.dataset_hash, written)
+
+
+def kernel_result(kind: str, checkpoint_hash: str, dataset_hash: str, written: dict[str, str]) -> StageResult:
+    """What the kernel stage returns for a kind: its files ({split: path}) and the hashes they were computed from."""
+    summary = {"kind": kind, "checkpoint_hash": checkpoint_hash, "dataset_hash": dataset_hash, **written}
+    return StageResult.of(summary, written.values())
+
+
+def current_kernel(params: Params, layout: RunLayout, kind: str, checkpoint_hash: str) -> StageResult | None:
+    """The kind's train and test kernels, when both files verify against params, the run's data and this checkpoint
+    (hashed whole, nothing materialized); None when one is missing, damaged or from another run."""
+    ds = run_data(params, layout)
+    written = {split: str(layout.kernel_path(kind, split)) for split in ("train", "test")}
+    try:
+        for split, path in written.items():
+            read_kernel_meta(path, expect=kernel_expect(params, kind, checkpoint_hash, ds, split))
+    except ArtifactError:
+        return None
+    return kernel_result(kind, checkpoint_hash, ds.dataset_hash, written)
 

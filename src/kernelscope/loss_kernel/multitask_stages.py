@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -16,10 +15,12 @@ from kernelscope.loss_kernel.multitask import ADD, DIV, make_modular, task_separ
 from kernelscope.models.heads import per_sample_loss
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import modular_spec
+from kernelscope.core.results import StageResult
+from kernelscope.models.stages import checkpoint_files
 from kernelscope.loss_kernel.sgld import SGLDConfig, sample
 
 
-def multitask_train_stage(params: Params, root: Path) -> dict[str, Any]:
+def multitask_train_stage(params: Params, root: Path) -> StageResult:
     mp = params.multitask
     data = make_modular(mp.p, mp.train_fraction, params.seed)
     # One torch thread, whatever the machine: float sums in another order give another grokking run,
@@ -33,10 +34,10 @@ def multitask_train_stage(params: Params, root: Path) -> dict[str, Any]:
     finally:
         torch.set_num_threads(threads)
     meta = save_checkpoint(model, Path(root) / "model", modular_spec(params), dataset_name=f"modular-{mp.p}", metrics=acc)
-    return {"checkpoint_hash": meta["weights_sha256"], **acc}
+    return StageResult.of({"checkpoint_hash": meta["weights_sha256"], **acc}, checkpoint_files(Path(root) / "model"))
 
 
-def multitask_loss_stage(params: Params, root: Path) -> dict[str, Any]:
+def multitask_loss_stage(params: Params, root: Path) -> StageResult:
     from kernelscope.loss_kernel.plots import correlation_heatmap, group_covariances, umap_map
 
     mp = params.multitask
@@ -75,4 +76,4 @@ def multitask_loss_stage(params: Params, root: Path) -> dict[str, Any]:
                "llc": result.llc, "warnings": result.warnings, **trivial_stats, "plots": [str(p) for p in plots],
                "path": str(out / "probe_losses.parquet")}
     write_json_artifact(out / "summary.json", summary, "loss-kernel-summary")
-    return summary
+    return StageResult.of(summary, [out / "probe_losses.parquet", *plots, out / "summary.json"])

@@ -20,6 +20,7 @@ from kernelscope.loss_kernel.kernel import loss_correlation, loss_covariance
 from kernelscope.models.heads import per_sample_loss
 from kernelscope.core.params import Params
 from kernelscope.core.layout import RunLayout
+from kernelscope.core.results import StageResult
 from kernelscope.core.provenance import kernel_provenance, run_checkpoint, run_data
 from kernelscope.loss_kernel.sgld import SGLDConfig, sample
 
@@ -45,7 +46,7 @@ def write_probe_losses(path: Any, losses: np.ndarray, at_optimum: np.ndarray, pr
     write_parquet(path, table, "probe-losses", {**meta, "chains": c, "draws": d})
 
 
-def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False) -> dict[str, Any]:
+def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False) -> StageResult:
     from kernelscope.loss_kernel.plots import correlation_heatmap, group_covariances, loss_traces, umap_map
 
     lk = params.loss_kernel
@@ -88,7 +89,9 @@ def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False)
                "umap_plot": str(umap_plot) if umap_plot else None, "probe_losses": str(out / "probe_losses.parquet"),
                "path": str(layout.kernel_path("loss_corr", "test"))}
     write_json_artifact(out / "summary.json", summary, "loss-kernel-summary")
-    return summary
+    kernels = [layout.kernel_path(kind, split) for kind in LOSS_KINDS for split in ("train", "test")]
+    plots = [p for p in (traces, heatmap, groups, umap_plot) if p is not None]
+    return StageResult.of(summary, [out / "probe_losses.parquet", *kernels, *plots, out / "summary.json"])
 
 
 def track_loss_kernel(params: Params, dataset: str, summary: dict[str, Any], *,

@@ -1,5 +1,6 @@
 """Structure-probe stages on a checkpoint the platform holds: each writes its artifacts under
-<run>/structure/ and returns a JSON-able summary (the flow's cached tasks and the CLI call these)."""
+<run>/structure/ and returns a StageResult, those files and a JSON-able summary (the flow's cached tasks and the CLI
+call these)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from kernelscope.core.provenance import modular_spec, run_checkpoint, run_data
 from kernelscope.core.errors import ArtifactError
 from kernelscope.core.fileio import write_json_atomic, write_text_atomic
 from kernelscope.core.params import Params
+from kernelscope.core.results import StageResult
 from kernelscope.structure.degeneracy import (activation_gram, activation_moments, effective_parameters, firing_groups, gradient_gram, gram_spectrum,
                                               is_relu_layer, relu_activations, spectrum_summary)
 from kernelscope.structure.interaction import (Basis, ablation_curve, directions_needed, interaction_bases,
@@ -32,12 +34,12 @@ from kernelscope.structure.reparameterize import coordinate_check
 from kernelscope.structure.spectra import layer_spectra
 
 
-def one_blas_thread(stage: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+def one_blas_thread(stage: Callable[..., StageResult]) -> Callable[..., StageResult]:
     """Run a stage with numpy's BLAS on one thread: its batched small eigen-problems gain nothing from
     more, and BLAS threads next to torch's spinning OpenMP threads made them up to 60× slower on 2 cores."""
 
     @functools.wraps(stage)
-    def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    def run(*args: Any, **kwargs: Any) -> StageResult:
         with threadpool_limits(limits=1, user_api="blas"):
             return stage(*args, **kwargs)
     return run
@@ -97,7 +99,7 @@ def out_dir(subject: Subject) -> Path:
 
 
 @one_blas_thread
-def spectra_stage(params: Params, subject: Subject) -> dict[str, Any]:
+def spectra_stage(params: Params, subject: Subject) -> StageResult:
     """Jacobian spectra of every adjacent layer pair: a Parquet of per-point spectra, a plot, effective ranks."""
     from kernelscope.structure.plots import jacobian_spectra
 
@@ -125,19 +127,19 @@ def spectra_stage(params: Params, subject: Subject) -> dict[str, Any]:
     table_path = write_text_atomic(out / "effective_ranks.csv", "\n".join(lines) + "\n")
     result = {"checkpoint_hash": subject.checkpoint_hash, "pairs": pair_rows, "plot": str(plot), "table": str(table_path), "path": str(path)}
     write_json_atomic(out / "spectra.json", result)
-    return result
+    return StageResult.of(result, [path, plot, table_path, out / "spectra.json"])
 
 
-def _layer_table(subject: Subject, name: str, layers: list[dict[str, Any]], plot: Path) -> dict[str, Any]:
+def _layer_table(subject: Subject, name: str, layers: list[dict[str, Any]], plot: Path) -> StageResult:
     """A stage's per-layer rows and figure, written as <run>/structure/<name>.json and returned."""
     path = out_dir(subject) / f"{name}.json"
     result = {"checkpoint_hash": subject.checkpoint_hash, "layers": layers, "plot": str(plot), "path": str(path)}
     write_json_atomic(path, result)
-    return result
+    return StageResult.of(result, [plot, path])
 
 
 @one_blas_thread
-def degeneracy_stage(params: Params, subject: Subject) -> dict[str, Any]:
+def degeneracy_stage(params: Params, subject: Subject) -> StageResult:
     """Activation and gradient Gram spectra of every layer but the logits, and synchronized ReLUs."""
     from kernelscope.structure.plots import gram_spectra
 
@@ -162,7 +164,7 @@ def degeneracy_stage(params: Params, subject: Subject) -> dict[str, Any]:
 
 
 @one_blas_thread
-def interaction_stage(params: Params, subject: Subject) -> dict[str, Any]:
+def interaction_stage(params: Params, subject: Subject) -> StageResult:
     """The interaction basis of every layer but the logits, and ablation curves against PCA on the test split."""
     from kernelscope.structure.plots import ablation_curves
 
@@ -185,7 +187,7 @@ def interaction_stage(params: Params, subject: Subject) -> dict[str, Any]:
 
 
 @one_blas_thread
-def coordinate_stage(params: Params, subject: Subject) -> dict[str, Any]:
+def coordinate_stage(params: Params, subject: Subject) -> StageResult:
     """Function-preserving reparameterizations: rank measures before and after, neuron-basis measures before and after."""
     sp = params.structure
     x = subject.x_fit[: sp.check_points]
@@ -193,7 +195,7 @@ def coordinate_stage(params: Params, subject: Subject) -> dict[str, Any]:
     path = out_dir(subject) / "coordinate_check.json"
     result = {"checkpoint_hash": subject.checkpoint_hash, **check, "path": str(path)}
     write_json_atomic(path, result)
-    return result
+    return StageResult.of(result, [path])
 
 
 def sampled_llc(subject_root: Path, checkpoint_hash: str) -> float | None:
@@ -210,9 +212,10 @@ def sampled_llc(subject_root: Path, checkpoint_hash: str) -> float | None:
     return float(llc)
 
 
-def parameter_stage(subject: Subject) -> dict[str, Any]:
-    """Raw parameter count beside the LLC's effective count 2λ̂ (when a probe-sampling run of this checkpoint exists)."""
-    return effective_parameters(subject.model, sampled_llc(subject.root, subject.checkpoint_hash))
+def parameter_stage(subject: Subject) -> StageResult:
+    """Raw parameter count beside the LLC's effective count 2λ̂ (when a probe-sampling run of this checkpoint exists);
+    it writes nothing."""
+    return StageResult.of(effective_parameters(subject.model, sampled_llc(subject.root, subject.checkpoint_hash)), [])
 
 
 def structure_summary(subject: Subject, spectra: dict, degeneracy: dict, interaction: dict, coordinates: dict, parameters: dict) -> dict[str, Any]:
@@ -243,11 +246,13 @@ def structure_summary(subject: Subject, spectra: dict, degeneracy: dict, interac
     return summary
 
 
-def structure_stage(params: Params, name: str, outputs: str | Path) -> dict[str, Any]:
+def structure_stage(params: Params, name: str, outputs: str | Path) -> StageResult:
     """Every probe on one subject, in one process (the CLI and DVC stage; the flow runs them as separate tasks)."""
     subject = load_subject(params, name, outputs)
-    return structure_summary(subject, spectra_stage(params, subject), degeneracy_stage(params, subject), interaction_stage(params, subject),
-                             coordinate_stage(params, subject), parameter_stage(subject))
+    probes = (spectra_stage(params, subject), degeneracy_stage(params, subject), interaction_stage(params, subject),
+              coordinate_stage(params, subject), parameter_stage(subject))
+    summary = structure_summary(subject, *(probe.summary for probe in probes))
+    return StageResult.of(summary, [out_dir(subject) / "summary.json"], *probes)
 
 
 def track_structure(params: Params, summary: dict[str, Any], *, source: str | None = None) -> str:

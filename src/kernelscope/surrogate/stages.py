@@ -1,6 +1,6 @@
 """The NTK-surrogate stages after the kernels: fit the kGLM, evaluate its faithfulness (τ_K, TAD, R_Miss),
 attribute, compare the kernel kinds, and log to MLflow. Each stage reads its inputs from a run folder,
-writes its outputs there atomically and returns a small summary.
+writes its outputs there atomically and returns a StageResult: those files with their hashes, and a small summary.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from scipy.special import expit
 
 from kernelscope import __version__
-from kernelscope.core.artifacts import write_json_artifact
+from kernelscope.core.json_artifacts import write_json_artifact
 from kernelscope.surrogate.attribution import class_summary, write_attributions
 from kernelscope.surrogate.faithfulness import faithfulness, predictions
 from kernelscope.surrogate.linearization import fit_linearization
@@ -25,6 +25,7 @@ from kernelscope.core.provenance import (kernel_expect, kernel_provenance, kglm_
 from kernelscope.surrogate.plots import attribution_heatmap, linearization_parity, probability_scatter
 from kernelscope.models.train import predict_logits
 from kernelscope.core.layout import RunLayout
+from kernelscope.core.results import StageResult
 from kernelscope.core.checks import require_finite_logits
 from kernelscope.kernels.registry import kernel_kind
 from kernelscope.kernels.stages import kernel_stage
@@ -43,7 +44,7 @@ def check_kglm_inputs(params: Params, layout: RunLayout, kind: str) -> None:
 
 
 
-def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, Any]:
+def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
     """Fit the kGLM on the train × train kernel and save it (safetensors)."""
     ds = run_data(params, layout)
     ckpt = run_checkpoint(params, layout.model_dir, ds)
@@ -61,11 +62,12 @@ def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, An
     path = layout.kglm_dir(kind) / "kglm.safetensors"
     save_kglm(surrogate, path, {**kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash),
                                 "train_kernel_sha256": k_meta["content_sha256"]})
-    return {"kind": kind, "path": str(path), "converged": surrogate.converged, "kglm_sha256": sha256_file(path)}
+    summary = {"kind": kind, "path": str(path), "converged": surrogate.converged, "kglm_sha256": sha256_file(path)}
+    return StageResult.of(summary, [path])
 
 
 
-def evaluate_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, Any]:
+def evaluate_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
     """Evaluate the saved kGLM against the NN on the test set; write metrics.json, the CSV and the plot.
 
     Non-finite weights or logits stop with a named error instead of NaN metrics. A metric that is
@@ -105,7 +107,9 @@ def evaluate_stage(params: Params, layout: RunLayout, kind: str) -> dict[str, An
         "plot": str(plot), "points_csv": str(out / "probabilities.csv"),
     }
     write_json_artifact(out / "metrics.json", summary, "metrics")
-    return summary
+    written = [out / "probabilities.csv", plot, lin.get("linearization_plot"), attributions_path, heatmap,
+               out / "metrics.json"]  # no linearization plot when too few points are unsaturated
+    return StageResult.of(summary, [path for path in written if path is not None])
 
 
 
@@ -123,7 +127,7 @@ def linearize(points: dict[str, np.ndarray], plot_path: Path, title: str, tau: f
 
 
 
-def compare_stage(params: Params, layout: RunLayout, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+def compare_stage(params: Params, layout: RunLayout, summaries: list[dict[str, Any]]) -> StageResult:
     """The kernel comparison (the paper's Table 2 shape) as CSV, Markdown and a bar chart, plus the
     residuals of every projected kernel against its exact counterpart, and the DVC metrics file."""
     from kernelscope.surrogate.comparison import comparison_table, write_comparison
@@ -143,8 +147,8 @@ def compare_stage(params: Params, layout: RunLayout, summaries: list[dict[str, A
                 d = np.sqrt(np.clip(np.diag(exact), 1e-300, None))
                 exact = exact / d[:, None] / d[None, :]
             artifacts.append(str(residual_cdf(out / f"residuals_{s['kind']}.png", approx, exact, s["kind"], exact_kind)))
-    write_metrics(layout, summaries)
-    return {"table": table, "artifacts": artifacts}
+    metrics = write_metrics(layout, summaries)
+    return StageResult.of({"table": table, "artifacts": artifacts}, [*artifacts, metrics])
 
 
 
@@ -157,14 +161,16 @@ def write_metrics(layout: RunLayout, summaries: list[dict[str, Any]]) -> Path:
 
 
 
-def seed_run(params: Params, layout: RunLayout, arch: str, kind: str) -> dict[str, Any]:
+def seed_run(params: Params, layout: RunLayout, arch: str, kind: str) -> StageResult:
     """One row of a multi-seed table: train with params.seed, then kernel, kGLM and metrics for one kind."""
     params = params.model_copy(update={"train": params.train.model_copy(update={"arch": arch})})
     trained = train_stage(params, layout, progress=False)
-    kernel_stage(params, layout, kind, progress=False)
-    fit_kglm_stage(params, layout, kind)
-    summary = evaluate_stage(params, layout, kind)
-    return {**summary, "arch": arch, "seed": params.seed, "train_accuracy": trained["train_accuracy"]}
+    kernels = kernel_stage(params, layout, kind, progress=False)
+    fitted = fit_kglm_stage(params, layout, kind)
+    evaluated = evaluate_stage(params, layout, kind)
+    summary = {**evaluated.summary, "arch": arch, "seed": params.seed,
+               "train_accuracy": trained.summary["train_accuracy"]}
+    return StageResult.of(summary, [], trained, kernels, fitted, evaluated)
 
 
 
