@@ -20,7 +20,7 @@ import torch
 from kernelscope.surrogate.attribution import attributions
 from kernelscope.models.checkpoint import Checkpoint
 from kernelscope.models.heads import predictions, probabilities
-from kernelscope.core.artifacts import write_json_artifact
+from kernelscope.core.json_artifacts import write_json_artifact
 from kernelscope.data.datasets import Dataset
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.fileio import write_text_atomic
