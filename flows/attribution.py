@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger
 
 from kernelscope.core.params import DatasetName, Params
 from kernelscope.core.layout import RunLayout
+from kernelscope.core.stage_reads import stage_sections
 from kernelscope.kernels.registry import KERNELS, kernel_kind
 from kernelscope.core.results import StageResult
 from kernelscope.kernels.stages import current_kernel, kernel_row_ranges, kernel_split_sizes
@@ -17,18 +18,9 @@ from tasks.fanout import Fanout
 
 
 def sections(params: Params, *names: str) -> dict[str, Any]:
-    """The parts of params a task reads: its cache key changes only when they do."""
+    """Whole sections of params, as JSON."""
     dumped = params.model_dump(mode="json")
     return {name: dumped[name] for name in names}
-
-
-def data_sections(params: Params, dataset: str, *names: str) -> dict[str, Any]:
-    """Like ``sections``, plus the dataset's own source when it is a user's (so editing it reruns the data and training)."""
-    picked = sections(params, *names)
-    source = params.source(dataset)
-    if source is not None:
-        picked["sources"] = {dataset: source.model_dump(mode="json")}
-    return picked
 
 
 def source_hash(params: Params, dataset: str) -> str | None:
@@ -43,9 +35,9 @@ def source_hash(params: Params, dataset: str) -> str | None:
 
 
 def model_sections(params: Params, dataset: str, *names: str) -> dict[str, Any]:
-    """The sections a task that loads the dataset's checkpoint reads: the model is rebuilt from them and the
-    checkpoint checked against them (kernelscope.core.provenance.model_spec), plus ``names``."""
-    return data_sections(params, dataset, "seed", "device", "data", "train", "cnn", "resnet", *names)
+    """What the kernel stage reads (core/stage_reads.py: the checkpoint's sections, the device, the kernel options),
+    plus the whole sections ``names``: the base that kernel_sections trims to one kind."""
+    return {**stage_sections(params, "kernel", dataset), **sections(params, *names)}
 
 
 def kernel_sections(params: Params, kind: str, dataset: str) -> dict[str, Any]:
@@ -110,11 +102,12 @@ def attribution(params: Params, dataset: DatasetName = "digits2", outputs: str |
     kinds = params.kernel.kinds
     with Fanout(params.scale) as fan:
         fingerprint = source_hash(params, dataset)
-        data = fan.run(prepare_data, sections=data_sections(params, dataset, "seed", "data"), dataset=dataset, root=root, source_hash=fingerprint)
-        trained = fan.run(train_model, sections=model_sections(params, dataset), root=root,
+        data = fan.run(prepare_data, sections=stage_sections(params, "data", dataset), dataset=dataset, root=root,
+                       source_hash=fingerprint)
+        trained = fan.run(train_model, sections=stage_sections(params, "train", dataset), root=root,
                           dataset_hash=data.summary["dataset_hash"], source_hash=fingerprint)
         checkpoint_hash = trained.summary["checkpoint_hash"]
-        ckpt = fan.run(load_checkpoint, sections=model_sections(params, dataset), root=root,
+        ckpt = fan.run(load_checkpoint, sections=stage_sections(params, "load_checkpoint", dataset), root=root,
                        checkpoint_hash=checkpoint_hash, dataset_hash=data.summary["dataset_hash"])
         accuracy = ckpt.summary["metrics"]["test_accuracy"]
         logger.info("%s: NN test accuracy %.4f; %d kernels, runner %s", dataset, accuracy, len(kinds),
@@ -129,7 +122,8 @@ def attribution(params: Params, dataset: DatasetName = "digits2", outputs: str |
         summaries = [e.summary for e in evaluated]
         for s in summaries:
             logger.info("%s/%s: tau_K %.3f  TAD %+.2f", dataset, s["kind"], s["tau_k"], s["tad"])
-        comparison = fan.run(compare_kernels, sections=model_sections(params, dataset, "kernel"), root=root, summaries=summaries)
+        comparison = fan.run(compare_kernels, sections=stage_sections(params, "compare_kernels", dataset), root=root,
+                             summaries=summaries)
     report = write_report(root=root, table_dir=None, summaries=summaries)
     artifacts = [*comparison.summary["artifacts"], report["path"]]
     run_ids = track_attribution(params, summaries, comparison_artifacts=artifacts) if track else []

@@ -7,15 +7,17 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.attribution import sections
 from kernelscope.forensics.stages import track_forensics
 from kernelscope.core.params import Params
+from kernelscope.core.provenance import POISONED_SUFFIX
+from kernelscope.core.stage_reads import stage_sections
 from tasks.fanout import Fanout
 from tasks.forensics import assemble_forensic_kernel, detect, forensic_kglm, poison_data, train_poisoned
 
 
-def forensic_sections(params: Params) -> dict[str, Any]:
-    return sections(params, "seed", "device", "data", "train", "cnn", "resnet", "kernel", "kglm", "poison")
+def forensic_sections(params: Params, stage: str) -> dict[str, Any]:
+    """What a forensics task of ``stage`` reads (core/stage_reads.py); its data set is the poisoned one."""
+    return stage_sections(params, stage, f"{params.poison.dataset}{POISONED_SUFFIX}")
 
 
 @flow(name="forensics")
@@ -30,18 +32,20 @@ def forensics(params: Params, outputs: str | None = None, track: bool = True) ->
     logger = get_run_logger()
     p = params.poison
     root = str(Path(outputs or params.outputs) / "forensics" / p.dataset)
-    every = forensic_sections(params)
     with Fanout(params.scale) as fan:
-        data = fan.run(poison_data, sections=sections(params, "seed", "data", "poison"), root=root).summary
-        trained = fan.run(train_poisoned, sections=sections(params, "seed", "data", "train", "cnn", "resnet", "poison"), root=root,
+        data = fan.run(poison_data, sections=forensic_sections(params, "poison"), root=root).summary
+        trained = fan.run(train_poisoned, sections=forensic_sections(params, "poison_train"), root=root,
                           dataset_hash=data["dataset_hash"]).summary
         logger.info("poisoned model: clean test accuracy %.4f, attack success rate %.4f", trained["clean_test_accuracy"], trained["attack_success_rate"])
-        kernels = fan.map(assemble_forensic_kernel, [dict(sections=every, root=root, kind=kind, checkpoint_hash=trained["checkpoint_hash"])
+        kernel_sections = forensic_sections(params, "poison_kernel")
+        kernels = fan.map(assemble_forensic_kernel, [dict(sections=kernel_sections, root=root, kind=kind,
+                                                          checkpoint_hash=trained["checkpoint_hash"])
                                                      for kind in p.kinds])
-        faith = fan.map(forensic_kglm, [dict(sections=every, root=root, kind=kind,
+        faith = fan.map(forensic_kglm, [dict(sections=forensic_sections(params, "forensic_kglm"), root=root, kind=kind,
                                              checkpoint_hash=k.summary["checkpoint_hash"])
                                         for kind, k in zip(p.kinds, kernels)])
-        result = fan.run(detect, sections=every, root=root, faith=[f.summary for f in faith]).summary
+        result = fan.run(detect, sections=forensic_sections(params, "detect_poison"), root=root,
+                         faith=[f.summary for f in faith]).summary
     for row in result["rows"]:
         logger.info("%s: precision %.4f recall %.4f trace-back %.4f", row["kernel"], row["precision"], row["recall"], row["trace_precision"])
     run_id = None

@@ -8,10 +8,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.attribution import kglm_sections, model_sections, sections
+from flows.attribution import kglm_sections
 from kernelscope.loss_kernel.stages import LOSS_KINDS, track_loss_kernel
 from kernelscope.core.params import DatasetName, Params, params_hash
 from kernelscope.core.layout import RunLayout
+from kernelscope.core.stage_reads import stage_sections
 from kernelscope.core.tracking import RunTags, log_run
 from tasks.attribution import evaluate, train_kglm
 from tasks.fanout import Fanout
@@ -33,7 +34,7 @@ def loss_kernel(params: Params, dataset: DatasetName = "digits10", outputs: str 
     checkpoint_hash = layout.checkpoint_hash()
     root = str(layout.root)
     with Fanout(params.scale) as fan:
-        summary = fan.run(sample_probe_losses, sections=model_sections(params, dataset, "loss_kernel"), root=root,
+        summary = fan.run(sample_probe_losses, sections=stage_sections(params, "loss_kernel", dataset), root=root,
                           checkpoint_hash=checkpoint_hash).summary
         for warning in summary["warnings"]:
             logger.warning("SGLD health: %s", warning)
@@ -62,10 +63,10 @@ def multitask(params: Params, outputs: str | None = None, track: bool = True) ->
     logger = get_run_logger()
     root = str(Path(outputs or params.outputs) / "multitask")
     with Fanout(params.scale) as fan:
-        trained = fan.run(train_modular_model, sections=sections(params, "seed", "multitask"), root=root).summary
+        trained = fan.run(train_modular_model, sections=stage_sections(params, "multitask_train"), root=root).summary
         accuracy = {k: round(v, 4) for k, v in trained.items() if k != "checkpoint_hash"}
         logger.info("modular model accuracy: %s", accuracy)
-        summary = fan.run(multitask_loss_kernel, sections=sections(params, "seed", "multitask"), root=root,
+        summary = fan.run(multitask_loss_kernel, sections=stage_sections(params, "multitask_loss_kernel"), root=root,
                           checkpoint_hash=trained["checkpoint_hash"]).summary
     logger.info("task separation ROC-AUC %.3f (within-chain %.3f)", summary["task_auc"], summary["task_auc_within_chain"])
     run_id = None

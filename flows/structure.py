@@ -6,8 +6,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.attribution import model_sections, sections
 from kernelscope.core.params import Params, StructureSubject
+from kernelscope.core.stage_reads import stage_sections, structure_stage
 from tasks.fanout import Fanout
 from tasks.structure import coordinate_check, degeneracy, interaction_basis, layer_spectra
 
@@ -36,8 +36,8 @@ def structure(params: Params, subject: StructureSubject = "digits10", outputs: s
     logger = get_run_logger()
     out = str(outputs or params.outputs)
     loaded = load_subject(params, subject, out)
-    picked = sections(params, "seed", "structure", "multitask") if subject == "modular" else model_sections(params, subject, "structure")
-    job = dict(sections=picked, subject=subject, outputs=out, checkpoint_hash=loaded.checkpoint_hash)
+    job = dict(sections=stage_sections(params, structure_stage(subject), subject), subject=subject, outputs=out,
+               checkpoint_hash=loaded.checkpoint_hash)
     with Fanout(params.scale) as fan:
         pending = [fan.submit(t, **job) for t in (layer_spectra, degeneracy, interaction_basis, coordinate_check)]
         spectra, degenerate, interaction, coordinates = (fan.result(p).summary for p in pending)

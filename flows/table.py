@@ -7,8 +7,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.attribution import data_sections, model_sections, source_hash
+from flows.attribution import source_hash
 from kernelscope.core.params import Params, params_hash
+from kernelscope.core.stage_reads import stage_sections
 from kernelscope.surrogate.table import METRICS, seed_table, write_table
 from kernelscope.core.tracking import RunTags, log_parent_with_children
 from tasks.attribution import prepare_data, seed_run
@@ -30,11 +31,11 @@ def faithfulness_table(params: Params, outputs: str | None = None, track: bool =
     with Fanout(params.scale) as fan:
         jobs = []
         for dataset in params.datasets:
-            data = fan.run(prepare_data, sections=data_sections(params, dataset, "seed", "data"), dataset=dataset, root=str(root / dataset),
-                           source_hash=source_hash(params, dataset)).summary
+            data = fan.run(prepare_data, sections=stage_sections(params, "data", dataset), dataset=dataset,
+                           root=str(root / dataset), source_hash=source_hash(params, dataset)).summary
             for arch in tp.archs:
                 for seed in range(params.seed + 1, params.seed + 1 + tp.n_models):
-                    jobs.append(dict(sections=model_sections(params, dataset, "kernel", "kglm"), arch=arch, seed=seed,
+                    jobs.append(dict(sections=stage_sections(params, "seed_run", dataset), arch=arch, seed=seed,
                                      kind=tp.kind, root=str(root / dataset / f"{arch}-seed{seed}"), data_dir=str(root / dataset / "data"),
                                      dataset_hash=data["dataset_hash"], data_seed=params.seed))
         rows = [row.summary for row in fan.map(seed_run, jobs)]

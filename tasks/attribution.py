@@ -9,7 +9,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from kernelscope.core.params import params_from_dict
+from kernelscope.core.stage_reads import params_for
 from kernelscope.core.provenance import run_checkpoint, run_data
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.results import StageResult
@@ -25,19 +25,19 @@ from tasks.fanout import torch_threads
 @task(name="prepare-data", **CACHED_TASK)
 def prepare_data(sections: dict[str, Any], dataset: str, root: str, source_hash: str | None = None) -> StageResult:
     """The dataset's train/test Parquet files (source_hash: content of a user's data file, part of the cache key only)."""
-    return data_stage(params_from_dict(sections), dataset, RunLayout(root))
+    return data_stage(params_for(sections, "data"), dataset, RunLayout(root))
 
 
 @task(name="train-model", **CACHED_TASK)
 def train_model(sections: dict[str, Any], root: str, dataset_hash: str, source_hash: str | None = None) -> StageResult:
-    return train_stage(params_from_dict(sections), RunLayout(root), progress=False)
+    return train_stage(params_for(sections, "train"), RunLayout(root), progress=False)
 
 
 @task(name="load-checkpoint", **CACHED_TASK)
 def load_checkpoint(sections: dict[str, Any], root: str, checkpoint_hash: str, dataset_hash: str) -> StageResult:
     """Verify the checkpoint (hashes, params, shapes, data) and return its sidecar record (outputs: the two files it
     describes, so a hit whose checkpoint has changed since is verified again)."""
-    params, layout = params_from_dict(sections), RunLayout(root)
+    params, layout = params_for(sections, "load_checkpoint"), RunLayout(root)
     ckpt = run_checkpoint(params, layout.model_dir, run_data(params, layout))
     if ckpt.checkpoint_hash != checkpoint_hash:
         raise ValueError(f"{RunLayout(root).model_dir}: checkpoint changed during the run")
@@ -52,7 +52,7 @@ def load_checkpoint(sections: dict[str, Any], root: str, checkpoint_hash: str, d
 def kernel_rows(sections: dict[str, Any], root: str, kind: str, split: str, start: int, stop: int,
                 checkpoint_hash: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """Kernel rows [start, stop) of one split: (query ids, float32 rows) per block, as the file stores them."""
-    params = params_from_dict(sections)
+    params = params_for(sections, "kernel_rows")
     with torch_threads(params.scale):
         job = kernel_job(params, RunLayout(root), kind)
         return [(ids, block.astype(np.float32)) for ids, block in kernel_split_blocks(params, job, split, rows=(start, stop))]
@@ -67,7 +67,7 @@ def write_kernel(sections: dict[str, Any], root: str, kind: str, checkpoint_hash
     That call is a cache hit; with the cache cleared it takes the files as they are (computing them here only if
     they changed in between).
     """
-    params, layout = params_from_dict(sections), RunLayout(root)
+    params, layout = params_for(sections, "kernel"), RunLayout(root)
     if rows is None:
         current = current_kernel(params, layout, kind, checkpoint_hash)
         return current if current is not None else kernel_stage(params, layout, kind, progress=False)
@@ -80,25 +80,25 @@ def write_kernel(sections: dict[str, Any], root: str, kind: str, checkpoint_hash
 
 @task(name="train-kglm", task_run_name="train-kglm-{kind}", **CACHED_TASK)
 def train_kglm(sections: dict[str, Any], root: str, kind: str, kernel_train: str, checkpoint_hash: str) -> StageResult:
-    return fit_kglm_stage(params_from_dict(sections), RunLayout(root), kind)
+    return fit_kglm_stage(params_for(sections, "train_kglm"), RunLayout(root), kind)
 
 
 @task(name="evaluate", task_run_name="evaluate-{kind}", **CACHED_TASK)
 def evaluate(sections: dict[str, Any], root: str, kind: str, kglm_sha256: str, checkpoint_hash: str) -> StageResult:
-    return evaluate_stage(params_from_dict(sections), RunLayout(root), kind)
+    return evaluate_stage(params_for(sections, "evaluate"), RunLayout(root), kind)
 
 
 @task(name="compare-kernels", **CACHED_TASK)
 def compare_kernels(sections: dict[str, Any], root: str, summaries: list[dict[str, Any]]) -> StageResult:
     """Comparison table, bar chart and residual plots across the run's kernels."""
-    return compare_stage(params_from_dict(sections), RunLayout(root), summaries)
+    return compare_stage(params_for(sections, "compare_kernels"), RunLayout(root), summaries)
 
 
 @task(name="seed-run", task_run_name="seed-run-{arch}-seed{seed}", **CACHED_TASK)
 def seed_run(sections: dict[str, Any], arch: str, seed: int, kind: str, root: str, data_dir: str, dataset_hash: str,
              data_seed: int) -> StageResult:
     """Train one seeded model and measure its surrogate's faithfulness (one row of the multi-seed table on one split)."""
-    params = params_from_dict({**sections, "seed": seed})
+    params = params_for({**sections, "seed": seed}, "seed_run")
     return _seed_run(params, RunLayout(root, shared_data=data_dir, data_seed=data_seed), arch, kind)
 
 

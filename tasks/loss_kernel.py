@@ -7,7 +7,7 @@ from typing import Any
 from prefect import task
 
 from kernelscope.loss_kernel.stages import loss_kernel_stage
-from kernelscope.core.params import params_from_dict
+from kernelscope.core.stage_reads import params_for
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.results import StageResult
 from tasks.caching import CACHED_TASK
@@ -16,7 +16,7 @@ from tasks.caching import CACHED_TASK
 @task(name="sample-probe-losses", **CACHED_TASK)
 def sample_probe_losses(sections: dict[str, Any], root: str, checkpoint_hash: str) -> StageResult:
     """SGLD around the checkpoint; per-sample losses of every train and test point at every draw; loss kernels."""
-    return loss_kernel_stage(params_from_dict(sections), RunLayout(root))
+    return loss_kernel_stage(params_for(sections, "loss_kernel"), RunLayout(root))
 
 
 @task(name="train-modular-model", **CACHED_TASK)
@@ -25,7 +25,7 @@ def train_modular_model(sections: dict[str, Any], root: str) -> StageResult:
 
     from kernelscope.loss_kernel.multitask_stages import multitask_train_stage
 
-    return multitask_train_stage(params_from_dict(sections), Path(root))
+    return multitask_train_stage(params_for(sections, "multitask_train"), Path(root))
 
 
 @task(name="multitask-loss-kernel", **CACHED_TASK)
@@ -34,4 +34,4 @@ def multitask_loss_kernel(sections: dict[str, Any], root: str, checkpoint_hash: 
 
     from kernelscope.loss_kernel.multitask_stages import multitask_loss_stage
 
-    return multitask_loss_stage(params_from_dict(sections), Path(root))
+    return multitask_loss_stage(params_for(sections, "multitask_loss_kernel"), Path(root))

@@ -10,7 +10,7 @@ from typing import Any
 
 from prefect import task
 
-from kernelscope.core.params import params_from_dict
+from kernelscope.core.stage_reads import params_for, structure_stage
 from kernelscope.core.results import StageResult
 from tasks.caching import CACHED_TASK
 
@@ -18,7 +18,7 @@ from tasks.caching import CACHED_TASK
 def _run(stage: str, sections: dict[str, Any], subject: str, outputs: str) -> StageResult:
     from kernelscope.structure import stages
 
-    params = params_from_dict(sections)
+    params = params_for(sections, structure_stage(subject))
     return getattr(stages, stage)(params, stages.load_subject(params, subject, outputs))
 
 

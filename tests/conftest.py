@@ -32,6 +32,7 @@ TINY_PARAMS = {
     "kernel": {"kinds": ["trntk"], "chunk_size": 64, "memory_budget_mb": 64, "projection_dim": 256,
                "projection": "kron_hadamard", "em_layers": None},
     "kglm": {"alpha": 1e-3, "max_iter": 200, "tol": 1e-3},
+    "scale": {"runner": "sequential"},  # params.yaml's threads would spread the tests' tasks over threads
 }
 
 

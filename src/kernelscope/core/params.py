@@ -201,6 +201,12 @@ class MultitaskParams(SGLDParams):
     heads: Int = Field(4, ge=1, le=MAX_WIDTH, description="Attention heads of the transformer (must divide embed).")
     probes_per_task: Int = Field(200, ge=2, description="Probe points per task (seeded sample of the test split).")
     sgld_batch_size: Int = Field(256, ge=1, description="SGLD minibatch size m.")
+    # The sampler of this run, not SGLDParams' defaults: the setting that separates the tasks (README: it is narrow).
+    gamma: Float = Field(300.0, gt=0.0, description="Localization strength γ.")
+    nbeta: Float | None = Field(500.0, gt=0.0, description="Inverse temperature nβ; null: m / ln m.")
+    draws: Int = Field(400, ge=2, description="Draws per chain.")
+    burn_in: Int = Field(100, ge=0, description="Steps before the first draw.")
+    steps_between: Int = Field(3, ge=1, description="Steps between draws.")
 
 
 def _registered_format(value: Any) -> str:
@@ -294,7 +300,8 @@ class ScaleParams(_Section):
     """How flows fan work out: per-kernel work, per-seed training and kernel row blocks."""
 
     runner: Literal["sequential", "threads", "dask"] = Field(
-        "sequential", description="'sequential': tasks one after another in the flow's process; 'threads': Prefect's thread pool; "
+        "threads", description="'sequential': tasks one after another in the flow's process; "
+                               "'threads': Prefect's thread pool; "
                                   "'dask': Prefect's Dask task runner (prefect-dask) on a LocalCluster or the scheduler at dask_address.")
     max_workers: Int = Field(2, ge=1, description="Tasks in flight at once with runner 'threads'.")
     dask_address: str | None = Field(
@@ -309,7 +316,7 @@ class Params(_Section):
     seed: Int = Field(0, ge=0, description="Seed of every random choice of a run.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when present.")
     datasets: tuple[DatasetName, ...] = Field(("digits2", "digits10"), min_length=1, description="Datasets the main job runs.")
-    outputs: str = Field("outputs", description="Root folder of artifacts written by flows.")
+    outputs: str = Field("outputs/flows", description="Root folder of artifacts written by flows (DVC: outputs/dvc).")
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
     cnn: CNNParams = CNNParams()

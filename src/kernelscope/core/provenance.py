@@ -71,7 +71,7 @@ def modular_spec(params: Params) -> ModelSpec:
 
     mp = params.multitask
     arch = {"name": f"modular_{mp.arch}", "p": mp.p, "embed": mp.embed, "hidden": mp.hidden, "heads": mp.heads}
-    dumped = mp.model_dump(mode="json")
+    dumped = mp.model_dump(mode="json", include=set(MULTITASK_TRAINING_FIELDS))  # a stage may read only these
     return ModelSpec(arch, {k: dumped[k] for k in MULTITASK_TRAINING_FIELDS}, params.seed, modular_dataset_hash(params),
                      build=lambda: build_model(arch))
 
@@ -82,7 +82,7 @@ POISONING_FIELDS = ("dataset", "fraction", "target", "trigger_size", "trigger_ma
 
 
 def poisoning(params: Params) -> dict[str, Any]:
-    dumped = params.poison.model_dump(mode="json")
+    dumped = params.poison.model_dump(mode="json", include=set(POISONING_FIELDS))  # a stage may read only these
     return {k: dumped[k] for k in POISONING_FIELDS}
 
 
