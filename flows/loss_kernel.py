@@ -16,7 +16,7 @@ from kernelscope.core.stage_reads import stage_sections
 from kernelscope.core.tracking import RunTags, log_run
 from tasks.attribution import evaluate, train_kglm
 from tasks.fanout import Fanout
-from tasks.loss_kernel import multitask_loss_kernel, sample_probe_losses, train_modular_model
+from tasks.loss_kernel import multitask_loss_kernel, sample_probe_losses, train_multitask_model
 
 
 @flow(name="loss-kernel")
@@ -63,7 +63,7 @@ def multitask(params: Params, outputs: str | None = None, track: bool = True) ->
     logger = get_run_logger()
     root = str(Path(outputs or params.outputs) / "multitask")
     with Fanout(params.scale) as fan:
-        trained = fan.run(train_modular_model, sections=stage_sections(params, "multitask_train"), root=root).summary
+        trained = fan.run(train_multitask_model, sections=stage_sections(params, "multitask_train"), root=root).summary
         accuracy = {k: round(v, 4) for k, v in trained.items() if k != "checkpoint_hash"}
         logger.info("modular model accuracy: %s", accuracy)
         summary = fan.run(multitask_loss_kernel, sections=stage_sections(params, "multitask_loss_kernel"), root=root,
@@ -74,6 +74,6 @@ def multitask(params: Params, outputs: str | None = None, track: bool = True) ->
         metrics = {k: v for k, v in {**trained, **summary}.items() if isinstance(v, float)}
         tags = RunTags("loss-kernel-multitask", f"modular-{params.multitask.p}", ",".join(LOSS_KINDS), params.seed, params_hash(params),
                        {"checkpoint_hash": trained["checkpoint_hash"]})
-        run_id = log_run("loss-kernel", "modular-multitask", tags=tags, params={"multitask": params.multitask.model_dump(mode="json"), "seed": params.seed},
+        run_id = log_run("loss-kernel", "multitask", tags=tags, params={"multitask": params.multitask.model_dump(mode="json"), "seed": params.seed},
                          metrics=metrics, artifacts=summary["plots"])
     return {"accuracy": trained, "summary": summary, "mlflow_run_id": run_id, "cache_hits": fan.ledger.hits, "tasks": fan.ledger.runs}

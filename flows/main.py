@@ -59,7 +59,7 @@ def pipeline(params: Params, outputs: str | None = None, track: bool = True) -> 
     results["multitask"] = multitask(params=params, outputs=out, track=track)
     start = time.perf_counter()
     for subject in params.structure.subjects:
-        if subject == "modular" or subject in params.datasets:  # a digits model exists only for the datasets run above
+        if subject == "multitask" or subject in params.datasets:  # a digits model exists only for the datasets run above
             results["structure"][subject] = structure(params=params, subject=subject, outputs=out, track=track)
     results["elapsed"]["structure"] = time.perf_counter() - start
     for dataset in params.datasets:

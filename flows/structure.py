@@ -27,7 +27,7 @@ def structure(params: Params, subject: StructureSubject = "digits10", outputs: s
 
     Args:
         params: every setting of the run (params.yaml's sections; the form starts from params.yaml).
-        subject: a dataset's attribution-run model, or 'modular' (the multitask model).
+        subject: a dataset's attribution-run model, or 'multitask' (the multitask model).
         outputs: folder holding the runs; empty: params.outputs.
         track: log metrics, tags, plots and tables to MLflow.
     """

@@ -19,8 +19,8 @@ def sample_probe_losses(sections: dict[str, Any], root: str, checkpoint_hash: st
     return loss_kernel_stage(params_for(sections, "loss_kernel"), RunLayout(root))
 
 
-@task(name="train-modular-model", **CACHED_TASK)
-def train_modular_model(sections: dict[str, Any], root: str) -> StageResult:
+@task(name="train-multitask-model", **CACHED_TASK)
+def train_multitask_model(sections: dict[str, Any], root: str) -> StageResult:
     from pathlib import Path
 
     from kernelscope.loss_kernel.multitask_stages import multitask_train_stage

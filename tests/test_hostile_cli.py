@@ -206,7 +206,7 @@ def test_explain_npz_without_x(run, capsys):
 
 def test_structure_unknown_subject(run, capsys):
     argv = ["structure", "--subject", "nope", "--params", str(run / "params.yaml"), "--out", str(run / "out"), "--quiet", "--no-track"]
-    _unchanged(run, argv, capsys, "'nope'", "digits2, digits10, modular")
+    _unchanged(run, argv, capsys, "'nope'", "digits2, digits10, multitask")
 
 
 # ----------------------------------------------------------------------------------- em_layers (item 9)

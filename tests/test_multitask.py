@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from kernelscope.loss_kernel.multitask import ADD, DIV, make_modular, task_separation
+from kernelscope.loss_kernel.multitask import ADD, DIV, make_multitask_data, task_separation
 
 
 def test_modular_labels_are_right():
-    d = make_modular(7, 0.5, seed=0)
+    d = make_multitask_data(7, 0.5, seed=0)
     a, b, task = d.x.T
     add, div = task == ADD, task == DIV
     assert add.sum() == 49 and div.sum() == 42  # b = 0 has no inverse
@@ -41,22 +41,22 @@ def test_multitask_stages_end_to_end(tmp_path, arch):
     for name in ("correlation.png", "covariance_groups.png", "umap.png", "probe_losses.parquet", "summary.json"):
         assert (tmp_path / "loss_kernel" / name).exists(), name
     from kernelscope.models.checkpoint import load_checkpoint
-    from kernelscope.core.provenance import modular_spec
+    from kernelscope.core.provenance import multitask_spec
 
-    assert load_checkpoint(tmp_path / "model", modular_spec(params)).meta["architecture"]["name"] == f"modular_{arch}"
+    assert load_checkpoint(tmp_path / "model", multitask_spec(params)).meta["architecture"]["name"] == f"modular_{arch}"
 
 
 def test_transformer_attention_against_a_loop():
-    """The batched attention of ModularTransformer against one head, one point at a time, by hand."""
+    """The batched attention of MultitaskTransformer against one head, one point at a time, by hand."""
     import math
 
     import torch
     import torch.nn.functional as F
 
-    from kernelscope.loss_kernel.multitask import ModularTransformer
+    from kernelscope.loss_kernel.multitask import MultitaskTransformer
 
     torch.manual_seed(0)
-    model = ModularTransformer(7, d=8, heads=2, mlp=16).eval()
+    model = MultitaskTransformer(7, d=8, heads=2, mlp=16).eval()
     x = torch.tensor([[1, 2, 0], [6, 3, 1], [0, 5, 1]])
     with torch.no_grad():
         got = model(x)

@@ -166,12 +166,12 @@ def cmd_structure(args: argparse.Namespace, params: Params) -> Any:
 
     from kernelscope.core.params import BUILTIN_DATASETS
 
-    subjects = (*BUILTIN_DATASETS, *params.sources, "modular")
+    subjects = (*BUILTIN_DATASETS, *params.sources, "multitask")
     if args.subject not in subjects:
         raise KernelscopeError(f"--subject {args.subject!r} is not a model kernelscope knows; choose from {', '.join(subjects)} "
                                f"(or add a source to {args.params}).")
     summary = structure_stage(params, args.subject, args.out).summary
-    root = Path(args.out) / ("multitask" if args.subject == "modular" else args.subject)
+    root = Path(args.out) / args.subject
     write_json_atomic(root / "structure_metrics.json", {k: round(v, 6) for k, v in sorted(summary["metrics"].items())})
     if not args.no_track:
         track_structure(params, summary, source=args.source)
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_multitask)
     p = sub.add_parser("structure", help="layer-Jacobian spectra, degeneracy, interaction basis and the coordinate check of a model",
                        description="Structure probes of a dataset's model (OUT/<dataset>) or the modular model (OUT/multitask).")
-    p.add_argument("--subject", required=True, help="which model to probe: a dataset's (digits2, digits10, a source) or 'modular'")
+    p.add_argument("--subject", required=True, help="which model to probe: a dataset's (digits2, digits10, a source) or 'multitask'")
     _common(p, dataset=False)
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.add_argument("--source", default=None, help="source tag recorded in MLflow (default: dvc under dvc repro, else cli)")

@@ -61,7 +61,7 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     first = _run(dvc + ["repro"], work, env)
     assert _stages_run(first) == {"data@digits2", "train@digits2", "kernel@digits2-trntk", "kernel@digits2-ck", "kglm@digits2",
                                   "poison", "poison_train", "poison_kernel@trntk", "poison_detect", "loss_kernel@digits2",
-                                  "multitask_train", "multitask_loss_kernel", "structure@digits2", "structure_modular"}
+                                  "multitask_train", "multitask_loss_kernel", "structure@digits2", "structure_multitask"}
     structure = json.loads((work / "outputs/dvc/digits2/structure_metrics.json").read_text())
     assert structure["coordinate_free_kept"] == 1.0
     llc = json.loads((work / "outputs/dvc/digits2/loss_kernel_metrics.json").read_text())["llc"]

@@ -156,7 +156,7 @@ def test_structure_flow_on_digits_and_the_modular_model(harness, tmp_path, tiny_
 
     # The modular transformer: integer inputs, so the probes start at its residual stream; no SGLD run, so no LLC.
     multitask_train_stage(params, tmp_path / "out" / "multitask")
-    modular = structure(params=params, subject="modular", outputs=out, track=False)
+    modular = structure(params=params, subject="multitask", outputs=out, track=False)
     assert modular["summary"]["layers"] == ["resid_mid", "act", "output"]
     assert "effective_parameters" not in modular["parameters"] and modular["parameters"]["raw_parameters"] > 0
     assert [row["layer"] for row in modular["interaction"]["layers"]] == ["resid_mid", "act"]

@@ -16,7 +16,7 @@ BuiltinDataset = Literal["digits2", "digits10"]
 BUILTIN_DATASETS = ("digits2", "digits10")
 # A bundled dataset or a key of params.sources (a user's own data); checked against sources by Params.
 DatasetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-RESERVED_NAMES = ("modular", "multitask", "forensics", "table")  # folders of outputs/ that are not datasets
+RESERVED_NAMES = ("multitask", "forensics", "table")  # folders of outputs/ that are not datasets
 
 
 def _not_a_bool(value: Any) -> Any:
@@ -275,15 +275,15 @@ class ResNetParams(_Section):
     epochs: Int = Field(10, ge=1, description="Passes over the training set.")
 
 
-StructureSubject = DatasetName  # a dataset's model, or 'modular' (the multitask model)
+StructureSubject = DatasetName  # a dataset's model, or 'multitask' (the multitask model)
 
 
 class StructureParams(_Section):
     """Structure probes: layer-Jacobian spectra, degeneracy, the interaction basis and the coordinate check."""
 
     subjects: tuple[StructureSubject, ...] = Field(
-        ("digits2", "digits10", "modular"), min_length=1,
-        description="Models the main job probes: a dataset's attribution-run MLP, or 'modular' (the multitask model).")
+        ("digits2", "digits10", "multitask"), min_length=1,
+        description="Models the main job probes: a dataset's attribution-run MLP, or 'multitask' (the multitask model).")
     layers: dict[StructureSubject, tuple[str, ...]] = Field(
         default_factory=dict, description="Per subject, the layers in forward order (module names, 'input', 'output'); "
                                           "missing: the input (if real-valued), every activation module and the logits.")
@@ -339,7 +339,7 @@ class Params(_Section):
         if clash:
             raise ValueError(f"sources: name {clash[0]!r} is taken by the project; rename that source")
         known = set(BUILTIN_DATASETS) | set(self.sources)
-        for field, names in (("datasets", self.datasets), ("structure.subjects", tuple(s for s in self.structure.subjects if s != "modular"))):
+        for field, names in (("datasets", self.datasets), ("structure.subjects", tuple(s for s in self.structure.subjects if s != "multitask"))):
             unknown = [n for n in names if n not in known]
             if unknown:
                 raise ValueError(f"{field}: {unknown[0]!r} is neither a bundled dataset ({', '.join(BUILTIN_DATASETS)}) nor a key of "

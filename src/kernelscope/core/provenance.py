@@ -60,19 +60,19 @@ def model_spec(params: Params, ds: Dataset) -> ModelSpec:
     return ModelSpec(arch, section.model_dump(mode="json"), params.seed, ds.dataset_hash, build=lambda: build_model(arch))
 
 
-def modular_dataset_hash(params: Params) -> str:
+def multitask_dataset_hash(params: Params) -> str:
     mp = params.multitask
     return f"modular-p{mp.p}-f{mp.train_fraction}-s{params.seed}"
 
 
-def modular_spec(params: Params) -> ModelSpec:
+def multitask_spec(params: Params) -> ModelSpec:
     """The multitask model params describe (its sampler settings do not shape it)."""
     from kernelscope.models.zoo import build_model
 
     mp = params.multitask
     arch = {"name": f"modular_{mp.arch}", "p": mp.p, "embed": mp.embed, "hidden": mp.hidden, "heads": mp.heads}
     dumped = mp.model_dump(mode="json", include=set(MULTITASK_TRAINING_FIELDS))  # a stage may read only these
-    return ModelSpec(arch, {k: dumped[k] for k in MULTITASK_TRAINING_FIELDS}, params.seed, modular_dataset_hash(params),
+    return ModelSpec(arch, {k: dumped[k] for k in MULTITASK_TRAINING_FIELDS}, params.seed, multitask_dataset_hash(params),
                      build=lambda: build_model(arch))
 
 

@@ -12,9 +12,9 @@ architecture, a kernel's projection); the stage that wrote that input lists them
 and this stage through its changed input. MLflow tags (``params_hash``) read every section; they are not outputs.
 
 DVC stages are named as in dvc.yaml; a Prefect task doing the same work uses the same entry (prepare-data: ``data``,
-train-model: ``train``, write-kernel: ``kernel``, sample-probe-losses: ``loss_kernel``, train-modular-model:
+train-model: ``train``, write-kernel: ``kernel``, sample-probe-losses: ``loss_kernel``, train-multitask-model:
 ``multitask_train``, multitask-loss-kernel: ``multitask_loss_kernel``, the structure tasks: ``structure`` or
-``structure_modular``, poison-data: ``poison``, train-poisoned-model: ``poison_train``, assemble-forensic-kernel:
+``structure_multitask``, poison-data: ``poison``, train-poisoned-model: ``poison_train``, assemble-forensic-kernel:
 ``poison_kernel``). The other tasks have entries of their own (``dvc=False``), named after the task's function.
 """
 
@@ -103,7 +103,7 @@ CHECKPOINT = ("seed", *ARCH_SECTIONS, "sources")
 KERNEL = ("seed", "device", "kernel.chunk_size", "kernel.memory_budget_mb", KERNEL_OPTIONS)
 KGLM_CHECKS = (*CHECKPOINT, KERNEL_OPTIONS)  # a kGLM stage loads the checkpoint and its kernels
 KGLM_FIT = _all_but("kglm", "alpha")  # the forensic kGLMs take poison.kglm_alpha instead
-MODULAR = _keys("multitask", MULTITASK_TRAINING_FIELDS)  # what shapes the modular model (the rest is its sampler's)
+MULTITASK_MODEL = _keys("multitask", MULTITASK_TRAINING_FIELDS)  # what shapes the modular model (the rest is its sampler's)
 POISONING = _keys("poison", POISONING_FIELDS)
 STRUCTURE = ("seed", *_all_but("structure", "subjects"))  # subjects: the models the main flow probes; no stage reads it
 
@@ -119,10 +119,10 @@ STAGES: dict[str, StageReads] = {
     "kernel": StageReads("kernelscope.kernels.stages", KERNEL, CHECKPOINT, _code()),
     "kglm": StageReads(SURROGATE, ("seed", "kglm", "kernel.kinds"), KGLM_CHECKS, _code("surrogate")),
     "loss_kernel": StageReads("kernelscope.loss_kernel.stages", ("seed", "loss_kernel"), CHECKPOINT, _code()),
-    "multitask_train": StageReads(MULTITASK, ("seed", *MODULAR), code=_code()),
+    "multitask_train": StageReads(MULTITASK, ("seed", *MULTITASK_MODEL), code=_code()),
     "multitask_loss_kernel": StageReads(MULTITASK, ("seed", "multitask"), code=_code()),
     "structure": StageReads(STRUCTURE_STAGES, STRUCTURE, CHECKPOINT, _code("structure")),
-    "structure_modular": StageReads(STRUCTURE_STAGES, STRUCTURE, MODULAR, _code("structure")),
+    "structure_multitask": StageReads(STRUCTURE_STAGES, STRUCTURE, MULTITASK_MODEL, _code("structure")),
     # sources: the poisoned set's name is looked up among them too (a bundled set has none)
     "poison": StageReads(FORENSICS, ("seed", "data", *POISONING, "sources"), code=FORENSICS_CODE),
     "poison_train": StageReads(FORENSICS, CHECKPOINT, ("data", *POISONING), FORENSICS_CODE),
@@ -155,8 +155,8 @@ def stage_reads(stage: str) -> StageReads:
 
 
 def structure_stage(subject: str) -> str:
-    """The stage of a structure probe of ``subject``: a dataset's model, or the multitask one ('modular')."""
-    return "structure_modular" if subject == "modular" else "structure"
+    """The stage of a structure probe of ``subject``: a dataset's model, or the multitask one ('multitask')."""
+    return "structure_multitask" if subject == "multitask" else "structure"
 
 
 def declared(keys: tuple[str, ...]) -> dict[str, tuple[str, ...] | None]:

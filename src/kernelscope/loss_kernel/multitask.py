@@ -23,7 +23,7 @@ ADD, DIV = 0, 1
 
 
 @dataclass(frozen=True)
-class ModularData:
+class MultitaskData:
     x: np.ndarray      # (n, 3) int64: a, b, task
     y: np.ndarray      # (n,) int64
     train: np.ndarray  # indices of the training split
@@ -31,7 +31,7 @@ class ModularData:
     p: int
 
 
-def make_modular(p: int = 97, train_fraction: float = 0.5, seed: int = 0) -> ModularData:
+def make_multitask_data(p: int = 97, train_fraction: float = 0.5, seed: int = 0) -> MultitaskData:
     a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
     a, b = a.ravel(), b.ravel()
     add = np.stack([a, b, np.full_like(a, ADD)], axis=1)
@@ -42,10 +42,10 @@ def make_modular(p: int = 97, train_fraction: float = 0.5, seed: int = 0) -> Mod
     y = np.concatenate([(a + b) % p, (a[keep] * inverse[b[keep]]) % p]).astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(x))
     cut = int(round(train_fraction * len(x)))
-    return ModularData(x, y, np.sort(order[:cut]), np.sort(order[cut:]), p)
+    return MultitaskData(x, y, np.sort(order[:cut]), np.sort(order[cut:]), p)
 
 
-class ModularMLP(nn.Module):
+class MultitaskMLP(nn.Module):
     def __init__(self, p: int, embed: int = 128, hidden: int = 512) -> None:
         super().__init__()
         self.a = nn.Embedding(p, embed)
@@ -64,7 +64,7 @@ class ModularMLP(nn.Module):
         return self.out(self.act(self.hidden(h)))
 
 
-class ModularTransformer(nn.Module):
+class MultitaskTransformer(nn.Module):
     """One transformer layer without layer norm on the tokens [a, b, task] (task tokens p and p + 1):
     learned positions, multi-head attention read out at the last position, a ReLU MLP, both with
     residual connections, and an unembedding to p logits. Embeddings start at std 1/sqrt(d), which
@@ -102,11 +102,11 @@ class ModularTransformer(nn.Module):
         return self.unembed(res + self.fc2(self.act(self.fc1(res))))
 
 
-def build_modular(arch: str, p: int, embed: int, hidden: int, heads: int) -> nn.Module:
-    return ModularTransformer(p, embed, heads, hidden) if arch == "transformer" else ModularMLP(p, embed, hidden)
+def build_multitask_model(arch: str, p: int, embed: int, hidden: int, heads: int) -> nn.Module:
+    return MultitaskTransformer(p, embed, heads, hidden) if arch == "transformer" else MultitaskMLP(p, embed, hidden)
 
 
-def train_modular(data: ModularData, *, steps: int, lr: float, weight_decay: float, batch_size: int, seed: int,
+def train_multitask(data: MultitaskData, *, steps: int, lr: float, weight_decay: float, batch_size: int, seed: int,
                   embed: int = 128, hidden: int = 512, arch: str = "mlp", heads: int = 4, restarts: tuple[int, ...] = (),
                   progress: bool = False) -> tuple[nn.Module, dict[str, float]]:
     """AdamW with strong weight decay: the model memorizes, then generalizes (grokking). At each step
@@ -114,11 +114,11 @@ def train_modular(data: ModularData, *, steps: int, lr: float, weight_decay: flo
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = build_modular(arch, data.p, embed, hidden, heads)
+        model = build_multitask_model(arch, data.p, embed, hidden, heads)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
     train = torch.from_numpy(data.train)
-    with Progress(steps, "modular training", "step", bar=progress) as bar:
+    with Progress(steps, "multitask training", "step", bar=progress) as bar:
         for step in range(steps):
             if step in restarts:
                 optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
@@ -132,7 +132,7 @@ def train_modular(data: ModularData, *, steps: int, lr: float, weight_decay: flo
 
 
 @torch.no_grad()
-def accuracies(model: nn.Module, data: ModularData) -> dict[str, float]:
+def accuracies(model: nn.Module, data: MultitaskData) -> dict[str, float]:
     pred = model(torch.from_numpy(data.x)).argmax(1).numpy()
     right = pred == data.y
     task = data.x[:, 2]

@@ -11,10 +11,10 @@ from kernelscope.models.checkpoint import load_checkpoint, save_checkpoint
 from kernelscope.core.json_artifacts import write_json_artifact
 from kernelscope.loss_kernel.kernel import loss_correlation, loss_covariance
 from kernelscope.loss_kernel.stages import write_probe_losses
-from kernelscope.loss_kernel.multitask import ADD, DIV, make_modular, task_separation, train_modular
+from kernelscope.loss_kernel.multitask import ADD, DIV, make_multitask_data, task_separation, train_multitask
 from kernelscope.models.heads import per_sample_loss
 from kernelscope.core.params import Params
-from kernelscope.core.provenance import modular_spec
+from kernelscope.core.provenance import multitask_spec
 from kernelscope.core.results import StageResult
 from kernelscope.models.stages import checkpoint_files
 from kernelscope.loss_kernel.sgld import SGLDConfig, sample
@@ -22,18 +22,18 @@ from kernelscope.loss_kernel.sgld import SGLDConfig, sample
 
 def multitask_train_stage(params: Params, root: Path) -> StageResult:
     mp = params.multitask
-    data = make_modular(mp.p, mp.train_fraction, params.seed)
+    data = make_multitask_data(mp.p, mp.train_fraction, params.seed)
     # One torch thread, whatever the machine: float sums in another order give another grokking run,
     # and this one (1 thread) is the run whose loss kernel separates the tasks.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model, acc = train_modular(data, steps=mp.steps, lr=mp.lr, weight_decay=mp.weight_decay, batch_size=mp.batch_size,
+        model, acc = train_multitask(data, steps=mp.steps, lr=mp.lr, weight_decay=mp.weight_decay, batch_size=mp.batch_size,
                                    seed=params.seed, embed=mp.embed, hidden=mp.hidden, arch=mp.arch, heads=mp.heads,
                                    restarts=tuple(mp.optimizer_restarts))
     finally:
         torch.set_num_threads(threads)
-    meta = save_checkpoint(model, Path(root) / "model", modular_spec(params), dataset_name=f"modular-{mp.p}", metrics=acc)
+    meta = save_checkpoint(model, Path(root) / "model", multitask_spec(params), dataset_name=f"modular-{mp.p}", metrics=acc)
     return StageResult.of({"checkpoint_hash": meta["weights_sha256"], **acc}, checkpoint_files(Path(root) / "model"))
 
 
@@ -42,8 +42,8 @@ def multitask_loss_stage(params: Params, root: Path) -> StageResult:
 
     mp = params.multitask
     root = Path(root)
-    data = make_modular(mp.p, mp.train_fraction, params.seed)
-    ckpt = load_checkpoint(root / "model", modular_spec(params))
+    data = make_multitask_data(mp.p, mp.train_fraction, params.seed)
+    ckpt = load_checkpoint(root / "model", multitask_spec(params))
     rng = np.random.default_rng(params.seed)
     task = data.x[:, 2]
     probes = np.sort(np.concatenate([rng.choice(data.test[task[data.test] == t], mp.probes_per_task, replace=False) for t in (ADD, DIV)]))
@@ -69,9 +69,9 @@ def multitask_loss_stage(params: Params, root: Path) -> StageResult:
         trivial_stats["trivial_within_corr"] = float(corr[np.ix_(trivial, trivial)][off[np.ix_(trivial, trivial)]].mean())
         trivial_stats["trivial_to_others_corr"] = float(corr[np.ix_(trivial, ~trivial)].mean())
     groups = probe_task + 2 * trivial  # 0 add, 1 division, 3 division with a = 0
-    plots = [correlation_heatmap(out / "correlation.png", corr, groups, "modular: loss correlation (add | div | div a=0)"),
-             group_covariances(out / "covariance_groups.png", cov, probe_task, "modular: covariance within and across tasks"),
-             umap_map(out / "umap.png", corr, groups, "modular: UMAP of 1 − R (0 add, 1 div, 3 div with a = 0)", seed=params.seed)]
+    plots = [correlation_heatmap(out / "correlation.png", corr, groups, "multitask: loss correlation (add | div | div a=0)"),
+             group_covariances(out / "covariance_groups.png", cov, probe_task, "multitask: covariance within and across tasks"),
+             umap_map(out / "umap.png", corr, groups, "multitask: UMAP of 1 − R (0 add, 1 div, 3 div with a = 0)", seed=params.seed)]
     summary = {"task_auc": separation["auc"], "task_auc_within_chain": within["auc"], "pc1_explained": separation["pc1_explained"],
                "llc": result.llc, "warnings": result.warnings, **trivial_stats, "plots": [str(p) for p in plots],
                "path": str(out / "probe_losses.parquet")}

@@ -150,7 +150,7 @@ MODELS: dict[str, ModelEntry] = {
                               "blocks": p.blocks},
         lambda a: build_resnet(tuple(a["image_shape"]), int(a["n_outputs"]), tuple(a["widths"]), int(a["blocks"]))),
 }
-MODULAR = ("modular_mlp", "modular_transformer")  # the multitask models (kernelscope.core.provenance.modular_spec)
+MULTITASK_ARCHS = ("modular_mlp", "modular_transformer")  # the multitask models (kernelscope.core.provenance.multitask_spec)
 
 
 def model_entry(name: str, field: str = "train.arch") -> ModelEntry:
@@ -181,14 +181,14 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
     name = arch.get("name")
     if isinstance(name, str) and name in MODELS:
         return MODELS[name].build(arch)
-    if name in MODULAR:
-        from kernelscope.loss_kernel.multitask import build_modular
+    if name in MULTITASK_ARCHS:
+        from kernelscope.loss_kernel.multitask import build_multitask_model
 
-        return build_modular("transformer" if name == "modular_transformer" else "mlp", int(arch["p"]), int(arch["embed"]),
+        return build_multitask_model("transformer" if name == "modular_transformer" else "mlp", int(arch["p"]), int(arch["embed"]),
                              int(arch["hidden"]), int(arch.get("heads", 4)))
     # A user's factory is never reached from a record: kernelscope.core.provenance.model_spec builds it from params.
     raise CheckpointError(f"architecture name {name!r} is unknown; expected one of "
-                          f"{', '.join(repr(n) for n in (*MODELS, *MODULAR))}.")
+                          f"{', '.join(repr(n) for n in (*MODELS, *MULTITASK_ARCHS))}.")
 
 
 def pick_device(device: str) -> torch.device:

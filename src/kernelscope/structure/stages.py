@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from kernelscope.models.checkpoint import load_checkpoint
 from kernelscope.core.json_artifacts import read_json_artifact
 from kernelscope.core.artifacts import verify_parquet, write_parquet
-from kernelscope.core.provenance import modular_spec, run_checkpoint, run_data
+from kernelscope.core.provenance import multitask_spec, run_checkpoint, run_data
 from kernelscope.core.errors import ArtifactError
 from kernelscope.core.fileio import write_json_atomic, write_text_atomic
 from kernelscope.core.params import Params
@@ -67,13 +67,13 @@ def _sample(n: int, k: int, seed: int) -> np.ndarray:
 def load_subject(params: Params, name: str, outputs: str | Path) -> Subject:
     """The attribution run's MLP and data of a digits dataset, or the multitask modular model."""
     sp = params.structure
-    if name == "modular":
-        from kernelscope.loss_kernel.multitask import make_modular
+    if name == "multitask":
+        from kernelscope.loss_kernel.multitask import make_multitask_data
 
         mp = params.multitask
         root = Path(outputs) / "multitask"
-        data = make_modular(mp.p, mp.train_fraction, params.seed)
-        ckpt = load_checkpoint(root / "model", modular_spec(params))
+        data = make_multitask_data(mp.p, mp.train_fraction, params.seed)
+        ckpt = load_checkpoint(root / "model", multitask_spec(params))
         pick = data.train[_sample(len(data.train), sp.points, params.seed)]
         x_fit, fit_ids = torch.from_numpy(data.x[pick]), pick
         x_eval, y_eval = torch.from_numpy(data.x[data.test]), torch.from_numpy(data.y[data.test])
