@@ -30,7 +30,7 @@ from kernelscope.kernels import compute_kernel, kernel_spec
 from kernelscope.kernels.assembly import KernelSpec, kernel_row_blocks, represent
 from kernelscope.kernels.store import write_kernel_blocks
 from kernelscope.models.zoo import build_mlp
-from kernelscope.core.params import TrainParams
+from kernelscope.core.param_sections import TrainParams
 from kernelscope.models.train import train_classifier
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -6,7 +6,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from kernelscope.core.params import DatasetName, Params
+from kernelscope.core.param_types import DatasetName
+from kernelscope.core.params import Params
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.stage_reads import stage_sections
 from kernelscope.kernels.registry import KERNELS, kernel_kind

@@ -10,7 +10,8 @@ from prefect import flow, get_run_logger, task
 from kernelscope.data.datasets import read_dataset
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.surrogate.explain import Query, explain, load_inputs, track_explain
-from kernelscope.core.params import DatasetName, Params
+from kernelscope.core.param_types import DatasetName
+from kernelscope.core.params import Params
 from kernelscope.core.layout import RunLayout
 
 

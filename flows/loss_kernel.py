@@ -10,7 +10,8 @@ from prefect import flow, get_run_logger
 
 from flows.attribution import kglm_sections
 from kernelscope.loss_kernel.stages import LOSS_KINDS, track_loss_kernel
-from kernelscope.core.params import DatasetName, Params, params_hash
+from kernelscope.core.param_types import DatasetName
+from kernelscope.core.params import Params, params_hash
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.stage_reads import stage_sections
 from kernelscope.core.tracking import RunTags, log_run

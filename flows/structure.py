@@ -6,7 +6,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from kernelscope.core.params import Params, StructureSubject
+from kernelscope.core.params import Params
+from kernelscope.core.param_types import StructureSubject
 from kernelscope.core.stage_reads import stage_sections, structure_stage
 from tasks.fanout import Fanout
 from tasks.structure import coordinate_check, degeneracy, interaction_basis, layer_spectra

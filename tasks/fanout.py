@@ -18,7 +18,7 @@ from prefect.futures import PrefectFuture
 from prefect.states import State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from kernelscope.core.params import ScaleParams
+from kernelscope.core.param_sections import ScaleParams
 from tasks.caching import CacheLedger
 
 DASK_ADDRESS_ENV = "KERNELSCOPE_DASK_ADDRESS"

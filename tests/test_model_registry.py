@@ -8,7 +8,8 @@ import torch
 
 from kernelscope.core.errors import CheckpointError, ParamsError
 from kernelscope.core.layout import RunLayout
-from kernelscope.core.params import CNNParams, TrainParams, params_from_dict
+from kernelscope.core.param_sections import CNNParams, TrainParams
+from kernelscope.core.params import params_from_dict
 from kernelscope.core.provenance import run_checkpoint, run_data
 from kernelscope.data.datasets import make_digits
 from kernelscope.data.stages import data_stage

@@ -76,7 +76,7 @@ def test_seeds_trained_in_parallel_threads_match_sequential_training():
     import torch
 
     from kernelscope.data.datasets import make_digits
-    from kernelscope.core.params import TrainParams
+    from kernelscope.core.param_sections import TrainParams
     from kernelscope.models.train import train_classifier
 
     ds = make_digits("digits2", 0.3, 0)

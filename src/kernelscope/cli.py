@@ -24,7 +24,7 @@ def _common(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
 
 
 def _layout(args: argparse.Namespace, params: Params):
-    from kernelscope.core.params import BUILTIN_DATASETS
+    from kernelscope.core.param_types import BUILTIN_DATASETS
     from kernelscope.core.layout import RunLayout
 
     if args.dataset not in BUILTIN_DATASETS and args.dataset not in params.sources:
@@ -164,7 +164,7 @@ def cmd_structure(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.core.fileio import write_json_atomic
     from kernelscope.structure.stages import structure_stage, track_structure
 
-    from kernelscope.core.params import BUILTIN_DATASETS
+    from kernelscope.core.param_types import BUILTIN_DATASETS
 
     subjects = (*BUILTIN_DATASETS, *params.sources, "multitask")
     if args.subject not in subjects:

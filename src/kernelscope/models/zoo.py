@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernelscope.core.errors import ArtifactError, CheckpointError, ParamsError
-from kernelscope.core.params import CNNParams, ResNetParams, TrainParams
+from kernelscope.core.param_sections import CNNParams, ResNetParams, TrainParams
 from kernelscope.data.datasets import Dataset
 from kernelscope.models.heads import n_outputs_for
 

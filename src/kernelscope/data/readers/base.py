@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from kernelscope.core.errors import ArtifactError
-from kernelscope.core.params import DataSourceParams
+from kernelscope.core.param_sections import DataSourceParams
 
 
 @dataclass(frozen=True)
