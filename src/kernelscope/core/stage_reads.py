@@ -92,8 +92,9 @@ SHARED_CODE = (f"{SRC}/__init__.py", f"{SRC}/core", f"{SRC}/data", f"{SRC}/kerne
 
 
 def _code(*capabilities: str, cli: bool = True) -> tuple[str, ...]:
-    """A stage's code: the shared capabilities, its own, and for a DVC stage its command (cli.py writes metrics)."""
-    return (*((f"{SRC}/cli.py",) if cli else ()), *SHARED_CODE, *(f"{SRC}/{name}" for name in capabilities))
+    """A stage's code: the shared capabilities, its own, and for a DVC stage its command (cli.py parses it,
+    commands.py runs it and writes the metrics files)."""
+    return (*((f"{SRC}/cli.py", f"{SRC}/commands.py") if cli else ()), *SHARED_CODE, *(f"{SRC}/{name}" for name in capabilities))
 
 
 ARCH_SECTIONS = tuple(dict.fromkeys(entry.section for entry in MODELS.values()))  # train, cnn, resnet
