@@ -84,3 +84,8 @@ def option_names() -> set[str]:
 def model_kinds() -> tuple[str, ...]:
     """The kinds the kernel stage computes from a model (those params may name), in registration order."""
     return tuple(name for name, entry in KERNELS.items() if entry.build is not None)
+
+
+def kinds_written_by(producer: str) -> tuple[str, ...]:
+    """The kinds one stage writes ('kernel' or 'loss_kernel'), in registration order."""
+    return tuple(name for name, entry in KERNELS.items() if entry.producer == producer)

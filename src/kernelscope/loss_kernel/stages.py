@@ -23,8 +23,9 @@ from kernelscope.core.layout import RunLayout
 from kernelscope.core.results import StageResult
 from kernelscope.core.provenance import kernel_provenance, run_checkpoint, run_data
 from kernelscope.loss_kernel.sgld import SGLDConfig, sample
+from kernelscope.kernels.registry import kinds_written_by
 
-LOSS_KINDS = ("loss_cov", "loss_corr")
+LOSS_KINDS = kinds_written_by("loss_kernel")  # loss_cov, loss_corr (kernelscope.kernels.builtin)
 
 
 def label_agreement(r: np.ndarray, labels: np.ndarray, k: int) -> dict[str, float]:

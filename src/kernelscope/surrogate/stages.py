@@ -143,7 +143,8 @@ def compare_stage(params: Params, layout: RunLayout, summaries: list[dict[str, A
             hashes = (s["checkpoint_hash"], s["dataset_hash"], "train")
             approx, _ = read_kernel(layout.kernel_path(s["kind"], "train"), expect=kernel_provenance(params, s["kind"], *hashes))
             exact, _ = read_kernel(layout.kernel_path(exact_kind, "train"), expect=kernel_provenance(params, exact_kind, *hashes))
-            if exact_kind == "pntk":  # pNTK is stored unnormalized; compare cosines
+            if kernel_kind(exact_kind).normalization != kernel_kind(s["kind"]).normalization:
+                # e.g. pNTK is stored unnormalized and its projection as cosines: compare cosines
                 d = np.sqrt(np.clip(np.diag(exact), 1e-300, None))
                 exact = exact / d[:, None] / d[None, :]
             artifacts.append(str(residual_cdf(out / f"residuals_{s['kind']}.png", approx, exact, s["kind"], exact_kind)))
