@@ -8,14 +8,14 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.attribution import kglm_sections
+from flows.surrogate import kglm_sections
 from kernelscope.loss_kernel.stages import LOSS_KINDS, track_loss_kernel
 from kernelscope.core.param_types import DatasetName
 from kernelscope.core.params import Params, params_hash
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.stage_reads import stage_sections
 from kernelscope.core.tracking import RunTags, log_run
-from tasks.attribution import evaluate, train_kglm
+from tasks.surrogate import evaluate, train_kglm
 from tasks.fanout import Fanout
 from tasks.loss_kernel import multitask_loss_kernel, sample_probe_losses, train_multitask_model
 

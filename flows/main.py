@@ -13,12 +13,12 @@ from prefect import flow
 from rich.table import Table
 
 import flows  # noqa: F401  (applies the project-local tool defaults)
-from flows.attribution import attribution
-from flows.explain import explain_flow
+from flows.surrogate import attribution
+from flows.surrogate import explain_flow
 from flows.forensics import forensics
 from flows.loss_kernel import loss_kernel, multitask
 from flows.structure import structure
-from flows.table import faithfulness_table
+from flows.surrogate import faithfulness_table
 from kernelscope.surrogate.table import METRICS
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.params import Params, load_params

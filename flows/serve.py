@@ -17,13 +17,13 @@ import sys
 from typing import Any
 
 import flows  # noqa: F401  (applies the project-local tool defaults)
-from flows.attribution import attribution
-from flows.explain import explain_flow
+from flows.surrogate import attribution
+from flows.surrogate import explain_flow
 from flows.forensics import forensics
 from flows.loss_kernel import loss_kernel, multitask
 from flows.main import pipeline
 from flows.structure import structure
-from flows.table import faithfulness_table
+from flows.surrogate import faithfulness_table
 from prefect.utilities.callables import ParameterSchema
 
 from kernelscope.core.errors import KernelscopeError

@@ -131,7 +131,7 @@ def test_a_cache_hit_whose_outputs_changed_is_run_again(tmp_path, tiny_params_di
     one path per task) makes its task run again, and a kernel file that changed is recomputed, not trusted."""
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.attribution import attribution
+    from flows.surrogate import attribution
     from kernelscope.core.layout import RunLayout
     from kernelscope.core.params import params_from_dict
 

@@ -43,7 +43,7 @@ def run_hashes(run_root) -> dict[str, str]:
 def test_local_cluster_and_existing_cluster_give_the_sequential_bytes(harness, tmp_path, tiny_params_dict):
     from distributed import Client, LocalCluster, get_task_stream
 
-    from flows.attribution import attribution
+    from flows.surrogate import attribution
 
     tiny_params_dict["kernel"].update(kinds=KINDS, chunk_size=32)  # several blocks per split
     tiny_params_dict["scale"] = {"runner": "dask", "dask_workers": 2, "dask_threads_per_worker": 1, "row_tasks": 3}

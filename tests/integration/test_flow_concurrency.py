@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, TINY_PARAMS
+from tests.support.runs import REPO, TINY_PARAMS
 from kernelscope.core.fileio import sha256_tree
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 SCRIPT = """
 import json, sys
 from kernelscope.core.params import load_params
-from flows.attribution import attribution
+from flows.surrogate import attribution
 result = attribution(params=load_params(sys.argv[1]), dataset="digits2", outputs=sys.argv[2])
 print("RESULT " + json.dumps({"tasks": result["tasks"], "hits": result["cache_hits"], "tau_k": result["summaries"][0]["tau_k"]}))
 """

@@ -23,7 +23,7 @@ def test_second_run_hits_the_cache_and_logs_to_mlflow(harness, tmp_path, tiny_pa
     db = tmp_path / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     params = params_from_dict(tiny_params_dict)
-    from flows.attribution import attribution
+    from flows.surrogate import attribution
     from tasks.caching import result_storage
 
     kwargs = dict(dataset="digits2", params=params, outputs=str(tmp_path / "out"))
@@ -67,7 +67,7 @@ def test_multi_seed_table_logs_parent_and_children(harness, tmp_path, tiny_param
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     tiny_params_dict["table"] = {"n_models": 3, "archs": ["mlp"], "kind": "trntk"}
     params = params_from_dict(tiny_params_dict)
-    from flows.table import faithfulness_table
+    from flows.surrogate import faithfulness_table
     from kernelscope.surrogate.aggregate import mean_se
 
     result = faithfulness_table(params=params, outputs=str(tmp_path / "out"))
@@ -110,7 +110,7 @@ def test_loss_kernel_flow_after_attribution(harness, tmp_path, tiny_params_dict,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     tiny_params_dict["loss_kernel"] = {"chains": 2, "draws": 6, "burn_in": 4, "steps_between": 2, "batch_size": 64, "umap": False}
     params = params_from_dict(tiny_params_dict)
-    from flows.attribution import attribution
+    from flows.surrogate import attribution
     from flows.loss_kernel import loss_kernel
 
     attribution(dataset="digits2", params=params, outputs=str(tmp_path / "out"), track=False)
@@ -131,7 +131,7 @@ def test_structure_flow_on_digits_and_the_modular_model(harness, tmp_path, tiny_
     tiny_params_dict["multitask"] = TINY_MULTITASK
     tiny_params_dict["structure"] = TINY_STRUCTURE
     params = params_from_dict(tiny_params_dict)
-    from flows.attribution import attribution
+    from flows.surrogate import attribution
     from flows.loss_kernel import loss_kernel
     from flows.structure import structure
     from kernelscope.loss_kernel.multitask_stages import multitask_train_stage

@@ -1,11 +1,10 @@
-"""The attribution flow: data → model → checkpoint → kernels → kGLM → faithfulness, logged to MLflow."""
+"""The NTK-surrogate flows: attribution (data → model → kernels → kGLM → faithfulness, logged to MLflow),
+explain (one input through every kernel's surrogate) and the multi-seed faithfulness table (the paper's Table 1)."""
 
 from __future__ import annotations
 
 from typing import Any
-
 from prefect import flow, get_run_logger
-
 from kernelscope.core.param_types import DatasetName
 from kernelscope.core.params import Params
 from kernelscope.core.layout import RunLayout
@@ -14,8 +13,17 @@ from kernelscope.kernels.registry import KERNELS, kernel_kind
 from kernelscope.core.results import StageResult
 from kernelscope.kernels.stages import current_kernel, kernel_row_ranges, kernel_split_sizes
 from kernelscope.surrogate.stages import track_attribution
-from tasks.attribution import compare_kernels, evaluate, kernel_rows, load_checkpoint, prepare_data, train_kglm, train_model, write_kernel, write_report
+from tasks.surrogate import compare_kernels, evaluate, kernel_rows, load_checkpoint, prepare_data, train_kglm, train_model, write_kernel, write_report
 from tasks.fanout import Fanout
+from pathlib import Path
+from kernelscope.data.datasets import read_dataset
+from kernelscope.core.errors import KernelscopeError
+from kernelscope.surrogate.explain import Query, load_inputs, track_explain
+from kernelscope.core.params import params_hash
+from kernelscope.surrogate.table import METRICS, seed_table, write_table
+from kernelscope.core.tracking import RunTags, log_parent_with_children
+from tasks.surrogate import seed_run
+from tasks.surrogate import explain_input
 
 
 def sections(params: Params, *names: str) -> dict[str, Any]:
@@ -64,7 +72,7 @@ def assemble_kernels(fan: Fanout, params: Params, root: str, kinds: tuple[str, .
                      dataset: str) -> dict[str, StageResult]:
     """Every kind's kernels: row-block tasks for the kinds to compute, all in flight together, then one writer per kind.
 
-    The cache sits at the writer, not at the row blocks (tasks.attribution.kernel_rows: they are never persisted).
+    The cache sits at the writer, not at the row blocks (tasks.surrogate.kernel_rows: they are never persisted).
     A kind whose files already verify against params and this checkpoint gets no row tasks: its writer is called
     without rows, a cache hit whose outputs the ledger checks byte for byte. Any other kind's rows are computed and
     written with refresh_cache, since a hit there would keep the files that failed the check.
@@ -133,3 +141,78 @@ def attribution(params: Params, dataset: DatasetName = "digits2", outputs: str |
     return {"dataset": dataset, "summaries": summaries, "comparison": comparison.summary["table"],
             "report": report["path"], "cache_hits": run.hits,
             "tasks": run.runs, "mlflow_run_ids": run_ids}
+
+
+@flow(name="explain")
+def explain_flow(params: Params, dataset: DatasetName = "digits10", index: int | None = 0, input_file: str | None = None, top_k: int = 5,
+                 outputs: str | None = None, track: bool = True) -> dict[str, Any]:
+    """Run after the attribution flow: predictions, top-k similar and attributed training points, pictures.
+
+    Args:
+        params: every setting of the run (params.yaml's sections; the form starts from params.yaml).
+        dataset: whose attribution run explains the input.
+        index: a test point of that run (ignored when input_file is given).
+        input_file: a new input, .npz (array 'x') or .parquet (column 'features'); read without unpickling.
+        top_k: training points listed per kernel and logit.
+        outputs: folder for the run's artifacts; empty: params.outputs.
+        track: log metrics, tags and plots to MLflow.
+    """
+    layout = RunLayout.at(outputs or params.outputs, dataset)
+    ds = read_dataset(layout.data_dir)
+    if input_file:
+        query = Query(Path(input_file).stem, load_inputs(input_file, ds.train.x.shape[1])[0], None, None)
+    elif index is not None and 0 <= index < len(ds.test.y):
+        query = Query(f"test-{index}", ds.test.x[index], int(ds.test.y[index]), index)
+    else:
+        raise KernelscopeError(f"explain: index {index} is out of range for the {len(ds.test.y)} test points of {dataset}; pass index or input_file.")
+    kinds = list(params.kernel.kinds)
+    result = explain_input(params, str(layout.root), kinds, query, top_k)
+    get_run_logger().info("explained %s: NN predicts %d; report %s", query.name, result["nn_prediction"], result["report"])
+    if track:
+        track_explain(params, dataset, query.name, kinds, top_k, result)
+    return result
+
+
+@flow(name="faithfulness-table")
+def faithfulness_table(params: Params, outputs: str | None = None, track: bool = True) -> dict[str, Any]:
+    """Train table.n_models seeded models per dataset and architecture; aggregate τ_K, TAD, R_Miss, accuracy.
+
+    Args:
+        params: every setting of the run (params.yaml's sections; the form starts from params.yaml).
+        outputs: folder for the run's artifacts; empty: params.outputs.
+        track: log metrics, tags and plots to MLflow.
+    """
+    logger = get_run_logger()
+    root = Path(outputs or params.outputs) / "table"
+    tp = params.table
+    with Fanout(params.scale) as fan:
+        jobs = []
+        for dataset in params.datasets:
+            data = fan.run(prepare_data, sections=stage_sections(params, "data", dataset), dataset=dataset,
+                           root=str(root / dataset), source_hash=source_hash(params, dataset)).summary
+            for arch in tp.archs:
+                for seed in range(params.seed + 1, params.seed + 1 + tp.n_models):
+                    jobs.append(dict(sections=stage_sections(params, "seed_run", dataset), arch=arch, seed=seed,
+                                     kind=tp.kind, root=str(root / dataset / f"{arch}-seed{seed}"), data_dir=str(root / dataset / "data"),
+                                     dataset_hash=data["dataset_hash"], data_seed=params.seed))
+        rows = [row.summary for row in fan.map(seed_run, jobs)]
+    logger.info("%d seed runs, %d from cache", len(rows), fan.ledger.hits)
+    table = seed_table(rows)
+    artifacts = write_table(table, root)
+    for t in table:
+        logger.info("%s %s (%d seeds): tau_K %s  TAD %s  NN acc %s", t["dataset"], t["arch"], t["n_models"],
+                    t["tau_k"]["text"], t["tad"]["text"], t["nn_accuracy"]["text"])
+    run_id = None
+    if track:
+        metrics = {f"{key}.{t['dataset']}.{t['arch']}.{stat}": t[key][stat] for t in table for key, _, _, _ in METRICS for stat in ("mean", "se")}
+        children = [{"name": f"{r['dataset']}-{r['arch']}-seed{r['seed']}",
+                     "params": {"dataset": r["dataset"], "arch": r["arch"], "seed": r["seed"], "kernel": r["kind"]},
+                     "metrics": {k: r[k] for k in ("tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy")},
+                     "tags": {"dataset": r["dataset"], "arch": r["arch"], "seed": str(r["seed"]), "checkpoint_hash": r["checkpoint_hash"]},
+                     "artifacts": [r["plot"]]} for r in rows]
+        tags = RunTags("faithfulness-table", ",".join(params.datasets), tp.kind, params.seed, params_hash(params), {"n_models": str(tp.n_models)})
+        run_id = log_parent_with_children(
+            "faithfulness-table", f"table-{tp.n_models}-seeds", tags=tags,
+            params={"table": tp.model_dump(mode="json"), "kglm": params.kglm.model_dump(mode="json")},
+            metrics=metrics, artifacts=artifacts, children=children)
+    return {"table": table, "artifacts": artifacts, "mlflow_run_id": run_id}

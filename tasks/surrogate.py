@@ -1,4 +1,4 @@
-"""Tasks of the attribution flow. Each takes only the params sections its stage reads."""
+"""Tasks of the NTK-surrogate flows (attribution, explain, the multi-seed table). Each takes only the params sections its stage reads."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from kernelscope.models.stages import checkpoint_files, train_stage
 from kernelscope.surrogate.stages import seed_run as _seed_run
 from tasks.caching import CACHED_TASK, cached_except
 from tasks.fanout import torch_threads
+from kernelscope.core.params import Params
+from kernelscope.surrogate.explain import Query, explain
 
 
 @task(name="prepare-data", **CACHED_TASK)
@@ -46,7 +48,7 @@ def load_checkpoint(sections: dict[str, Any], root: str, checkpoint_hash: str, d
 
 # Row blocks are no Prefect results: persisted, every block would be a second copy of its kernel under .prefect/ (and
 # a key over them would hash every block again). They stay in memory, or on the Dask cluster, until write-kernel
-# streams them into the kind's files; the kernel is cached there, per kind (flows.attribution.assemble_kernels).
+# streams them into the kind's files; the kernel is cached there, per kind (flows.surrogate.assemble_kernels).
 @task(name="kernel-rows", task_run_name="kernel-rows-{kind}-{split}-{start}", persist_result=False,
       cache_policy=NO_CACHE)
 def kernel_rows(sections: dict[str, Any], root: str, kind: str, split: str, start: int, stop: int,
@@ -108,3 +110,8 @@ def write_report(root: str, table_dir: str | None, summaries: list[dict[str, Any
     from kernelscope.surrogate.report import build_report
 
     return build_report(root, table_dir)
+
+
+@task(name="explain-input")
+def explain_input(params: Params, root: str, kinds: list[str], query: Query, top_k: int) -> dict[str, Any]:
+    return explain(params, RunLayout(root), kinds, query, top_k)

@@ -83,7 +83,7 @@ def test_registered_kind_runs_through_kernel_stage_and_kglm(tmp_path, tiny_param
 
 
 def test_registered_kind_records_only_what_it_reads(tiny_params_dict, toy_kind):
-    from flows.attribution import kernel_sections
+    from flows.surrogate import kernel_sections
 
     tiny_params_dict["table"] = {"kind": TOY}
     tiny_params_dict["poison"] = {"kinds": ["trntk", TOY]}
