@@ -122,11 +122,11 @@ def cmd_forensics(args: argparse.Namespace, params: Params) -> Any:
         return [fs.forensic_kernel_stage(params, layout, kind).summary for kind in kinds]
     faith = [fs.forensic_kglm_stage(params, layout, kind).summary for kind in kinds]
     result = fs.detection_stage(params, layout, faith).summary
-    from kernelscope.core.fileio import write_json_atomic
+    from kernelscope.core.fileio import write_dvc_metrics
 
     keys = ("precision", "recall", "trace_precision", "trace_recall", "clean_tau_k", "poisoned_tau_k")
-    metrics = {r["kernel"]: {k: (None if r[k] != r[k] else round(float(r[k]), 6)) for k in keys} for r in result["rows"]}
-    write_json_atomic(layout.root / "metrics.json", metrics)
+    metrics = {r["kernel"]: {k: r[k] for k in keys} for r in result["rows"]}
+    write_dvc_metrics(layout.root / "metrics.json", metrics)
     if not args.no_track:
         fs.track_forensics(params, result, checkpoint_hash=layout.checkpoint_hash(), source=args.source)
     return metrics
@@ -134,14 +134,14 @@ def cmd_forensics(args: argparse.Namespace, params: Params) -> Any:
 
 
 def cmd_loss_kernel(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.core.fileio import write_json_atomic
+    from kernelscope.core.fileio import write_dvc_metrics
     from kernelscope.loss_kernel.stages import loss_kernel_stage, track_loss_kernel
 
     layout = run_layout(args, params)
     summary = loss_kernel_stage(params, layout, progress=not args.quiet).summary
     keys = ("llc", "label_agreement", "label_base_rate", "label_lift", "superclass_agreement", "taxonomic_lift")
-    metrics = {k: round(float(summary[k]), 6) for k in keys if k in summary}
-    write_json_atomic(layout.root / "loss_kernel_metrics.json", metrics)
+    metrics = {k: float(summary[k]) for k in keys if k in summary}
+    write_dvc_metrics(layout.root / "loss_kernel_metrics.json", metrics)
     if not args.no_track:
         track_loss_kernel(params, args.dataset, summary, source=args.source)
     return {**metrics, "warnings": summary["warnings"]}
@@ -160,7 +160,7 @@ def cmd_multitask(args: argparse.Namespace, params: Params) -> Any:
 
 
 def cmd_structure(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.core.fileio import write_json_atomic
+    from kernelscope.core.fileio import write_dvc_metrics
     from kernelscope.structure.stages import structure_stage, track_structure
 
     from kernelscope.core.param_types import BUILTIN_DATASETS
@@ -171,7 +171,7 @@ def cmd_structure(args: argparse.Namespace, params: Params) -> Any:
                                f"(or add a source to {args.params}).")
     summary = structure_stage(params, args.subject, args.out).summary
     root = Path(args.out) / args.subject
-    write_json_atomic(root / "structure_metrics.json", {k: round(v, 6) for k, v in sorted(summary["metrics"].items())})
+    write_dvc_metrics(root / "structure_metrics.json", summary["metrics"])
     if not args.no_track:
         track_structure(params, summary, source=args.source)
     return {"subject": summary["subject"], "coordinate_free_kept": summary["coordinate_free_kept"], "parameters": summary["parameters"],

@@ -117,6 +117,23 @@ def write_json_atomic(target: str | os.PathLike[str], payload: Any) -> None:
         tmp.write_text(json.dumps(json_safe(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
+def write_dvc_metrics(target: str | os.PathLike[str], payload: Any, digits: int = 6) -> Path:
+    """A DVC metrics file: every number rounded to ``digits`` (so reruns diff cleanly), NaN and inf as null."""
+
+    def rounded(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: rounded(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [rounded(item) for item in value]
+        if isinstance(value, numbers.Real) and not isinstance(value, (numbers.Integral, bool)):
+            number = float(value)
+            return round(number, digits) if math.isfinite(number) else None
+        return value
+
+    write_json_atomic(target, rounded(payload))
+    return Path(target)
+
+
 def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

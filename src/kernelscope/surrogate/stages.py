@@ -17,7 +17,7 @@ from kernelscope.core.json_artifacts import write_json_artifact
 from kernelscope.surrogate.attribution import class_summary, write_attributions
 from kernelscope.surrogate.faithfulness import faithfulness, predictions
 from kernelscope.surrogate.linearization import fit_linearization
-from kernelscope.core.fileio import atomic_path, sha256_file, write_json_atomic
+from kernelscope.core.fileio import atomic_path, sha256_file, write_dvc_metrics
 from kernelscope.kernels.store import read_kernel, read_kernel_meta
 from kernelscope.surrogate.kglm import fit_kglm, load_kglm, save_kglm
 from kernelscope.core.params import Params, params_hash
@@ -156,9 +156,7 @@ def compare_stage(params: Params, layout: RunLayout, summaries: list[dict[str, A
 def write_metrics(layout: RunLayout, summaries: list[dict[str, Any]]) -> Path:
     """The DVC metrics file: {kind: {tau_k, tad, r_miss, nn_accuracy, kglm_accuracy}}."""
     keys = ("tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy")
-    payload = {s["kind"]: {k: (None if np.isnan(s[k]) else round(float(s[k]), 6)) for k in keys} for s in summaries}
-    write_json_atomic(layout.metrics_path, payload)
-    return layout.metrics_path
+    return write_dvc_metrics(layout.metrics_path, {s["kind"]: {k: s[k] for k in keys} for s in summaries})
 
 
 
