@@ -14,7 +14,7 @@ import numpy as np
 
 from kernelscope.data.datasets import Split, make_digits, read_column, read_split, write_dataset, write_split
 from kernelscope.surrogate.faithfulness import faithfulness, predictions
-from kernelscope.core.fileio import write_json_atomic, write_text_atomic
+from kernelscope.core.fileio import write_json_atomic
 from kernelscope.forensics.detection import flag_by_neighbours, precision_recall, top_k_indices, trace_back, trace_back_scores
 from kernelscope.kernels.store import read_kernel
 from kernelscope.surrogate.kglm import load_kglm
@@ -27,6 +27,7 @@ from kernelscope.kernels.stages import kernel_stage
 from kernelscope.models.stages import train_stage
 from kernelscope.forensics.poison import Trigger, attack_success_rate, badnets
 from kernelscope.models.train import predict_logits
+from kernelscope.core.tables import markdown_table, write_table_files
 
 POISONED_TEST = "test_poisoned"
 
@@ -144,13 +145,11 @@ def write_table3(rows: list[dict[str, Any]], out: Path) -> list[str]:
     def fmt(v: float, scale: float) -> str:
         return "n/a" if v is None or np.isnan(v) else f"{scale * v:.2f}" if scale == 100 else f"{v:.3f}"
 
-    md = ["| kernel | " + " | ".join(label for _, label, _ in TABLE3) + " |", "|---|" + "---:|" * len(TABLE3)]
-    md += ["| " + r["kernel"] + " | " + " | ".join(fmt(r[k], s) for k, _, s in TABLE3) + " |" for r in rows]
-    csv = ["kernel," + ",".join(k for k, _, _ in TABLE3)] + [r["kernel"] + "," + ",".join(f"{r[k]:.6g}" for k, _, _ in TABLE3) for r in rows]
-    paths = []
-    for name, text in (("table3.md", "\n".join(md) + "\n"), ("table3.csv", "\n".join(csv) + "\n")):
-        paths.append(str(write_text_atomic(out / name, text)))
-    return paths
+    shown = [[r["kernel"], *(fmt(r[k], s) for k, _, s in TABLE3)] for r in rows]
+    raw = [[r["kernel"], *(f"{r[k]:.6g}" for k, _, _ in TABLE3)] for r in rows]
+    markdown = markdown_table(["kernel", *(label for _, label, _ in TABLE3)], shown)
+    paths = write_table_files(out, "table3", markdown=markdown, csv=(["kernel", *(k for k, _, _ in TABLE3)], raw))
+    return [paths[1], paths[0]]  # .md first, as before
 
 
 def track_forensics(params: Params, result: dict[str, Any], *, checkpoint_hash: str, extra_metrics: dict[str, float] | None = None,

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 from typing import Any
 
-from kernelscope.core.json_artifacts import write_table_json
-from kernelscope.core.fileio import write_text_atomic
+from kernelscope.core.tables import markdown_table, write_table_files
 
 COLUMNS = (("tau_k", "τ_K", ".3f"), ("tad", "TAD (pts)", "+.2f"), ("r_miss", "R_Miss", ".3f"),
            ("r2_linearization", "R² (App. L)", ".3f"), ("kglm_accuracy", "kGLM acc", ".4f"), ("nn_accuracy", "NN acc", ".4f"))
@@ -24,26 +21,19 @@ def _fmt(value: float, spec: str) -> str:
 
 
 def to_markdown(table: list[dict[str, Any]], title: str) -> str:
-    head = "| kernel | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
-    rule = "|---|" + "---:|" * len(COLUMNS)
-    rows = ["| " + r["kernel"] + " | " + " | ".join(_fmt(r[k], spec) for k, _, spec in COLUMNS) + " |" for r in table]
-    return "\n".join([f"### {title}", "", head, rule, *rows, ""])
+    rows = [[r["kernel"], *(_fmt(r[k], spec) for k, _, spec in COLUMNS)] for r in table]
+    return markdown_table(["kernel", *(label for _, label, _ in COLUMNS)], rows, title=title)
 
 
-def to_csv(table: list[dict[str, Any]]) -> str:
-    lines = ["kernel," + ",".join(k for k, _, _ in COLUMNS)]
-    lines += [r["kernel"] + "," + ",".join("" if math.isnan(r[k]) else f"{r[k]:.6g}" for k, _, _ in COLUMNS) for r in table]
-    return "\n".join(lines) + "\n"
+def csv_cells(table: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the CSV: full precision, empty for NaN (what the report reads too)."""
+    rows = [[r["kernel"], *("" if math.isnan(r[k]) else f"{r[k]:.6g}" for k, _, _ in COLUMNS)] for r in table]
+    return ["kernel", *(k for k, _, _ in COLUMNS)], rows
 
 
 def write_comparison(table: list[dict[str, Any]], out_dir: Path, title: str) -> list[str]:
     from kernelscope.surrogate.plots import comparison_bars
 
-    out_dir = Path(out_dir)
-    paths = []
-    for name, text in (("comparison.csv", to_csv(table)), ("comparison.md", to_markdown(table, title))):
-        paths.append(str(write_text_atomic(out_dir / name, text)))
-    cells = list(csv.reader(io.StringIO(to_csv(table))))
-    paths.append(str(write_table_json(out_dir / "comparison.json", cells[0], cells[1:])))  # what the report reads, verified
-    paths.append(str(comparison_bars(out_dir / "comparison.png", table, title)))
-    return paths
+    cells = csv_cells(table)
+    paths = write_table_files(out_dir, "comparison", markdown=to_markdown(table, title), csv=cells, json_cells=cells)
+    return [*paths, str(comparison_bars(Path(out_dir) / "comparison.png", table, title))]

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from kernelscope.surrogate.aggregate import format_mean_se, mean_se
-from kernelscope.core.json_artifacts import write_table_json
-from kernelscope.core.fileio import write_text_atomic
+from kernelscope.core.tables import markdown_table, write_table_files
 
 METRICS = (("nn_accuracy", "NN test acc (%)", 100.0, False), ("tad", "TAD (%)", 1.0, True),
            ("tau_k", "τ_K", 1.0, False), ("r_miss", "R_Miss", 1.0, False))
@@ -29,33 +28,25 @@ def seed_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def table_markdown(table: list[dict[str, Any]]) -> str:
-    head = "| model (dataset) | # models | " + " | ".join(label for _, label, _, _ in METRICS) + " |"
-    rule = "|---|---:|" + "---:|" * len(METRICS)
-    rows = [f"| {t['arch'].upper()} ({t['dataset']}) | {t['n_models']} | " + " | ".join(t[k]["text"] for k, _, _, _ in METRICS) + " |"
+    header = ["model (dataset)", "# models", *(label for _, label, _, _ in METRICS)]
+    return markdown_table(header, table_cells(table), text_columns=1)
+
+
+def table_cells(table: list[dict[str, Any]]) -> list[list[str]]:
+    """The rows as shown: mean(SE) text per metric."""
+    return [[f"{t['arch'].upper()} ({t['dataset']})", str(t["n_models"]), *(t[k]["text"] for k, _, _, _ in METRICS)] for t in table]
+
+
+def csv_cells(table: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    header = ["dataset", "arch", "n_models", *(f"{k}_{stat}" for k, _, _, _ in METRICS for stat in ("mean", "se"))]
+    rows = [[t["dataset"], t["arch"], str(t["n_models"]), *(f"{t[k][stat]:.6g}" for k, _, _, _ in METRICS for stat in ("mean", "se"))]
             for t in table]
-    return "\n".join([head, rule, *rows, ""])
-
-
-def table_csv(table: list[dict[str, Any]]) -> str:
-    cols = [f"{k}_{stat}" for k, _, _, _ in METRICS for stat in ("mean", "se")]
-    lines = ["dataset,arch,n_models," + ",".join(cols)]
-    for t in table:
-        lines.append(f"{t['dataset']},{t['arch']},{t['n_models']}," + ",".join(f"{t[k][stat]:.6g}" for k, _, _, _ in METRICS for stat in ("mean", "se")))
-    return "\n".join(lines) + "\n"
+    return header, rows
 
 
 def write_table(table: list[dict[str, Any]], out_dir: Path) -> list[str]:
-    out_dir = Path(out_dir)
-    paths = []
-    markdown = table_markdown(table)
-    for name, text in (("faithfulness_table.md", markdown), ("faithfulness_table.csv", table_csv(table))):
-        paths.append(str(write_text_atomic(out_dir / name, text)))
-    cells = markdown_cells(markdown)
-    paths.append(str(write_table_json(out_dir / "faithfulness_table.json", cells[0], cells[1:])))  # what the report reads, verified
-    return paths
-
-
-def markdown_cells(text: str) -> list[list[str]]:
-    """The cells of a Markdown table (header first), without the separator line."""
-    lines = [line for line in text.splitlines() if line.startswith("|") and not set(line) <= set("|-: ")]
-    return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    """faithfulness_table.{md,csv}, and .json (what the report reads, verified)."""
+    header = ["model (dataset)", "# models", *(label for _, label, _, _ in METRICS)]
+    paths = write_table_files(out_dir, "faithfulness_table", markdown=table_markdown(table), csv=csv_cells(table),
+                              json_cells=(header, table_cells(table)))
+    return [paths[1], paths[0], paths[2]]  # .md first, as before
