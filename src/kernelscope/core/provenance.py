@@ -106,6 +106,12 @@ def run_checkpoint(params: Params, model_dir: Path, ds: Dataset) -> Checkpoint:
     return ckpt
 
 
+def run_model(params: Params, layout: Any) -> tuple[Dataset, Checkpoint]:
+    """The run's verified data and checkpoint: what every stage after training starts from."""
+    ds = run_data(params, layout)
+    return ds, run_checkpoint(params, layout.model_dir, ds)
+
+
 def kernel_provenance(params: Params, kind: str, checkpoint_hash: str, dataset_hash: str, split: str) -> dict[str, Any]:
     """A kernel file's provenance: the kind, its normalization, every option that shaped it, the model and the data."""
     from kernelscope.kernels.registry import kernel_kind

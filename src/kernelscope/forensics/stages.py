@@ -19,7 +19,7 @@ from kernelscope.forensics.detection import flag_by_neighbours, precision_recall
 from kernelscope.kernels.store import read_kernel
 from kernelscope.surrogate.kglm import load_kglm
 from kernelscope.core.params import Params
-from kernelscope.core.provenance import data_provenance, kernel_expect, kglm_provenance, poisoning, run_checkpoint, run_data
+from kernelscope.core.provenance import run_model, data_provenance, kernel_expect, kglm_provenance, poisoning, run_checkpoint, run_data
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.results import StageResult
 from kernelscope.surrogate.stages import evaluate_stage, fit_kglm_stage
@@ -80,8 +80,7 @@ def forensic_kglm_stage(params: Params, layout: RunLayout, kind: str) -> StageRe
     fitted = fit_kglm_stage(params, layout, kind)
     evaluated = evaluate_stage(params, layout, kind)
     clean = evaluated.summary
-    ds = run_data(params, layout)
-    ckpt = run_checkpoint(params, layout.model_dir, ds)
+    ds, ckpt = run_model(params, layout)
     stamped = poisoned_test(layout, ds.dataset_hash)
     k_poisoned, _ = read_kernel(layout.kernel_path(kind, POISONED_TEST), query_ids=stamped.ids,
                                 expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, POISONED_TEST))

@@ -20,7 +20,7 @@ from kernelscope.kernels.registry import kernel_kind
 from kernelscope.kernels.store import read_kernel_meta, write_kernel_blocks
 from kernelscope.models.zoo import pick_device
 from kernelscope.core.params import Params
-from kernelscope.core.provenance import (kernel_expect, kernel_options, kernel_provenance, run_checkpoint, run_data)
+from kernelscope.core.provenance import (run_model, kernel_expect, kernel_options, kernel_provenance, run_data)
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.results import StageResult
 
@@ -44,8 +44,7 @@ class KernelJob:
 
 def kernel_job(params: Params, layout: RunLayout, kind: str,
                extra_queries: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> KernelJob:
-    ds = run_data(params, layout)
-    ckpt = run_checkpoint(params, layout.model_dir, ds)
+    ds, ckpt = run_model(params, layout)
     device = pick_device(params.device)
     model = ckpt.model.to(device).eval()
     options = kernel_options(params, kind)

@@ -21,7 +21,7 @@ from kernelscope.models.heads import per_sample_loss
 from kernelscope.core.params import Params
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.results import StageResult
-from kernelscope.core.provenance import kernel_provenance, run_checkpoint, run_data
+from kernelscope.core.provenance import run_model, kernel_provenance
 from kernelscope.loss_kernel.sgld import SGLDConfig, sample
 from kernelscope.kernels.registry import kinds_written_by
 
@@ -51,8 +51,7 @@ def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False)
     from kernelscope.loss_kernel.plots import correlation_heatmap, group_covariances, loss_traces, umap_map
 
     lk = params.loss_kernel
-    ds = run_data(params, layout)
-    ckpt = run_checkpoint(params, layout.model_dir, ds)  # finite weights, else SGLD "diverges" at step 0 and blames epsilon
+    ds, ckpt = run_model(params, layout)  # finite weights, else SGLD "diverges" at step 0 and blames epsilon
     model = ckpt.model.eval()
     dtype = next(model.parameters()).dtype
     x_train, y_train = torch.from_numpy(ds.train.x).to(dtype), torch.from_numpy(ds.train.y)

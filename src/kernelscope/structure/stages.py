@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from kernelscope.models.checkpoint import load_checkpoint
 from kernelscope.core.json_artifacts import read_json_artifact
 from kernelscope.core.artifacts import verify_parquet, write_parquet
-from kernelscope.core.provenance import multitask_spec, run_checkpoint, run_data
+from kernelscope.core.provenance import run_model, multitask_spec
 from kernelscope.core.errors import ArtifactError
 from kernelscope.core.fileio import write_json_atomic, write_text_atomic
 from kernelscope.core.params import Params
@@ -81,8 +81,7 @@ def load_subject(params: Params, name: str, outputs: str | Path) -> Subject:
         from kernelscope.core.layout import RunLayout
 
         layout = RunLayout.at(outputs, name)
-        ds = run_data(params, layout)
-        ckpt = run_checkpoint(params, layout.model_dir, ds)
+        ds, ckpt = run_model(params, layout)
         root = layout.root
         dtype = next(ckpt.model.parameters()).dtype
         pick = _sample(len(ds.train.y), sp.points, params.seed)

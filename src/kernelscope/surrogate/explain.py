@@ -28,7 +28,7 @@ from kernelscope.kernels import compute_kernel
 from kernelscope.kernels.store import read_kernel
 from kernelscope.surrogate.kglm import load_kglm
 from kernelscope.core.params import Params
-from kernelscope.core.provenance import kernel_expect, kernel_options, kglm_provenance, run_checkpoint, run_data
+from kernelscope.core.provenance import run_model, kernel_expect, kernel_options, kglm_provenance
 from kernelscope.models.train import predict_logits
 
 
@@ -93,8 +93,7 @@ def kernel_row(params: Params, layout: Any, ds: Dataset, ckpt: Checkpoint, kind:
 def explain(params: Params, layout: Any, kinds: list[str], query: Query, top_k: int) -> dict[str, Any]:
     from kernelscope.surrogate.plots import attribution_boxplot, neighbour_grid
 
-    ds = run_data(params, layout)
-    ckpt = run_checkpoint(params, layout.model_dir, ds)
+    ds, ckpt = run_model(params, layout)
     nn_logits = predict_logits(ckpt.model, query.x[None])[0]
     nn_prob, nn_pred = probabilities(nn_logits), int(predictions(nn_logits[None])[0])
     out = layout.root / "explain" / query.name

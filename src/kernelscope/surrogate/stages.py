@@ -21,7 +21,7 @@ from kernelscope.core.fileio import atomic_path, sha256_file, write_dvc_metrics
 from kernelscope.kernels.store import read_kernel, read_kernel_meta
 from kernelscope.surrogate.kglm import fit_kglm, load_kglm, save_kglm
 from kernelscope.core.params import Params, params_hash
-from kernelscope.core.provenance import (kernel_expect, kernel_provenance, kglm_provenance, run_checkpoint, run_data)
+from kernelscope.core.provenance import (run_model, kernel_expect, kernel_provenance, kglm_provenance)
 from kernelscope.surrogate.plots import attribution_heatmap, linearization_parity, probability_scatter
 from kernelscope.models.train import predict_logits
 from kernelscope.core.layout import RunLayout
@@ -37,8 +37,7 @@ from kernelscope.models.stages import train_stage
 def check_kglm_inputs(params: Params, layout: RunLayout, kind: str) -> None:
     """Verify one kind's train and test kernels against params before anything is fitted or written
     (the kglm command checks every kind first, so a refused file leaves no kind half done)."""
-    ds = run_data(params, layout)
-    ckpt = run_checkpoint(params, layout.model_dir, ds)
+    ds, ckpt = run_model(params, layout)
     for split in ("train", "test"):  # hashed and checked only; the stages read the values (and check their query ids)
         read_kernel_meta(layout.kernel_path(kind, split), expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, split))
 
@@ -46,8 +45,7 @@ def check_kglm_inputs(params: Params, layout: RunLayout, kind: str) -> None:
 
 def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
     """Fit the kGLM on the train × train kernel and save it (safetensors)."""
-    ds = run_data(params, layout)
-    ckpt = run_checkpoint(params, layout.model_dir, ds)
+    ds, ckpt = run_model(params, layout)
     k_train, k_meta = read_kernel(layout.kernel_path(kind, "train"), expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, "train"),
                                   query_ids=ds.train.ids)
     kp = params.kglm
@@ -75,8 +73,7 @@ def evaluate_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
     all equal (scipy's Kendall tau of a constant), R_Miss when neither model misclassifies anything;
     metrics.json for DVC (write_metrics) records those as null.
     """
-    ds = run_data(params, layout)
-    ckpt = run_checkpoint(params, layout.model_dir, ds)
+    ds, ckpt = run_model(params, layout)
     test_provenance = kernel_expect(params, kind, ckpt.checkpoint_hash, ds, "test")
     k_test, _ = read_kernel(layout.kernel_path(kind, "test"), expect=test_provenance, query_ids=ds.test.ids)
     out = layout.kglm_dir(kind)
