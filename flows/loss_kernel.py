@@ -8,7 +8,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.surrogate import kglm_sections
+from flows.sections import kglm_sections
 from kernelscope.loss_kernel.stages import LOSS_KINDS, track_loss_kernel
 from kernelscope.core.param_types import DatasetName
 from kernelscope.core.params import Params, params_hash

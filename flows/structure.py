@@ -14,7 +14,7 @@ from tasks.structure import coordinate_check, degeneracy, interaction_basis, lay
 
 
 def checkpoint_hash_of(params: Params, subject: str, outputs: str) -> str:
-    from kernelscope.structure.stages import load_subject
+    from kernelscope.structure.subjects import load_subject
 
     return load_subject(params, subject, outputs).checkpoint_hash
 
@@ -32,7 +32,8 @@ def structure(params: Params, subject: StructureSubject = "digits10", outputs: s
         outputs: folder holding the runs; empty: params.outputs.
         track: log metrics, tags, plots and tables to MLflow.
     """
-    from kernelscope.structure.stages import load_subject, parameter_stage, structure_summary, track_structure
+    from kernelscope.structure.stages import parameter_stage, structure_summary, track_structure
+    from kernelscope.structure.subjects import load_subject
 
     logger = get_run_logger()
     out = str(outputs or params.outputs)

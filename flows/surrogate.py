@@ -9,7 +9,6 @@ from kernelscope.core.param_types import DatasetName
 from kernelscope.core.params import Params
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.stage_reads import stage_sections
-from kernelscope.kernels.registry import KERNELS, kernel_kind
 from kernelscope.core.results import StageResult
 from kernelscope.kernels.stages import current_kernel, kernel_row_ranges, kernel_split_sizes
 from kernelscope.surrogate.stages import track_attribution
@@ -24,48 +23,7 @@ from kernelscope.surrogate.table import METRICS, seed_table, write_table
 from kernelscope.core.tracking import RunTags, log_parent_with_children
 from tasks.surrogate import seed_run
 from tasks.surrogate import explain_input
-
-
-def sections(params: Params, *names: str) -> dict[str, Any]:
-    """Whole sections of params, as JSON."""
-    dumped = params.model_dump(mode="json")
-    return {name: dumped[name] for name in names}
-
-
-def source_hash(params: Params, dataset: str) -> str | None:
-    """Content hash of a user's data file or folder and weights file: a changed file is a cache miss, not a stale hit."""
-    from kernelscope.core.fileio import sha256_tree
-
-    source = params.source(dataset)
-    if source is None:
-        return None
-    parts = [sha256_tree(p) for p in (source.data.path, source.model.weights) if p]
-    return ",".join(parts) or None
-
-
-def model_sections(params: Params, dataset: str, *names: str) -> dict[str, Any]:
-    """What the kernel stage reads (core/stage_reads.py: the checkpoint's sections, the device, the kernel options),
-    plus the whole sections ``names``: the base that kernel_sections trims to one kind."""
-    return {**stage_sections(params, "kernel", dataset), **sections(params, *names)}
-
-
-def kernel_sections(params: Params, kind: str, dataset: str) -> dict[str, Any]:
-    """Model sections and the kernel params, minus the options that cannot change this kind (so they do not bust its cache)."""
-    entry = kernel_kind(kind)
-    picked = model_sections(params, dataset, "kernel", "scale")
-    # Not the list of kinds, nor the options only other kinds read; what every kind reads (chunk_size, ...) stays.
-    others = {key for other in KERNELS.values() for key in other.options} - set(entry.options)
-    kernel = {key: value for key, value in picked["kernel"].items() if key != "kinds" and key not in others}
-    for _, section in entry.sections:
-        picked[section] = getattr(params, section).model_dump(mode="json")
-    # How the work is spread does not change the kernel: only the row ranges enter the cache key.
-    picked["scale"] = {"runner": picked["scale"]["runner"], "dask_threads_per_worker": picked["scale"]["dask_threads_per_worker"]}
-    return {**picked, "kernel": kernel}
-
-
-def kglm_sections(params: Params, kind: str, dataset: str) -> dict[str, Any]:
-    """What fitting and evaluating one kind's kGLM reads: its kernel's sections and the kglm settings."""
-    return {**kernel_sections(params, kind, dataset), "kglm": params.kglm.model_dump(mode="json")}
+from flows.sections import kernel_sections, kglm_sections, source_hash
 
 
 def assemble_kernels(fan: Fanout, params: Params, root: str, kinds: tuple[str, ...], checkpoint_hash: str,
@@ -94,6 +52,7 @@ def assemble_kernels(fan: Fanout, params: Params, root: str, kinds: tuple[str, .
         written[kind] = fan.run(writer, sections=kernel_sections(params, kind, dataset), root=root, kind=kind,
                                 checkpoint_hash=checkpoint_hash, rows=rows)
     return written
+
 
 
 @flow(name="attribution", log_prints=False)
@@ -143,6 +102,7 @@ def attribution(params: Params, dataset: DatasetName = "digits2", outputs: str |
             "tasks": run.runs, "mlflow_run_ids": run_ids}
 
 
+
 @flow(name="explain")
 def explain_flow(params: Params, dataset: DatasetName = "digits10", index: int | None = 0, input_file: str | None = None, top_k: int = 5,
                  outputs: str | None = None, track: bool = True) -> dict[str, Any]:
@@ -171,6 +131,7 @@ def explain_flow(params: Params, dataset: DatasetName = "digits10", index: int |
     if track:
         track_explain(params, dataset, query.name, kinds, top_k, result)
     return result
+
 
 
 @flow(name="faithfulness-table")
@@ -216,3 +177,4 @@ def faithfulness_table(params: Params, outputs: str | None = None, track: bool =
             params={"table": tp.model_dump(mode="json"), "kglm": params.kglm.model_dump(mode="json")},
             metrics=metrics, artifacts=artifacts, children=children)
     return {"table": table, "artifacts": artifacts, "mlflow_run_id": run_id}
+

@@ -17,9 +17,10 @@ from tasks.caching import CACHED_TASK
 
 def _run(stage: str, sections: dict[str, Any], subject: str, outputs: str) -> StageResult:
     from kernelscope.structure import stages
+    from kernelscope.structure.subjects import load_subject
 
     params = params_for(sections, structure_stage(subject))
-    return getattr(stages, stage)(params, stages.load_subject(params, subject, outputs))
+    return getattr(stages, stage)(params, load_subject(params, subject, outputs))
 
 
 @task(name="layer-spectra", **CACHED_TASK)

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from kernelscope.core.errors import ArtifactError
-from kernelscope.core.param_sections import DataSourceParams
+from kernelscope.core.param_sources import DataSourceParams
 from kernelscope.data.readers import ArraySet, read_source, validate_arrays
 
 

@@ -11,17 +11,15 @@ import torch
 from torch import nn
 
 from kernelscope.core.errors import KernelscopeError, ParamsError
-from kernelscope.core.layout import RunLayout
 from kernelscope.core.params import params_from_dict
 from kernelscope.core.provenance import kernel_expect, kernel_options, run_checkpoint, run_data
 from kernelscope.data.datasets import read_dataset
-from kernelscope.data.stages import data_stage
 from kernelscope.kernels.assembly import KernelSpec
 from kernelscope.kernels.registry import KERNELS, KernelKind, register_kernel
 from kernelscope.kernels.stages import kernel_stage
 from kernelscope.kernels.store import read_kernel
-from kernelscope.models.stages import train_stage
 from kernelscope.surrogate.stages import compare_stage, evaluate_stage, fit_kglm_stage
+from tests.support.expect import WRITTEN_TAU_TOLERANCE, written_binary_accuracy, written_tau
 
 TOY = "toy_logits"
 
@@ -50,15 +48,13 @@ def _cosine(features_q: np.ndarray, features_t: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_registered_kind_runs_through_kernel_stage_and_kglm(tmp_path, tiny_params_dict, toy_kind):
-    tiny_params_dict["kernel"]["kinds"] = [TOY]  # params accept the kind once it is registered
-    tiny_params_dict["kernel"]["chunk_size"] = 50  # several blocks per file
-    params = params_from_dict(tiny_params_dict)
-    layout = RunLayout(tmp_path / "run")
-    data_stage(params, "digits2", layout)
-    train_stage(params, layout, progress=False)
+def test_registered_kind_runs_through_kernel_stage_and_kglm(tiny_run, toy_kind):
+    made = tiny_run(("data", "train"))
+    # params accept the kind once it is registered; several blocks per file
+    params = made.params_with(kernel={"kinds": [TOY], "chunk_size": 50})
+    layout = made.layout
     written = kernel_stage(params, layout, TOY, progress=False).summary
-    assert written["train"] == str(tmp_path / "run" / "kernels" / TOY / "train.parquet")
+    assert written["train"] == str(made.out / "digits2" / "kernels" / TOY / "train.parquet")
 
     ds = read_dataset(layout.data_dir)
     model = run_checkpoint(params, layout.model_dir, run_data(params, layout)).model.double().eval()
@@ -76,14 +72,16 @@ def test_registered_kind_runs_through_kernel_stage_and_kglm(tmp_path, tiny_param
     fit = fit_kglm_stage(params, layout, TOY).summary
     summary = evaluate_stage(params, layout, TOY).summary
     assert fit["kind"] == TOY and summary["kind"] == TOY
-    assert -1.0 <= summary["tau_k"] <= 1.0 and summary["kglm_accuracy"] > 0.5
+    assert summary["tau_k"] == pytest.approx(written_tau(layout.kglm_dir(TOY)), abs=WRITTEN_TAU_TOLERANCE)
+    assert summary["kglm_accuracy"] == pytest.approx(written_binary_accuracy(layout.kglm_dir(TOY), "kglm"))
+    assert summary["kglm_accuracy"] > 0.5
     comparison = compare_stage(params, layout, [summary]).summary  # no exact counterpart: no residual plot
     assert [row["kernel"] for row in comparison["table"]] == [TOY]
     assert not list(layout.comparison_dir.glob("residuals_*.png"))
 
 
 def test_registered_kind_records_only_what_it_reads(tiny_params_dict, toy_kind):
-    from flows.surrogate import kernel_sections
+    from flows.sections import kernel_sections
 
     tiny_params_dict["table"] = {"kind": TOY}
     tiny_params_dict["poison"] = {"kinds": ["trntk", TOY]}

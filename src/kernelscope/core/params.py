@@ -12,7 +12,8 @@ from pydantic import Field, ValidationError, model_validator
 
 from kernelscope.core.errors import ParamsError
 from kernelscope.core.fileio import sha256_json
-from kernelscope.core.param_sections import (CNNParams, DataParams, KGLMParams, KernelParams, LossKernelParams, MultitaskParams, PoisonParams, ResNetParams, ScaleParams, SourceParams, StructureParams, TableParams, TrainParams)
+from kernelscope.core.param_sections import CNNParams, DataParams, KGLMParams, KernelParams, LossKernelParams, MultitaskParams, PoisonParams, ResNetParams, ScaleParams, StructureParams, TableParams, TrainParams
+from kernelscope.core.param_sources import SourceParams
 from kernelscope.core.param_types import (BUILTIN_DATASETS, DatasetName, Int, RESERVED_NAMES, Section)
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from kernelscope.core.errors import CheckpointError, ParamsError
-from kernelscope.core.param_sections import ModelSourceParams
+from kernelscope.core.param_sources import ModelSourceParams
 from kernelscope.core.progress import Progress
 from kernelscope.data.datasets import Dataset
 from kernelscope.models.heads import accepted_outputs, mean_loss, predictions

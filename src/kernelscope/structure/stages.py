@@ -4,23 +4,15 @@ call these)."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
-from torch import nn
 
-from threadpoolctl import threadpool_limits
 
-from kernelscope.models.checkpoint import load_checkpoint
 from kernelscope.core.json_artifacts import read_json_artifact
 from kernelscope.core.artifacts import verify_parquet, write_parquet
-from kernelscope.core.provenance import run_model, multitask_spec
 from kernelscope.core.errors import ArtifactError
 from kernelscope.core.fileio import write_json_atomic, write_text_atomic
 from kernelscope.core.params import Params
@@ -29,72 +21,9 @@ from kernelscope.structure.degeneracy import (activation_gram, activation_moment
                                               is_relu_layer, relu_activations, spectrum_summary)
 from kernelscope.structure.interaction import (Basis, ablation_curve, directions_needed, interaction_bases,
                                                pca_basis)
-from kernelscope.structure.layers import check_layers, default_layers
 from kernelscope.structure.reparameterize import coordinate_check
 from kernelscope.structure.spectra import layer_spectra
-
-
-def one_blas_thread(stage: Callable[..., StageResult]) -> Callable[..., StageResult]:
-    """Run a stage with numpy's BLAS on one thread: its batched small eigen-problems gain nothing from
-    more, and BLAS threads next to torch's spinning OpenMP threads made them up to 60× slower on 2 cores."""
-
-    @functools.wraps(stage)
-    def run(*args: Any, **kwargs: Any) -> StageResult:
-        with threadpool_limits(limits=1, user_api="blas"):
-            return stage(*args, **kwargs)
-    return run
-
-
-@dataclass
-class Subject:
-    """A checkpoint and its data, as the structure probes see them."""
-
-    name: str
-    model: nn.Module
-    checkpoint_hash: str
-    x_fit: torch.Tensor    # (points, ...) seeded sample of the training split
-    fit_ids: np.ndarray
-    x_eval: torch.Tensor   # the test split
-    y_eval: torch.Tensor
-    root: Path             # the run folder: <root>/structure/ gets the artifacts, <root>/loss_kernel/ may hold an SGLD run
-    layers: list[str]
-
-
-def _sample(n: int, k: int, seed: int) -> np.ndarray:
-    return np.sort(np.random.default_rng(seed).choice(n, size=min(k, n), replace=False))
-
-
-def load_subject(params: Params, name: str, outputs: str | Path) -> Subject:
-    """The attribution run's MLP and data of a digits dataset, or the multitask modular model."""
-    sp = params.structure
-    if name == "multitask":
-        from kernelscope.loss_kernel.multitask import make_multitask_data
-
-        mp = params.multitask
-        root = Path(outputs) / "multitask"
-        data = make_multitask_data(mp.p, mp.train_fraction, params.seed)
-        ckpt = load_checkpoint(root / "model", multitask_spec(params))
-        pick = data.train[_sample(len(data.train), sp.points, params.seed)]
-        x_fit, fit_ids = torch.from_numpy(data.x[pick]), pick
-        x_eval, y_eval = torch.from_numpy(data.x[data.test]), torch.from_numpy(data.y[data.test])
-    else:
-        from kernelscope.core.layout import RunLayout
-
-        layout = RunLayout.at(outputs, name)
-        ds, ckpt = run_model(params, layout)
-        root = layout.root
-        dtype = next(ckpt.model.parameters()).dtype
-        pick = _sample(len(ds.train.y), sp.points, params.seed)
-        x_fit, fit_ids = torch.from_numpy(ds.train.x[pick]).to(dtype), ds.train.ids[pick]
-        x_eval, y_eval = torch.from_numpy(ds.test.x).to(dtype), torch.from_numpy(ds.test.y)
-    model = ckpt.model.eval()
-    layers = list(sp.layers.get(name) or default_layers(model, x_fit))
-    check_layers(model, x_fit, layers, source=f"params.yaml: structure.layers.{name}")
-    return Subject(name, model, ckpt.checkpoint_hash, x_fit, np.asarray(fit_ids), x_eval, y_eval, root, layers)
-
-
-def out_dir(subject: Subject) -> Path:
-    return subject.root / "structure"
+from kernelscope.structure.subjects import Subject, load_subject, one_blas_thread, out_dir
 
 
 @one_blas_thread
@@ -129,12 +58,14 @@ def spectra_stage(params: Params, subject: Subject) -> StageResult:
     return StageResult.of(result, [path, plot, table_path, out / "spectra.json"])
 
 
+
 def _layer_table(subject: Subject, name: str, layers: list[dict[str, Any]], plot: Path) -> StageResult:
     """A stage's per-layer rows and figure, written as <run>/structure/<name>.json and returned."""
     path = out_dir(subject) / f"{name}.json"
     result = {"checkpoint_hash": subject.checkpoint_hash, "layers": layers, "plot": str(plot), "path": str(path)}
     write_json_atomic(path, result)
     return StageResult.of(result, [plot, path])
+
 
 
 @one_blas_thread
@@ -162,6 +93,7 @@ def degeneracy_stage(params: Params, subject: Subject) -> StageResult:
     return _layer_table(subject, "degeneracy", layers, plot)
 
 
+
 @one_blas_thread
 def interaction_stage(params: Params, subject: Subject) -> StageResult:
     """The interaction basis of every layer but the logits, and ablation curves against PCA on the test split."""
@@ -185,6 +117,7 @@ def interaction_stage(params: Params, subject: Subject) -> StageResult:
     return _layer_table(subject, "interaction_basis", layers, plot)
 
 
+
 @one_blas_thread
 def coordinate_stage(params: Params, subject: Subject) -> StageResult:
     """Function-preserving reparameterizations: rank measures before and after, neuron-basis measures before and after."""
@@ -195,6 +128,7 @@ def coordinate_stage(params: Params, subject: Subject) -> StageResult:
     result = {"checkpoint_hash": subject.checkpoint_hash, **check, "path": str(path)}
     write_json_atomic(path, result)
     return StageResult.of(result, [path])
+
 
 
 def sampled_llc(subject_root: Path, checkpoint_hash: str) -> float | None:
@@ -211,10 +145,12 @@ def sampled_llc(subject_root: Path, checkpoint_hash: str) -> float | None:
     return float(llc)
 
 
+
 def parameter_stage(subject: Subject) -> StageResult:
     """Raw parameter count beside the LLC's effective count 2λ̂ (when a probe-sampling run of this checkpoint exists);
     it writes nothing."""
     return StageResult.of(effective_parameters(subject.model, sampled_llc(subject.root, subject.checkpoint_hash)), [])
+
 
 
 def structure_summary(subject: Subject, spectra: dict, degeneracy: dict, interaction: dict, coordinates: dict, parameters: dict) -> dict[str, Any]:
@@ -245,6 +181,7 @@ def structure_summary(subject: Subject, spectra: dict, degeneracy: dict, interac
     return summary
 
 
+
 def structure_stage(params: Params, name: str, outputs: str | Path) -> StageResult:
     """Every probe on one subject, in one process (the CLI and DVC stage; the flow runs them as separate tasks)."""
     subject = load_subject(params, name, outputs)
@@ -252,6 +189,7 @@ def structure_stage(params: Params, name: str, outputs: str | Path) -> StageResu
               coordinate_stage(params, subject), parameter_stage(subject))
     summary = structure_summary(subject, *(probe.summary for probe in probes))
     return StageResult.of(summary, [out_dir(subject) / "summary.json"], *probes)
+
 
 
 def track_structure(params: Params, summary: dict[str, Any], *, source: str | None = None) -> str:
@@ -265,3 +203,4 @@ def track_structure(params: Params, summary: dict[str, Any], *, source: str | No
     return log_run("structure", f"{summary['subject']}-structure", tags=tags,
                    params={"structure": params.structure.model_dump(mode="json"), "seed": params.seed},
                    metrics=summary["metrics"], artifacts=summary["files"], source=source)
+

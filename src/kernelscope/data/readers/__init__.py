@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kernelscope.core.errors import ArtifactError
-from kernelscope.core.param_sections import DataSourceParams
+from kernelscope.core.param_sources import DataSourceParams
 from kernelscope.data.readers.base import READERS, ArraySet, validate_arrays
 
 # Imported for their registration in READERS, in the order formats are listed in messages (so not sorted).

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from kernelscope.core.errors import ArtifactError
-from kernelscope.core.param_sections import DataSourceParams
+from kernelscope.core.param_sources import DataSourceParams
 
 
 @dataclass(frozen=True)

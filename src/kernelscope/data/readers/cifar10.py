@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from kernelscope.core.errors import ArtifactError
-from kernelscope.core.param_sections import DataSourceParams
+from kernelscope.core.param_sources import DataSourceParams
 from kernelscope.data.readers.base import RawArrays, register_reader
 from kernelscope.data.readers.restricted_pickle import load_restricted
 

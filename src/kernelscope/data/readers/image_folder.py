@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from kernelscope.core.errors import ArtifactError
-from kernelscope.core.param_sections import DataSourceParams
+from kernelscope.core.param_sources import DataSourceParams
 from kernelscope.data.readers.base import RawArrays, register_reader
 
 
