@@ -1,14 +1,21 @@
-"""Shared fixtures: small random models and a tiny params set for fast pipeline runs."""
+"""Fixtures and the environment of the test session (tool homes in a temporary folder, two torch threads).
+
+Shared test code (TINY_PARAMS, REPO, the tiny-run factory, fault helpers) lives in tests/support/.
+"""
 
 from __future__ import annotations
 
+import copy
+import itertools
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.runs import TINY_PARAMS, TinyRun, TinyRuns
 
 # Tool homes for the whole test session live in a temporary folder, never in the repo.
 _SESSION_HOME = Path(os.environ.setdefault("KERNELSCOPE_TEST_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"kernelscope-tests-{os.getpid()}")))
@@ -22,22 +29,23 @@ _SESSION_HOME.mkdir(parents=True, exist_ok=True)
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-TINY_PARAMS = {
-    "seed": 3,
-    "device": "cpu",
-    "datasets": ["digits2"],
-    "data": {"test_fraction": 0.3},
-    "train": {"arch": "mlp", "hidden": [16, 16], "parameterization": "ntk", "optimizer": "sgd", "lr": 0.1,
-              "momentum": 0.0, "batch_size": 16, "epochs": 15},
-    "kernel": {"kinds": ["trntk"], "chunk_size": 64, "memory_budget_mb": 64, "projection_dim": 256,
-               "projection": "kron_hadamard", "em_layers": None},
-    "kglm": {"alpha": 1e-3, "max_iter": 200, "tol": 1e-3},
-    "scale": {"runner": "sequential"},  # params.yaml's threads would spread the tests' tasks over threads
-}
+@pytest.fixture
+def tiny_params_dict() -> dict:
+    return copy.deepcopy(TINY_PARAMS)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> TinyRuns:
+    return TinyRuns(tmp_path_factory.mktemp("tiny-runs"))
 
 
 @pytest.fixture
-def tiny_params_dict() -> dict:
-    import copy
+def tiny_run(tiny_runs: TinyRuns, tmp_path: Path) -> Callable[..., TinyRun]:
+    """``tiny_run(stages=("data", "train"), **overrides)``: a private copy (under tmp_path) of the tiny run of those
+    stages on TINY_PARAMS merged with ``overrides``, built once per session (tests/support/runs.py)."""
+    names = (f"run-{i}" if i else "run" for i in itertools.count())
 
-    return copy.deepcopy(TINY_PARAMS)
+    def make(stages: Sequence[str] = ("data", "train"), **overrides: Any) -> TinyRun:
+        return tiny_runs.copy(stages, overrides, tmp_path / next(names))
+
+    return make

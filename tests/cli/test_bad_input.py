@@ -8,63 +8,26 @@ real subprocess to check the exit code and the absence of a traceback end to end
 
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from conftest import TINY_PARAMS
 from kernelscope.cli import main
 from kernelscope.core.fileio import sha256_tree
-
-
-@pytest.fixture(scope="module")
-def healthy(tmp_path_factory) -> Path:
-    """A run folder with data, model and the trntk kernel of digits2, plus the params that made it."""
-    root = tmp_path_factory.mktemp("healthy")
-    (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
-    for command in (["data"], ["train"], ["kernel", "--kind", "trntk"]):
-        assert main([*command, "--params", str(root / "params.yaml"), "--dataset", "digits2", "--out", str(root / "out"), "--quiet"]) == 0
-    return root
+from tests.support.cli import Payload, cli_args, edit_params, factory_source, healthy_weights, refused
 
 
 @pytest.fixture
-def run(healthy, tmp_path) -> Path:
-    """A private copy of the healthy folder for one case to break."""
-    shutil.copytree(healthy, tmp_path / "run")
-    return tmp_path / "run"
-
-
-def _refused(argv: list[str], capsys, *fragments: str) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith(f"kernelscope {argv[0]}: error:"), err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
-    return err
-
-
-def _params(run: Path, edit: Callable[[dict], None]) -> Path:
-    raw = yaml.safe_load((run / "params.yaml").read_text())
-    edit(raw)
-    path = run / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
-def _args(run: Path, command: list[str], dataset: str = "digits2") -> list[str]:
-    return [*command, "--params", str(run / "params.yaml"), "--dataset", dataset, "--out", str(run / "out"), "--quiet"]
+def run(tiny_run) -> Path:
+    """A private copy of a run folder with data, model and the trntk kernel of digits2 (TINY_PARAMS), for one case
+    to break."""
+    return tiny_run(("data", "train", "kernel")).root
 
 
 # ----------------------------------------------------------------------------------- params.yaml
@@ -81,28 +44,29 @@ def _args(run: Path, command: list[str], dataset: str = "digits2") -> list[str]:
 ], ids=["unknown-key", "wrong-type", "out-of-range", "chunk-zero", "chunk-huge", "projection-zero", "unknown-dataset", "source-no-path"])
 def test_params_mistakes_name_the_field(run, capsys, edit, fragments):
     before = sha256_tree(run / "out")
-    _params(run, edit)
-    _refused(_args(run, ["kernel", "--kind", "trntk"]), capsys, "params.yaml", *fragments)
+    edit_params(run, edit)
+    refused(cli_args(run, ["kernel", "--kind", "trntk"]), capsys, "params.yaml", *fragments)
     assert sha256_tree(run / "out") == before
 
 
 def test_projection_larger_than_the_model_is_refused(run, capsys):
-    _params(run, lambda raw: raw["kernel"].update(projection_dim=100_000))
-    _refused(_args(run, ["kernel", "--kind", "proj_trntk"]), capsys, "kernel.projection_dim", "parameters")
+    edit_params(run, lambda raw: raw["kernel"].update(projection_dim=100_000))
+    refused(cli_args(run, ["kernel", "--kind", "proj_trntk"]), capsys, "kernel.projection_dim", "parameters")
     assert not (run / "out" / "digits2" / "kernels" / "proj_trntk").exists()
 
 
 def test_missing_params_file(tmp_path, capsys):
-    _refused(["data", "--params", str(tmp_path / "nope.yaml"), "--dataset", "digits2", "--out", str(tmp_path)], capsys, "nope.yaml", "not found")
+    refused(["data", "--params", str(tmp_path / "nope.yaml"), "--dataset", "digits2", "--out", str(tmp_path)], capsys,
+            "nope.yaml", "not found")
 
 
 # ----------------------------------------------------------------------------------- missing files
 
 def test_missing_model_and_missing_data(run, capsys):
     shutil.rmtree(run / "out" / "digits2" / "model")
-    _refused(_args(run, ["kernel", "--kind", "trntk"]), capsys, "model.json", "train a model first")
+    refused(cli_args(run, ["kernel", "--kind", "trntk"]), capsys, "model.json", "train a model first")
     shutil.rmtree(run / "out" / "digits2" / "data")
-    _refused(_args(run, ["train"]), capsys, "train.parquet", "run the data stage first")
+    refused(cli_args(run, ["train"]), capsys, "train.parquet", "run the data stage first")
 
 
 # ----------------------------------------------------------------------------------- checkpoints
@@ -112,58 +76,28 @@ def test_truncated_checkpoint_is_refused_and_kernel_untouched(run, capsys):
     kernel = run / "out" / "digits2" / "kernels" / "trntk"
     before = sha256_tree(kernel)
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    _refused(_args(run, ["kernel", "--kind", "trntk"]), capsys, "model.safetensors", "does not match")
+    refused(cli_args(run, ["kernel", "--kind", "trntk"]), capsys, "model.safetensors", "does not match")
     assert sha256_tree(kernel) == before
 
 
 def test_kernel_of_another_checkpoint_is_refused(run, capsys):
     """Provenance: a kernel computed for one model is not used with another."""
-    _params(run, lambda raw: raw.update(seed=11))  # new split and new model; the kernel on disk is still the old model's
-    assert main(_args(run, ["data"])) == 0 and main(_args(run, ["train"])) == 0
+    # new split and new model; the kernel on disk is still the old model's
+    edit_params(run, lambda raw: raw.update(seed=11))
+    assert main(cli_args(run, ["data"])) == 0 and main(cli_args(run, ["train"])) == 0
     capsys.readouterr()
-    _refused(_args(run, ["kglm", "--no-track"]), capsys, "trntk", "hash")
+    refused(cli_args(run, ["kglm", "--no-track"]), capsys, "trntk", "hash")
     assert not (run / "out" / "digits2" / "kglm").exists()
 
 
 # ----------------------------------------------------------------------------------- a user's model
-
-def _factory_source(run: Path, weights: Path, **model) -> None:
-    from kernelscope.examples.byo import write_data
-
-    write_data(run / "blobs.npz")
-    spec = {"data": {"format": "npz", "path": str(run / "blobs.npz")},
-            "model": {"factory": "kernelscope.examples.byo:make_net", "kwargs": {"in_features": 16, "hidden": 32, "n_classes": 4},
-                      "weights": str(weights), **model}}
-    _params(run, lambda raw: raw.update(sources={"blobs": spec}, datasets=["blobs"]))
-    assert main(_args(run, ["data"], "blobs")) == 0
-
-
-def _healthy_weights(path: Path, hidden: int = 32) -> Path:
-    from safetensors.torch import save_file
-
-    from kernelscope.examples.byo import make_net
-
-    torch.manual_seed(0)
-    save_file({k: v.contiguous() for k, v in make_net(16, hidden, 4).state_dict().items()}, str(path))
-    return path
-
-
-class _Payload:
-    """Unpickling this runs os.system: the crafted pickle a weights loader must never execute."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
 
 @pytest.mark.parametrize("case", ["truncated", "not-safetensors", "pickle-with-code", "wrong-architecture", "nan-weights", "not-a-tensor-dict"])
 def test_users_weights_are_refused_without_running_code(run, capsys, case):
     model_dir = run / "out" / "blobs" / "model"
     marker = run / "pwned"
     if case == "truncated":
-        weights = _healthy_weights(run / "net.safetensors")
+        weights = healthy_weights(run / "net.safetensors")
         weights.write_bytes(weights.read_bytes()[:100])
         fragments = ["net.safetensors", "truncated"]
     elif case == "not-safetensors":
@@ -172,10 +106,10 @@ def test_users_weights_are_refused_without_running_code(run, capsys, case):
         fragments = ["net.safetensors", "not safetensors"]
     elif case == "pickle-with-code":
         weights = run / "net.pt"
-        weights.write_bytes(pickle.dumps({"0.weight": _Payload(marker)}))
+        weights.write_bytes(pickle.dumps({"0.weight": Payload(marker)}))
         fragments = ["net.pt", "refused"]
     elif case == "wrong-architecture":
-        weights = _healthy_weights(run / "net.safetensors", hidden=8)
+        weights = healthy_weights(run / "net.safetensors", hidden=8)
         fragments = ["does not match", "shape of 0.weight: model (32, 16), file (8, 16)"]
     elif case == "nan-weights":
         from safetensors.torch import save_file
@@ -191,23 +125,25 @@ def test_users_weights_are_refused_without_running_code(run, capsys, case):
         weights = run / "net.pt"
         torch.save({"0.weight": [1, 2, 3]}, weights)
         fragments = ["net.pt"]
-    _factory_source(run, weights)
-    _refused(_args(run, ["train"], "blobs"), capsys, *fragments)
+    factory_source(run, weights)
+    refused(cli_args(run, ["train"], "blobs"), capsys, *fragments)
     assert not marker.exists(), "the crafted pickle ran its payload"
     assert not model_dir.exists()
 
 
 def test_factory_mistakes_are_named(run, capsys):
-    weights = _healthy_weights(run / "net.safetensors")
-    _factory_source(run, weights)
+    weights = healthy_weights(run / "net.safetensors")
+    factory_source(run, weights)
     for factory, fragment in (("kernelscope.examples.byo", "'package.module:function'"), ("kernelscope.no_such_module:f", "cannot be imported"),
                               ("kernelscope.examples.byo:no_such", "has no attribute")):
-        _params(run, lambda raw: raw["sources"]["blobs"]["model"].update(factory=factory))
-        _refused(_args(run, ["train"], "blobs"), capsys, fragment)
-    _params(run, lambda raw: raw["sources"]["blobs"]["model"].update(factory="kernelscope.examples.byo:make_net", kwargs={"n_classes": 4, "widht": 3}))
-    _refused(_args(run, ["train"], "blobs"), capsys, "model.kwargs")
-    _params(run, lambda raw: raw["sources"]["blobs"]["model"].update(kwargs={"in_features": 16, "hidden": 32, "n_classes": 3}))
-    _refused(_args(run, ["train"], "blobs"), capsys, "does not match")
+        edit_params(run, lambda raw: raw["sources"]["blobs"]["model"].update(factory=factory))
+        refused(cli_args(run, ["train"], "blobs"), capsys, fragment)
+    edit_params(run, lambda raw: raw["sources"]["blobs"]["model"].update(factory="kernelscope.examples.byo:make_net",
+                                                                         kwargs={"n_classes": 4, "widht": 3}))
+    refused(cli_args(run, ["train"], "blobs"), capsys, "model.kwargs")
+    edit_params(run, lambda raw: raw["sources"]["blobs"]["model"].update(kwargs={"in_features": 16, "hidden": 32,
+                                                                                 "n_classes": 3}))
+    refused(cli_args(run, ["train"], "blobs"), capsys, "does not match")
 
 
 # ----------------------------------------------------------------------------------- a user's data
@@ -243,8 +179,8 @@ def test_users_data_is_validated_and_nothing_is_written(run, capsys, case, fragm
     else:
         extra["split"] = np.array(["train"] * 60)
     np.savez(run / "blobs.npz", x=x, y=y, **extra)
-    _params(run, lambda raw: raw.update(sources={"blobs": {"data": data}}, datasets=["blobs"]))
-    err = _refused(_args(run, ["data"], "blobs"), capsys, *fragments)
+    edit_params(run, lambda raw: raw.update(sources={"blobs": {"data": data}}, datasets=["blobs"]))
+    err = refused(cli_args(run, ["data"], "blobs"), capsys, *fragments)
     assert err.count(".") >= 1 and len(err) < 400  # one sentence, not a dump
     assert not (run / "out" / "blobs").exists()
 
@@ -252,7 +188,8 @@ def test_users_data_is_validated_and_nothing_is_written(run, capsys, case, fragm
 # ----------------------------------------------------------------------------------- end to end
 
 def test_subprocess_exit_code_and_no_traceback(run):
-    _params(run, lambda raw: raw["kglm"].update(alpha="small"))
-    done = subprocess.run([sys.executable, "-m", "kernelscope.cli", *_args(run, ["kglm", "--no-track"])], capture_output=True, text=True, timeout=120)
+    edit_params(run, lambda raw: raw["kglm"].update(alpha="small"))
+    done = subprocess.run([sys.executable, "-m", "kernelscope.cli", *cli_args(run, ["kglm", "--no-track"])],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "kglm.alpha" in done.stderr

@@ -21,35 +21,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-import yaml
 
-from conftest import TINY_PARAMS
 from kernelscope.cli import main
 from kernelscope.core.fileio import json_safe, sha256_tree, write_json_atomic
 from kernelscope.core.params import params_from_dict
-from test_bad_input import _args, _factory_source, _healthy_weights, _params, _Payload, _refused
-
-
-@pytest.fixture(scope="module")
-def healthy(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("hostile")
-    (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
-    for command in (["data"], ["train"], ["kernel", "--kind", "trntk"], ["kglm", "--no-track"]):
-        assert main(_args(root, command)) == 0
-    return root
+from tests.support.cli import Payload, cli_args, edit_params, factory_source, healthy_weights, refused
+from tests.support.runs import TINY_PARAMS
 
 
 @pytest.fixture
-def run(healthy, tmp_path, capsys) -> Path:
-    shutil.copytree(healthy, tmp_path / "run")
-    capsys.readouterr()  # the fixture's own stdout
-    return tmp_path / "run"
+def run(tiny_run, capsys) -> Path:
+    """A private copy of a run folder with data, model, trntk kernel and kGLM of digits2 (TINY_PARAMS)."""
+    made = tiny_run(("data", "train", "kernel", "kglm")).root
+    capsys.readouterr()  # whatever building it printed
+    return made
 
 
 def _unchanged(run: Path, argv: list[str], capsys, *fragments: str) -> str:
     """Refused with one sentence holding every fragment, and the output tree untouched."""
     before = sha256_tree(run / "out")
-    err = _refused(argv, capsys, *fragments)
+    err = refused(argv, capsys, *fragments)
     assert sha256_tree(run / "out") == before
     return err
 
@@ -58,7 +49,8 @@ def _unchanged(run: Path, argv: list[str], capsys, *fragments: str) -> str:
 
 def test_params_file_that_is_not_utf8(run, capsys):
     (run / "params.yaml").write_bytes(b"\xff\xfe" + "seed: 1\n".encode("utf-16-le"))
-    _unchanged(run, _args(run, ["kernel", "--kind", "trntk"]), capsys, "params.yaml", "not UTF-8", "save the file as UTF-8")
+    _unchanged(run, cli_args(run, ["kernel", "--kind", "trntk"]), capsys, "params.yaml", "not UTF-8",
+               "save the file as UTF-8")
 
 
 @pytest.mark.parametrize("section, values, fragments", [
@@ -77,8 +69,8 @@ def test_params_file_that_is_not_utf8(run, capsys):
 ], ids=["hidden-zero", "hidden-negative", "hidden-huge", "cnn-channels-huge", "resnet-width-zero", "embed-huge", "mt-hidden-huge",
         "epochs-true", "batch-float", "lr-true", "standardize-int", "m-above-k"])
 def test_params_values_are_refused_naming_the_field(run, capsys, section, values, fragments):
-    _params(run, lambda raw: raw.setdefault(section, {}).update(values))
-    _unchanged(run, _args(run, ["kernel", "--kind", "trntk"]), capsys, "params.yaml", *fragments)
+    edit_params(run, lambda raw: raw.setdefault(section, {}).update(values))
+    _unchanged(run, cli_args(run, ["kernel", "--kind", "trntk"]), capsys, "params.yaml", *fragments)
 
 
 def test_numbers_written_as_yaml_reads_them_still_validate():
@@ -94,8 +86,8 @@ def test_numbers_written_as_yaml_reads_them_still_validate():
 
 def test_cuda_device_without_cuda(run, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    _params(run, lambda raw: raw.update(device="cuda"))
-    _unchanged(run, _args(run, ["kernel", "--kind", "trntk"]), capsys, "'device'", "device: auto or device: cpu")
+    edit_params(run, lambda raw: raw.update(device="cuda"))
+    _unchanged(run, cli_args(run, ["kernel", "--kind", "trntk"]), capsys, "'device'", "device: auto or device: cpu")
 
 
 # ----------------------------------------------------------------------------------- the file system (item 6)
@@ -117,14 +109,14 @@ def test_artifact_name_taken_by_a_folder(run, capsys):
     target = run / "out" / "digits2" / "data" / "train.parquet"
     target.unlink()
     (target / "inside").mkdir(parents=True)
-    _unchanged(run, _args(run, ["data"]), capsys, str(target), "is a folder where a file must be")
+    _unchanged(run, cli_args(run, ["data"]), capsys, str(target), "is a folder where a file must be")
 
 
 def test_data_folder_that_is_a_file(run, capsys):
     data = run / "out" / "digits2" / "data"
     shutil.rmtree(data)
     data.write_text("in the way")
-    _unchanged(run, _args(run, ["data"]), capsys, str(data), "not a folder", "--out")
+    _unchanged(run, cli_args(run, ["data"]), capsys, str(data), "not a folder", "--out")
 
 
 @pytest.mark.parametrize("root", ["/proc", "/sys"])
@@ -144,7 +136,7 @@ def test_failing_rename_leaves_the_previous_kernel(run, capsys, monkeypatch, cod
 
     monkeypatch.setattr(kernelscope.core.fileio.os, "replace", refuse)
     target = run / "out" / "digits2" / "kernels" / "trntk"
-    _unchanged(run, _args(run, ["kernel", "--kind", "trntk"]), capsys, str(target), fragment, "--out")
+    _unchanged(run, cli_args(run, ["kernel", "--kind", "trntk"]), capsys, str(target), fragment, "--out")
 
 
 def test_disk_full_inside_the_parquet_writer(run, capsys, monkeypatch):
@@ -152,7 +144,8 @@ def test_disk_full_inside_the_parquet_writer(run, capsys, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")  # as pyarrow raises it: no file name
 
     monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
-    _unchanged(run, _args(run, ["kernel", "--kind", "trntk"]), capsys, str(run / "out"), "no space left", "free some space")
+    _unchanged(run, cli_args(run, ["kernel", "--kind", "trntk"]), capsys, str(run / "out"), "no space left",
+               "free some space")
 
 
 # ----------------------------------------------------------------------------------- MLflow (item 7)
@@ -162,7 +155,7 @@ def test_disk_full_inside_the_parquet_writer(run, capsys, monkeypatch):
 @pytest.mark.parametrize("command", [["kglm"], ["explain", "--index", "0"]])
 def test_unusable_tracking_uri_is_refused_before_any_output(run, capsys, monkeypatch, uri, fragment, command):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    _unchanged(run, _args(run, command), capsys, "MLFLOW_TRACKING_URI", fragment, "--no-track")
+    _unchanged(run, cli_args(run, command), capsys, "MLFLOW_TRACKING_URI", fragment, "--no-track")
     assert not Path("/nonexistent-kernelscope-dir").exists()
 
 
@@ -185,7 +178,7 @@ def _digits_input(run: Path, name: str, rows: int) -> Path:
     (["--index", "0", "--kinds", "rbf"], ["'rbf'", "trntk, trntk0"]),
 ], ids=["top-k-negative", "top-k-zero", "top-k-too-many", "unknown-kind"])
 def test_explain_arguments(run, capsys, extra, fragments):
-    _unchanged(run, _args(run, ["explain", "--no-track", *extra]), capsys, *fragments)
+    _unchanged(run, cli_args(run, ["explain", "--no-track", *extra]), capsys, *fragments)
 
 
 @pytest.mark.parametrize("name, rows, fragments", [
@@ -196,12 +189,13 @@ def test_explain_arguments(run, capsys, extra, fragments):
 ])
 def test_explain_input_rows(run, capsys, name, rows, fragments):
     path = _digits_input(run, name, rows)
-    _unchanged(run, _args(run, ["explain", "--no-track", "--input", str(path)]), capsys, *fragments)
+    _unchanged(run, cli_args(run, ["explain", "--no-track", "--input", str(path)]), capsys, *fragments)
 
 
 def test_explain_npz_without_x(run, capsys):
     np.savez(run / "digit.npz", features=np.zeros(64, dtype=np.float32))
-    _unchanged(run, _args(run, ["explain", "--no-track", "--input", str(run / "digit.npz")]), capsys, "digit.npz", "['features']", "'x'")
+    _unchanged(run, cli_args(run, ["explain", "--no-track", "--input", str(run / "digit.npz")]), capsys, "digit.npz",
+               "['features']", "'x'")
 
 
 def test_structure_unknown_subject(run, capsys):
@@ -212,8 +206,9 @@ def test_structure_unknown_subject(run, capsys):
 # ----------------------------------------------------------------------------------- em_layers (item 9)
 
 def test_unknown_em_layer_creates_no_folder(run, capsys):
-    _params(run, lambda raw: raw["kernel"].update(em_layers=["nope"]))
-    _unchanged(run, _args(run, ["kernel", "--kind", "em"]), capsys, "kernel.em_layers", "['nope']", "choose from 0, 1")
+    edit_params(run, lambda raw: raw["kernel"].update(em_layers=["nope"]))
+    _unchanged(run, cli_args(run, ["kernel", "--kind", "em"]), capsys, "kernel.em_layers", "['nope']",
+               "choose from 0, 1")
     assert not (run / "out" / "digits2" / "kernels" / "em").exists()
 
 
@@ -232,13 +227,13 @@ def test_json_safe_and_the_json_writer(tmp_path):
     assert _strict_json((tmp_path / "m.json").read_text())["a"] is None
 
 
-def test_metrics_and_stdout_hold_null_not_nan(healthy, run, capsys, monkeypatch):
-    for metrics in (healthy / "out" / "digits2" / "kglm").glob("*/metrics.json"):
+def test_metrics_and_stdout_hold_null_not_nan(run, capsys, monkeypatch):
+    for metrics in (run / "out" / "digits2" / "kglm").glob("*/metrics.json"):
         _strict_json(metrics.read_text())
     import kernelscope.cli
 
     monkeypatch.setattr(kernelscope.cli, "cmd_data", lambda args, params: {"tau_k": math.nan, "r_miss": [math.inf]})
-    assert main(_args(run, ["data"])) == 0
+    assert main(cli_args(run, ["data"])) == 0
     assert _strict_json(capsys.readouterr().out) == {"tau_k": None, "r_miss": [None]}
 
 
@@ -248,23 +243,24 @@ def test_metrics_and_stdout_hold_null_not_nan(healthy, run, capsys, monkeypatch)
 def test_refused_pickle_names_its_global(run, capsys, writer):
     marker, weights = run / "pwned", run / "net.pt"
     if writer == "torch-save":
-        torch.save({"0.weight": _Payload(marker)}, weights)
+        torch.save({"0.weight": Payload(marker)}, weights)
     else:
-        weights.write_bytes(pickle.dumps({"0.weight": _Payload(marker)}, protocol=int(writer[-1])))
-    _factory_source(run, weights)
-    _unchanged(run, _args(run, ["train"], "blobs"), capsys, "net.pt", "refused", "posix.system")
+        weights.write_bytes(pickle.dumps({"0.weight": Payload(marker)}, protocol=int(writer[-1])))
+    factory_source(run, weights)
+    _unchanged(run, cli_args(run, ["train"], "blobs"), capsys, "net.pt", "refused", "posix.system")
     assert not marker.exists()
 
 
 def test_integer_weights_for_a_float_model(run, capsys):
     from safetensors.torch import load_file, save_file
 
-    weights = _healthy_weights(run / "net.safetensors")
+    weights = healthy_weights(run / "net.safetensors")
     state = load_file(str(weights))
     state["0.weight"] = state["0.weight"].round().to(torch.int32)
     save_file(state, str(weights))
-    _factory_source(run, weights)
-    _unchanged(run, _args(run, ["train"], "blobs"), capsys, "net.safetensors", "0.weight", "torch.int32", "torch.float32")
+    factory_source(run, weights)
+    _unchanged(run, cli_args(run, ["train"], "blobs"), capsys, "net.safetensors", "0.weight", "torch.int32",
+               "torch.float32")
 
 
 def test_float64_weights_are_still_cast(tmp_path):
@@ -282,8 +278,8 @@ def test_float64_weights_are_still_cast(tmp_path):
 # ----------------------------------------------------------------------------------- divergence (item 13)
 
 def test_diverging_training_writes_no_checkpoint(run, capsys):
-    _params(run, lambda raw: raw["train"].update(lr=1e8))
-    _unchanged(run, _args(run, ["train"]), capsys, "diverged", "train.lr", "lower train.lr")
+    edit_params(run, lambda raw: raw["train"].update(lr=1e8))
+    _unchanged(run, cli_args(run, ["train"]), capsys, "diverged", "train.lr", "lower train.lr")
 
 
 # ----------------------------------------------------------------------------------- Prefect deployments (item 14)

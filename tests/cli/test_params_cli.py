@@ -12,7 +12,7 @@ SUBCOMMANDS = ["data", "train", "kernel", "kglm"]
 
 
 def test_repo_params_file_is_valid():
-    from conftest import REPO
+    from tests.support.runs import REPO
 
     params = load_params(REPO / "params.yaml")
     assert params.train.hidden == (100, 100, 100)

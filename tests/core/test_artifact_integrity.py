@@ -9,7 +9,6 @@ checks that the next stage refuses it with one sentence, exit code 2, and writes
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -21,33 +20,24 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-import yaml
 
-from conftest import REPO, TINY_PARAMS
-from fault_helpers import footer, rewrite_parquet
 from kernelscope.cli import main
-from kernelscope.core.json_artifacts import read_json_artifact, write_json_artifact
 from kernelscope.core.fileio import sha256_tree
-from test_bad_input import _args, _refused
+from kernelscope.core.json_artifacts import read_json_artifact, write_json_artifact
+from tests.support.cli import cli_args, edit_params, refused
+from tests.support.faults import footer, rewrite_parquet
+from tests.support.runs import REPO
 
-PARAMS = copy.deepcopy(TINY_PARAMS)
-PARAMS["kernel"].update(kinds=["trntk", "proj_trntk"], projection_dim=64)
-
-
-@pytest.fixture(scope="module")
-def healthy(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("integrity")
-    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    for command in (["data"], ["train"], ["kernel"], ["kglm", "--no-track"]):
-        assert main(_args(root, command)) == 0
-    return root
+# data, model, trntk and proj_trntk kernels (K 64), their kGLMs: `kernelscope data|train|kernel|kglm --no-track`
+STAGES = ("data", "train", "kernel", "kglm")
+KERNEL = {"kinds": ["trntk", "proj_trntk"], "projection_dim": 64}
 
 
 @pytest.fixture
-def run(healthy, tmp_path, capsys) -> Path:
-    shutil.copytree(healthy, tmp_path / "run")
+def run(tiny_run, capsys) -> Path:
+    made = tiny_run(STAGES, kernel=KERNEL).root
     capsys.readouterr()
-    return tmp_path / "run"
+    return made
 
 
 def _dir(run: Path) -> Path:
@@ -56,15 +46,9 @@ def _dir(run: Path) -> Path:
 
 def _refused_untouched(run: Path, command: list[str], capsys, *fragments: str) -> str:
     before = sha256_tree(run / "out")
-    err = _refused(_args(run, command), capsys, *fragments)
+    err = refused(cli_args(run, command), capsys, *fragments)
     assert sha256_tree(run / "out") == before, "a refused stage changed the run folder"
     return err
-
-
-def _edit_params(run: Path, edit: Callable[[dict], None]) -> None:
-    raw = yaml.safe_load((run / "params.yaml").read_text())
-    edit(raw)
-    (run / "params.yaml").write_text(yaml.safe_dump(raw))
 
 
 def _rehash_json(path: Path, artifact: str, edit: Callable[[dict], None]) -> None:
@@ -102,8 +86,8 @@ def test_sidecar_attack_as_a_subprocess(run):
     sidecar = _dir(run) / "model" / "model.json"
     _rehash_json(sidecar, "checkpoint-sidecar",
                  lambda m: m.update(architecture={"name": "factory", "factory": "os:system", "kwargs": {"command": f"touch {marker}"}}))
-    proc = subprocess.run([sys.executable, "-m", "kernelscope.cli", *_args(run, ["kernel", "--kind", "trntk"])], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "kernelscope.cli", *cli_args(run, ["kernel", "--kind", "trntk"])],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "field 'architecture'" in proc.stderr and not marker.exists()
 
@@ -179,7 +163,7 @@ def test_tampered_artifacts_are_refused(run, capsys, case):
 
 def test_kernel_of_another_projection_is_refused_by_the_kglm(run, capsys):
     """proj_trntk computed at K 64 kron_hadamard; a kGLM asked for K 32 gaussian refuses it."""
-    _edit_params(run, lambda raw: raw["kernel"].update(projection_dim=32, projection="gaussian"))
+    edit_params(run, lambda raw: raw["kernel"].update(projection_dim=32, projection="gaussian"))
     _refused_untouched(run, ["kglm", "--no-track"], capsys, "proj_trntk", "provenance field 'projection'")
 
 
@@ -187,8 +171,9 @@ def test_train_and_test_kernels_of_different_projections_are_refused(run, capsys
     """The train kernel recomputed at K 32 beside the test kernel of K 64: the kGLM fit on one is never evaluated on the other."""
     other = tmp_path / "other"
     shutil.copytree(run, other)
-    _edit_params(other, lambda raw: raw["kernel"].update(projection_dim=32))
-    assert main(_args(other, ["kernel", "--kind", "proj_trntk"])) == 0 and main(_args(other, ["kglm", "--no-track"])) == 0
+    edit_params(other, lambda raw: raw["kernel"].update(projection_dim=32))
+    assert main(cli_args(other, ["kernel", "--kind", "proj_trntk"])) == 0
+    assert main(cli_args(other, ["kglm", "--no-track"])) == 0
     shutil.copy(_kernel(other, "proj_trntk", "train"), _kernel(run, "proj_trntk", "train"))
     shutil.copy(_dir(other) / "kglm" / "proj_trntk" / "kglm.safetensors", _dir(run) / "kglm" / "proj_trntk" / "kglm.safetensors")
     capsys.readouterr()
@@ -198,21 +183,21 @@ def test_train_and_test_kernels_of_different_projections_are_refused(run, capsys
 
 def test_kglm_of_other_settings_is_refused(run, capsys):
     """explain reads the kGLM of these params only: one fit with another alpha is refused."""
-    _edit_params(run, lambda raw: raw["kglm"].update(alpha=0.5))
+    edit_params(run, lambda raw: raw["kglm"].update(alpha=0.5))
     _refused_untouched(run, ["explain", "--index", "0", "--no-track"], capsys, "kglm.safetensors", "'kglm'")
 
 
 def test_checkpoint_of_other_training_params_is_refused(run, capsys):
     """Changing train.lr without retraining: the kernel stage names the field instead of using a model of other params."""
-    _edit_params(run, lambda raw: raw["train"].update(lr=0.2))
+    edit_params(run, lambda raw: raw["train"].update(lr=0.2))
     _refused_untouched(run, ["kernel", "--kind", "trntk"], capsys, "model.json", "field 'hyperparameters'", "kernelscope train")
 
 
 def test_data_of_another_seed_is_refused_by_training(run, capsys, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(run, other)
-    _edit_params(other, lambda raw: raw.update(seed=7))
-    assert main(_args(other, ["data"])) == 0
+    edit_params(other, lambda raw: raw.update(seed=7))
+    assert main(cli_args(other, ["data"])) == 0
     shutil.copy(_dir(other) / "data" / "test.parquet", _dir(run) / "data" / "test.parquet")
     capsys.readouterr()
     _refused_untouched(run, ["train"], capsys, "different data stage runs")
@@ -221,8 +206,9 @@ def test_data_of_another_seed_is_refused_by_training(run, capsys, tmp_path):
 
 
 def test_loss_kernel_summary_is_verified_before_structure_reads_it(run, capsys):
-    _edit_params(run, lambda raw: raw.update(loss_kernel={"chains": 2, "draws": 10, "burn_in": 2, "steps_between": 1, "batch_size": 64, "umap": False}))
-    assert main(_args(run, ["loss-kernel", "--no-track"])) == 0
+    edit_params(run, lambda raw: raw.update(loss_kernel={"chains": 2, "draws": 10, "burn_in": 2, "steps_between": 1,
+                                                         "batch_size": 64, "umap": False}))
+    assert main(cli_args(run, ["loss-kernel", "--no-track"])) == 0
     summary = _dir(run) / "loss_kernel" / "summary.json"
     assert read_json_artifact(summary, "loss-kernel-summary")["llc"] == pytest.approx(json.loads(summary.read_text())["llc"])
     _edit_json(summary, lambda s: s.update(llc=1e9))
@@ -234,14 +220,14 @@ def test_loss_kernel_summary_is_verified_before_structure_reads_it(run, capsys):
 
 # ----------------------------------------------------------------------------------- the format itself
 
-def test_every_artifact_carries_a_hash_and_follows_the_umask(healthy, tmp_path):
+def test_every_artifact_carries_a_hash_and_follows_the_umask(run, tmp_path):
     """Every Parquet and safetensors file of a run has a content hash; files get the umask's mode, not mkstemp's 0600."""
     from safetensors import safe_open
 
-    for path in (healthy / "out").rglob("*.parquet"):
+    for path in (run / "out").rglob("*.parquet"):
         meta, stored = footer(path)
         assert meta["format"] == "kernelscope-artifact/1" and len(stored) == 64, path
-    for path in (healthy / "out").rglob("*.safetensors"):
+    for path in (run / "out").rglob("*.safetensors"):
         with safe_open(str(path), framework="numpy") as handle:
             stamp = json.loads(handle.metadata()["kernelscope"])
             assert stamp["provenance"]["format"] == "kernelscope-artifact/1" and len(stamp["sha256"]) == 64, path
@@ -253,7 +239,7 @@ def test_every_artifact_carries_a_hash_and_follows_the_umask(healthy, tmp_path):
         assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(previous)
-    modes = {p.stat().st_mode & 0o777 for p in (healthy / "out").rglob("*") if p.is_file()}
+    modes = {p.stat().st_mode & 0o777 for p in (run / "out").rglob("*") if p.is_file()}
     assert modes == {0o666 & ~previous}, modes
 
 
@@ -312,8 +298,8 @@ def test_no_artifact_read_path_can_import_or_call_a_name_from_a_file():
     assert any(found.endswith("class _RestrictedUnpickler") for found in unpickling)
     assert any(found.endswith(" _RestrictedUnpickler") for found in unpickling)
     # and the one factory path takes its name from params, never from a checkpoint record
-    from kernelscope.models.zoo import build_model
     from kernelscope.core.errors import CheckpointError
+    from kernelscope.models.zoo import build_model
 
     with pytest.raises(CheckpointError, match="unknown"):
         build_model({"name": "factory", "factory": "os:system", "kwargs": {"command": "true"}})
@@ -323,8 +309,8 @@ def test_no_artifact_read_path_can_import_or_call_a_name_from_a_file():
 def test_comparison_reads_kernels_with_the_expected_provenance(run):
     """compare_stage's residual plots read the projected and exact kernels against params too (it read them unchecked before)."""
     from kernelscope.core.errors import ArtifactError
-    from kernelscope.core.params import load_params
     from kernelscope.core.layout import RunLayout
+    from kernelscope.core.params import load_params
     from kernelscope.surrogate.stages import compare_stage
 
     layout = RunLayout(_dir(run))
@@ -333,6 +319,6 @@ def test_comparison_reads_kernels_with_the_expected_provenance(run):
     params = load_params(run / "params.yaml")
     # healthy: the residual plot of proj_trntk against trntk
     assert compare_stage(params, layout, summaries).summary["artifacts"]
-    _edit_params(run, lambda raw: raw["kernel"].update(projection_dim=32))
+    edit_params(run, lambda raw: raw["kernel"].update(projection_dim=32))
     with pytest.raises(ArtifactError, match="proj_trntk/train.parquet: provenance field 'projection_dim' is 64 but this run expects 32"):
         compare_stage(load_params(run / "params.yaml"), layout, summaries)

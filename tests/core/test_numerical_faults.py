@@ -22,49 +22,29 @@ import pytest
 import torch
 from torch import nn
 
-from kernelscope.models.checkpoint import load_checkpoint, save_checkpoint
-from kernelscope.data.datasets import read_dataset
-from kernelscope.core.provenance import model_spec
 from kernelscope.core.errors import CheckpointError, KernelscopeError
-from kernelscope.core.params import params_from_dict
 from kernelscope.core.layout import RunLayout
-from kernelscope.data.stages import data_stage
-from kernelscope.surrogate.stages import evaluate_stage, fit_kglm_stage
+from kernelscope.core.params import params_from_dict
+from kernelscope.core.provenance import model_spec
+from kernelscope.data.datasets import read_dataset
 from kernelscope.kernels.stages import kernel_stage
-from kernelscope.models.stages import train_stage
+from kernelscope.models.checkpoint import load_checkpoint, save_checkpoint
+from kernelscope.surrogate.stages import evaluate_stage, fit_kglm_stage
+from tests.support.runs import TINY_PARAMS
 
 LOSS_KERNEL = {"chains": 2, "draws": 8, "burn_in": 4, "steps_between": 2, "batch_size": 64, "umap": False}
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A finished tiny run (data, model, trntk kernels, kGLM) to copy and damage."""
-    from conftest import TINY_PARAMS
-
-    raw = copy.deepcopy(TINY_PARAMS)
-    raw["loss_kernel"] = dict(LOSS_KERNEL)
-    params = params_from_dict(raw)
-    layout = RunLayout(tmp_path_factory.mktemp("trained") / "digits2")
-    data_stage(params, "digits2", layout)
-    train_stage(params, layout, progress=False)
-    kernel_stage(params, layout, "trntk", progress=False)
-    fit_kglm_stage(params, layout, "trntk")
-    return raw, layout
-
-
 @pytest.fixture
-def run(trained, tmp_path):
-    import shutil
-
-    raw, layout = trained
-    shutil.copytree(layout.root, tmp_path / "digits2")
-    return params_from_dict(copy.deepcopy(raw)), RunLayout(tmp_path / "digits2")
+def run(tiny_run):
+    """A finished tiny run (data, model, trntk kernels, evaluated kGLM) to damage: its params, with a short SGLD run
+    for the loss kernel, and its layout."""
+    made = tiny_run(("data", "train", "kernel", "kglm"))
+    return made.params_with(loss_kernel=LOSS_KERNEL), made.layout
 
 
 def damage_checkpoint(layout: RunLayout, value: float, scale: float = 1.0) -> None:
     """Rewrite the run's checkpoint (with a consistent sidecar) after setting one weight to ``value`` and scaling all."""
-    from conftest import TINY_PARAMS
-
     params = params_from_dict(copy.deepcopy(TINY_PARAMS))
     spec = model_spec(params, read_dataset(layout.data_dir))
     ckpt = load_checkpoint(layout.model_dir, spec)
@@ -84,6 +64,7 @@ def snapshot(layout: RunLayout) -> dict[str, bytes]:
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_weights_stop_every_stage_by_name_and_write_nothing(run, bad):
     params, layout = run
+    (layout.kglm_dir("trntk") / "metrics.json").unlink()  # the healthy run's evaluation: the refused one writes none
     damage_checkpoint(layout, bad)
     before = snapshot(layout)
     for stage in (lambda: kernel_stage(params, layout, "trntk", progress=False), lambda: kernel_stage(params, layout, "pntk", progress=False),
@@ -221,7 +202,8 @@ def test_undefined_metrics_are_nan_on_purpose_and_null_in_the_metrics_file(tmp_p
         assert np.isnan(r_miss(y, y, y))  # neither model misclassifies: 0/0
         logits = np.array([[2.0], [-2.0], [3.0], [-1.0]])
         report, _ = faithfulness(y, logits, np.zeros((4, 1)))  # a kGLM with constant logits: tau undefined, no crash
-    assert np.isnan(report.tau_k) and 0 <= report.kglm_accuracy <= 1
+    # constant logit 0: class 0 everywhere, right on the two points labelled 0; the NN's logits are all wrong
+    assert np.isnan(report.tau_k) and report.kglm_accuracy == 0.5 and report.nn_accuracy == 0.0
     layout = RunLayout(tmp_path / "run")
     summary = {"kind": "trntk", "tau_k": report.tau_k, "tad": report.tad, "r_miss": float("nan"), "nn_accuracy": 1.0, "kglm_accuracy": 0.5}
     written = json.loads(write_metrics(layout, [summary]).read_text())

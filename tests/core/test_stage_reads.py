@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
 
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.params import Params, load_params, params_from_dict
 from kernelscope.core.stage_reads import STAGES, declared, params_for, stage_sections
+from tests.support.runs import REPO
 
 SRC = REPO / "src"
 DVC_STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]

@@ -2,8 +2,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from kernelscope.data.datasets import make_digits, read_dataset, write_dataset
 from kernelscope.core.errors import ArtifactError
+from kernelscope.data.datasets import make_digits, read_dataset, write_dataset
 
 
 def test_split_is_seeded_and_stratified():
@@ -21,7 +21,8 @@ def test_digits2_has_classes_zero_and_one():
     ds = make_digits("digits2", 0.3, seed=0)
     assert ds.n_classes == 2 and set(ds.train.y) == {0, 1}
     assert len(ds.train.y) + len(ds.test.y) == 360
-    assert 0.0 <= ds.train.x.min() and ds.train.x.max() <= 1.0
+    # sklearn's 17 intensities 0..16 scaled by 1/16: exactly 0, 1/16, ..., 1, every one of them present
+    assert np.array_equal(np.unique(ds.train.x * 16), np.arange(17)) and ds.train.x.dtype == np.float32
 
 
 def test_parquet_round_trip_with_hash(tmp_path):
@@ -40,7 +41,7 @@ def test_parquet_round_trip_with_hash(tmp_path):
 def test_tampered_split_is_refused(tmp_path):
     ds = make_digits("digits2", 0.3, seed=0)
     write_dataset(ds, tmp_path)
-    from fault_helpers import rewrite_parquet
+    from tests.support.faults import rewrite_parquet
 
     rewrite_parquet(tmp_path / "train.parquet", lambda table: table.slice(1))  # keeps the old metadata and hash, drops a row
     with pytest.raises(ArtifactError, match="content does not match its recorded content hash"):

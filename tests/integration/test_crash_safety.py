@@ -15,57 +15,34 @@ sleep after each row group so the kill lands while a temporary file is half writ
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
-from fault_helpers import (DATASET, assert_no_torn_files, cli, copy_run, digests, finish, prepare_run, run_cli, sigkill, temp_files,
-                           wait_for_temp)
-from kernelscope.core.fileio import _HOST, atomic_path, remove_stale_temps, sha256_file
+from kernelscope.core.fileio import sha256_file
 from kernelscope.core.layout import RunLayout
+from tests.support.faults import (
+    DATASET,
+    FAULT_OVERRIDES,
+    FAULT_STAGES,
+    assert_no_torn_files,
+    cli,
+    digests,
+    finish,
+    run_cli,
+    sigkill,
+    temp_files,
+    wait_for_temp,
+)
+
+pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prepared")
-    prepare_run(root)
-    return root
-
-
-def test_killed_writer_leaves_the_old_file_and_its_temp_is_cleaned_by_the_next_write(tmp_path):
-    """In-process: a writer that never reaches its rename leaves the previous target intact; stale temps of dead
-    processes are removed by the next write, those of live processes and other hosts are kept."""
-    target = tmp_path / "artifact.json"
-    target.write_text("old, complete")
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    live = subprocess.Popen(["sleep", "30"])
-    try:
-        stale = tmp_path / f".artifact.json.{_HOST}-{dead.pid}.abc123.tmp"
-        running = tmp_path / f".artifact.json.{_HOST}-{live.pid}.def456.tmp"
-        foreign = tmp_path / f".artifact.json.otherhost-{dead.pid}.ghi789.tmp"
-        for path in (stale, running, foreign):
-            path.write_text("half a fil")
-        with pytest.raises(RuntimeError):
-            with atomic_path(target) as tmp:
-                tmp.write_text("new but never fini")
-                raise RuntimeError("killed")
-        assert target.read_text() == "old, complete"
-        assert not stale.exists()  # removed by the write that started after its writer died
-        assert running.exists() and foreign.exists()
-        assert remove_stale_temps(target) == []
-    finally:
-        live.kill()
-        live.wait()
-
-
-@pytest.mark.integration
-def test_kernel_stage_killed_mid_file_recovers_to_the_uninterrupted_bytes(prepared, tmp_path):
+def test_kernel_stage_killed_mid_file_recovers_to_the_uninterrupted_bytes(tiny_run):
     """SIGKILL `kernelscope kernel --kind trntk` while the test × train kernel is half written (the train × train one
     is finished): no torn file under a final name; the rerun starts clean, removes the leftover temporary file and
     writes the same bytes as an uninterrupted run in another folder."""
-    killed_params, killed_out = copy_run(prepared, tmp_path / "killed")
-    ref_params, ref_out = copy_run(prepared, tmp_path / "reference")
+    killed, ref = tiny_run(FAULT_STAGES, **FAULT_OVERRIDES), tiny_run(FAULT_STAGES, **FAULT_OVERRIDES)
+    killed_params, killed_out, ref_params, ref_out = killed.params_file, killed.out, ref.params_file, ref.out
     killed_layout, ref_layout = RunLayout.at(killed_out, DATASET), RunLayout.at(ref_out, DATASET)
     kernel_dir = killed_layout.kernel_dir("trntk")
 
@@ -88,13 +65,12 @@ def test_kernel_stage_killed_mid_file_recovers_to_the_uninterrupted_bytes(prepar
     assert_no_torn_files(killed_out)
 
 
-@pytest.mark.integration
-def test_loss_kernel_stage_killed_mid_file_recovers_to_the_uninterrupted_bytes(prepared, tmp_path):
+def test_loss_kernel_stage_killed_mid_file_recovers_to_the_uninterrupted_bytes(tiny_run):
     """SIGKILL `kernelscope loss-kernel` after SGLD, while the first loss kernel (loss_cov, train) is half written:
     the probe losses written before are complete, no kernel is torn, and the rerun (SGLD again from the seed) ends
     with the bytes of an uninterrupted run."""
-    killed_params, killed_out = copy_run(prepared, tmp_path / "killed")
-    ref_params, ref_out = copy_run(prepared, tmp_path / "reference")
+    killed, ref = tiny_run(FAULT_STAGES, **FAULT_OVERRIDES), tiny_run(FAULT_STAGES, **FAULT_OVERRIDES)
+    killed_params, killed_out, ref_params, ref_out = killed.params_file, killed.out, ref.params_file, ref.out
     killed_layout, ref_layout = RunLayout.at(killed_out, DATASET), RunLayout.at(ref_out, DATASET)
     command = ["loss-kernel", "--no-track"]
 

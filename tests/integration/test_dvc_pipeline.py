@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO
 from kernelscope.core.params import params_from_dict
+from tests.support.expect import WRITTEN_TAU_TOLERANCE, written_tau
+from tests.support.runs import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -23,6 +25,14 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> str:
     return proc.stdout + proc.stderr
 
 
+def _status(work: Path, env: dict) -> dict:
+    """`dvc status --json`: the stages whose dependencies changed since the last repro (stdout only: no warnings)."""
+    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, f"dvc status failed:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(proc.stdout)
+
+
 def write_params(path: Path, raw: dict) -> None:
     """Every field written out, defaults included, as a user's params.yaml would have them."""
     path.write_text(yaml.safe_dump(params_from_dict(raw).model_dump(mode="json"), sort_keys=False))
@@ -31,6 +41,22 @@ def write_params(path: Path, raw: dict) -> None:
 TINY_MULTITASK = {"p": 11, "steps": 30, "nbeta": None, "gamma": 1000.0, "batch_size": 64, "embed": 8, "hidden": 32, "probes_per_task": 10, "chains": 2, "draws": 6,
                   "burn_in": 3, "steps_between": 2, "sgld_batch_size": 32}
 TINY_STRUCTURE = {"points": 40, "chunk_size": 16, "ablation_steps": 5, "check_points": 16}
+
+
+def _precision_of_written_kernels(root: Path, kind: str, k: int, m: int) -> float:
+    """The k-of-m rule's precision recomputed from a forensic run's files: a test point (clean, then stamped) is flagged
+    when at least m of its k most similar training points are poisoned; precision: the share of stamped ones flagged."""
+    import pyarrow.parquet as pq
+
+    from kernelscope.kernels.store import read_kernel
+
+    poisoned = pq.read_table(root / "data" / "train.parquet").column("is_poisoned").to_numpy().astype(bool)
+    clean, _ = read_kernel(root / "kernels" / kind / "test.parquet")  # (n_test, n_train)
+    stamped, _ = read_kernel(root / "kernels" / kind / "test_poisoned.parquet")  # (n_test, n_train)
+    nearest = np.argsort(-np.concatenate([clean, stamped]), axis=1, kind="stable")[:, :k]
+    flagged = poisoned[nearest].sum(axis=1) >= m
+    is_stamped = np.arange(len(clean) + len(stamped)) >= len(clean)
+    return float(is_stamped[flagged].mean())
 
 
 def _stages_run(output: str) -> set[str]:
@@ -70,12 +96,25 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     assert json.loads((work / "outputs/dvc/digits2/loss_kernel_metrics.json").read_text())["llc"] == pytest.approx(
         json.loads((work / "outputs/dvc/digits2/loss_kernel/summary.json").read_text())["llc"], rel=1e-5)
     forensics = json.loads((work / "outputs/dvc/forensics/digits10/metrics.json").read_text())
-    assert 0 <= forensics["trntk"]["precision"] <= 1
+    poison = params_from_dict(tiny_params_dict).poison
+    assert forensics["trntk"]["precision"] == pytest.approx(
+        _precision_of_written_kernels(work / "outputs/dvc/forensics/digits10", "trntk", poison.k, poison.m), abs=1e-6)
     metrics = json.loads((work / "outputs/dvc/digits2/metrics.json").read_text())
-    assert -1 <= metrics["trntk"]["tau_k"] <= 1
+    assert metrics["trntk"]["tau_k"] == pytest.approx(written_tau(work / "outputs/dvc/digits2/kglm/trntk"),
+                                                      abs=WRITTEN_TAU_TOLERANCE)
 
     second = _run(dvc + ["repro"], work, env)
     assert _stages_run(second) == set()
+
+    # Another multitask architecture: dvc status (no repro) names the modular model's training, not the NTK kernels.
+    arch = params_from_dict(tiny_params_dict).multitask.arch
+    tiny_params_dict["multitask"] = {**TINY_MULTITASK, "arch": "mlp" if arch == "transformer" else "transformer"}
+    write_params(work / "params.yaml", tiny_params_dict)
+    status = _status(work, env)
+    assert "multitask_train" in status and not [name for name in status if name.startswith("kernel@")], status
+    tiny_params_dict["multitask"] = TINY_MULTITASK
+    write_params(work / "params.yaml", tiny_params_dict)
+    assert _status(work, env) == {}
 
     tiny_params_dict["kglm"]["alpha"] = 1e-2
     write_params(work / "params.yaml", tiny_params_dict)

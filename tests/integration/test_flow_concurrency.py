@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.runs import REPO, TINY_PARAMS
 from kernelscope.core.fileio import sha256_tree
+from tests.support.runs import REPO, TINY_PARAMS
 
 pytestmark = pytest.mark.integration
 

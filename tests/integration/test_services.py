@@ -25,7 +25,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import TINY_PARAMS
+from tests.support.runs import TINY_PARAMS
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-import kernel_reference as ref
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.kernels import compute_kernel, kernel_spec
 from kernelscope.kernels.assembly import represent
 from kernelscope.models.zoo import build_cnn, build_mlp
+from tests.support import kernel_reference as ref
 
 
 def _cnn(n_out: int) -> nn.Module:

@@ -29,21 +29,43 @@ def test_task_separation_on_constructed_losses():
 
 @pytest.mark.parametrize("arch", ["transformer", "mlp"])
 def test_multitask_stages_end_to_end(tmp_path, arch):
-    from kernelscope.loss_kernel.multitask_stages import multitask_loss_stage, multitask_train_stage
     from kernelscope.core.params import params_from_dict
+    from kernelscope.loss_kernel.multitask_stages import multitask_loss_stage, multitask_train_stage
 
     params = params_from_dict({"multitask": {"arch": arch, "p": 7, "steps": 400, "optimizer_restarts": [200], "nbeta": None, "gamma": 1000.0, "lr": 1e-2, "weight_decay": 0.0, "batch_size": 32, "embed": 8, "hidden": 16, "probes_per_task": 10,
                                              "chains": 2, "draws": 10, "burn_in": 5, "steps_between": 2, "sgld_batch_size": 16}})
     trained = multitask_train_stage(params, tmp_path).summary
     assert trained["train_add"] > 0.9 and trained["train_div"] > 0.9
     summary = multitask_loss_stage(params, tmp_path).summary
-    assert 0.5 <= summary["task_auc"] <= 1.0 and np.isfinite(summary["llc"])
+    # within one pair of the 10 × 10 add-div pairs (the file holds float32 losses)
+    assert summary["task_auc"] == pytest.approx(_task_auc_of_written_losses(tmp_path, params), abs=0.011)
+    assert np.isfinite(summary["llc"])
     for name in ("correlation.png", "covariance_groups.png", "umap.png", "probe_losses.parquet", "summary.json"):
         assert (tmp_path / "loss_kernel" / name).exists(), name
-    from kernelscope.models.checkpoint import load_checkpoint
     from kernelscope.core.provenance import multitask_spec
+    from kernelscope.models.checkpoint import load_checkpoint
 
     assert load_checkpoint(tmp_path / "model", multitask_spec(params)).meta["architecture"]["name"] == f"modular_{arch}"
+
+
+def _task_auc_of_written_losses(root, params) -> float:
+    """The add-vs-div ROC-AUC of the first principal component of probe_losses.parquet's unit-normalized loss changes,
+    recomputed with numpy's eigh and scipy's Mann-Whitney U (either orientation of the component)."""
+    import pyarrow.parquet as pq
+    from scipy.stats import mannwhitneyu
+
+    table = pq.read_table(root / "loss_kernel" / "probe_losses.parquet")
+    losses = np.stack(table.column("losses").to_numpy(zero_copy_only=False)).astype(np.float64)  # (n_probe, c · d)
+    change = losses - table.column("loss_at_optimum").to_numpy()[:, None]
+    change /= np.linalg.norm(change, axis=1, keepdims=True)
+    change -= change.mean(axis=0)
+    _, vectors = np.linalg.eigh(change.T @ change)
+    pc1 = change @ vectors[:, -1]  # (n_probe,)
+    mp = params.multitask
+    task = make_multitask_data(mp.p, mp.train_fraction, params.seed).x[table.column("probe_id").to_numpy(), 2]
+    u = mannwhitneyu(pc1[task == DIV], pc1[task == ADD]).statistic
+    auc = u / ((task == DIV).sum() * (task == ADD).sum())
+    return float(max(auc, 1 - auc))
 
 
 def test_transformer_attention_against_a_loop():

@@ -108,59 +108,38 @@ def test_label_agreement_by_hand():
     assert out["lift"] == pytest.approx(0.8)
 
 
-def test_loss_kernel_stage_writes_kernels_the_kglm_can_use(tmp_path, tiny_params_dict):
+def test_loss_kernel_stage_writes_kernels_the_kglm_can_use(tiny_run):
+    import pyarrow.parquet as pq
+
+    from kernelscope.data.datasets import read_dataset
     from kernelscope.kernels.store import read_kernel
     from kernelscope.loss_kernel.stages import loss_kernel_stage
-    from kernelscope.core.params import params_from_dict
-    from kernelscope.core.layout import RunLayout
-    from kernelscope.data.stages import data_stage
     from kernelscope.surrogate.stages import evaluate_stage, fit_kglm_stage
-    from kernelscope.models.stages import train_stage
+    from tests.support.expect import written_binary_accuracy
 
-    tiny_params_dict["loss_kernel"] = {"chains": 2, "draws": 8, "burn_in": 4, "steps_between": 2, "batch_size": 64, "umap": True}
-    params = params_from_dict(tiny_params_dict)
-    layout = RunLayout(tmp_path / "digits2")
-    data_stage(params, "digits2", layout)
-    train_stage(params, layout, progress=False)
+    made = tiny_run(("data", "train"))
+    params = made.params_with(loss_kernel={"chains": 2, "draws": 8, "burn_in": 4, "steps_between": 2, "batch_size": 64,
+                                           "umap": True})
+    layout = made.layout
     summary = loss_kernel_stage(params, layout).summary
-    assert np.isfinite(summary["llc"]) and 0 <= summary["label_agreement"] <= 1
+    assert np.isfinite(summary["llc"])
+    # label agreement recomputed from the written probe losses: numpy's correlation, each probe's 10 nearest others
+    probes = pq.read_table(layout.root / "loss_kernel" / "probe_losses.parquet")
+    losses = np.stack(probes.column("losses").to_numpy(zero_copy_only=False)).astype(np.float64)  # (n_probe, c · d)
+    ds = read_dataset(layout.data_dir)
+    assert probes.column("probe_id").to_numpy().tolist() == [*ds.train.ids, *ds.test.ids]
+    labels = np.concatenate([ds.train.y, ds.test.y])
+    r = np.corrcoef(losses)
+    np.fill_diagonal(r, -np.inf)
+    nearest = np.argsort(-r, axis=1, kind="stable")[:, :params.loss_kernel.neighbours]
+    assert summary["label_agreement"] == pytest.approx((labels[nearest] == labels[:, None]).mean(), abs=1e-3)
+    assert summary["label_base_rate"] == pytest.approx(((np.bincount(labels) / len(labels)) ** 2).sum())
     k_train, meta = read_kernel(layout.kernel_path("loss_corr", "train"))
     k_test, _ = read_kernel(layout.kernel_path("loss_corr", "test"))
     assert meta["kind"] == "loss_corr" and k_train.shape[0] == k_train.shape[1] == k_test.shape[1]
     np.testing.assert_allclose(np.diag(k_train), 1.0, atol=1e-5)
     fit_kglm_stage(params, layout, "loss_corr")
     result = evaluate_stage(params, layout, "loss_corr").summary
-    assert 0 <= result["kglm_accuracy"] <= 1
+    assert result["kglm_accuracy"] == pytest.approx(written_binary_accuracy(layout.kglm_dir("loss_corr"), "kglm"))
     for name in ("traces.png", "probe_losses.parquet", "correlation.png", "covariance_groups.png", "umap.png"):
         assert (layout.root / "loss_kernel" / name).stat().st_size > 0, name
-
-
-def test_taxonomic_lift_by_hand_and_hierarchy_refusals(tmp_path):
-    from kernelscope.core.errors import KernelscopeError
-    from kernelscope.data.hierarchy import load_hierarchy, taxonomic_lift
-
-    # classes 0, 1 form superclass A, class 2 is B; each point's nearest other-class neighbour:
-    labels = np.array([0, 1, 2, 0])
-    r = np.array([[1.0, 0.9, 0.1, 0.5],
-                  [0.9, 1.0, 0.2, 0.1],
-                  [0.1, 0.2, 1.0, 0.8],
-                  [0.5, 0.1, 0.8, 1.0]])
-    superclass_of = np.array([0, 0, 1])
-    out = taxonomic_lift(r, labels, superclass_of, k=1)
-    # 0 -> 1 (same A), 1 -> 0 (same A), 2 -> 3 (label 0: A, not B), 3 -> 2 (B, not A): 2 of 4
-    assert out["superclass_agreement"] == pytest.approx(0.5)
-    # expected: point 0: others {1 (A), 2 (B)} -> 1/2; point 1: {0, 2, 3} -> 2/3; point 2: {0, 1, 3} -> 0; point 3: {1, 2} -> 1/2
-    assert out["superclass_base_rate"] == pytest.approx((0.5 + 2 / 3 + 0 + 0.5) / 4)
-    good = tmp_path / "h.yaml"
-    good.write_text("name: toy\nsuperclasses:\n  A: [0, 1]\n  B: [2]\n")
-    name, index, names = load_hierarchy(good, 3)
-    assert name == "toy" and index.tolist() == [0, 0, 1] and names == ["A", "B"]
-    (tmp_path / "dup.yaml").write_text("superclasses:\n  A: [0, 1]\n  B: [1, 2]\n")
-    with pytest.raises(KernelscopeError, match="class 1 is in both"):
-        load_hierarchy(tmp_path / "dup.yaml", 3)
-    (tmp_path / "gap.yaml").write_text("superclasses:\n  A: [0]\n")
-    with pytest.raises(KernelscopeError, match=r"classes \[1, 2\] belong to no superclass"):
-        load_hierarchy(tmp_path / "gap.yaml", 3)
-    from conftest import REPO
-
-    assert load_hierarchy(REPO / "src/kernelscope/data/hierarchies/digits-shapes.yaml", 10)[0] == "digit-shapes"

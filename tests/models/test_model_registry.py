@@ -7,24 +7,18 @@ import pytest
 import torch
 
 from kernelscope.core.errors import CheckpointError, ParamsError
-from kernelscope.core.layout import RunLayout
 from kernelscope.core.param_sections import CNNParams, TrainParams
 from kernelscope.core.params import params_from_dict
 from kernelscope.core.provenance import run_checkpoint, run_data
 from kernelscope.data.datasets import make_digits
-from kernelscope.data.stages import data_stage
 from kernelscope.models import heads
-from kernelscope.models.stages import train_stage
 from kernelscope.models.zoo import MODELS, BasicBlock, architecture, build_model, model_entry
 
 
-def test_resnet_chosen_by_train_arch_trains_end_to_end(tmp_path, tiny_params_dict):
-    tiny_params_dict["train"]["arch"] = "resnet"
-    tiny_params_dict["resnet"] = {"widths": [4], "blocks": 1, "batch_size": 256, "epochs": 1}  # 2 steps on digits2
-    params = params_from_dict(tiny_params_dict)
-    layout = RunLayout(tmp_path)
-    data_stage(params, "digits2", layout)
-    train_stage(params, layout, progress=False)
+def test_resnet_chosen_by_train_arch_trains_end_to_end(tiny_run):
+    made = tiny_run(("data", "train"), train={"arch": "resnet"},
+                    resnet={"widths": [4], "blocks": 1, "batch_size": 256, "epochs": 1})  # 2 steps on digits2
+    params, layout = made.params, made.layout
     ckpt = run_checkpoint(params, layout.model_dir, run_data(params, layout))  # verified against params' record
     assert ckpt.meta["architecture"] == {"name": "resnet", "image_shape": [1, 8, 8], "n_outputs": 1, "widths": [4],
                                          "blocks": 1}

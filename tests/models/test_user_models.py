@@ -9,11 +9,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from kernel_reference import trntk0
 from kernelscope.core.errors import CheckpointError
 from kernelscope.kernels import compute_kernel
-from kernelscope.models.zoo import build_model, build_resnet
 from kernelscope.models.user_models import build_from_factory, load_weights, read_state_dict, state_dict_differences
+from kernelscope.models.zoo import build_model, build_resnet
+from tests.support.kernel_reference import trntk0
 
 
 def test_resnet_shapes_and_rebuild_from_its_record():

@@ -1,11 +1,10 @@
-"""Shared pieces of the fault tests (crash safety, concurrency): a prepared run folder, CLI runs, torn-file checks."""
+"""Shared pieces of the fault tests (crash safety, concurrency, tampering): CLI subprocesses, torn-file checks,
+Parquet edits."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,42 +12,19 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import yaml
 
-from conftest import TINY_PARAMS
-from kernelscope.core.fileio import sha256_file
 from kernelscope.core.artifacts import HASH_KEY, META_KEY, verify_parquet
+from kernelscope.core.fileio import sha256_file
 from kernelscope.core.json_artifacts import read_json_artifact
 from kernelscope.kernels.store import TEST_BLOCK_DELAY_ENV, read_kernel
 
 DATASET = "digits2"
-# Many small row groups (16 rows) so a writer can be caught mid-file; a short SGLD run for the loss kernel.
-FAULT_PARAMS = copy.deepcopy(TINY_PARAMS)
-FAULT_PARAMS["kernel"]["chunk_size"] = 16
-FAULT_PARAMS["loss_kernel"] = {"chains": 2, "draws": 30, "burn_in": 5, "steps_between": 2, "batch_size": 64, "umap": False}
-
-
-def prepare_run(root: Path) -> Path:
-    """data + train on the fault params under root/digits2 (in-process: seeded, the same bytes as the CLI); returns params.yaml."""
-    from kernelscope.core.params import params_from_dict
-    from kernelscope.core.layout import RunLayout
-    from kernelscope.data.stages import data_stage
-    from kernelscope.models.stages import train_stage
-
-    root.mkdir(parents=True, exist_ok=True)
-    params_file = root / "params.yaml"
-    params_file.write_text(yaml.safe_dump(FAULT_PARAMS, sort_keys=False))
-    params = params_from_dict(copy.deepcopy(FAULT_PARAMS))
-    layout = RunLayout.at(root / "out", DATASET)
-    data_stage(params, DATASET, layout)
-    train_stage(params, layout, progress=False)
-    return params_file
-
-
-def copy_run(prepared: Path, dest: Path) -> tuple[Path, Path]:
-    """A private copy of a prepared folder: (params.yaml, outputs root)."""
-    shutil.copytree(prepared, dest)
-    return dest / "params.yaml", dest / "out"
+# The fault tests' run: tiny_run(FAULT_STAGES, **FAULT_OVERRIDES). Many small row groups (16 rows) so a writer
+# can be caught mid-file; a short SGLD run for the loss kernel.
+FAULT_STAGES = ("data", "train")
+FAULT_OVERRIDES = {"kernel": {"chunk_size": 16},
+                   "loss_kernel": {"chains": 2, "draws": 30, "burn_in": 5, "steps_between": 2, "batch_size": 64,
+                                   "umap": False}}
 
 
 def cli(command: list[str], params_file: Path, out: Path, *, delay: float | None = None, **popen) -> subprocess.Popen:

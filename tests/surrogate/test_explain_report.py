@@ -1,39 +1,18 @@
 """Explain and report on a saved run (tiny model), and refusals of bad input files."""
 
-import json
-
 import numpy as np
 import pytest
 
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.surrogate.explain import Query, explain, load_inputs
-from kernelscope.core.params import params_from_dict
-from kernelscope.core.layout import RunLayout
-from kernelscope.surrogate.stages import compare_stage, evaluate_stage, fit_kglm_stage
-from kernelscope.data.stages import data_stage
-from kernelscope.kernels.stages import kernel_stage
-from kernelscope.models.stages import train_stage
 from kernelscope.surrogate.report import build_report
 
 
-@pytest.fixture(scope="module")
-def saved_run(tmp_path_factory):
-    from conftest import TINY_PARAMS
-
-    raw = json.loads(json.dumps(TINY_PARAMS))
-    raw["datasets"] = ["digits10"]
-    raw["kernel"]["kinds"] = ["trntk", "ck"]
-    params = params_from_dict(raw)
-    layout = RunLayout(tmp_path_factory.mktemp("run") / "digits10")
-    data_stage(params, "digits10", layout)
-    train_stage(params, layout, progress=False)
-    summaries = []
-    for kind in params.kernel.kinds:
-        kernel_stage(params, layout, kind, progress=False)
-        fit_kglm_stage(params, layout, kind)
-        summaries.append(evaluate_stage(params, layout, kind).summary)
-    compare_stage(params, layout, summaries)
-    return params, layout
+@pytest.fixture
+def saved_run(tiny_run):
+    """A private copy of a finished digits10 run (data, model, trntk and ck kernels, kGLMs, comparison)."""
+    made = tiny_run(("data", "train", "kernel", "kglm"), datasets=["digits10"], kernel={"kinds": ["trntk", "ck"]})
+    return made.params, made.layout
 
 
 def test_explain_test_point_produces_every_output(saved_run):

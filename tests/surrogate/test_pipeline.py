@@ -5,14 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from kernelscope.surrogate.faithfulness import correct_class_logit, faithfulness
-from kernelscope.kernels.store import read_kernel
-from kernelscope.core.params import params_from_dict
 from kernelscope.core.layout import RunLayout
-from kernelscope.surrogate.stages import compare_stage, evaluate_stage, fit_kglm_stage
+from kernelscope.core.params import params_from_dict
 from kernelscope.data.stages import data_stage
 from kernelscope.kernels.stages import kernel_stage
+from kernelscope.kernels.store import read_kernel
 from kernelscope.models.stages import train_stage
+from kernelscope.surrogate.faithfulness import correct_class_logit, faithfulness
+from kernelscope.surrogate.stages import compare_stage, evaluate_stage, fit_kglm_stage
+from tests.support.expect import WRITTEN_TAU_TOLERANCE, written_binary_accuracy, written_tau
 
 
 def test_correct_class_logit_matches_direct_formula():
@@ -36,6 +37,8 @@ def test_saturated_probabilities_keep_their_order():
 
 
 def test_stages_end_to_end_and_deterministic(tmp_path, tiny_params_dict):
+    # Not tiny_run: the subject is two independent builds from scratch giving the same bytes (a cached run would
+    # compare a run with its own copy), stage by stage.
     tiny_params_dict["kernel"]["kinds"] = ["trntk", "proj_trntk"]
     tiny_params_dict["kernel"]["chunk_size"] = 50  # several row groups per kernel file
     params = params_from_dict(tiny_params_dict)
@@ -59,7 +62,10 @@ def test_stages_end_to_end_and_deterministic(tmp_path, tiny_params_dict):
     k, meta = read_kernel(la.kernel_path("trntk", "test"))
     assert k.shape == (meta["n_query"], meta["n_train"]) and meta["split"] == "test"
     assert meta["checkpoint_hash"] == ta["checkpoint_hash"] and meta["normalization"] == "cosine"
-    assert -1.0 <= sa["tau_k"] <= 1.0 and sa["nn_accuracy"] > 0.9
+    assert sa["tau_k"] == pytest.approx(written_tau(la.kglm_dir("trntk")), abs=WRITTEN_TAU_TOLERANCE)
+    assert sa["nn_accuracy"] == pytest.approx(written_binary_accuracy(la.kglm_dir("trntk"), "nn"))
+    assert sa["nn_accuracy"] > 0.9
+    assert sa["kglm_accuracy"] == pytest.approx(written_binary_accuracy(la.kglm_dir("trntk"), "kglm"))
     assert json.loads((la.kglm_dir("trntk") / "metrics.json").read_text())["tau_k"] == sa["tau_k"]
     assert (la.kglm_dir("trntk") / "probabilities.png").stat().st_size > 1000
     assert [row["kernel"] for row in comparison["table"]] == ["trntk", "proj_trntk"]
@@ -75,8 +81,8 @@ def test_seeds_trained_in_parallel_threads_match_sequential_training():
 
     import torch
 
-    from kernelscope.data.datasets import make_digits
     from kernelscope.core.param_sections import TrainParams
+    from kernelscope.data.datasets import make_digits
     from kernelscope.models.train import train_classifier
 
     ds = make_digits("digits2", 0.3, 0)
