@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
+from kernelscope.core.param_sections import TrainParams
 from kernelscope.data.datasets import make_digits
 from kernelscope.kernels import compute_kernel, kernel_spec
 from kernelscope.kernels.assembly import KernelSpec, kernel_row_blocks, represent
 from kernelscope.kernels.store import write_kernel_blocks
-from kernelscope.models.zoo import build_mlp
-from kernelscope.core.param_sections import TrainParams
 from kernelscope.models.train import train_classifier
+from kernelscope.models.zoo import build_mlp
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -68,8 +68,9 @@ def trained_digits_mlp(samples: int):
 
 
 # -- the naive baseline: what existing tools do --------------------------------------------
-def naive_projected_features(model: torch.nn.Module, x: torch.Tensor, k: int, seed: int, batch: int = 64,
-                             block_rows: int = 256) -> torch.Tensor:
+def naive_projected_features(
+    model: torch.nn.Module, x: torch.Tensor, k: int, seed: int, batch: int = 64, block_rows: int = 256
+) -> torch.Tensor:
     """Per-class vmap(grad) passes over the whole model, then a dense Gaussian projection
     regenerated block by block for every batch (as TRAK-style projectors do)."""
     params = {n: p.detach() for n, p in model.named_parameters()}
@@ -79,8 +80,10 @@ def naive_projected_features(model: torch.nn.Module, x: torch.Tensor, k: int, se
     for start in range(0, len(x), batch):
         xb = x[start : start + batch]
         for c in range(n_out):
+
             def logit_c(p, xi, c=c):
                 return functional_call(model, p, (xi.unsqueeze(0),))[0, c]
+
             g = vmap(grad(logit_c), in_dims=(None, 0))(params, xb)
             flat = torch.cat([t.reshape(len(xb), -1) for t in g.values()], dim=1)  # (b, P)
             for r0 in range(0, k, block_rows):
@@ -95,13 +98,21 @@ def bench_featurization(quick: bool) -> dict:
     n = 128 if quick else 512
     model, x = trained_digits_mlp(n)
     baseline_s, _ = timed(lambda: naive_projected_features(model, x, k, seed=0))
-    results = {"model": "MLP 64-100-100-100-10", "parameters": sum(p.numel() for p in model.parameters()),
-               "projection_dim": k, "samples": n, "baseline": {"samples_per_s": round(n / baseline_s, 1)}}
+    results = {
+        "model": "MLP 64-100-100-100-10",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "projection_dim": k,
+        "samples": n,
+        "baseline": {"samples_per_s": round(n / baseline_s, 1)},
+    }
     for projection in ("kron_hadamard", "gaussian"):
         spec = kernel_spec(model, "proj_trntk", projection_dim=k, projection=projection, seed=0)
         represent(spec, x[:64])  # build the projection once (it is reused across batches)
         seconds, _ = timed(lambda: represent(spec, x), repeat=3)
-        results[projection] = {"samples_per_s": round(n / seconds, 1), "speedup_vs_baseline": round(baseline_s / seconds, 1)}
+        results[projection] = {
+            "samples_per_s": round(n / seconds, 1),
+            "speedup_vs_baseline": round(baseline_s / seconds, 1),
+        }
     return results
 
 
@@ -127,7 +138,9 @@ def bench_gram(quick: bool, matmul_gflops: float) -> dict:
     """Assembly of a normalized Gram from in-memory features, against the machine's matmul rate."""
     n, d = (1024, 2048) if quick else (2048, 8192)
     features = torch.randn(n, d)
-    spec = KernelSpec("features", "cosine", lambda t: t, lambda a, b: (a @ b.T).double(), lambda a: (a.double() ** 2).sum(1))
+    spec = KernelSpec(
+        "features", "cosine", lambda t: t, lambda a, b: (a @ b.T).double(), lambda a: (a.double() ** 2).sum(1)
+    )
 
     def assemble():
         out = np.empty((n, n))
@@ -138,7 +151,12 @@ def bench_gram(quick: bool, matmul_gflops: float) -> dict:
     assemble()
     seconds, _ = timed(assemble, repeat=3)
     gflops = 2 * n * n * d / seconds / 1e9
-    return {"n": n, "feature_dim": d, "gflops": round(gflops, 1), "fraction_of_matmul_rate": round(gflops / matmul_gflops, 3)}
+    return {
+        "n": n,
+        "feature_dim": d,
+        "gflops": round(gflops, 1),
+        "fraction_of_matmul_rate": round(gflops / matmul_gflops, 3),
+    }
 
 
 def bench_exact(quick: bool) -> dict:
@@ -146,8 +164,13 @@ def bench_exact(quick: bool) -> dict:
     model, x = trained_digits_mlp(n)
     jac_s, k_jac = timed(lambda: compute_kernel(model, x, kind="trntk", method="jacobian"))
     fac_s, k_fac = timed(lambda: compute_kernel(model, x, kind="trntk", method="factored"), repeat=3)
-    return {"samples": n, "jacobian_s": round(jac_s, 3), "factored_s": round(fac_s, 4), "speedup": round(jac_s / fac_s, 1),
-            "max_abs_difference": float(np.abs(k_jac - k_fac).max())}
+    return {
+        "samples": n,
+        "jacobian_s": round(jac_s, 3),
+        "factored_s": round(fac_s, 4),
+        "speedup": round(jac_s / fac_s, 1),
+        "max_abs_difference": float(np.abs(k_jac - k_fac).max()),
+    }
 
 
 def memory_case(case: str, out_dir: str) -> None:
@@ -166,11 +189,17 @@ def memory_case(case: str, out_dir: str) -> None:
         spec = kernel_spec(model, kind, **options)
         start = time.perf_counter()
         ids = np.arange(len(x))
-        blocks = ((ids[rows], block) for rows, block in kernel_row_blocks(spec, x, None, chunk_size=256, memory_budget_mb=1024))
+        blocks = (
+            (ids[rows], block)
+            for rows, block in kernel_row_blocks(spec, x, None, chunk_size=256, memory_budget_mb=1024)
+        )
         path = Path(out_dir) / f"{case}-{kind}.parquet"
         write_kernel_blocks(path, blocks, len(x), ids, {"kind": kind})
-        report[kind] = {"seconds": round(time.perf_counter() - start, 1), "file_mb": round(path.stat().st_size / 2**20, 1),
-                        "dense_float32_mb": round(len(x) ** 2 * 4 / 2**20, 1)}
+        report[kind] = {
+            "seconds": round(time.perf_counter() - start, 1),
+            "file_mb": round(path.stat().st_size / 2**20, 1),
+            "dense_float32_mb": round(len(x) ** 2 * 4 / 2**20, 1),
+        }
         path.unlink()
     report["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(report))
@@ -189,7 +218,12 @@ def bench_memory(quick: bool) -> list[dict]:
     reports = []
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
-            proc = subprocess.run([sys.executable, __file__, "--memory-case", case, "--tmp", tmp], capture_output=True, text=True, check=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--memory-case", case, "--tmp", tmp],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             reports.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     return reports
 
@@ -209,11 +243,13 @@ def main() -> None:
     report = json.loads(out.read_text()) if args.only and out.exists() else {}
     report["machine"] = machine()
     print(json.dumps(report["machine"]), flush=True)
-    for name, fn in (("featurization", lambda: bench_featurization(args.quick)),
-                     ("projection_error", lambda: bench_projection_error(args.quick)),
-                     ("gram_assembly", lambda: bench_gram(args.quick, report["machine"]["matmul_float32_gflops"])),
-                     ("exact_trntk", lambda: bench_exact(args.quick)),
-                     ("peak_memory", lambda: bench_memory(args.quick))):
+    for name, fn in (
+        ("featurization", lambda: bench_featurization(args.quick)),
+        ("projection_error", lambda: bench_projection_error(args.quick)),
+        ("gram_assembly", lambda: bench_gram(args.quick, report["machine"]["matmul_float32_gflops"])),
+        ("exact_trntk", lambda: bench_exact(args.quick)),
+        ("peak_memory", lambda: bench_memory(args.quick)),
+    ):
         if args.only and name not in args.only:
             continue
         report[name] = fn()

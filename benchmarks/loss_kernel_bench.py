@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from kernelscope.data.datasets import make_digits
-from kernelscope.models.zoo import build_mlp
 from kernelscope.loss_kernel.sgld import SGLDConfig, sample
+from kernelscope.models.zoo import build_mlp
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -37,7 +37,10 @@ def per_sample(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def probe_evaluation(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chains: int, repeats: int = 5) -> dict:
     """Losses of every probe point under `chains` weight vectors: one vmap call against a loop."""
     params = {n: p.detach() for n, p in model.named_parameters()}
-    stacked = {n: p.unsqueeze(0).repeat(chains, *([1] * p.dim())) + 1e-3 * torch.randn(chains, *p.shape) for n, p in params.items()}
+    stacked = {
+        n: p.unsqueeze(0).repeat(chains, *([1] * p.dim())) + 1e-3 * torch.randn(chains, *p.shape)
+        for n, p in params.items()
+    }
 
     def losses(p: dict, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         return per_sample(functional_call(model, p, (xs,)), ys)
@@ -61,12 +64,19 @@ def probe_evaluation(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, c
             fn()
         timings[name] = (time.perf_counter() - start) / repeats
     evaluated = chains * len(x)
-    return {"chains": chains, "probes": len(x), "losses_per_s_vectorized": round(evaluated / timings["vectorized"]),
-            "losses_per_s_loop": round(evaluated / timings["loop"]), "speedup": round(timings["loop"] / timings["vectorized"], 2)}
+    return {
+        "chains": chains,
+        "probes": len(x),
+        "losses_per_s_vectorized": round(evaluated / timings["vectorized"]),
+        "losses_per_s_loop": round(evaluated / timings["loop"]),
+        "speedup": round(timings["loop"] / timings["vectorized"], 2),
+    }
 
 
 def chain_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chains: int) -> dict:
-    config = SGLDConfig(epsilon=1e-4, gamma=1000, chains=chains, draws=20, burn_in=0, steps_between=5, batch_size=256, seed=0)
+    config = SGLDConfig(
+        epsilon=1e-4, gamma=1000, chains=chains, draws=20, burn_in=0, steps_between=5, batch_size=256, seed=0
+    )
     start = time.perf_counter()
     sample(model, per_sample, x, y, x[:256], y[:256], config)
     seconds = time.perf_counter() - start
@@ -83,10 +93,16 @@ def main() -> None:
     model = build_mlp(64, [100, 100, 100], 10, "ntk").eval()
     x = torch.cat([torch.from_numpy(ds.train.x), torch.from_numpy(ds.test.x)])
     y = torch.cat([torch.from_numpy(ds.train.y), torch.from_numpy(ds.test.y)])
-    report = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                          "torch_threads": torch.get_num_threads()},
-              "probe_evaluation": [probe_evaluation(model, x, y, c) for c in (1, 4, 16)],
-              "chain_steps": [chain_steps(model, x[: len(ds.train.y)], y[: len(ds.train.y)], c) for c in (1, 4)]}
+    report = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "probe_evaluation": [probe_evaluation(model, x, y, c) for c in (1, 4, 16)],
+        "chain_steps": [chain_steps(model, x[: len(ds.train.y)], y[: len(ds.train.y)], c) for c in (1, 4)],
+    }
     print(json.dumps(report, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

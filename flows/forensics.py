@@ -7,10 +7,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from kernelscope.forensics.stages import track_forensics
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import POISONED_SUFFIX
 from kernelscope.core.stage_reads import stage_sections
+from kernelscope.forensics.stages import track_forensics
 from tasks.fanout import Fanout
 from tasks.forensics import assemble_forensic_kernel, detect, forensic_kglm, poison_data, train_poisoned
 
@@ -34,24 +34,63 @@ def forensics(params: Params, outputs: str | None = None, track: bool = True) ->
     root = str(Path(outputs or params.outputs) / "forensics" / p.dataset)
     with Fanout(params.scale) as fan:
         data = fan.run(poison_data, sections=forensic_sections(params, "poison"), root=root).summary
-        trained = fan.run(train_poisoned, sections=forensic_sections(params, "poison_train"), root=root,
-                          dataset_hash=data["dataset_hash"]).summary
-        logger.info("poisoned model: clean test accuracy %.4f, attack success rate %.4f", trained["clean_test_accuracy"], trained["attack_success_rate"])
+        trained = fan.run(
+            train_poisoned,
+            sections=forensic_sections(params, "poison_train"),
+            root=root,
+            dataset_hash=data["dataset_hash"],
+        ).summary
+        logger.info(
+            "poisoned model: clean test accuracy %.4f, attack success rate %.4f",
+            trained["clean_test_accuracy"],
+            trained["attack_success_rate"],
+        )
         kernel_sections = forensic_sections(params, "poison_kernel")
-        kernels = fan.map(assemble_forensic_kernel, [dict(sections=kernel_sections, root=root, kind=kind,
-                                                          checkpoint_hash=trained["checkpoint_hash"])
-                                                     for kind in p.kinds])
-        faith = fan.map(forensic_kglm, [dict(sections=forensic_sections(params, "forensic_kglm"), root=root, kind=kind,
-                                             checkpoint_hash=k.summary["checkpoint_hash"])
-                                        for kind, k in zip(p.kinds, kernels)])
-        result = fan.run(detect, sections=forensic_sections(params, "detect_poison"), root=root,
-                         faith=[f.summary for f in faith]).summary
+        kernels = fan.map(
+            assemble_forensic_kernel,
+            [
+                dict(sections=kernel_sections, root=root, kind=kind, checkpoint_hash=trained["checkpoint_hash"])
+                for kind in p.kinds
+            ],
+        )
+        faith = fan.map(
+            forensic_kglm,
+            [
+                dict(
+                    sections=forensic_sections(params, "forensic_kglm"),
+                    root=root,
+                    kind=kind,
+                    checkpoint_hash=k.summary["checkpoint_hash"],
+                )
+                for kind, k in zip(p.kinds, kernels)
+            ],
+        )
+        result = fan.run(
+            detect, sections=forensic_sections(params, "detect_poison"), root=root, faith=[f.summary for f in faith]
+        ).summary
     for row in result["rows"]:
-        logger.info("%s: precision %.4f recall %.4f trace-back %.4f", row["kernel"], row["precision"], row["recall"], row["trace_precision"])
+        logger.info(
+            "%s: precision %.4f recall %.4f trace-back %.4f",
+            row["kernel"],
+            row["precision"],
+            row["recall"],
+            row["trace_precision"],
+        )
     run_id = None
     if track:
-        run_id = track_forensics(params, result, checkpoint_hash=trained["checkpoint_hash"],
-                                 extra_metrics={k: trained[k] for k in ("clean_test_accuracy", "attack_success_rate")})
+        run_id = track_forensics(
+            params,
+            result,
+            checkpoint_hash=trained["checkpoint_hash"],
+            extra_metrics={k: trained[k] for k in ("clean_test_accuracy", "attack_success_rate")},
+        )
     run = fan.ledger
-    return {**result, "clean_test_accuracy": trained["clean_test_accuracy"], "attack_success_rate": trained["attack_success_rate"],
-            "n_poisoned": data["n_poisoned"], "cache_hits": run.hits, "tasks": run.runs, "mlflow_run_id": run_id}
+    return {
+        **result,
+        "clean_test_accuracy": trained["clean_test_accuracy"],
+        "attack_success_rate": trained["attack_success_rate"],
+        "n_poisoned": data["n_poisoned"],
+        "cache_hits": run.hits,
+        "tasks": run.runs,
+        "mlflow_run_id": run_id,
+    }

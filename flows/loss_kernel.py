@@ -9,19 +9,21 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.sections import kglm_sections
-from kernelscope.loss_kernel.stages import LOSS_KINDS, track_loss_kernel
+from kernelscope.core.layout import RunLayout
 from kernelscope.core.param_types import DatasetName
 from kernelscope.core.params import Params, params_hash
-from kernelscope.core.layout import RunLayout
 from kernelscope.core.stage_reads import stage_sections
 from kernelscope.core.tracking import RunTags, log_run
-from tasks.surrogate import evaluate, train_kglm
+from kernelscope.loss_kernel.stages import LOSS_KINDS, track_loss_kernel
 from tasks.fanout import Fanout
 from tasks.loss_kernel import multitask_loss_kernel, sample_probe_losses, train_multitask_model
+from tasks.surrogate import evaluate, train_kglm
 
 
 @flow(name="loss-kernel")
-def loss_kernel(params: Params, dataset: DatasetName = "digits10", outputs: str | None = None, track: bool = True) -> dict[str, Any]:
+def loss_kernel(
+    params: Params, dataset: DatasetName = "digits10", outputs: str | None = None, track: bool = True
+) -> dict[str, Any]:
     """SGLD probe losses around the dataset's model, loss kernels and their kGLMs. Run attribution first.
 
     Args:
@@ -35,20 +37,57 @@ def loss_kernel(params: Params, dataset: DatasetName = "digits10", outputs: str 
     checkpoint_hash = layout.checkpoint_hash()
     root = str(layout.root)
     with Fanout(params.scale) as fan:
-        summary = fan.run(sample_probe_losses, sections=stage_sections(params, "loss_kernel", dataset), root=root,
-                          checkpoint_hash=checkpoint_hash).summary
+        summary = fan.run(
+            sample_probe_losses,
+            sections=stage_sections(params, "loss_kernel", dataset),
+            root=root,
+            checkpoint_hash=checkpoint_hash,
+        ).summary
         for warning in summary["warnings"]:
             logger.warning("SGLD health: %s", warning)
-        fitted = fan.map(train_kglm, [dict(sections=kglm_sections(params, kind, dataset), root=root, kind=kind,
-                                           kernel_train=str(layout.kernel_path(kind, "train")), checkpoint_hash=checkpoint_hash) for kind in LOSS_KINDS])
-        evaluated = fan.map(evaluate, [dict(sections=kglm_sections(params, kind, dataset), root=root, kind=kind,
-                                            kglm_sha256=f.summary["kglm_sha256"], checkpoint_hash=checkpoint_hash)
-                                       for kind, f in zip(LOSS_KINDS, fitted)])
+        fitted = fan.map(
+            train_kglm,
+            [
+                dict(
+                    sections=kglm_sections(params, kind, dataset),
+                    root=root,
+                    kind=kind,
+                    kernel_train=str(layout.kernel_path(kind, "train")),
+                    checkpoint_hash=checkpoint_hash,
+                )
+                for kind in LOSS_KINDS
+            ],
+        )
+        evaluated = fan.map(
+            evaluate,
+            [
+                dict(
+                    sections=kglm_sections(params, kind, dataset),
+                    root=root,
+                    kind=kind,
+                    kglm_sha256=f.summary["kglm_sha256"],
+                    checkpoint_hash=checkpoint_hash,
+                )
+                for kind, f in zip(LOSS_KINDS, fitted)
+            ],
+        )
     results = {kind: e.summary for kind, e in zip(LOSS_KINDS, evaluated)}
-    logger.info("%s: LLC %.3f; label agreement of 10 nearest under R %.3f (base rate %.3f, lift %.2f)", dataset, summary["llc"],
-                summary["label_agreement"], summary["label_base_rate"], summary["label_lift"])
+    logger.info(
+        "%s: LLC %.3f; label agreement of 10 nearest under R %.3f (base rate %.3f, lift %.2f)",
+        dataset,
+        summary["llc"],
+        summary["label_agreement"],
+        summary["label_base_rate"],
+        summary["label_lift"],
+    )
     run_id = track_loss_kernel(params, dataset, summary, kglm=results) if track else None
-    return {"summary": summary, "kglm": results, "cache_hits": fan.ledger.hits, "tasks": fan.ledger.runs, "mlflow_run_id": run_id}
+    return {
+        "summary": summary,
+        "kglm": results,
+        "cache_hits": fan.ledger.hits,
+        "tasks": fan.ledger.runs,
+        "mlflow_run_id": run_id,
+    }
 
 
 @flow(name="loss-kernel-multitask")
@@ -67,14 +106,38 @@ def multitask(params: Params, outputs: str | None = None, track: bool = True) ->
         trained = fan.run(train_multitask_model, sections=stage_sections(params, "multitask_train"), root=root).summary
         accuracy = {k: round(v, 4) for k, v in trained.items() if k != "checkpoint_hash"}
         logger.info("modular model accuracy: %s", accuracy)
-        summary = fan.run(multitask_loss_kernel, sections=stage_sections(params, "multitask_loss_kernel"), root=root,
-                          checkpoint_hash=trained["checkpoint_hash"]).summary
-    logger.info("task separation ROC-AUC %.3f (within-chain %.3f)", summary["task_auc"], summary["task_auc_within_chain"])
+        summary = fan.run(
+            multitask_loss_kernel,
+            sections=stage_sections(params, "multitask_loss_kernel"),
+            root=root,
+            checkpoint_hash=trained["checkpoint_hash"],
+        ).summary
+    logger.info(
+        "task separation ROC-AUC %.3f (within-chain %.3f)", summary["task_auc"], summary["task_auc_within_chain"]
+    )
     run_id = None
     if track:
         metrics = {k: v for k, v in {**trained, **summary}.items() if isinstance(v, float)}
-        tags = RunTags("loss-kernel-multitask", f"modular-{params.multitask.p}", ",".join(LOSS_KINDS), params.seed, params_hash(params),
-                       {"checkpoint_hash": trained["checkpoint_hash"]})
-        run_id = log_run("loss-kernel", "multitask", tags=tags, params={"multitask": params.multitask.model_dump(mode="json"), "seed": params.seed},
-                         metrics=metrics, artifacts=summary["plots"])
-    return {"accuracy": trained, "summary": summary, "mlflow_run_id": run_id, "cache_hits": fan.ledger.hits, "tasks": fan.ledger.runs}
+        tags = RunTags(
+            "loss-kernel-multitask",
+            f"modular-{params.multitask.p}",
+            ",".join(LOSS_KINDS),
+            params.seed,
+            params_hash(params),
+            {"checkpoint_hash": trained["checkpoint_hash"]},
+        )
+        run_id = log_run(
+            "loss-kernel",
+            "multitask",
+            tags=tags,
+            params={"multitask": params.multitask.model_dump(mode="json"), "seed": params.seed},
+            metrics=metrics,
+            artifacts=summary["plots"],
+        )
+    return {
+        "accuracy": trained,
+        "summary": summary,
+        "mlflow_run_id": run_id,
+        "cache_hits": fan.ledger.hits,
+        "tasks": fan.ledger.runs,
+    }

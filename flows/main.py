@@ -8,21 +8,19 @@ import sys
 import time
 from typing import Any
 
-from rich.console import Console
 from prefect import flow
+from rich.console import Console
 from rich.table import Table
 
 import flows  # noqa: F401  (applies the project-local tool defaults)
-from flows.surrogate import attribution
-from flows.surrogate import explain_flow
 from flows.forensics import forensics
 from flows.loss_kernel import loss_kernel, multitask
 from flows.structure import structure
-from flows.surrogate import faithfulness_table
-from kernelscope.surrogate.table import METRICS
+from flows.surrogate import attribution, explain_flow, faithfulness_table
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.params import Params, load_params
 from kernelscope.core.tracking import tracking_uri
+from kernelscope.surrogate.table import METRICS
 
 
 def _fmt(value: float, spec: str) -> str:
@@ -43,7 +41,14 @@ def pipeline(params: Params, outputs: str | None = None, track: bool = True) -> 
     from kernelscope.surrogate.report import build_report, track_report
 
     out = outputs or params.outputs
-    results: dict[str, Any] = {"attribution": {}, "loss_kernel": {}, "structure": {}, "explain": {}, "report": {}, "elapsed": {}}
+    results: dict[str, Any] = {
+        "attribution": {},
+        "loss_kernel": {},
+        "structure": {},
+        "explain": {},
+        "report": {},
+        "elapsed": {},
+    }
     for dataset in params.datasets:
         start = time.perf_counter()
         results["attribution"][dataset] = attribution(params=params, dataset=dataset, outputs=out, track=track)
@@ -59,7 +64,9 @@ def pipeline(params: Params, outputs: str | None = None, track: bool = True) -> 
     results["multitask"] = multitask(params=params, outputs=out, track=track)
     start = time.perf_counter()
     for subject in params.structure.subjects:
-        if subject == "multitask" or subject in params.datasets:  # a digits model exists only for the datasets run above
+        if (
+            subject == "multitask" or subject in params.datasets
+        ):  # a digits model exists only for the datasets run above
             results["structure"][subject] = structure(params=params, subject=subject, outputs=out, track=track)
     results["elapsed"]["structure"] = time.perf_counter() - start
     for dataset in params.datasets:
@@ -81,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except KernelscopeError as error:
         console.print(f"[red]error:[/red] {error}")
         return 2
-    console.print(f"[bold]kernelscope-pipeline[/bold] flow: every flow on {args.params} (runner: {params.scale.runner}) ...")
+    console.print(
+        f"[bold]kernelscope-pipeline[/bold] flow: every flow on {args.params} (runner: {params.scale.runner}) ..."
+    )
     results = pipeline(params=params)
     print_summary(console, params, results)
     return 0
@@ -91,89 +100,155 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
     for dataset in params.datasets:
         result = results["attribution"][dataset]
         first = result["summaries"][0]
-        table = Table(title=f"{dataset}: kernel comparison — NN test accuracy {100 * first['nn_accuracy']:.2f}%, "
-                            f"{results['elapsed'][f'attribution-{dataset}']:.1f} s, {result['cache_hits']}/{result['tasks']} tasks from cache")
+        table = Table(
+            title=f"{dataset}: kernel comparison — NN test accuracy {100 * first['nn_accuracy']:.2f}%, "
+            f"{results['elapsed'][f'attribution-{dataset}']:.1f} s, {result['cache_hits']}/{result['tasks']} tasks from cache"
+        )
         for column in ("kernel", "kGLM test acc", "TAD (pts)", "τ_K", "R_Miss"):
             table.add_column(column, justify="left" if column == "kernel" else "right")
         for s in result["summaries"]:
-            table.add_row(s["kind"], _fmt(100 * s["kglm_accuracy"], ".2f"), _fmt(s["tad"], "+.2f"), _fmt(s["tau_k"], ".3f"),
-                          _fmt(s["r_miss"], ".3f"))
+            table.add_row(
+                s["kind"],
+                _fmt(100 * s["kglm_accuracy"], ".2f"),
+                _fmt(s["tad"], "+.2f"),
+                _fmt(s["tau_k"], ".3f"),
+                _fmt(s["r_miss"], ".3f"),
+            )
         console.print(table)
 
     seeds = results["table"]
-    summary = Table(title=f"Multi-seed faithfulness ({params.table.kind}, {params.table.n_models} seeds × {list(params.table.archs)}, "
-                          f"mean(SE) over seeds; {results['elapsed']['table']:.0f} s). Paper (MNIST2): MLP τ_K 0.708(3), CNN τ_K 0.857(7)")
+    summary = Table(
+        title=f"Multi-seed faithfulness ({params.table.kind}, {params.table.n_models} seeds × {list(params.table.archs)}, "
+        f"mean(SE) over seeds; {results['elapsed']['table']:.0f} s). Paper (MNIST2): MLP τ_K 0.708(3), CNN τ_K 0.857(7)"
+    )
     for column in ("model (dataset)", "# models", *(label for _, label, _, _ in METRICS)):
         summary.add_column(column, justify="left" if column == "model (dataset)" else "right")
     for row in seeds["table"]:
-        summary.add_row(f"{row['arch'].upper()} ({row['dataset']})", str(row["n_models"]), *(row[key]["text"] for key, _, _, _ in METRICS))
+        summary.add_row(
+            f"{row['arch'].upper()} ({row['dataset']})",
+            str(row["n_models"]),
+            *(row[key]["text"] for key, _, _, _ in METRICS),
+        )
     console.print(summary)
 
     p, found = params.poison, results["forensics"]
-    table3 = Table(title=f"Forensics ({p.dataset}, {found['n_poisoned']} poisoned training points; clean test accuracy "
-                         f"{100 * found['clean_test_accuracy']:.2f}%, attack success {100 * found['attack_success_rate']:.2f}%; "
-                         f"{results['elapsed']['forensics']:.0f} s). Flag: ≥{p.m} of the {p.k} nearest training points poisoned")
+    table3 = Table(
+        title=f"Forensics ({p.dataset}, {found['n_poisoned']} poisoned training points; clean test accuracy "
+        f"{100 * found['clean_test_accuracy']:.2f}%, attack success {100 * found['attack_success_rate']:.2f}%; "
+        f"{results['elapsed']['forensics']:.0f} s). Flag: ≥{p.m} of the {p.k} nearest training points poisoned"
+    )
     for column in ("kernel", "precision", "recall", "τ_K", "poi. τ_K", "trace-back P=R"):
         table3.add_column(column, justify="left" if column == "kernel" else "right")
     for row in found["rows"]:
-        table3.add_row(row["kernel"], _fmt(100 * row["precision"], ".2f"), _fmt(100 * row["recall"], ".2f"), _fmt(row["clean_tau_k"], ".3f"),
-                       _fmt(row["poisoned_tau_k"], ".3f"), _fmt(100 * row["trace_precision"], ".2f"))
+        table3.add_row(
+            row["kernel"],
+            _fmt(100 * row["precision"], ".2f"),
+            _fmt(100 * row["recall"], ".2f"),
+            _fmt(row["clean_tau_k"], ".3f"),
+            _fmt(row["poisoned_tau_k"], ".3f"),
+            _fmt(100 * row["trace_precision"], ".2f"),
+        )
     console.print(table3)
 
-    lk_table = Table(title="Loss kernel (SGLD around each dataset's MLP; kGLM on loss kernels uses the test labels through the losses)")
-    for column in ("dataset", "LLC λ̂", "label agreement@10", "base rate", "lift", "taxonomic lift", "kGLM acc (loss_corr)", "warnings"):
+    lk_table = Table(
+        title="Loss kernel (SGLD around each dataset's MLP; kGLM on loss kernels uses the test labels through the losses)"
+    )
+    for column in (
+        "dataset",
+        "LLC λ̂",
+        "label agreement@10",
+        "base rate",
+        "lift",
+        "taxonomic lift",
+        "kGLM acc (loss_corr)",
+        "warnings",
+    ):
         lk_table.add_column(column, justify="left" if column == "dataset" else "right")
     for dataset in params.datasets:
         lk = results["loss_kernel"][dataset]
         s = lk["summary"]
-        lk_table.add_row(dataset, f"{s['llc']:.3f}", f"{s['label_agreement']:.3f}", f"{s['label_base_rate']:.3f}", f"{s['label_lift']:.2f}",
-                         _fmt(s.get("taxonomic_lift", float("nan")), ".2f"),
-                         _fmt(100 * lk["kglm"]["loss_corr"]["kglm_accuracy"], ".2f"), str(len(s["warnings"])))
+        lk_table.add_row(
+            dataset,
+            f"{s['llc']:.3f}",
+            f"{s['label_agreement']:.3f}",
+            f"{s['label_base_rate']:.3f}",
+            f"{s['label_lift']:.2f}",
+            _fmt(s.get("taxonomic_lift", float("nan")), ".2f"),
+            _fmt(100 * lk["kglm"]["loss_corr"]["kglm_accuracy"], ".2f"),
+            str(len(s["warnings"])),
+        )
     console.print(lk_table)
     mt = results["multitask"]
     acc, ms = mt["accuracy"], mt["summary"]
-    console.print(f"Multitask (modular addition and division, p = {params.multitask.p}): test accuracy add {100 * acc['test_add']:.1f}%, "
-                  f"div {100 * acc['test_div']:.1f}%; task separation ROC-AUC {ms['task_auc']:.3f} (within-chain {ms['task_auc_within_chain']:.3f}; "
-                  f"the paper: 0.931); division a = 0 probes: {ms['n_trivial_probes']}, mutual loss correlation "
-                  f"{ms.get('trivial_within_corr', float('nan')):.2f} vs {ms.get('trivial_to_others_corr', float('nan')):.2f} to the rest")
+    console.print(
+        f"Multitask (modular addition and division, p = {params.multitask.p}): test accuracy add {100 * acc['test_add']:.1f}%, "
+        f"div {100 * acc['test_div']:.1f}%; task separation ROC-AUC {ms['task_auc']:.3f} (within-chain {ms['task_auc_within_chain']:.3f}; "
+        f"the paper: 0.931); division a = 0 probes: {ms['n_trivial_probes']}, mutual loss correlation "
+        f"{ms.get('trivial_within_corr', float('nan')):.2f} vs {ms.get('trivial_to_others_corr', float('nan')):.2f} to the rest"
+    )
     print_structure(console, results["structure"], results["elapsed"]["structure"])
     for dataset in params.datasets:
         explained, report = results["explain"][dataset], results["report"][dataset]
-        console.print(f"{dataset}: test point 0 (label {explained['label']}) explained in {explained['report']}; "
-                      f"report with {len(report['figures'])} figures: {report['path']}")
-    console.print("τ_K: Kendall tau-b between NN and kGLM correct-class probabilities on the test set; "
-                  "TAD: kGLM minus NN test accuracy; R_Miss n/a: neither model misclassified anything.")
+        console.print(
+            f"{dataset}: test point 0 (label {explained['label']}) explained in {explained['report']}; "
+            f"report with {len(report['figures'])} figures: {report['path']}"
+        )
+    console.print(
+        "τ_K: Kendall tau-b between NN and kGLM correct-class probabilities on the test set; "
+        "TAD: kGLM minus NN test accuracy; R_Miss n/a: neither model misclassified anything."
+    )
     console.print(f"Comparison tables, bar charts and residual plots: {params.outputs}/<dataset>/comparison/")
-    console.print(f"MLflow: experiments 'attribution', 'faithfulness-table', 'forensics', 'loss-kernel', 'structure' and 'explain' in {tracking_uri()}\n"
-                  "  compare runs: kernelscope runs   |   browse: make ui (Prefect and MLflow UIs on 127.0.0.1)")
+    console.print(
+        f"MLflow: experiments 'attribution', 'faithfulness-table', 'forensics', 'loss-kernel', 'structure' and 'explain' in {tracking_uri()}\n"
+        "  compare runs: kernelscope runs   |   browse: make ui (Prefect and MLflow UIs on 127.0.0.1)"
+    )
 
 
 def print_structure(console: Console, runs: dict[str, Any], elapsed: float) -> None:
     """Per model: each layer pair's Jacobian rank, degeneracy per layer, ablation against PCA, parameters against 2λ̂."""
-    table = Table(title=f"Structure probes ({elapsed:.0f} s): layer Jacobian rank (stacked over points) / 99% mass / participation; "
-                        "per layer: degenerate activation and gradient directions, dead / always-on / synchronized ReLUs, "
-                        "directions for 99% of test accuracy (interaction basis vs PCA); * activation rank capped by structure.points")
-    for column in ("model", "layer pair", "rank / 99% / PR", "layer", "degenerate act / grad", "ReLU dead/on/sync", "ablation LIB vs PCA"):
+    table = Table(
+        title=f"Structure probes ({elapsed:.0f} s): layer Jacobian rank (stacked over points) / 99% mass / participation; "
+        "per layer: degenerate activation and gradient directions, dead / always-on / synchronized ReLUs, "
+        "directions for 99% of test accuracy (interaction basis vs PCA); * activation rank capped by structure.points"
+    )
+    for column in (
+        "model",
+        "layer pair",
+        "rank / 99% / PR",
+        "layer",
+        "degenerate act / grad",
+        "ReLU dead/on/sync",
+        "ablation LIB vs PCA",
+    ):
         table.add_column(column)
     for subject, run in runs.items():
         pairs, layers = run["spectra"]["pairs"], run["degeneracy"]["layers"]
         ablation = {row["layer"]: row for row in run["interaction"]["layers"]}
         for i, (pair, layer) in enumerate(zip(pairs, layers)):
             relu = layer.get("relu")
-            table.add_row(subject if i == 0 else "", f"{pair['source']} → {pair['target']} {pair['shape'][0]}×{pair['shape'][1]}",
-                          f"{pair['rank_stacked']} / {pair['rank_mass_stacked']} / {pair['participation_stacked']:.1f}", layer["layer"],
-                          f"{layer['activation']['degenerate_directions']}{'*' if layer['activation'].get('capped_by_points') else ''} / "
-                          f"{layer['gradient']['degenerate_directions']}",
-                          f"{relu['dead']}/{relu['always_on']}/{relu['sync_neurons']}" if relu else "–",
-                          f"{ablation[layer['layer']]['needed_interaction']} vs {ablation[layer['layer']]['needed_pca']}")
+            table.add_row(
+                subject if i == 0 else "",
+                f"{pair['source']} → {pair['target']} {pair['shape'][0]}×{pair['shape'][1]}",
+                f"{pair['rank_stacked']} / {pair['rank_mass_stacked']} / {pair['participation_stacked']:.1f}",
+                layer["layer"],
+                f"{layer['activation']['degenerate_directions']}{'*' if layer['activation'].get('capped_by_points') else ''} / "
+                f"{layer['gradient']['degenerate_directions']}",
+                f"{relu['dead']}/{relu['always_on']}/{relu['sync_neurons']}" if relu else "–",
+                f"{ablation[layer['layer']]['needed_interaction']} vs {ablation[layer['layer']]['needed_pca']}",
+            )
     console.print(table)
     for subject, run in runs.items():
         p, s = run["parameters"], run["summary"]
-        llc = (f"LLC λ̂ {p['llc']:.4g}: effective parameters 2λ̂ = {p['effective_parameters']:.4g} of {p['raw_parameters']}"
-               if "llc" in p else f"{p['raw_parameters']} parameters (no SGLD run of this checkpoint for the LLC)")
+        llc = (
+            f"LLC λ̂ {p['llc']:.4g}: effective parameters 2λ̂ = {p['effective_parameters']:.4g} of {p['raw_parameters']}"
+            if "llc" in p
+            else f"{p['raw_parameters']} parameters (no SGLD run of this checkpoint for the LLC)"
+        )
         kept = "ranks kept" if s["coordinate_free_kept"] else "a rank moved beyond its bound"
-        console.print(f"{subject}: {llc}; coordinate check (permutation, positive scaling): {kept}, neuron-basis measures changed: "
-                      f"{', '.join(s['neuron_basis_changed']) or 'none'}")
+        console.print(
+            f"{subject}: {llc}; coordinate check (permutation, positive scaling): {kept}, neuron-basis measures changed: "
+            f"{', '.join(s['neuron_basis_changed']) or 'none'}"
+        )
 
 
 if __name__ == "__main__":

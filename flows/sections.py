@@ -4,6 +4,7 @@ source files: what a task's cache key holds besides its own inputs."""
 from __future__ import annotations
 
 from typing import Any
+
 from kernelscope.core.params import Params
 from kernelscope.core.stage_reads import stage_sections
 from kernelscope.kernels.registry import KERNELS, kernel_kind
@@ -13,7 +14,6 @@ def sections(params: Params, *names: str) -> dict[str, Any]:
     """Whole sections of params, as JSON."""
     dumped = params.model_dump(mode="json")
     return {name: dumped[name] for name in names}
-
 
 
 def source_hash(params: Params, dataset: str) -> str | None:
@@ -27,12 +27,10 @@ def source_hash(params: Params, dataset: str) -> str | None:
     return ",".join(parts) or None
 
 
-
 def model_sections(params: Params, dataset: str, *names: str) -> dict[str, Any]:
     """What the kernel stage reads (core/stage_reads.py: the checkpoint's sections, the device, the kernel options),
     plus the whole sections ``names``: the base that kernel_sections trims to one kind."""
     return {**stage_sections(params, "kernel", dataset), **sections(params, *names)}
-
 
 
 def kernel_sections(params: Params, kind: str, dataset: str) -> dict[str, Any]:
@@ -45,12 +43,13 @@ def kernel_sections(params: Params, kind: str, dataset: str) -> dict[str, Any]:
     for _, section in entry.sections:
         picked[section] = getattr(params, section).model_dump(mode="json")
     # How the work is spread does not change the kernel: only the row ranges enter the cache key.
-    picked["scale"] = {"runner": picked["scale"]["runner"], "dask_threads_per_worker": picked["scale"]["dask_threads_per_worker"]}
+    picked["scale"] = {
+        "runner": picked["scale"]["runner"],
+        "dask_threads_per_worker": picked["scale"]["dask_threads_per_worker"],
+    }
     return {**picked, "kernel": kernel}
-
 
 
 def kglm_sections(params: Params, kind: str, dataset: str) -> dict[str, Any]:
     """What fitting and evaluating one kind's kGLM reads: its kernel's sections and the kglm settings."""
     return {**kernel_sections(params, kind, dataset), "kglm": params.kglm.model_dump(mode="json")}
-

@@ -16,16 +16,14 @@ import os
 import sys
 from typing import Any
 
+from prefect.utilities.callables import ParameterSchema
+
 import flows  # noqa: F401  (applies the project-local tool defaults)
-from flows.surrogate import attribution
-from flows.surrogate import explain_flow
 from flows.forensics import forensics
 from flows.loss_kernel import loss_kernel, multitask
 from flows.main import pipeline
 from flows.structure import structure
-from flows.surrogate import faithfulness_table
-from prefect.utilities.callables import ParameterSchema
-
+from flows.surrogate import attribution, explain_flow, faithfulness_table
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.params import Params, load_params
 
@@ -38,18 +36,61 @@ def deployments(params: Params, params_file: str = "params.yaml") -> list[Any]:
     first, last = params.datasets[0], params.datasets[-1]
     note = f"Defaults from {params_file}; edit any field of the form before clicking Run."
     specs = [
-        (attribution, "attribution", {"params": defaults, "dataset": first}, "Kernels, kGLM surrogates and faithfulness for one dataset."),
-        (faithfulness_table, "faithfulness-table", {"params": defaults}, "Multi-seed faithfulness table (the paper's Table 1)."),
-        (forensics, "forensics", {"params": defaults}, "BadNets poisoning, detection by nearest training points, trace-back."),
-        (loss_kernel, "loss-kernel", {"params": defaults, "dataset": last}, "SGLD probe losses and the loss kernel (run attribution first)."),
-        (multitask, "loss-kernel-multitask", {"params": defaults}, "The loss kernel's multitask validation on modular arithmetic."),
-        (structure, "structure", {"params": defaults, "subject": params.structure.subjects[-1]},
-         "Layer-Jacobian rank, degeneracy and the interaction basis of one model (run attribution or the multitask flow first)."),
-        (explain_flow, "explain", {"params": defaults, "dataset": last, "index": 0}, "Explain one test point (run attribution first)."),
-        (pipeline, "kernelscope-pipeline", {"params": defaults}, "Every flow of the platform, in order (the main job)."),
+        (
+            attribution,
+            "attribution",
+            {"params": defaults, "dataset": first},
+            "Kernels, kGLM surrogates and faithfulness for one dataset.",
+        ),
+        (
+            faithfulness_table,
+            "faithfulness-table",
+            {"params": defaults},
+            "Multi-seed faithfulness table (the paper's Table 1).",
+        ),
+        (
+            forensics,
+            "forensics",
+            {"params": defaults},
+            "BadNets poisoning, detection by nearest training points, trace-back.",
+        ),
+        (
+            loss_kernel,
+            "loss-kernel",
+            {"params": defaults, "dataset": last},
+            "SGLD probe losses and the loss kernel (run attribution first).",
+        ),
+        (
+            multitask,
+            "loss-kernel-multitask",
+            {"params": defaults},
+            "The loss kernel's multitask validation on modular arithmetic.",
+        ),
+        (
+            structure,
+            "structure",
+            {"params": defaults, "subject": params.structure.subjects[-1]},
+            "Layer-Jacobian rank, degeneracy and the interaction basis of one model (run attribution or the multitask flow first).",
+        ),
+        (
+            explain_flow,
+            "explain",
+            {"params": defaults, "dataset": last, "index": 0},
+            "Explain one test point (run attribution first).",
+        ),
+        (
+            pipeline,
+            "kernelscope-pipeline",
+            {"params": defaults},
+            "Every flow of the platform, in order (the main job).",
+        ),
     ]
-    built = [flow.to_deployment(name=name, parameters=parameters, description=f"{text} {note}", tags=TAGS, enforce_parameter_schema=True)
-             for flow, name, parameters, text in specs]
+    built = [
+        flow.to_deployment(
+            name=name, parameters=parameters, description=f"{text} {note}", tags=TAGS, enforce_parameter_schema=True
+        )
+        for flow, name, parameters, text in specs
+    ]
     for deployment in built:
         deployment._parameter_openapi_schema = closed_schema(deployment._parameter_openapi_schema)
     return built
@@ -68,12 +109,16 @@ def closed_schema(schema: ParameterSchema) -> ClosedParameterSchema:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve every kernelscope flow as a Prefect deployment.")
-    parser.add_argument("--params", default="params.yaml", help="defaults shown in the UI's run form (default: params.yaml)")
+    parser.add_argument(
+        "--params", default="params.yaml", help="defaults shown in the UI's run form (default: params.yaml)"
+    )
     parser.add_argument("--limit", type=int, default=2, help="flow runs executed at once by this process (default: 2)")
     args = parser.parse_args(argv)
     if not os.environ.get("PREFECT_API_URL"):
-        print("error: PREFECT_API_URL is not set; start the servers with `make ui` (or export PREFECT_API_URL=http://127.0.0.1:4200/api).",
-              file=sys.stderr)
+        print(
+            "error: PREFECT_API_URL is not set; start the servers with `make ui` (or export PREFECT_API_URL=http://127.0.0.1:4200/api).",
+            file=sys.stderr,
+        )
         return 2
     try:
         params = load_params(args.params)

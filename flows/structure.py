@@ -6,8 +6,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from kernelscope.core.params import Params
 from kernelscope.core.param_types import StructureSubject
+from kernelscope.core.params import Params
 from kernelscope.core.stage_reads import stage_sections, structure_stage
 from tasks.fanout import Fanout
 from tasks.structure import coordinate_check, degeneracy, interaction_basis, layer_spectra
@@ -20,7 +20,9 @@ def checkpoint_hash_of(params: Params, subject: str, outputs: str) -> str:
 
 
 @flow(name="structure")
-def structure(params: Params, subject: StructureSubject = "digits10", outputs: str | None = None, track: bool = True) -> dict[str, Any]:
+def structure(
+    params: Params, subject: StructureSubject = "digits10", outputs: str | None = None, track: bool = True
+) -> dict[str, Any]:
     """Structure probes of one model: layer-Jacobian spectra and effective ranks, their invariance under
     function-preserving reparameterizations, degeneracy (Gram spectra, synchronized ReLUs, LLC effective
     parameters) and the interaction basis with ablation curves against PCA. Run attribution (digits) or
@@ -38,21 +40,50 @@ def structure(params: Params, subject: StructureSubject = "digits10", outputs: s
     logger = get_run_logger()
     out = str(outputs or params.outputs)
     loaded = load_subject(params, subject, out)
-    job = dict(sections=stage_sections(params, structure_stage(subject), subject), subject=subject, outputs=out,
-               checkpoint_hash=loaded.checkpoint_hash)
+    job = dict(
+        sections=stage_sections(params, structure_stage(subject), subject),
+        subject=subject,
+        outputs=out,
+        checkpoint_hash=loaded.checkpoint_hash,
+    )
     with Fanout(params.scale) as fan:
         pending = [fan.submit(t, **job) for t in (layer_spectra, degeneracy, interaction_basis, coordinate_check)]
         spectra, degenerate, interaction, coordinates = (fan.result(p).summary for p in pending)
     parameters = parameter_stage(loaded).summary  # not cached: a loss-kernel run may have appeared since
     summary = structure_summary(loaded, spectra, degenerate, interaction, coordinates, parameters)
     for p in spectra["pairs"]:
-        logger.info("%s %s→%s: rank %d (stacked), 99%% mass %d, participation %.1f; per point %.1f",
-                    subject, p["source"], p["target"], p["rank_stacked"], p["rank_mass_stacked"], p["participation_stacked"], p["rank_per_point_mean"])
+        logger.info(
+            "%s %s→%s: rank %d (stacked), 99%% mass %d, participation %.1f; per point %.1f",
+            subject,
+            p["source"],
+            p["target"],
+            p["rank_stacked"],
+            p["rank_mass_stacked"],
+            p["participation_stacked"],
+            p["rank_per_point_mean"],
+        )
     for row in interaction["layers"]:
-        logger.info("%s layer %s: 99%% of accuracy with %d interaction-basis directions vs %d PCA directions",
-                    subject, row["layer"], row["needed_interaction"], row["needed_pca"])
+        logger.info(
+            "%s layer %s: 99%% of accuracy with %d interaction-basis directions vs %d PCA directions",
+            subject,
+            row["layer"],
+            row["needed_interaction"],
+            row["needed_pca"],
+        )
     if not summary["coordinate_free_kept"]:
-        logger.warning("%s: a rank measure moved beyond the reparameterization's condition-number band; see coordinate_check.json", subject)
+        logger.warning(
+            "%s: a rank measure moved beyond the reparameterization's condition-number band; see coordinate_check.json",
+            subject,
+        )
     run_id = track_structure(params, summary) if track else None
-    return {"summary": summary, "spectra": spectra, "degeneracy": degenerate, "interaction": interaction, "coordinates": coordinates,
-            "parameters": parameters, "cache_hits": fan.ledger.hits, "tasks": fan.ledger.runs, "mlflow_run_id": run_id}
+    return {
+        "summary": summary,
+        "spectra": spectra,
+        "degeneracy": degenerate,
+        "interaction": interaction,
+        "coordinates": coordinates,
+        "parameters": parameters,
+        "cache_hits": fan.ledger.hits,
+        "tasks": fan.ledger.runs,
+        "mlflow_run_id": run_id,
+    }

@@ -3,31 +3,43 @@ explain (one input through every kernel's surrogate) and the multi-seed faithful
 
 from __future__ import annotations
 
-from typing import Any
-from prefect import flow, get_run_logger
-from kernelscope.core.param_types import DatasetName
-from kernelscope.core.params import Params
-from kernelscope.core.layout import RunLayout
-from kernelscope.core.stage_reads import stage_sections
-from kernelscope.core.results import StageResult
-from kernelscope.kernels.stages import current_kernel, kernel_row_ranges, kernel_split_sizes
-from kernelscope.surrogate.stages import track_attribution
-from tasks.surrogate import compare_kernels, evaluate, kernel_rows, load_checkpoint, prepare_data, train_kglm, train_model, write_kernel, write_report
-from tasks.fanout import Fanout
 from pathlib import Path
-from kernelscope.data.datasets import read_dataset
-from kernelscope.core.errors import KernelscopeError
-from kernelscope.surrogate.explain import Query, load_inputs, track_explain
-from kernelscope.core.params import params_hash
-from kernelscope.surrogate.table import METRICS, seed_table, write_table
-from kernelscope.core.tracking import RunTags, log_parent_with_children
-from tasks.surrogate import seed_run
-from tasks.surrogate import explain_input
+from typing import Any
+
+from prefect import flow, get_run_logger
+
 from flows.sections import kernel_sections, kglm_sections, source_hash
+from kernelscope.core.errors import KernelscopeError
+from kernelscope.core.layout import RunLayout
+from kernelscope.core.param_types import DatasetName
+from kernelscope.core.params import Params, params_hash
+from kernelscope.core.results import StageResult
+from kernelscope.core.stage_reads import stage_sections
+from kernelscope.core.tracking import RunTags, log_parent_with_children
+from kernelscope.data.datasets import read_dataset
+from kernelscope.kernels.stages import current_kernel, kernel_row_ranges, kernel_split_sizes
+from kernelscope.surrogate.explain import Query, load_inputs, track_explain
+from kernelscope.surrogate.stages import track_attribution
+from kernelscope.surrogate.table import METRICS, seed_table, write_table
+from tasks.fanout import Fanout
+from tasks.surrogate import (
+    compare_kernels,
+    evaluate,
+    explain_input,
+    kernel_rows,
+    load_checkpoint,
+    prepare_data,
+    seed_run,
+    train_kglm,
+    train_model,
+    write_kernel,
+    write_report,
+)
 
 
-def assemble_kernels(fan: Fanout, params: Params, root: str, kinds: tuple[str, ...], checkpoint_hash: str,
-                     dataset: str) -> dict[str, StageResult]:
+def assemble_kernels(
+    fan: Fanout, params: Params, root: str, kinds: tuple[str, ...], checkpoint_hash: str, dataset: str
+) -> dict[str, StageResult]:
     """Every kind's kernels: row-block tasks for the kinds to compute, all in flight together, then one writer per kind.
 
     The cache sits at the writer, not at the row blocks (tasks.surrogate.kernel_rows: they are never persisted).
@@ -38,25 +50,46 @@ def assemble_kernels(fan: Fanout, params: Params, root: str, kinds: tuple[str, .
     layout = RunLayout(root)
     sizes = kernel_split_sizes(layout)
     todo = [kind for kind in kinds if current_kernel(params, layout, kind, checkpoint_hash) is None]
-    pending = {kind: {split: [fan.submit(kernel_rows, sections=kernel_sections(params, kind, dataset), root=root, kind=kind, split=split,
-                                         start=start, stop=stop, checkpoint_hash=checkpoint_hash)
-                              for start, stop in kernel_row_ranges(params, n)]
-                      for split, n in sizes.items()}
-               for kind in todo}
+    pending = {
+        kind: {
+            split: [
+                fan.submit(
+                    kernel_rows,
+                    sections=kernel_sections(params, kind, dataset),
+                    root=root,
+                    kind=kind,
+                    split=split,
+                    start=start,
+                    stop=stop,
+                    checkpoint_hash=checkpoint_hash,
+                )
+                for start, stop in kernel_row_ranges(params, n)
+            ]
+            for split, n in sizes.items()
+        }
+        for kind in todo
+    }
     written = {}
     for kind in kinds:
         rows = None
         if kind in pending:  # {split: [blocks of each row task]}, in submission order
             rows = {split: [fan.result(p) for p in parts] for split, parts in pending[kind].items()}
         writer = write_kernel if rows is None else write_kernel.with_options(refresh_cache=True)
-        written[kind] = fan.run(writer, sections=kernel_sections(params, kind, dataset), root=root, kind=kind,
-                                checkpoint_hash=checkpoint_hash, rows=rows)
+        written[kind] = fan.run(
+            writer,
+            sections=kernel_sections(params, kind, dataset),
+            root=root,
+            kind=kind,
+            checkpoint_hash=checkpoint_hash,
+            rows=rows,
+        )
     return written
 
 
-
 @flow(name="attribution", log_prints=False)
-def attribution(params: Params, dataset: DatasetName = "digits2", outputs: str | None = None, track: bool = True) -> dict[str, Any]:
+def attribution(
+    params: Params, dataset: DatasetName = "digits2", outputs: str | None = None, track: bool = True
+) -> dict[str, Any]:
     """Explain one dataset's model through its NTK surrogate(s) and log the faithfulness metrics.
 
     Args:
@@ -70,42 +103,91 @@ def attribution(params: Params, dataset: DatasetName = "digits2", outputs: str |
     kinds = params.kernel.kinds
     with Fanout(params.scale) as fan:
         fingerprint = source_hash(params, dataset)
-        data = fan.run(prepare_data, sections=stage_sections(params, "data", dataset), dataset=dataset, root=root,
-                       source_hash=fingerprint)
-        trained = fan.run(train_model, sections=stage_sections(params, "train", dataset), root=root,
-                          dataset_hash=data.summary["dataset_hash"], source_hash=fingerprint)
+        data = fan.run(
+            prepare_data,
+            sections=stage_sections(params, "data", dataset),
+            dataset=dataset,
+            root=root,
+            source_hash=fingerprint,
+        )
+        trained = fan.run(
+            train_model,
+            sections=stage_sections(params, "train", dataset),
+            root=root,
+            dataset_hash=data.summary["dataset_hash"],
+            source_hash=fingerprint,
+        )
         checkpoint_hash = trained.summary["checkpoint_hash"]
-        ckpt = fan.run(load_checkpoint, sections=stage_sections(params, "load_checkpoint", dataset), root=root,
-                       checkpoint_hash=checkpoint_hash, dataset_hash=data.summary["dataset_hash"])
+        ckpt = fan.run(
+            load_checkpoint,
+            sections=stage_sections(params, "load_checkpoint", dataset),
+            root=root,
+            checkpoint_hash=checkpoint_hash,
+            dataset_hash=data.summary["dataset_hash"],
+        )
         accuracy = ckpt.summary["metrics"]["test_accuracy"]
-        logger.info("%s: NN test accuracy %.4f; %d kernels, runner %s", dataset, accuracy, len(kinds),
-                    params.scale.runner)
+        logger.info(
+            "%s: NN test accuracy %.4f; %d kernels, runner %s", dataset, accuracy, len(kinds), params.scale.runner
+        )
         kernels = assemble_kernels(fan, params, root, kinds, checkpoint_hash, dataset)
-        fitted = fan.map(train_kglm, [dict(sections=kglm_sections(params, kind, dataset), root=root, kind=kind,
-                                           kernel_train=kernels[kind].summary["train"],
-                                           checkpoint_hash=kernels[kind].summary["checkpoint_hash"]) for kind in kinds])
-        evaluated = fan.map(evaluate, [dict(sections=kglm_sections(params, kind, dataset), root=root, kind=kind,
-                                            kglm_sha256=f.summary["kglm_sha256"], checkpoint_hash=checkpoint_hash)
-                                       for kind, f in zip(kinds, fitted)])
+        fitted = fan.map(
+            train_kglm,
+            [
+                dict(
+                    sections=kglm_sections(params, kind, dataset),
+                    root=root,
+                    kind=kind,
+                    kernel_train=kernels[kind].summary["train"],
+                    checkpoint_hash=kernels[kind].summary["checkpoint_hash"],
+                )
+                for kind in kinds
+            ],
+        )
+        evaluated = fan.map(
+            evaluate,
+            [
+                dict(
+                    sections=kglm_sections(params, kind, dataset),
+                    root=root,
+                    kind=kind,
+                    kglm_sha256=f.summary["kglm_sha256"],
+                    checkpoint_hash=checkpoint_hash,
+                )
+                for kind, f in zip(kinds, fitted)
+            ],
+        )
         summaries = [e.summary for e in evaluated]
         for s in summaries:
             logger.info("%s/%s: tau_K %.3f  TAD %+.2f", dataset, s["kind"], s["tau_k"], s["tad"])
-        comparison = fan.run(compare_kernels, sections=stage_sections(params, "compare_kernels", dataset), root=root,
-                             summaries=summaries)
+        comparison = fan.run(
+            compare_kernels, sections=stage_sections(params, "compare_kernels", dataset), root=root, summaries=summaries
+        )
     report = write_report(root=root, table_dir=None, summaries=summaries)
     artifacts = [*comparison.summary["artifacts"], report["path"]]
     run_ids = track_attribution(params, summaries, comparison_artifacts=artifacts) if track else []
     run = fan.ledger
     logger.info("%s: %d of %d tasks were cache hits", dataset, run.hits, run.runs)
-    return {"dataset": dataset, "summaries": summaries, "comparison": comparison.summary["table"],
-            "report": report["path"], "cache_hits": run.hits,
-            "tasks": run.runs, "mlflow_run_ids": run_ids}
-
+    return {
+        "dataset": dataset,
+        "summaries": summaries,
+        "comparison": comparison.summary["table"],
+        "report": report["path"],
+        "cache_hits": run.hits,
+        "tasks": run.runs,
+        "mlflow_run_ids": run_ids,
+    }
 
 
 @flow(name="explain")
-def explain_flow(params: Params, dataset: DatasetName = "digits10", index: int | None = 0, input_file: str | None = None, top_k: int = 5,
-                 outputs: str | None = None, track: bool = True) -> dict[str, Any]:
+def explain_flow(
+    params: Params,
+    dataset: DatasetName = "digits10",
+    index: int | None = 0,
+    input_file: str | None = None,
+    top_k: int = 5,
+    outputs: str | None = None,
+    track: bool = True,
+) -> dict[str, Any]:
     """Run after the attribution flow: predictions, top-k similar and attributed training points, pictures.
 
     Args:
@@ -124,14 +206,17 @@ def explain_flow(params: Params, dataset: DatasetName = "digits10", index: int |
     elif index is not None and 0 <= index < len(ds.test.y):
         query = Query(f"test-{index}", ds.test.x[index], int(ds.test.y[index]), index)
     else:
-        raise KernelscopeError(f"explain: index {index} is out of range for the {len(ds.test.y)} test points of {dataset}; pass index or input_file.")
+        raise KernelscopeError(
+            f"explain: index {index} is out of range for the {len(ds.test.y)} test points of {dataset}; pass index or input_file."
+        )
     kinds = list(params.kernel.kinds)
     result = explain_input(params, str(layout.root), kinds, query, top_k)
-    get_run_logger().info("explained %s: NN predicts %d; report %s", query.name, result["nn_prediction"], result["report"])
+    get_run_logger().info(
+        "explained %s: NN predicts %d; report %s", query.name, result["nn_prediction"], result["report"]
+    )
     if track:
         track_explain(params, dataset, query.name, kinds, top_k, result)
     return result
-
 
 
 @flow(name="faithfulness-table")
@@ -149,32 +234,79 @@ def faithfulness_table(params: Params, outputs: str | None = None, track: bool =
     with Fanout(params.scale) as fan:
         jobs = []
         for dataset in params.datasets:
-            data = fan.run(prepare_data, sections=stage_sections(params, "data", dataset), dataset=dataset,
-                           root=str(root / dataset), source_hash=source_hash(params, dataset)).summary
+            data = fan.run(
+                prepare_data,
+                sections=stage_sections(params, "data", dataset),
+                dataset=dataset,
+                root=str(root / dataset),
+                source_hash=source_hash(params, dataset),
+            ).summary
             for arch in tp.archs:
                 for seed in range(params.seed + 1, params.seed + 1 + tp.n_models):
-                    jobs.append(dict(sections=stage_sections(params, "seed_run", dataset), arch=arch, seed=seed,
-                                     kind=tp.kind, root=str(root / dataset / f"{arch}-seed{seed}"), data_dir=str(root / dataset / "data"),
-                                     dataset_hash=data["dataset_hash"], data_seed=params.seed))
+                    jobs.append(
+                        dict(
+                            sections=stage_sections(params, "seed_run", dataset),
+                            arch=arch,
+                            seed=seed,
+                            kind=tp.kind,
+                            root=str(root / dataset / f"{arch}-seed{seed}"),
+                            data_dir=str(root / dataset / "data"),
+                            dataset_hash=data["dataset_hash"],
+                            data_seed=params.seed,
+                        )
+                    )
         rows = [row.summary for row in fan.map(seed_run, jobs)]
     logger.info("%d seed runs, %d from cache", len(rows), fan.ledger.hits)
     table = seed_table(rows)
     artifacts = write_table(table, root)
     for t in table:
-        logger.info("%s %s (%d seeds): tau_K %s  TAD %s  NN acc %s", t["dataset"], t["arch"], t["n_models"],
-                    t["tau_k"]["text"], t["tad"]["text"], t["nn_accuracy"]["text"])
+        logger.info(
+            "%s %s (%d seeds): tau_K %s  TAD %s  NN acc %s",
+            t["dataset"],
+            t["arch"],
+            t["n_models"],
+            t["tau_k"]["text"],
+            t["tad"]["text"],
+            t["nn_accuracy"]["text"],
+        )
     run_id = None
     if track:
-        metrics = {f"{key}.{t['dataset']}.{t['arch']}.{stat}": t[key][stat] for t in table for key, _, _, _ in METRICS for stat in ("mean", "se")}
-        children = [{"name": f"{r['dataset']}-{r['arch']}-seed{r['seed']}",
-                     "params": {"dataset": r["dataset"], "arch": r["arch"], "seed": r["seed"], "kernel": r["kind"]},
-                     "metrics": {k: r[k] for k in ("tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy")},
-                     "tags": {"dataset": r["dataset"], "arch": r["arch"], "seed": str(r["seed"]), "checkpoint_hash": r["checkpoint_hash"]},
-                     "artifacts": [r["plot"]]} for r in rows]
-        tags = RunTags("faithfulness-table", ",".join(params.datasets), tp.kind, params.seed, params_hash(params), {"n_models": str(tp.n_models)})
+        metrics = {
+            f"{key}.{t['dataset']}.{t['arch']}.{stat}": t[key][stat]
+            for t in table
+            for key, _, _, _ in METRICS
+            for stat in ("mean", "se")
+        }
+        children = [
+            {
+                "name": f"{r['dataset']}-{r['arch']}-seed{r['seed']}",
+                "params": {"dataset": r["dataset"], "arch": r["arch"], "seed": r["seed"], "kernel": r["kind"]},
+                "metrics": {k: r[k] for k in ("tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy")},
+                "tags": {
+                    "dataset": r["dataset"],
+                    "arch": r["arch"],
+                    "seed": str(r["seed"]),
+                    "checkpoint_hash": r["checkpoint_hash"],
+                },
+                "artifacts": [r["plot"]],
+            }
+            for r in rows
+        ]
+        tags = RunTags(
+            "faithfulness-table",
+            ",".join(params.datasets),
+            tp.kind,
+            params.seed,
+            params_hash(params),
+            {"n_models": str(tp.n_models)},
+        )
         run_id = log_parent_with_children(
-            "faithfulness-table", f"table-{tp.n_models}-seeds", tags=tags,
+            "faithfulness-table",
+            f"table-{tp.n_models}-seeds",
+            tags=tags,
             params={"table": tp.model_dump(mode="json"), "kglm": params.kglm.model_dump(mode="json")},
-            metrics=metrics, artifacts=artifacts, children=children)
+            metrics=metrics,
+            artifacts=artifacts,
+            children=children,
+        )
     return {"table": table, "artifacts": artifacts, "mlflow_run_id": run_id}
-

@@ -41,7 +41,9 @@ def read_env_file(path: Path) -> dict[str, str]:
         if not line or line.startswith("#"):
             continue
         if "=" not in line:
-            raise SystemExit(f"{path}:{number}: expected KEY=VALUE, got {line!r}; fix the line or comment it out with '#'.")
+            raise SystemExit(
+                f"{path}:{number}: expected KEY=VALUE, got {line!r}; fix the line or comment it out with '#'."
+            )
         key, value = line.split("=", 1)
         values[key.strip()] = value.strip()
     return values
@@ -52,7 +54,9 @@ def settings() -> dict[str, str]:
     env.setdefault("KERNELSCOPE_HOST", "127.0.0.1")
     env.setdefault("PREFECT_PORT", "4200")
     env.setdefault("MLFLOW_PORT", "5000")
-    env["PREFECT_HOME"] = str(ROOT / env.get("PREFECT_HOME", ".prefect"))  # relative to the project root; an absolute path stays
+    env["PREFECT_HOME"] = str(
+        ROOT / env.get("PREFECT_HOME", ".prefect")
+    )  # relative to the project root; an absolute path stays
     return env
 
 
@@ -70,22 +74,58 @@ def services(env: dict[str, str]) -> list[Service]:
     prefect_url = f"http://{host}:{prefect_port}"
     mlflow_url = f"http://{host}:{mlflow_port}"
     db = Path(env.get("KERNELSCOPE_MLFLOW_DB", ROOT / "mlflow.db"))
-    artifacts = Path(env.get("KERNELSCOPE_MLFLOW_ARTIFACTS", ROOT / "mlruns"))  # where runs logged straight to the SQLite store put theirs
-    common = {**env, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-              "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{Path(env['PREFECT_HOME']) / 'server.db'}"}
+    artifacts = Path(
+        env.get("KERNELSCOPE_MLFLOW_ARTIFACTS", ROOT / "mlruns")
+    )  # where runs logged straight to the SQLite store put theirs
+    common = {
+        **env,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{Path(env['PREFECT_HOME']) / 'server.db'}",
+    }
     client = {**common, "PREFECT_API_URL": f"{prefect_url}/api", "MLFLOW_TRACKING_URI": mlflow_url}
     # The UI asks the server where its API is: tell it, or it points the browser at the default port.
-    server = {**common, "PREFECT_SERVER_API_HOST": host, "PREFECT_SERVER_API_PORT": prefect_port, "PREFECT_UI_API_URL": f"{prefect_url}/api"}
+    server = {
+        **common,
+        "PREFECT_SERVER_API_HOST": host,
+        "PREFECT_SERVER_API_PORT": prefect_port,
+        "PREFECT_UI_API_URL": f"{prefect_url}/api",
+    }
     return [
-        Service("prefect-server", [str(bin_dir / "prefect"), "server", "start", "--host", host, "--port", prefect_port],
-                f"{prefect_url}/api/health", server),
+        Service(
+            "prefect-server",
+            [str(bin_dir / "prefect"), "server", "start", "--host", host, "--port", prefect_port],
+            f"{prefect_url}/api/health",
+            server,
+        ),
         # Artifacts are files under mlruns/, written by the clients themselves, so runs logged through
         # the server and runs logged straight to mlflow.db (dvc repro, the CLI) read back the same way.
-        Service("mlflow-server", [str(bin_dir / "mlflow"), "server", "--host", host, "--port", mlflow_port, "--workers", "1",
-                                  "--backend-store-uri", f"sqlite:///{db}", "--default-artifact-root", str(artifacts), "--no-serve-artifacts"],
-                f"{mlflow_url}/health", common),
-        Service("flow-deployments", [sys.executable, "-m", "flows.serve", "--params", env.get("KERNELSCOPE_PARAMS", "params.yaml")],
-                "", client),
+        Service(
+            "mlflow-server",
+            [
+                str(bin_dir / "mlflow"),
+                "server",
+                "--host",
+                host,
+                "--port",
+                mlflow_port,
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{db}",
+                "--default-artifact-root",
+                str(artifacts),
+                "--no-serve-artifacts",
+            ],
+            f"{mlflow_url}/health",
+            common,
+        ),
+        Service(
+            "flow-deployments",
+            [sys.executable, "-m", "flows.serve", "--params", env.get("KERNELSCOPE_PARAMS", "params.yaml")],
+            "",
+            client,
+        ),
     ]
 
 
@@ -110,8 +150,15 @@ def start_all(env: dict[str, str], timeout: float = 120.0) -> dict[str, dict]:
     try:
         for service in services(env):
             log = open(LOGS / f"{service.name}.log", "ab")
-            proc = subprocess.Popen(service.command, cwd=ROOT, env=service.env, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                service.command,
+                cwd=ROOT,
+                env=service.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             started[service.name] = {"pid": proc.pid, "log": str(LOGS / f"{service.name}.log"), "proc": proc}
             if service.health:
                 try:
@@ -176,8 +223,11 @@ def cmd_up(detach: bool) -> int:
     print("Starting kernelscope services ...", flush=True)
     started = start_all(env)
     pids = {name: info["pid"] for name, info in started.items()}
-    print(f"\nPrefect UI:  {prefect_url}   (Deployments → pick a flow → Run)\nMLflow UI:   {mlflow_url}\n"
-          f"Send CLI runs to them too:  export PREFECT_API_URL={prefect_url}/api MLFLOW_TRACKING_URI={mlflow_url}", flush=True)
+    print(
+        f"\nPrefect UI:  {prefect_url}   (Deployments → pick a flow → Run)\nMLflow UI:   {mlflow_url}\n"
+        f"Send CLI runs to them too:  export PREFECT_API_URL={prefect_url}/api MLFLOW_TRACKING_URI={mlflow_url}",
+        flush=True,
+    )
     if detach:
         STATE.parent.mkdir(parents=True, exist_ok=True)
         STATE.write_text(json.dumps({"pids": pids, "prefect_url": prefect_url, "mlflow_url": mlflow_url}, indent=1))
@@ -192,7 +242,10 @@ def cmd_up(detach: bool) -> int:
         while True:
             for name, info in started.items():
                 if info["proc"].poll() is not None:
-                    print(f"{name} exited with code {info['proc'].returncode}; see {info['log']}. Stopping the rest.", file=sys.stderr)
+                    print(
+                        f"{name} exited with code {info['proc'].returncode}; see {info['log']}. Stopping the rest.",
+                        file=sys.stderr,
+                    )
                     raise KeyboardInterrupt
             time.sleep(1.0)
     except KeyboardInterrupt:
@@ -231,7 +284,9 @@ def cmd_status() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Start and stop the Prefect server, the MLflow server and the flow deployments.")
+    parser = argparse.ArgumentParser(
+        description="Start and stop the Prefect server, the MLflow server and the flow deployments."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start everything; Ctrl-C stops everything")
     up.add_argument("--detach", action="store_true", help="start in the background; stop later with `down`")

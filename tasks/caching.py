@@ -15,6 +15,7 @@ from kernelscope import ARTIFACT_FORMAT
 from kernelscope.core.results import StageResult
 from tasks.results import ResultJSON, guard
 
+
 @dataclass
 class ArtifactFormat(CachePolicy):
     """Part of every key: the version of the files the library writes (kernelscope.ARTIFACT_FORMAT).
@@ -23,7 +24,9 @@ class ArtifactFormat(CachePolicy):
     bumping the format makes every cached result that points at an old-format file a miss.
     """
 
-    def compute_key(self, task_ctx: Any, inputs: dict[str, Any] | None, flow_parameters: dict[str, Any] | None, **kwargs: Any) -> str:
+    def compute_key(
+        self, task_ctx: Any, inputs: dict[str, Any] | None, flow_parameters: dict[str, Any] | None, **kwargs: Any
+    ) -> str:
         return f"kernelscope-artifacts-{ARTIFACT_FORMAT}"
 
 
@@ -37,7 +40,12 @@ def result_storage() -> Path:
 
 
 # Results persist as plain JSON (tasks.results), and every record is checked before Prefect parses it.
-CACHED_TASK = dict(cache_policy=CACHE_POLICY, persist_result=True, result_storage=guard(result_storage()), result_serializer=ResultJSON())
+CACHED_TASK = dict(
+    cache_policy=CACHE_POLICY,
+    persist_result=True,
+    result_storage=guard(result_storage()),
+    result_serializer=ResultJSON(),
+)
 
 
 def cached_except(*inputs: str) -> dict[str, Any]:
@@ -75,8 +83,9 @@ class CacheLedger:
         result = state.result()
         stale = stale_outputs(result) if state.name == "Cached" else []
         if stale:
-            get_run_logger().info("%s: cached result not trusted (%s); running it again", task.name,
-                                  ", ".join(stale[:3]))
+            get_run_logger().info(
+                "%s: cached result not trusted (%s); running it again", task.name, ", ".join(stale[:3])
+            )
             state = task.with_options(refresh_cache=True)(**kwargs, return_state=True)
             result = state.result()
         self.runs += 1

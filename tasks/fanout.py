@@ -40,9 +40,16 @@ def task_runner(scale: ScaleParams) -> TaskRunner | None:
     if address:
         return DaskTaskRunner(address=address)
     # Loopback only: a LocalCluster's scheduler and dashboard must not listen on a public address.
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                          cluster_kwargs={"n_workers": scale.dask_workers, "threads_per_worker": scale.dask_threads_per_worker,
-                                          "processes": True, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"})
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": scale.dask_workers,
+            "threads_per_worker": scale.dask_threads_per_worker,
+            "processes": True,
+            "host": "127.0.0.1",
+            "dashboard_address": "127.0.0.1:0",
+        },
+    )
 
 
 @contextmanager
@@ -64,7 +71,9 @@ def torch_threads(scale: ScaleParams) -> Iterator[None]:
 class Pending:
     """A submitted task: its state when run in place, or its future on a runner."""
 
-    def __init__(self, task: Any, kwargs: dict[str, Any], state: State | None = None, future: PrefectFuture | None = None) -> None:
+    def __init__(
+        self, task: Any, kwargs: dict[str, Any], state: State | None = None, future: PrefectFuture | None = None
+    ) -> None:
         self.task, self.kwargs, self.state, self.future = task, kwargs, state, future
 
 

@@ -6,10 +6,16 @@ from typing import Any
 
 from prefect import task
 
-from kernelscope.forensics.stages import detection_stage, forensic_kernel_stage, forensic_kglm_stage, poison_stage, poisoned_train_stage
-from kernelscope.core.stage_reads import params_for
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.results import StageResult
+from kernelscope.core.stage_reads import params_for
+from kernelscope.forensics.stages import (
+    detection_stage,
+    forensic_kernel_stage,
+    forensic_kglm_stage,
+    poison_stage,
+    poisoned_train_stage,
+)
 from tasks.caching import CACHED_TASK
 
 

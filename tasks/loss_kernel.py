@@ -6,10 +6,10 @@ from typing import Any
 
 from prefect import task
 
-from kernelscope.loss_kernel.stages import loss_kernel_stage
-from kernelscope.core.stage_reads import params_for
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.results import StageResult
+from kernelscope.core.stage_reads import params_for
+from kernelscope.loss_kernel.stages import loss_kernel_stage
 from tasks.caching import CACHED_TASK
 
 

@@ -42,7 +42,11 @@ def encode(value: Any) -> Any:
         if value.dtype.kind not in NUMERIC_KINDS:
             raise TypeError(f"task results hold numeric arrays only, not dtype {value.dtype}")
         data = np.ascontiguousarray(value)
-        return {"__ndarray__": data.dtype.str, "shape": list(data.shape), "data": base64.b64encode(data.tobytes()).decode()}
+        return {
+            "__ndarray__": data.dtype.str,
+            "shape": list(data.shape),
+            "data": base64.b64encode(data.tobytes()).decode(),
+        }
     if isinstance(value, np.generic):
         return encode(value.item())
     if isinstance(value, StageResult):
@@ -56,8 +60,10 @@ def encode(value: Any) -> Any:
         if all(isinstance(k, str) for k in value) and not any(k.startswith("__") for k in value):
             return {k: encode(v) for k, v in value.items()}
         return {"__items__": [[encode(k), encode(v)] for k, v in value.items()]}
-    raise TypeError(f"a kernelscope task result cannot hold a {type(value).__name__}; return plain values, lists, "
-                    "dicts, arrays or a StageResult")
+    raise TypeError(
+        f"a kernelscope task result cannot hold a {type(value).__name__}; return plain values, lists, "
+        "dicts, arrays or a StageResult"
+    )
 
 
 def _decode_object(obj: dict[str, Any]) -> Any:
@@ -81,7 +87,8 @@ def _stage_result(fields: Any) -> StageResult:
     """A StageResult from its decoded fields (its summary is decoded already: the hook runs innermost first)."""
     outputs, summary = (fields.get("outputs"), fields.get("summary")) if isinstance(fields, dict) else (None, None)
     pairs_ok = isinstance(outputs, list) and all(
-        isinstance(o, list) and len(o) == 2 and all(isinstance(v, str) for v in o) for o in outputs)
+        isinstance(o, list) and len(o) == 2 and all(isinstance(v, str) for v in o) for o in outputs
+    )
     if not (pairs_ok and isinstance(summary, dict)):
         raise ValueError("cached result holds a malformed StageResult (outputs: [path, sha256] pairs; summary: a dict)")
     return StageResult(tuple(Output(path, sha256) for path, sha256 in outputs), summary)
@@ -113,9 +120,11 @@ def check_record(path: Path, content: bytes) -> bytes:
     except (ValueError, KeyError, TypeError, AttributeError):
         ours = False
     if not ours:
-        raise KernelscopeError(f"{path}: this cached task result is not a kernelscope JSON record (it names another serializer or "
-                               "storage, which Prefect would import and run); nothing was read, delete the file (or the whole "
-                               "kernelscope-results folder) to clear the cache.")
+        raise KernelscopeError(
+            f"{path}: this cached task result is not a kernelscope JSON record (it names another serializer or "
+            "storage, which Prefect would import and run); nothing was read, delete the file (or the whole "
+            "kernelscope-results folder) to clear the cache."
+        )
     return content
 
 

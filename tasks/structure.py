@@ -10,8 +10,8 @@ from typing import Any
 
 from prefect import task
 
-from kernelscope.core.stage_reads import params_for, structure_stage
 from kernelscope.core.results import StageResult
+from kernelscope.core.stage_reads import params_for, structure_stage
 from tasks.caching import CACHED_TASK
 
 

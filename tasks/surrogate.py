@@ -9,19 +9,19 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from kernelscope.core.stage_reads import params_for
-from kernelscope.core.provenance import run_checkpoint, run_data
 from kernelscope.core.layout import RunLayout
+from kernelscope.core.params import Params
+from kernelscope.core.provenance import run_checkpoint, run_data
 from kernelscope.core.results import StageResult
-from kernelscope.surrogate.stages import compare_stage, evaluate_stage, fit_kglm_stage
+from kernelscope.core.stage_reads import params_for
 from kernelscope.data.stages import data_stage
 from kernelscope.kernels.stages import current_kernel, kernel_job, kernel_split_blocks, kernel_stage
 from kernelscope.models.stages import checkpoint_files, train_stage
+from kernelscope.surrogate.explain import Query, explain
+from kernelscope.surrogate.stages import compare_stage, evaluate_stage, fit_kglm_stage
 from kernelscope.surrogate.stages import seed_run as _seed_run
 from tasks.caching import CACHED_TASK, cached_except
 from tasks.fanout import torch_threads
-from kernelscope.core.params import Params
-from kernelscope.surrogate.explain import Query, explain
 
 
 @task(name="prepare-data", **CACHED_TASK)
@@ -49,20 +49,30 @@ def load_checkpoint(sections: dict[str, Any], root: str, checkpoint_hash: str, d
 # Row blocks are no Prefect results: persisted, every block would be a second copy of its kernel under .prefect/ (and
 # a key over them would hash every block again). They stay in memory, or on the Dask cluster, until write-kernel
 # streams them into the kind's files; the kernel is cached there, per kind (flows.surrogate.assemble_kernels).
-@task(name="kernel-rows", task_run_name="kernel-rows-{kind}-{split}-{start}", persist_result=False,
-      cache_policy=NO_CACHE)
-def kernel_rows(sections: dict[str, Any], root: str, kind: str, split: str, start: int, stop: int,
-                checkpoint_hash: str) -> list[tuple[np.ndarray, np.ndarray]]:
+@task(
+    name="kernel-rows", task_run_name="kernel-rows-{kind}-{split}-{start}", persist_result=False, cache_policy=NO_CACHE
+)
+def kernel_rows(
+    sections: dict[str, Any], root: str, kind: str, split: str, start: int, stop: int, checkpoint_hash: str
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Kernel rows [start, stop) of one split: (query ids, float32 rows) per block, as the file stores them."""
     params = params_for(sections, "kernel_rows")
     with torch_threads(params.scale):
         job = kernel_job(params, RunLayout(root), kind)
-        return [(ids, block.astype(np.float32)) for ids, block in kernel_split_blocks(params, job, split, rows=(start, stop))]
+        return [
+            (ids, block.astype(np.float32))
+            for ids, block in kernel_split_blocks(params, job, split, rows=(start, stop))
+        ]
 
 
 @task(name="write-kernel", task_run_name="write-kernel-{kind}", **cached_except("rows"))
-def write_kernel(sections: dict[str, Any], root: str, kind: str, checkpoint_hash: str,
-                 rows: dict[str, list[list[tuple[np.ndarray, np.ndarray]]]] | None) -> StageResult:
+def write_kernel(
+    sections: dict[str, Any],
+    root: str,
+    kind: str,
+    checkpoint_hash: str,
+    rows: dict[str, list[list[tuple[np.ndarray, np.ndarray]]]] | None,
+) -> StageResult:
     """Write the row-block results of every split into the kind's Parquet kernels (atomically, in order).
 
     ``rows`` None: the flow found the kind's files verified against params and this checkpoint and computed no rows.
@@ -97,8 +107,16 @@ def compare_kernels(sections: dict[str, Any], root: str, summaries: list[dict[st
 
 
 @task(name="seed-run", task_run_name="seed-run-{arch}-seed{seed}", **CACHED_TASK)
-def seed_run(sections: dict[str, Any], arch: str, seed: int, kind: str, root: str, data_dir: str, dataset_hash: str,
-             data_seed: int) -> StageResult:
+def seed_run(
+    sections: dict[str, Any],
+    arch: str,
+    seed: int,
+    kind: str,
+    root: str,
+    data_dir: str,
+    dataset_hash: str,
+    data_seed: int,
+) -> StageResult:
     """Train one seeded model and measure its surrogate's faithfulness (one row of the multi-seed table on one split)."""
     params = params_for({**sections, "seed": seed}, "seed_run")
     return _seed_run(params, RunLayout(root, shared_data=data_dir, data_seed=data_seed), arch, kind)

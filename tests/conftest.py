@@ -18,7 +18,11 @@ import torch
 from tests.support.runs import TINY_PARAMS, TinyRun, TinyRuns
 
 # Tool homes for the whole test session live in a temporary folder, never in the repo.
-_SESSION_HOME = Path(os.environ.setdefault("KERNELSCOPE_TEST_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"kernelscope-tests-{os.getpid()}")))
+_SESSION_HOME = Path(
+    os.environ.setdefault(
+        "KERNELSCOPE_TEST_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"kernelscope-tests-{os.getpid()}")
+    )
+)
 os.environ.setdefault("PREFECT_HOME", str(_SESSION_HOME / "prefect"))
 os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_SESSION_HOME / 'mlflow.db'}")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")

@@ -35,14 +35,14 @@ def _layout_files() -> list[str]:
         member = re.match(r"^  ([\w]+(?:/[\w]+)*(?:/|\.py))\s", line)
         if top:
             folder = Path(top.group(1)) if top.group(1).endswith("/") else None
-            rest = line[top.end():]
+            rest = line[top.end() :]
             if folder is not None:
                 paths.append(folder.as_posix())
         elif member:
             name = member.group(1)
             folder = Path("src/kernelscope") / name if name.endswith("/") else Path("src/kernelscope")
             paths.append((Path("src/kernelscope") / name).as_posix())
-            rest = line[member.end():]
+            rest = line[member.end() :]
         else:
             rest = line
         if folder is None:

@@ -10,17 +10,16 @@ from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.params import Params
 
 
-
-
 def run_layout(args: argparse.Namespace, params: Params):
-    from kernelscope.core.param_types import BUILTIN_DATASETS
     from kernelscope.core.layout import RunLayout
+    from kernelscope.core.param_types import BUILTIN_DATASETS
 
     if args.dataset not in BUILTIN_DATASETS and args.dataset not in params.sources:
-        raise KernelscopeError(f"--dataset {args.dataset!r} is neither a bundled dataset ({', '.join(BUILTIN_DATASETS)}) nor a key of "
-                               f"sources in {args.params}; add it under sources or fix the name.")
+        raise KernelscopeError(
+            f"--dataset {args.dataset!r} is neither a bundled dataset ({', '.join(BUILTIN_DATASETS)}) nor a key of "
+            f"sources in {args.params}; add it under sources or fix the name."
+        )
     return RunLayout.at(args.out, args.dataset)
-
 
 
 def cmd_data(args: argparse.Namespace, params: Params) -> Any:
@@ -29,12 +28,10 @@ def cmd_data(args: argparse.Namespace, params: Params) -> Any:
     return data_stage(params, args.dataset, run_layout(args, params)).summary
 
 
-
 def cmd_train(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.models.stages import train_stage
 
     return train_stage(params, run_layout(args, params), progress=not args.quiet).summary
-
 
 
 def cmd_kernel(args: argparse.Namespace, params: Params) -> Any:
@@ -44,9 +41,14 @@ def cmd_kernel(args: argparse.Namespace, params: Params) -> Any:
     return [kernel_stage(params, run_layout(args, params), kind, progress=not args.quiet).summary for kind in kinds]
 
 
-
 def cmd_kglm(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.surrogate.stages import check_kglm_inputs, compare_stage, evaluate_stage, fit_kglm_stage, track_attribution
+    from kernelscope.surrogate.stages import (
+        check_kglm_inputs,
+        compare_stage,
+        evaluate_stage,
+        fit_kglm_stage,
+        track_attribution,
+    )
 
     layout = run_layout(args, params)
     for kind in params.kernel.kinds:
@@ -58,14 +60,16 @@ def cmd_kglm(args: argparse.Namespace, params: Params) -> Any:
     comparison = compare_stage(params, layout, summaries).summary
     if not args.no_track:
         track_attribution(params, summaries, source=args.source, comparison_artifacts=comparison["artifacts"])
-    return [{k: s[k] for k in ("dataset", "kind", "tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy")} for s in summaries]
-
+    return [
+        {k: s[k] for k in ("dataset", "kind", "tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy")}
+        for s in summaries
+    ]
 
 
 def cmd_explain(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.data.datasets import read_dataset
-    from kernelscope.surrogate.explain import Query, explain, load_inputs
     from kernelscope.kernels.registry import model_kinds
+    from kernelscope.surrogate.explain import Query, explain, load_inputs
 
     layout = run_layout(args, params)
     kinds = args.kinds or list(params.kernel.kinds)
@@ -73,19 +77,27 @@ def cmd_explain(args: argparse.Namespace, params: Params) -> Any:
     if unknown:
         raise KernelscopeError(f"--kinds {unknown[0]!r} is not a kernel kind; choose from {', '.join(model_kinds())}.")
     if (args.index is None) == (args.input is None):
-        raise KernelscopeError("explain: pass exactly one of --index N (a test point) or --input FILE (.npz or .parquet).")
+        raise KernelscopeError(
+            "explain: pass exactly one of --index N (a test point) or --input FILE (.npz or .parquet)."
+        )
     ds = read_dataset(layout.data_dir)
     if not 1 <= args.top_k <= len(ds.train.y):
-        raise KernelscopeError(f"--top-k {args.top_k} is out of range; give a number from 1 to {len(ds.train.y)} "
-                               f"(the training points of {ds.name}).")
+        raise KernelscopeError(
+            f"--top-k {args.top_k} is out of range; give a number from 1 to {len(ds.train.y)} "
+            f"(the training points of {ds.name})."
+        )
     if args.index is not None:
         if not 0 <= args.index < len(ds.test.y):
-            raise KernelscopeError(f"explain: --index {args.index} is out of range; the test set of {ds.name} has {len(ds.test.y)} points.")
+            raise KernelscopeError(
+                f"explain: --index {args.index} is out of range; the test set of {ds.name} has {len(ds.test.y)} points."
+            )
         query = Query(f"test-{args.index}", ds.test.x[args.index], int(ds.test.y[args.index]), args.index)
     else:
         x = load_inputs(args.input, ds.train.x.shape[1])
         if len(x) != 1:
-            raise KernelscopeError(f"{args.input}: holds {len(x)} inputs, and explain takes one; save the row to explain in a file of its own.")
+            raise KernelscopeError(
+                f"{args.input}: holds {len(x)} inputs, and explain takes one; save the row to explain in a file of its own."
+            )
         query = Query(Path(args.input).stem, x[0], None, None)
     result = explain(params, layout, kinds, query, args.top_k)
     if not args.no_track:
@@ -93,7 +105,6 @@ def cmd_explain(args: argparse.Namespace, params: Params) -> Any:
 
         track_explain(params, ds.name, query.name, kinds, args.top_k, result, source=args.source)
     return {k: result[k] for k in ("query", "label", "nn_prediction", "nn_probabilities", "report")}
-
 
 
 def cmd_report(args: argparse.Namespace, params: Params) -> Any:
@@ -107,10 +118,9 @@ def cmd_report(args: argparse.Namespace, params: Params) -> Any:
     return result
 
 
-
 def cmd_forensics(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.forensics import stages as fs
     from kernelscope.core.layout import RunLayout
+    from kernelscope.forensics import stages as fs
 
     layout = RunLayout(Path(args.out) / "forensics" / params.poison.dataset)
     kinds = [args.kind] if args.kind else list(params.poison.kinds)
@@ -132,7 +142,6 @@ def cmd_forensics(args: argparse.Namespace, params: Params) -> Any:
     return metrics
 
 
-
 def cmd_loss_kernel(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.core.fileio import write_dvc_metrics
     from kernelscope.loss_kernel.stages import loss_kernel_stage, track_loss_kernel
@@ -147,7 +156,6 @@ def cmd_loss_kernel(args: argparse.Namespace, params: Params) -> Any:
     return {**metrics, "warnings": summary["warnings"]}
 
 
-
 def cmd_multitask(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.loss_kernel.multitask_stages import multitask_loss_stage, multitask_train_stage
 
@@ -158,25 +166,28 @@ def cmd_multitask(args: argparse.Namespace, params: Params) -> Any:
     return {k: v for k, v in summary.items() if k != "plots"}
 
 
-
 def cmd_structure(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.core.fileio import write_dvc_metrics
-    from kernelscope.structure.stages import structure_stage, track_structure
-
     from kernelscope.core.param_types import BUILTIN_DATASETS
+    from kernelscope.structure.stages import structure_stage, track_structure
 
     subjects = (*BUILTIN_DATASETS, *params.sources, "multitask")
     if args.subject not in subjects:
-        raise KernelscopeError(f"--subject {args.subject!r} is not a model kernelscope knows; choose from {', '.join(subjects)} "
-                               f"(or add a source to {args.params}).")
+        raise KernelscopeError(
+            f"--subject {args.subject!r} is not a model kernelscope knows; choose from {', '.join(subjects)} "
+            f"(or add a source to {args.params})."
+        )
     summary = structure_stage(params, args.subject, args.out).summary
     root = Path(args.out) / args.subject
     write_dvc_metrics(root / "structure_metrics.json", summary["metrics"])
     if not args.no_track:
         track_structure(params, summary, source=args.source)
-    return {"subject": summary["subject"], "coordinate_free_kept": summary["coordinate_free_kept"], "parameters": summary["parameters"],
-            "files": summary["files"]}
-
+    return {
+        "subject": summary["subject"],
+        "coordinate_free_kept": summary["coordinate_free_kept"],
+        "parameters": summary["parameters"],
+        "files": summary["files"],
+    }
 
 
 def cmd_runs(args: argparse.Namespace, params: Params) -> Any:
@@ -190,15 +201,21 @@ def cmd_runs(args: argparse.Namespace, params: Params) -> Any:
 
     metrics = tuple(args.metrics.split(",")) if args.metrics else DEFAULT_METRICS
     try:
-        columns, rows = compare_runs(tuple(args.experiment or EXPERIMENTS), args.filter or "", args.max_results, metrics)
+        columns, rows = compare_runs(
+            tuple(args.experiment or EXPERIMENTS), args.filter or "", args.max_results, metrics
+        )
     except Exception as error:  # MLflow raises its own exception types for a bad filter string
-        raise KernelscopeError(f"runs: MLflow could not search {tracking_uri()} ({str(error).splitlines()[0]}); check --filter, "
-                               "e.g. --filter \"tags.dataset = 'digits10'\".") from None
+        raise KernelscopeError(
+            f"runs: MLflow could not search {tracking_uri()} ({str(error).splitlines()[0]}); check --filter, "
+            "e.g. --filter \"tags.dataset = 'digits10'\"."
+        ) from None
     if args.json:
         return rows
     table = Table(title=f"kernelscope runs in {tracking_uri()} (newest first)")
     for column in ("experiment", "run", "started", *TAG_COLUMNS, *columns):
-        table.add_column(column, justify="right" if column in columns else "left", no_wrap=column not in ("kernel", "run"))
+        table.add_column(
+            column, justify="right" if column in columns else "left", no_wrap=column not in ("kernel", "run")
+        )
     for row in rows:
         started = datetime.datetime.fromtimestamp(row["started"] / 1000).strftime("%m-%d %H:%M")
         tags = [row[t][:8] if t in ("git_commit", "params_hash") else row[t] for t in TAG_COLUMNS]
@@ -206,4 +223,3 @@ def cmd_runs(args: argparse.Namespace, params: Params) -> Any:
         table.add_row(row["experiment"], row["run"], started, *tags, *values)
     Console(width=max(Console().width, 200)).print(table if rows else "no runs found")
     return None
-

@@ -32,16 +32,30 @@ def run(tiny_run) -> Path:
 
 # ----------------------------------------------------------------------------------- params.yaml
 
-@pytest.mark.parametrize("edit, fragments", [
-    (lambda raw: raw["kglm"].update(alpah=1e-3), ["kglm.alpah", "Extra inputs"]),                  # unknown key
-    (lambda raw: raw["kglm"].update(alpha="small"), ["kglm.alpha", "valid number"]),               # wrong type
-    (lambda raw: raw["kglm"].update(alpha=-1.0), ["kglm.alpha", "greater than 0"]),                # out of range
-    (lambda raw: raw["kernel"].update(chunk_size=0), ["kernel.chunk_size", "greater than or equal to 1"]),
-    (lambda raw: raw["kernel"].update(chunk_size=10**7), ["kernel.chunk_size", "less than or equal to 65536"]),
-    (lambda raw: raw["kernel"].update(projection_dim=0), ["kernel.projection_dim"]),
-    (lambda raw: raw.update(datasets=["digits3"]), ["datasets", "'digits3'", "sources"]),
-    (lambda raw: raw.update(sources={"mine": {"data": {"format": "npz"}}}), ["sources.mine.data.path"]),
-], ids=["unknown-key", "wrong-type", "out-of-range", "chunk-zero", "chunk-huge", "projection-zero", "unknown-dataset", "source-no-path"])
+
+@pytest.mark.parametrize(
+    "edit, fragments",
+    [
+        (lambda raw: raw["kglm"].update(alpah=1e-3), ["kglm.alpah", "Extra inputs"]),  # unknown key
+        (lambda raw: raw["kglm"].update(alpha="small"), ["kglm.alpha", "valid number"]),  # wrong type
+        (lambda raw: raw["kglm"].update(alpha=-1.0), ["kglm.alpha", "greater than 0"]),  # out of range
+        (lambda raw: raw["kernel"].update(chunk_size=0), ["kernel.chunk_size", "greater than or equal to 1"]),
+        (lambda raw: raw["kernel"].update(chunk_size=10**7), ["kernel.chunk_size", "less than or equal to 65536"]),
+        (lambda raw: raw["kernel"].update(projection_dim=0), ["kernel.projection_dim"]),
+        (lambda raw: raw.update(datasets=["digits3"]), ["datasets", "'digits3'", "sources"]),
+        (lambda raw: raw.update(sources={"mine": {"data": {"format": "npz"}}}), ["sources.mine.data.path"]),
+    ],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "out-of-range",
+        "chunk-zero",
+        "chunk-huge",
+        "projection-zero",
+        "unknown-dataset",
+        "source-no-path",
+    ],
+)
 def test_params_mistakes_name_the_field(run, capsys, edit, fragments):
     before = sha256_tree(run / "out")
     edit_params(run, edit)
@@ -56,11 +70,16 @@ def test_projection_larger_than_the_model_is_refused(run, capsys):
 
 
 def test_missing_params_file(tmp_path, capsys):
-    refused(["data", "--params", str(tmp_path / "nope.yaml"), "--dataset", "digits2", "--out", str(tmp_path)], capsys,
-            "nope.yaml", "not found")
+    refused(
+        ["data", "--params", str(tmp_path / "nope.yaml"), "--dataset", "digits2", "--out", str(tmp_path)],
+        capsys,
+        "nope.yaml",
+        "not found",
+    )
 
 
 # ----------------------------------------------------------------------------------- missing files
+
 
 def test_missing_model_and_missing_data(run, capsys):
     shutil.rmtree(run / "out" / "digits2" / "model")
@@ -70,6 +89,7 @@ def test_missing_model_and_missing_data(run, capsys):
 
 
 # ----------------------------------------------------------------------------------- checkpoints
+
 
 def test_truncated_checkpoint_is_refused_and_kernel_untouched(run, capsys):
     weights = run / "out" / "digits2" / "model" / "model.safetensors"
@@ -92,7 +112,11 @@ def test_kernel_of_another_checkpoint_is_refused(run, capsys):
 
 # ----------------------------------------------------------------------------------- a user's model
 
-@pytest.mark.parametrize("case", ["truncated", "not-safetensors", "pickle-with-code", "wrong-architecture", "nan-weights", "not-a-tensor-dict"])
+
+@pytest.mark.parametrize(
+    "case",
+    ["truncated", "not-safetensors", "pickle-with-code", "wrong-architecture", "nan-weights", "not-a-tensor-dict"],
+)
 def test_users_weights_are_refused_without_running_code(run, capsys, case):
     model_dir = run / "out" / "blobs" / "model"
     marker = run / "pwned"
@@ -134,29 +158,42 @@ def test_users_weights_are_refused_without_running_code(run, capsys, case):
 def test_factory_mistakes_are_named(run, capsys):
     weights = healthy_weights(run / "net.safetensors")
     factory_source(run, weights)
-    for factory, fragment in (("kernelscope.examples.byo", "'package.module:function'"), ("kernelscope.no_such_module:f", "cannot be imported"),
-                              ("kernelscope.examples.byo:no_such", "has no attribute")):
+    for factory, fragment in (
+        ("kernelscope.examples.byo", "'package.module:function'"),
+        ("kernelscope.no_such_module:f", "cannot be imported"),
+        ("kernelscope.examples.byo:no_such", "has no attribute"),
+    ):
         edit_params(run, lambda raw: raw["sources"]["blobs"]["model"].update(factory=factory))
         refused(cli_args(run, ["train"], "blobs"), capsys, fragment)
-    edit_params(run, lambda raw: raw["sources"]["blobs"]["model"].update(factory="kernelscope.examples.byo:make_net",
-                                                                         kwargs={"n_classes": 4, "widht": 3}))
+    edit_params(
+        run,
+        lambda raw: raw["sources"]["blobs"]["model"].update(
+            factory="kernelscope.examples.byo:make_net", kwargs={"n_classes": 4, "widht": 3}
+        ),
+    )
     refused(cli_args(run, ["train"], "blobs"), capsys, "model.kwargs")
-    edit_params(run, lambda raw: raw["sources"]["blobs"]["model"].update(kwargs={"in_features": 16, "hidden": 32,
-                                                                                 "n_classes": 3}))
+    edit_params(
+        run,
+        lambda raw: raw["sources"]["blobs"]["model"].update(kwargs={"in_features": 16, "hidden": 32, "n_classes": 3}),
+    )
     refused(cli_args(run, ["train"], "blobs"), capsys, "does not match")
 
 
 # ----------------------------------------------------------------------------------- a user's data
 
-@pytest.mark.parametrize("case, fragments", [
-    ("nan", ["blobs.npz", "NaN"]),
-    ("inf", ["blobs.npz", "inf"]),
-    ("labels-out-of-range", ["blobs.npz", "out of range"]),
-    ("single-class", ["blobs.npz", "class"]),
-    ("wrong-shapes", ["blobs.npz", "rows but"]),
-    ("empty", ["blobs.npz", "empty"]),
-    ("empty-test-split", ["blobs.npz", "test split is empty"]),
-])
+
+@pytest.mark.parametrize(
+    "case, fragments",
+    [
+        ("nan", ["blobs.npz", "NaN"]),
+        ("inf", ["blobs.npz", "inf"]),
+        ("labels-out-of-range", ["blobs.npz", "out of range"]),
+        ("single-class", ["blobs.npz", "class"]),
+        ("wrong-shapes", ["blobs.npz", "rows but"]),
+        ("empty", ["blobs.npz", "empty"]),
+        ("empty-test-split", ["blobs.npz", "test split is empty"]),
+    ],
+)
 def test_users_data_is_validated_and_nothing_is_written(run, capsys, case, fragments):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 5)).astype(np.float32), np.repeat([0, 1, 2], 20)
@@ -187,9 +224,14 @@ def test_users_data_is_validated_and_nothing_is_written(run, capsys, case, fragm
 
 # ----------------------------------------------------------------------------------- end to end
 
+
 def test_subprocess_exit_code_and_no_traceback(run):
     edit_params(run, lambda raw: raw["kglm"].update(alpha="small"))
-    done = subprocess.run([sys.executable, "-m", "kernelscope.cli", *cli_args(run, ["kglm", "--no-track"])],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "kernelscope.cli", *cli_args(run, ["kglm", "--no-track"])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "kglm.alpha" in done.stderr

@@ -47,27 +47,45 @@ def _unchanged(run: Path, argv: list[str], capsys, *fragments: str) -> str:
 
 # ----------------------------------------------------------------------------------- params.yaml (items 1-4)
 
+
 def test_params_file_that_is_not_utf8(run, capsys):
     (run / "params.yaml").write_bytes(b"\xff\xfe" + "seed: 1\n".encode("utf-16-le"))
-    _unchanged(run, cli_args(run, ["kernel", "--kind", "trntk"]), capsys, "params.yaml", "not UTF-8",
-               "save the file as UTF-8")
+    _unchanged(
+        run, cli_args(run, ["kernel", "--kind", "trntk"]), capsys, "params.yaml", "not UTF-8", "save the file as UTF-8"
+    )
 
 
-@pytest.mark.parametrize("section, values, fragments", [
-    ("train", {"hidden": [0]}, ["train.hidden", "greater than or equal to 1"]),
-    ("train", {"hidden": [-5]}, ["train.hidden", "greater than or equal to 1"]),
-    ("train", {"hidden": [16, 10**9]}, ["train.hidden.1", "less than or equal to 65536"]),
-    ("cnn", {"channels": [8, 10**7]}, ["cnn.channels.1", "65536"]),
-    ("resnet", {"widths": [0]}, ["resnet.widths.0"]),
-    ("multitask", {"embed": 10**6}, ["multitask.embed", "65536"]),
-    ("multitask", {"hidden": 10**6}, ["multitask.hidden", "65536"]),
-    ("train", {"epochs": True}, ["train.epochs", "valid integer", "True"]),
-    ("train", {"batch_size": 16.5}, ["train.batch_size", "valid integer"]),
-    ("train", {"lr": True}, ["train.lr", "not a boolean"]),
-    ("kglm", {"standardize": 1}, ["kglm.standardize", "valid boolean"]),
-    ("poison", {"k": 3, "m": 4}, ["poison.m", "poison.k", "at most"]),
-], ids=["hidden-zero", "hidden-negative", "hidden-huge", "cnn-channels-huge", "resnet-width-zero", "embed-huge", "mt-hidden-huge",
-        "epochs-true", "batch-float", "lr-true", "standardize-int", "m-above-k"])
+@pytest.mark.parametrize(
+    "section, values, fragments",
+    [
+        ("train", {"hidden": [0]}, ["train.hidden", "greater than or equal to 1"]),
+        ("train", {"hidden": [-5]}, ["train.hidden", "greater than or equal to 1"]),
+        ("train", {"hidden": [16, 10**9]}, ["train.hidden.1", "less than or equal to 65536"]),
+        ("cnn", {"channels": [8, 10**7]}, ["cnn.channels.1", "65536"]),
+        ("resnet", {"widths": [0]}, ["resnet.widths.0"]),
+        ("multitask", {"embed": 10**6}, ["multitask.embed", "65536"]),
+        ("multitask", {"hidden": 10**6}, ["multitask.hidden", "65536"]),
+        ("train", {"epochs": True}, ["train.epochs", "valid integer", "True"]),
+        ("train", {"batch_size": 16.5}, ["train.batch_size", "valid integer"]),
+        ("train", {"lr": True}, ["train.lr", "not a boolean"]),
+        ("kglm", {"standardize": 1}, ["kglm.standardize", "valid boolean"]),
+        ("poison", {"k": 3, "m": 4}, ["poison.m", "poison.k", "at most"]),
+    ],
+    ids=[
+        "hidden-zero",
+        "hidden-negative",
+        "hidden-huge",
+        "cnn-channels-huge",
+        "resnet-width-zero",
+        "embed-huge",
+        "mt-hidden-huge",
+        "epochs-true",
+        "batch-float",
+        "lr-true",
+        "standardize-int",
+        "m-above-k",
+    ],
+)
 def test_params_values_are_refused_naming_the_field(run, capsys, section, values, fragments):
     edit_params(run, lambda raw: raw.setdefault(section, {}).update(values))
     _unchanged(run, cli_args(run, ["kernel", "--kind", "trntk"]), capsys, "params.yaml", *fragments)
@@ -75,14 +93,15 @@ def test_params_values_are_refused_naming_the_field(run, capsys, section, values
 
 def test_numbers_written_as_yaml_reads_them_still_validate():
     raw = copy.deepcopy(TINY_PARAMS)
-    raw["train"].update(lr=1)                      # an int for a float
-    raw["kglm"].update(alpha="1e-3", tol=0.001)    # YAML 1.1 reads 1e-3 (no dot) as a string
+    raw["train"].update(lr=1)  # an int for a float
+    raw["kglm"].update(alpha="1e-3", tol=0.001)  # YAML 1.1 reads 1e-3 (no dot) as a string
     raw["poison"] = {"k": 3, "m": 3}
     params = params_from_dict(raw)
     assert params.train.lr == 1.0 and params.kglm.alpha == 1e-3 and params.poison.m == 3
 
 
 # ----------------------------------------------------------------------------------- device (item 5)
+
 
 def test_cuda_device_without_cuda(run, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -92,16 +111,35 @@ def test_cuda_device_without_cuda(run, capsys, monkeypatch):
 
 # ----------------------------------------------------------------------------------- the file system (item 6)
 
+
 def test_out_that_is_a_file(run, capsys):
     (run / "a-file").write_text("not a folder")
-    argv = ["data", "--params", str(run / "params.yaml"), "--dataset", "digits2", "--out", str(run / "a-file"), "--quiet"]
+    argv = [
+        "data",
+        "--params",
+        str(run / "params.yaml"),
+        "--dataset",
+        "digits2",
+        "--out",
+        str(run / "a-file"),
+        "--quiet",
+    ]
     _unchanged(run, argv, capsys, "a-file", "is a file, not a folder")
     assert (run / "a-file").read_text() == "not a folder"
 
 
 def test_out_below_a_file(run, capsys):
     (run / "a-file").write_text("not a folder")
-    argv = ["data", "--params", str(run / "params.yaml"), "--dataset", "digits2", "--out", str(run / "a-file" / "sub"), "--quiet"]
+    argv = [
+        "data",
+        "--params",
+        str(run / "params.yaml"),
+        "--dataset",
+        "digits2",
+        "--out",
+        str(run / "a-file" / "sub"),
+        "--quiet",
+    ]
     _unchanged(run, argv, capsys, f"{run / 'a-file'}: is a file where a folder", "--out")
 
 
@@ -121,13 +159,29 @@ def test_data_folder_that_is_a_file(run, capsys):
 
 @pytest.mark.parametrize("root", ["/proc", "/sys"])
 def test_out_on_a_kernel_file_system(run, capsys, root):
-    argv = ["data", "--params", str(run / "params.yaml"), "--dataset", "digits2", "--out", f"{root}/kernelscope-test", "--quiet"]
+    argv = [
+        "data",
+        "--params",
+        str(run / "params.yaml"),
+        "--dataset",
+        "digits2",
+        "--out",
+        f"{root}/kernelscope-test",
+        "--quiet",
+    ]
     _unchanged(run, argv, capsys, f"{root}/kernelscope-test", "kernel file system", "choose a folder on disk")
     assert not Path(f"{root}/kernelscope-test").exists()
 
 
-@pytest.mark.parametrize("code, fragment", [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only"), (errno.EACCES, "permission denied"),
-                                            (errno.EDQUOT, "quota")])
+@pytest.mark.parametrize(
+    "code, fragment",
+    [
+        (errno.ENOSPC, "no space left"),
+        (errno.EROFS, "read-only"),
+        (errno.EACCES, "permission denied"),
+        (errno.EDQUOT, "quota"),
+    ],
+)
 def test_failing_rename_leaves_the_previous_kernel(run, capsys, monkeypatch, code, fragment):
     import kernelscope.core.fileio
 
@@ -144,14 +198,18 @@ def test_disk_full_inside_the_parquet_writer(run, capsys, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")  # as pyarrow raises it: no file name
 
     monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
-    _unchanged(run, cli_args(run, ["kernel", "--kind", "trntk"]), capsys, str(run / "out"), "no space left",
-               "free some space")
+    _unchanged(
+        run, cli_args(run, ["kernel", "--kind", "trntk"]), capsys, str(run / "out"), "no space left", "free some space"
+    )
 
 
 # ----------------------------------------------------------------------------------- MLflow (item 7)
 
-@pytest.mark.parametrize("uri, fragment", [("sqlite:////nonexistent-kernelscope-dir/x.db", "/nonexistent-kernelscope-dir"),
-                                           ("foo://bar", "scheme 'foo'")])
+
+@pytest.mark.parametrize(
+    "uri, fragment",
+    [("sqlite:////nonexistent-kernelscope-dir/x.db", "/nonexistent-kernelscope-dir"), ("foo://bar", "scheme 'foo'")],
+)
 @pytest.mark.parametrize("command", [["kglm"], ["explain", "--index", "0"]])
 def test_unusable_tracking_uri_is_refused_before_any_output(run, capsys, monkeypatch, uri, fragment, command):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -160,6 +218,7 @@ def test_unusable_tracking_uri_is_refused_before_any_output(run, capsys, monkeyp
 
 
 # ----------------------------------------------------------------------------------- explain and structure (item 8)
+
 
 def _digits_input(run: Path, name: str, rows: int) -> Path:
     x = np.zeros((rows, 64), dtype=np.float32)
@@ -171,22 +230,29 @@ def _digits_input(run: Path, name: str, rows: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("extra, fragments", [
-    (["--index", "0", "--top-k", "-3"], ["--top-k -3", "from 1 to"]),
-    (["--index", "0", "--top-k", "0"], ["--top-k 0", "from 1 to"]),
-    (["--index", "0", "--top-k", "100000"], ["--top-k 100000", "training points"]),
-    (["--index", "0", "--kinds", "rbf"], ["'rbf'", "trntk, trntk0"]),
-], ids=["top-k-negative", "top-k-zero", "top-k-too-many", "unknown-kind"])
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["--index", "0", "--top-k", "-3"], ["--top-k -3", "from 1 to"]),
+        (["--index", "0", "--top-k", "0"], ["--top-k 0", "from 1 to"]),
+        (["--index", "0", "--top-k", "100000"], ["--top-k 100000", "training points"]),
+        (["--index", "0", "--kinds", "rbf"], ["'rbf'", "trntk, trntk0"]),
+    ],
+    ids=["top-k-negative", "top-k-zero", "top-k-too-many", "unknown-kind"],
+)
 def test_explain_arguments(run, capsys, extra, fragments):
     _unchanged(run, cli_args(run, ["explain", "--no-track", *extra]), capsys, *fragments)
 
 
-@pytest.mark.parametrize("name, rows, fragments", [
-    ("three.npz", 3, ["three.npz", "holds 3 inputs", "explain takes one"]),
-    ("three.parquet", 3, ["three.parquet", "holds 3 inputs"]),
-    ("empty.npz", 0, ["empty.npz", "holds no inputs"]),
-    ("empty.parquet", 0, ["empty.parquet", "holds no inputs"]),
-])
+@pytest.mark.parametrize(
+    "name, rows, fragments",
+    [
+        ("three.npz", 3, ["three.npz", "holds 3 inputs", "explain takes one"]),
+        ("three.parquet", 3, ["three.parquet", "holds 3 inputs"]),
+        ("empty.npz", 0, ["empty.npz", "holds no inputs"]),
+        ("empty.parquet", 0, ["empty.parquet", "holds no inputs"]),
+    ],
+)
 def test_explain_input_rows(run, capsys, name, rows, fragments):
     path = _digits_input(run, name, rows)
     _unchanged(run, cli_args(run, ["explain", "--no-track", "--input", str(path)]), capsys, *fragments)
@@ -194,34 +260,61 @@ def test_explain_input_rows(run, capsys, name, rows, fragments):
 
 def test_explain_npz_without_x(run, capsys):
     np.savez(run / "digit.npz", features=np.zeros(64, dtype=np.float32))
-    _unchanged(run, cli_args(run, ["explain", "--no-track", "--input", str(run / "digit.npz")]), capsys, "digit.npz",
-               "['features']", "'x'")
+    _unchanged(
+        run,
+        cli_args(run, ["explain", "--no-track", "--input", str(run / "digit.npz")]),
+        capsys,
+        "digit.npz",
+        "['features']",
+        "'x'",
+    )
 
 
 def test_structure_unknown_subject(run, capsys):
-    argv = ["structure", "--subject", "nope", "--params", str(run / "params.yaml"), "--out", str(run / "out"), "--quiet", "--no-track"]
+    argv = [
+        "structure",
+        "--subject",
+        "nope",
+        "--params",
+        str(run / "params.yaml"),
+        "--out",
+        str(run / "out"),
+        "--quiet",
+        "--no-track",
+    ]
     _unchanged(run, argv, capsys, "'nope'", "digits2, digits10, multitask")
 
 
 # ----------------------------------------------------------------------------------- em_layers (item 9)
 
+
 def test_unknown_em_layer_creates_no_folder(run, capsys):
     edit_params(run, lambda raw: raw["kernel"].update(em_layers=["nope"]))
-    _unchanged(run, cli_args(run, ["kernel", "--kind", "em"]), capsys, "kernel.em_layers", "['nope']",
-               "choose from 0, 1")
+    _unchanged(
+        run, cli_args(run, ["kernel", "--kind", "em"]), capsys, "kernel.em_layers", "['nope']", "choose from 0, 1"
+    )
     assert not (run / "out" / "digits2" / "kernels" / "em").exists()
 
 
 # ----------------------------------------------------------------------------------- JSON without NaN (item 10)
 
+
 def _strict_json(text: str):
     def refuse(token: str):
         raise AssertionError(f"{token} is not JSON")
+
     return json.loads(text, parse_constant=refuse)
 
 
 def test_json_safe_and_the_json_writer(tmp_path):
-    payload = {"a": math.nan, "b": [1.0, math.inf, (-math.inf, 2)], "c": np.float32("nan"), "d": np.float64(0.5), "e": 3, "f": None}
+    payload = {
+        "a": math.nan,
+        "b": [1.0, math.inf, (-math.inf, 2)],
+        "c": np.float32("nan"),
+        "d": np.float64(0.5),
+        "e": 3,
+        "f": None,
+    }
     assert json_safe(payload) == {"a": None, "b": [1.0, None, [None, 2]], "c": None, "d": 0.5, "e": 3, "f": None}
     write_json_atomic(tmp_path / "m.json", payload)
     assert _strict_json((tmp_path / "m.json").read_text())["a"] is None
@@ -238,6 +331,7 @@ def test_metrics_and_stdout_hold_null_not_nan(run, capsys, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------- users' weights (items 11, 12)
+
 
 @pytest.mark.parametrize("writer", ["protocol-2", "protocol-4", "torch-save"])
 def test_refused_pickle_names_its_global(run, capsys, writer):
@@ -259,8 +353,9 @@ def test_integer_weights_for_a_float_model(run, capsys):
     state["0.weight"] = state["0.weight"].round().to(torch.int32)
     save_file(state, str(weights))
     factory_source(run, weights)
-    _unchanged(run, cli_args(run, ["train"], "blobs"), capsys, "net.safetensors", "0.weight", "torch.int32",
-               "torch.float32")
+    _unchanged(
+        run, cli_args(run, ["train"], "blobs"), capsys, "net.safetensors", "0.weight", "torch.int32", "torch.float32"
+    )
 
 
 def test_float64_weights_are_still_cast(tmp_path):
@@ -277,6 +372,7 @@ def test_float64_weights_are_still_cast(tmp_path):
 
 # ----------------------------------------------------------------------------------- divergence (item 13)
 
+
 def test_diverging_training_writes_no_checkpoint(run, capsys):
     edit_params(run, lambda raw: raw["train"].update(lr=1e8))
     _unchanged(run, cli_args(run, ["train"]), capsys, "diverged", "train.lr", "lower train.lr")
@@ -284,13 +380,16 @@ def test_diverging_training_writes_no_checkpoint(run, capsys):
 
 # ----------------------------------------------------------------------------------- Prefect deployments (item 14)
 
+
 def test_deployments_refuse_unknown_top_level_parameters():
     from prefect.utilities.schema_tools import ValidationError, validate
 
     from flows.serve import deployments
 
     for deployment in deployments(params_from_dict(TINY_PARAMS)):
-        schema = deployment._parameter_openapi_schema.model_dump(exclude_unset=True)  # what the deployment sends to the API
+        schema = deployment._parameter_openapi_schema.model_dump(
+            exclude_unset=True
+        )  # what the deployment sends to the API
         assert schema["additionalProperties"] is False
         assert validate(dict(deployment.parameters), schema) == []  # the form's defaults still pass
         with pytest.raises(ValidationError, match="'parms' was unexpected"):

@@ -49,5 +49,7 @@ def test_cli_reports_missing_inputs_without_traceback(tmp_path, tiny_params_dict
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "kernelscope.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "kernelscope.cli", "--help"], capture_output=True, text=True, check=True
+    )
     assert all(name in out.stdout for name in SUBCOMMANDS)

@@ -61,6 +61,7 @@ def _rehash_json(path: Path, artifact: str, edit: Callable[[dict], None]) -> Non
 
 # ----------------------------------------------------------------------------------- the sidecar attack
 
+
 @pytest.mark.parametrize("rehash", [False, True], ids=["sidecar-edited", "sidecar-edited-and-rehashed"])
 def test_sidecar_cannot_run_code(run, capsys, rehash):
     """The reproduction of the integrity issue: model.json naming os:system as a factory. No stage imports it."""
@@ -73,10 +74,26 @@ def test_sidecar_cannot_run_code(run, capsys, rehash):
         meta = json.loads(sidecar.read_text())
         meta["architecture"] = attack
         sidecar.write_text(json.dumps(meta))
-    for command in (["kernel", "--kind", "trntk"], ["kglm", "--no-track"], ["explain", "--index", "0", "--no-track"], ["loss-kernel", "--no-track"]):
+    for command in (
+        ["kernel", "--kind", "trntk"],
+        ["kglm", "--no-track"],
+        ["explain", "--index", "0", "--no-track"],
+        ["loss-kernel", "--no-track"],
+    ):
         _refused_untouched(run, command, capsys, "model.json")
         assert not marker.exists()
-    code = main(["structure", "--subject", "digits2", "--params", str(run / "params.yaml"), "--out", str(run / "out"), "--no-track"])
+    code = main(
+        [
+            "structure",
+            "--subject",
+            "digits2",
+            "--params",
+            str(run / "params.yaml"),
+            "--out",
+            str(run / "out"),
+            "--no-track",
+        ]
+    )
     assert code == 2 and not marker.exists()
 
 
@@ -84,15 +101,28 @@ def test_sidecar_attack_as_a_subprocess(run):
     """End to end as a user types it: exit 2, one line, no traceback, no marker."""
     marker = run / "PWNED"
     sidecar = _dir(run) / "model" / "model.json"
-    _rehash_json(sidecar, "checkpoint-sidecar",
-                 lambda m: m.update(architecture={"name": "factory", "factory": "os:system", "kwargs": {"command": f"touch {marker}"}}))
-    proc = subprocess.run([sys.executable, "-m", "kernelscope.cli", *cli_args(run, ["kernel", "--kind", "trntk"])],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    _rehash_json(
+        sidecar,
+        "checkpoint-sidecar",
+        lambda m: m.update(
+            architecture={"name": "factory", "factory": "os:system", "kwargs": {"command": f"touch {marker}"}}
+        ),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "kernelscope.cli", *cli_args(run, ["kernel", "--kind", "trntk"])],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (
+        proc.stderr
+    )
     assert "field 'architecture'" in proc.stderr and not marker.exists()
 
 
 # ----------------------------------------------------------------------------------- values and metadata edited
+
 
 def _kernel(run: Path, kind: str = "trntk", split: str = "train") -> Path:
     return _dir(run) / "kernels" / kind / f"{split}.parquet"
@@ -104,33 +134,74 @@ def _replace_values(make: Callable[[np.ndarray], np.ndarray]) -> Callable[[pa.Ta
         values = make(column.flatten().to_numpy().astype(np.float32))
         new = pa.FixedSizeListArray.from_arrays(pa.array(values, pa.float32()), column.type.list_size)
         return table.set_column(table.schema.get_field_index("values"), "values", new)
+
     return edit
 
 
 TAMPERS = {
-    "kernel-random-values": (lambda run: rewrite_parquet(_kernel(run), _replace_values(lambda v: np.random.default_rng(0).random(v.shape))),
-                             ["kglm", "--no-track"], ["train.parquet", "content hash"]),
-    "kernel-values-times-minus-1e30": (lambda run: rewrite_parquet(_kernel(run), _replace_values(lambda v: v * -1e30)),
-                                       ["kglm", "--no-track"], ["train.parquet", "content hash"]),
-    "kernel-train-ids-reversed": (lambda run: rewrite_parquet(_kernel(run), edit_meta=lambda m: m.update(train_ids=m["train_ids"][::-1])),
-                                  ["kglm", "--no-track"], ["train.parquet", "content hash"]),
-    "kernel-n-train-wrong": (lambda run: rewrite_parquet(_kernel(run, split="test"), edit_meta=lambda m: m.update(n_train=m["n_train"] + 1)),
-                             ["kglm", "--no-track"], ["test.parquet", "content hash"]),
-    "kernel-kind-relabelled": (lambda run: rewrite_parquet(_kernel(run, "proj_trntk"), edit_meta=lambda m: m.update(projection_dim=32)),
-                               ["kglm", "--no-track"], ["proj_trntk", "content hash"]),
-    "data-n-classes-edited": (lambda run: rewrite_parquet(_dir(run) / "data" / "train.parquet", edit_meta=lambda m: m.update(n_classes=3)),
-                              ["train"], ["train.parquet", "content hash"]),
-    "data-labels-edited": (lambda run: rewrite_parquet(_dir(run) / "data" / "train.parquet",
-                                                       lambda t: t.set_column(1, "label", pa.array(np.zeros(t.num_rows, np.int64)))),
-                           ["train"], ["train.parquet", "content hash"]),
-    "kglm-byte-flipped": (lambda run: _flip_byte(_dir(run) / "kglm" / "trntk" / "kglm.safetensors"),
-                          ["explain", "--index", "0", "--no-track"], ["kglm.safetensors"]),
-    "sidecar-metrics-edited": (lambda run: _edit_json(_dir(run) / "model" / "model.json", lambda m: m["metrics"].update(train_accuracy=0.123)),
-                               ["kernel", "--kind", "trntk"], ["model.json", "content hash"]),
-    "kernel-not-parquet": (lambda run: _kernel(run).write_bytes(b"PAR1 not really"), ["kglm", "--no-track"], ["train.parquet", "not a readable"]),
-    "kernel-foreign-parquet": (lambda run: _foreign_parquet(_kernel(run)), ["kglm", "--no-track"], ["train.parquet", "no kernelscope provenance"]),
-    "kernel-is-a-dataset": (lambda run: shutil.copy(_dir(run) / "data" / "train.parquet", _kernel(run)),
-                            ["kglm", "--no-track"], ["train.parquet", "'dataset-split' artifact where a 'kernel' was expected"]),
+    "kernel-random-values": (
+        lambda run: rewrite_parquet(_kernel(run), _replace_values(lambda v: np.random.default_rng(0).random(v.shape))),
+        ["kglm", "--no-track"],
+        ["train.parquet", "content hash"],
+    ),
+    "kernel-values-times-minus-1e30": (
+        lambda run: rewrite_parquet(_kernel(run), _replace_values(lambda v: v * -1e30)),
+        ["kglm", "--no-track"],
+        ["train.parquet", "content hash"],
+    ),
+    "kernel-train-ids-reversed": (
+        lambda run: rewrite_parquet(_kernel(run), edit_meta=lambda m: m.update(train_ids=m["train_ids"][::-1])),
+        ["kglm", "--no-track"],
+        ["train.parquet", "content hash"],
+    ),
+    "kernel-n-train-wrong": (
+        lambda run: rewrite_parquet(_kernel(run, split="test"), edit_meta=lambda m: m.update(n_train=m["n_train"] + 1)),
+        ["kglm", "--no-track"],
+        ["test.parquet", "content hash"],
+    ),
+    "kernel-kind-relabelled": (
+        lambda run: rewrite_parquet(_kernel(run, "proj_trntk"), edit_meta=lambda m: m.update(projection_dim=32)),
+        ["kglm", "--no-track"],
+        ["proj_trntk", "content hash"],
+    ),
+    "data-n-classes-edited": (
+        lambda run: rewrite_parquet(_dir(run) / "data" / "train.parquet", edit_meta=lambda m: m.update(n_classes=3)),
+        ["train"],
+        ["train.parquet", "content hash"],
+    ),
+    "data-labels-edited": (
+        lambda run: rewrite_parquet(
+            _dir(run) / "data" / "train.parquet",
+            lambda t: t.set_column(1, "label", pa.array(np.zeros(t.num_rows, np.int64))),
+        ),
+        ["train"],
+        ["train.parquet", "content hash"],
+    ),
+    "kglm-byte-flipped": (
+        lambda run: _flip_byte(_dir(run) / "kglm" / "trntk" / "kglm.safetensors"),
+        ["explain", "--index", "0", "--no-track"],
+        ["kglm.safetensors"],
+    ),
+    "sidecar-metrics-edited": (
+        lambda run: _edit_json(_dir(run) / "model" / "model.json", lambda m: m["metrics"].update(train_accuracy=0.123)),
+        ["kernel", "--kind", "trntk"],
+        ["model.json", "content hash"],
+    ),
+    "kernel-not-parquet": (
+        lambda run: _kernel(run).write_bytes(b"PAR1 not really"),
+        ["kglm", "--no-track"],
+        ["train.parquet", "not a readable"],
+    ),
+    "kernel-foreign-parquet": (
+        lambda run: _foreign_parquet(_kernel(run)),
+        ["kglm", "--no-track"],
+        ["train.parquet", "no kernelscope provenance"],
+    ),
+    "kernel-is-a-dataset": (
+        lambda run: shutil.copy(_dir(run) / "data" / "train.parquet", _kernel(run)),
+        ["kglm", "--no-track"],
+        ["train.parquet", "'dataset-split' artifact where a 'kernel' was expected"],
+    ),
 }
 
 
@@ -161,6 +232,7 @@ def test_tampered_artifacts_are_refused(run, capsys, case):
 
 # ----------------------------------------------------------------------------------- files of other params
 
+
 def test_kernel_of_another_projection_is_refused_by_the_kglm(run, capsys):
     """proj_trntk computed at K 64 kron_hadamard; a kGLM asked for K 32 gaussian refuses it."""
     edit_params(run, lambda raw: raw["kernel"].update(projection_dim=32, projection="gaussian"))
@@ -175,10 +247,14 @@ def test_train_and_test_kernels_of_different_projections_are_refused(run, capsys
     assert main(cli_args(other, ["kernel", "--kind", "proj_trntk"])) == 0
     assert main(cli_args(other, ["kglm", "--no-track"])) == 0
     shutil.copy(_kernel(other, "proj_trntk", "train"), _kernel(run, "proj_trntk", "train"))
-    shutil.copy(_dir(other) / "kglm" / "proj_trntk" / "kglm.safetensors", _dir(run) / "kglm" / "proj_trntk" / "kglm.safetensors")
+    shutil.copy(
+        _dir(other) / "kglm" / "proj_trntk" / "kglm.safetensors", _dir(run) / "kglm" / "proj_trntk" / "kglm.safetensors"
+    )
     capsys.readouterr()
     _refused_untouched(run, ["kglm", "--no-track"], capsys, "proj_trntk", "projection_dim")
-    _refused_untouched(run, ["explain", "--index", "1", "--kinds", "proj_trntk", "--no-track"], capsys, "projection_dim")
+    _refused_untouched(
+        run, ["explain", "--index", "1", "--kinds", "proj_trntk", "--no-track"], capsys, "projection_dim"
+    )
 
 
 def test_kglm_of_other_settings_is_refused(run, capsys):
@@ -190,7 +266,9 @@ def test_kglm_of_other_settings_is_refused(run, capsys):
 def test_checkpoint_of_other_training_params_is_refused(run, capsys):
     """Changing train.lr without retraining: the kernel stage names the field instead of using a model of other params."""
     edit_params(run, lambda raw: raw["train"].update(lr=0.2))
-    _refused_untouched(run, ["kernel", "--kind", "trntk"], capsys, "model.json", "field 'hyperparameters'", "kernelscope train")
+    _refused_untouched(
+        run, ["kernel", "--kind", "trntk"], capsys, "model.json", "field 'hyperparameters'", "kernelscope train"
+    )
 
 
 def test_data_of_another_seed_is_refused_by_training(run, capsys, tmp_path):
@@ -206,19 +284,37 @@ def test_data_of_another_seed_is_refused_by_training(run, capsys, tmp_path):
 
 
 def test_loss_kernel_summary_is_verified_before_structure_reads_it(run, capsys):
-    edit_params(run, lambda raw: raw.update(loss_kernel={"chains": 2, "draws": 10, "burn_in": 2, "steps_between": 1,
-                                                         "batch_size": 64, "umap": False}))
+    edit_params(
+        run,
+        lambda raw: raw.update(
+            loss_kernel={"chains": 2, "draws": 10, "burn_in": 2, "steps_between": 1, "batch_size": 64, "umap": False}
+        ),
+    )
     assert main(cli_args(run, ["loss-kernel", "--no-track"])) == 0
     summary = _dir(run) / "loss_kernel" / "summary.json"
-    assert read_json_artifact(summary, "loss-kernel-summary")["llc"] == pytest.approx(json.loads(summary.read_text())["llc"])
+    assert read_json_artifact(summary, "loss-kernel-summary")["llc"] == pytest.approx(
+        json.loads(summary.read_text())["llc"]
+    )
     _edit_json(summary, lambda s: s.update(llc=1e9))
     capsys.readouterr()
-    code = main(["structure", "--subject", "digits2", "--params", str(run / "params.yaml"), "--out", str(run / "out"), "--no-track"])
+    code = main(
+        [
+            "structure",
+            "--subject",
+            "digits2",
+            "--params",
+            str(run / "params.yaml"),
+            "--out",
+            str(run / "out"),
+            "--no-track",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "summary.json" in err and "content hash" in err and "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------------- the format itself
+
 
 def test_every_artifact_carries_a_hash_and_follows_the_umask(run, tmp_path):
     """Every Parquet and safetensors file of a run has a content hash; files get the umask's mode, not mkstemp's 0600."""
@@ -281,16 +377,26 @@ def _dynamic_calls(path: Path) -> list[str]:
             found.append(f"{path.relative_to(LIBRARY)}:{node.lineno} {ast.unparse(func)}")
         elif isinstance(func, ast.Name) and func.id in DYNAMIC_CALLS:
             found.append(f"{path.relative_to(LIBRARY)}:{node.lineno} {func.id}")
-        elif isinstance(func, ast.Attribute) and (func.attr in DYNAMIC_CALLS - {"eval", "compile"} or
-                                                  (isinstance(func.value, ast.Name) and (func.value.id, func.attr) in DYNAMIC_ATTRIBUTES)):
-            no_pickle = any(k.arg == "allow_pickle" and isinstance(k.value, ast.Constant) and k.value.value is False for k in node.keywords)
+        elif isinstance(func, ast.Attribute) and (
+            func.attr in DYNAMIC_CALLS - {"eval", "compile"}
+            or (isinstance(func.value, ast.Name) and (func.value.id, func.attr) in DYNAMIC_ATTRIBUTES)
+        ):
+            no_pickle = any(
+                k.arg == "allow_pickle" and isinstance(k.value, ast.Constant) and k.value.value is False
+                for k in node.keywords
+            )
             if not (func.attr == "load" and getattr(func.value, "id", "") in ("np", "numpy") and no_pickle):
                 found.append(f"{path.relative_to(LIBRARY)}:{node.lineno} {func.attr}")
     return found
 
 
 def test_no_artifact_read_path_can_import_or_call_a_name_from_a_file():
-    offenders = [call for p in sorted(LIBRARY.rglob("*.py")) if p.relative_to(LIBRARY).as_posix() not in ALLOWED for call in _dynamic_calls(p)]
+    offenders = [
+        call
+        for p in sorted(LIBRARY.rglob("*.py"))
+        if p.relative_to(LIBRARY).as_posix() not in ALLOWED
+        for call in _dynamic_calls(p)
+    ]
     assert offenders == []
     assert all((LIBRARY / allowed).is_file() for allowed in ALLOWED)  # no exemption outlives its module
     assert _dynamic_calls(LIBRARY / "models/user_models.py")  # the detector does see calls (the params-named factory)
@@ -314,11 +420,15 @@ def test_comparison_reads_kernels_with_the_expected_provenance(run):
     from kernelscope.surrogate.stages import compare_stage
 
     layout = RunLayout(_dir(run))
-    summaries = [read_json_artifact(layout.kglm_dir(kind) / "metrics.json", "metrics") for kind in ("trntk", "proj_trntk")]
+    summaries = [
+        read_json_artifact(layout.kglm_dir(kind) / "metrics.json", "metrics") for kind in ("trntk", "proj_trntk")
+    ]
     summaries = [{k: (float("nan") if v is None else v) for k, v in s.items()} for s in summaries]
     params = load_params(run / "params.yaml")
     # healthy: the residual plot of proj_trntk against trntk
     assert compare_stage(params, layout, summaries).summary["artifacts"]
     edit_params(run, lambda raw: raw["kernel"].update(projection_dim=32))
-    with pytest.raises(ArtifactError, match="proj_trntk/train.parquet: provenance field 'projection_dim' is 64 but this run expects 32"):
+    with pytest.raises(
+        ArtifactError, match="proj_trntk/train.parquet: provenance field 'projection_dim' is 64 but this run expects 32"
+    ):
         compare_stage(load_params(run / "params.yaml"), layout, summaries)

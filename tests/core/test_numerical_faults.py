@@ -58,7 +58,11 @@ def damage_checkpoint(layout: RunLayout, value: float, scale: float = 1.0) -> No
 
 
 def snapshot(layout: RunLayout) -> dict[str, bytes]:
-    return {str(p.relative_to(layout.root)): p.read_bytes() for p in sorted(layout.root.rglob("*")) if p.is_file() and "model" not in p.parts}
+    return {
+        str(p.relative_to(layout.root)): p.read_bytes()
+        for p in sorted(layout.root.rglob("*"))
+        if p.is_file() and "model" not in p.parts
+    }
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
@@ -67,8 +71,12 @@ def test_non_finite_weights_stop_every_stage_by_name_and_write_nothing(run, bad)
     (layout.kglm_dir("trntk") / "metrics.json").unlink()  # the healthy run's evaluation: the refused one writes none
     damage_checkpoint(layout, bad)
     before = snapshot(layout)
-    for stage in (lambda: kernel_stage(params, layout, "trntk", progress=False), lambda: kernel_stage(params, layout, "pntk", progress=False),
-                  lambda: fit_kglm_stage(params, layout, "trntk"), lambda: evaluate_stage(params, layout, "trntk")):
+    for stage in (
+        lambda: kernel_stage(params, layout, "trntk", progress=False),
+        lambda: kernel_stage(params, layout, "pntk", progress=False),
+        lambda: fit_kglm_stage(params, layout, "trntk"),
+        lambda: evaluate_stage(params, layout, "trntk"),
+    ):
         with pytest.raises(CheckpointError, match=r"model\.safetensors: tensor '.*' holds 1 non-finite .*retrain"):
             stage()
     assert snapshot(layout) == before  # earlier kernels and kGLM untouched, no metrics.json, no pntk kernel
@@ -93,8 +101,20 @@ def test_cli_reports_non_finite_weights_in_one_line(run, capsys):
     params, layout = run
     damage_checkpoint(layout, float("nan"))
     (layout.root.parent / "params.yaml").write_text(json.dumps(params.model_dump(mode="json")))  # JSON is YAML
-    code = main(["kernel", "--kind", "trntk", "--dataset", "digits2", "--out", str(layout.root.parent),
-                 "--params", str(layout.root.parent / "params.yaml"), "--quiet"])
+    code = main(
+        [
+            "kernel",
+            "--kind",
+            "trntk",
+            "--dataset",
+            "digits2",
+            "--out",
+            str(layout.root.parent),
+            "--params",
+            str(layout.root.parent / "params.yaml"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("kernelscope kernel: error: ") and "non-finite" in err and "Traceback" not in err
@@ -105,7 +125,9 @@ def test_overflowing_weights_never_reach_a_kernel_file(run):
     """Finite but huge weights overflow the forward pass: the writer refuses the NaN/inf block; the old file stays."""
     params, layout = run
     damage_checkpoint(layout, 1e30, scale=1e30)
-    with pytest.raises(KernelscopeError, match=r"train\.parquet: \d+ kernel values are NaN or inf .*check or retrain the checkpoint"):
+    with pytest.raises(
+        KernelscopeError, match=r"train\.parquet: \d+ kernel values are NaN or inf .*check or retrain the checkpoint"
+    ):
         kernel_stage(params, layout, "trntk0", progress=False)
     assert not layout.kernel_path("trntk0", "train").exists()
     assert not list(layout.root.rglob(".*.tmp"))
@@ -141,8 +163,13 @@ def test_sgld_divergence_names_epsilon_and_gamma_and_leaves_no_probe_losses(run)
     from kernelscope.loss_kernel.stages import loss_kernel_stage
 
     params, layout = run
-    params = params.model_copy(update={"loss_kernel": params.loss_kernel.model_copy(update={"epsilon": 1e4, "gamma": 1.0})})
-    with pytest.raises(KernelscopeError, match=r"SGLD diverged .*lower loss_kernel\.epsilon \(now 10000\) or raise loss_kernel\.gamma \(now 1\)"):
+    params = params.model_copy(
+        update={"loss_kernel": params.loss_kernel.model_copy(update={"epsilon": 1e4, "gamma": 1.0})}
+    )
+    with pytest.raises(
+        KernelscopeError,
+        match=r"SGLD diverged .*lower loss_kernel\.epsilon \(now 10000\) or raise loss_kernel\.gamma \(now 1\)",
+    ):
         loss_kernel_stage(params, layout)
     leftovers = list((layout.root / "loss_kernel").rglob("*")) if (layout.root / "loss_kernel").exists() else []
     assert leftovers == []  # no probe_losses.parquet, no loss kernels, no temporary files
@@ -151,7 +178,9 @@ def test_sgld_divergence_names_epsilon_and_gamma_and_leaves_no_probe_losses(run)
 
 def _bias_free_relu(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(5, 12, bias=False), nn.ReLU(), nn.Linear(12, 12, bias=False), nn.ReLU(), nn.Linear(12, 3, bias=False)).double()
+    return nn.Sequential(
+        nn.Linear(5, 12, bias=False), nn.ReLU(), nn.Linear(12, 12, bias=False), nn.ReLU(), nn.Linear(12, 3, bias=False)
+    ).double()
 
 
 @pytest.mark.parametrize("kind", ["trntk", "proj_trntk", "ck", "em"])
@@ -205,6 +234,17 @@ def test_undefined_metrics_are_nan_on_purpose_and_null_in_the_metrics_file(tmp_p
     # constant logit 0: class 0 everywhere, right on the two points labelled 0; the NN's logits are all wrong
     assert np.isnan(report.tau_k) and report.kglm_accuracy == 0.5 and report.nn_accuracy == 0.0
     layout = RunLayout(tmp_path / "run")
-    summary = {"kind": "trntk", "tau_k": report.tau_k, "tad": report.tad, "r_miss": float("nan"), "nn_accuracy": 1.0, "kglm_accuracy": 0.5}
+    summary = {
+        "kind": "trntk",
+        "tau_k": report.tau_k,
+        "tad": report.tad,
+        "r_miss": float("nan"),
+        "nn_accuracy": 1.0,
+        "kglm_accuracy": 0.5,
+    }
     written = json.loads(write_metrics(layout, [summary]).read_text())
-    assert written["trntk"]["tau_k"] is None and written["trntk"]["r_miss"] is None and written["trntk"]["nn_accuracy"] == 1.0
+    assert (
+        written["trntk"]["tau_k"] is None
+        and written["trntk"]["r_miss"] is None
+        and written["trntk"]["nn_accuracy"] == 1.0
+    )

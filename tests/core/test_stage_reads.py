@@ -68,8 +68,11 @@ def _imports(module: str) -> set[str]:
     found = set()
     for name in named:
         parts = name.split(".")
-        found |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)
-                  if parts[0] == "kernelscope" and _module_file(".".join(parts[:i]))}
+        found |= {
+            ".".join(parts[:i])
+            for i in range(1, len(parts) + 1)
+            if parts[0] == "kernelscope" and _module_file(".".join(parts[:i]))
+        }
     return found
 
 
@@ -191,8 +194,11 @@ def test_sources_hold_only_the_datasets_own():
 
 
 def _calls(path: Path, name: str) -> list[ast.Call]:
-    return [node for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == name]
+    return [
+        node
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == name
+    ]
 
 
 def test_tasks_rebuild_params_through_their_stage_and_flows_build_sections_from_the_table():

@@ -43,7 +43,9 @@ def test_tampered_split_is_refused(tmp_path):
     write_dataset(ds, tmp_path)
     from tests.support.faults import rewrite_parquet
 
-    rewrite_parquet(tmp_path / "train.parquet", lambda table: table.slice(1))  # keeps the old metadata and hash, drops a row
+    rewrite_parquet(
+        tmp_path / "train.parquet", lambda table: table.slice(1)
+    )  # keeps the old metadata and hash, drops a row
     with pytest.raises(ArtifactError, match="content does not match its recorded content hash"):
         read_dataset(tmp_path)
     pq.write_table(pq.read_table(tmp_path / "train.parquet"), tmp_path / "train.parquet")  # footer hash lost

@@ -11,10 +11,7 @@ from tests.support.runs import REPO
 def test_taxonomic_lift_by_hand_and_hierarchy_refusals(tmp_path):
     # classes 0, 1 form superclass A, class 2 is B; each point's nearest other-class neighbour:
     labels = np.array([0, 1, 2, 0])
-    r = np.array([[1.0, 0.9, 0.1, 0.5],
-                  [0.9, 1.0, 0.2, 0.1],
-                  [0.1, 0.2, 1.0, 0.8],
-                  [0.5, 0.1, 0.8, 1.0]])
+    r = np.array([[1.0, 0.9, 0.1, 0.5], [0.9, 1.0, 0.2, 0.1], [0.1, 0.2, 1.0, 0.8], [0.5, 0.1, 0.8, 1.0]])
     superclass_of = np.array([0, 0, 1])
     out = taxonomic_lift(r, labels, superclass_of, k=1)
     # 0 -> 1 (same A), 1 -> 0 (same A), 2 -> 3 (label 0: A, not B), 3 -> 2 (B, not A): 2 of 4

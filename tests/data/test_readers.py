@@ -32,33 +32,61 @@ def refused(match: str):
 
 
 def test_validate_arrays_returns_float32_int64_and_class_count():
-    x, y, k = validate_arrays(np.arange(6, dtype=np.int16).reshape(3, 2), np.array([0.0, 2.0, 1.0]),
-                              source="s", n_classes=None, x_name="array 'x'", y_name="array 'y'")
+    x, y, k = validate_arrays(
+        np.arange(6, dtype=np.int16).reshape(3, 2),
+        np.array([0.0, 2.0, 1.0]),
+        source="s",
+        n_classes=None,
+        x_name="array 'x'",
+        y_name="array 'y'",
+    )
     assert x.dtype == np.float32 and x.shape == (3, 2) and y.dtype == np.int64 and k == 3
     assert np.array_equal(x, [[0, 1], [2, 3], [4, 5]]) and np.array_equal(y, [0, 2, 1])
     _, _, k = validate_arrays(np.ones((2, 2, 2)), [0, 1], source="s", n_classes=5, x_name="x", y_name="y")
     assert k == 5
 
 
-@pytest.mark.parametrize("x, y, n_classes, message", [
-    (np.zeros((0, 3)), np.zeros(0, int), None, r"s: array 'x' is empty \(no rows\)"),
-    (np.zeros((3, 2)), np.array([0, 1]), None, r"array 'x' has 3 rows but array 'y' has 2"),
-    (np.array([["a", "b"], ["c", "d"]]), np.array([0, 1]), None, r"array 'x' has dtype <U1, which is not numeric"),
-    (np.array([[1.0, np.nan], [np.inf, 2.0], [np.nan, 0.0]]), np.array([0, 1, 1]), None,
-     r"array 'x' has 2 NaN and 1 infinite values \(first in row 0\)"),
-    (np.array([[1.0], [2.0], [-np.inf]]), np.array([0, 1, 1]), None, r"0 NaN and 1 infinite values \(first in row 2\)"),
-    (np.array([[1e300], [1.0]]), np.array([0, 1]), None, r"beyond the float32 range \(first in row 0\)"),
-    (np.ones((3, 1)), np.array([0.0, 1.5, 1.0]), None, r"array 'y' is not integer-valued \(1 labels, e.g. 1.5 in row 1\)"),
-    (np.ones((3, 1)), np.array(["a", "b", "a"]), None, r"array 'y' has dtype <U1, which is not integer labels"),
-    (np.ones((4, 1)), np.array([0, 12, 1, 10]), 10, r"array 'y' has 2 labels out of range \[0, 10\) \(e.g. 12\); fix the labels or set data.n_classes"),
-    (np.ones((3, 1)), np.array([0, -1, 1]), None, r"1 negative labels \(e.g. -1\)"),
-    (np.ones((3, 1)), np.array([0, -1, 1]), 2, r"out of range \[0, 2\) \(e.g. -1\)"),
-    (np.ones((3, 1)), np.array([2, 2, 2]), None, r"holds only one class \(label 2\)"),
-    (np.ones((3, 1)), np.array([0, 0, 0]), None, r"gives a class count of 1"),
-    (np.ones((3, 1)), np.array([0, 0, 0]), 1, r"data.n_classes is 1, but a classifier needs at least 2"),
-    (np.ones((3, 0)), np.array([0, 1, 1]), None, r"has no features"),
-    (np.ones((2, 1)), np.array([[0, 1], [1, 0]]), None, r"array 'y' has shape \(2, 2\), not \(n,\)"),
-])
+@pytest.mark.parametrize(
+    "x, y, n_classes, message",
+    [
+        (np.zeros((0, 3)), np.zeros(0, int), None, r"s: array 'x' is empty \(no rows\)"),
+        (np.zeros((3, 2)), np.array([0, 1]), None, r"array 'x' has 3 rows but array 'y' has 2"),
+        (np.array([["a", "b"], ["c", "d"]]), np.array([0, 1]), None, r"array 'x' has dtype <U1, which is not numeric"),
+        (
+            np.array([[1.0, np.nan], [np.inf, 2.0], [np.nan, 0.0]]),
+            np.array([0, 1, 1]),
+            None,
+            r"array 'x' has 2 NaN and 1 infinite values \(first in row 0\)",
+        ),
+        (
+            np.array([[1.0], [2.0], [-np.inf]]),
+            np.array([0, 1, 1]),
+            None,
+            r"0 NaN and 1 infinite values \(first in row 2\)",
+        ),
+        (np.array([[1e300], [1.0]]), np.array([0, 1]), None, r"beyond the float32 range \(first in row 0\)"),
+        (
+            np.ones((3, 1)),
+            np.array([0.0, 1.5, 1.0]),
+            None,
+            r"array 'y' is not integer-valued \(1 labels, e.g. 1.5 in row 1\)",
+        ),
+        (np.ones((3, 1)), np.array(["a", "b", "a"]), None, r"array 'y' has dtype <U1, which is not integer labels"),
+        (
+            np.ones((4, 1)),
+            np.array([0, 12, 1, 10]),
+            10,
+            r"array 'y' has 2 labels out of range \[0, 10\) \(e.g. 12\); fix the labels or set data.n_classes",
+        ),
+        (np.ones((3, 1)), np.array([0, -1, 1]), None, r"1 negative labels \(e.g. -1\)"),
+        (np.ones((3, 1)), np.array([0, -1, 1]), 2, r"out of range \[0, 2\) \(e.g. -1\)"),
+        (np.ones((3, 1)), np.array([2, 2, 2]), None, r"holds only one class \(label 2\)"),
+        (np.ones((3, 1)), np.array([0, 0, 0]), None, r"gives a class count of 1"),
+        (np.ones((3, 1)), np.array([0, 0, 0]), 1, r"data.n_classes is 1, but a classifier needs at least 2"),
+        (np.ones((3, 0)), np.array([0, 1, 1]), None, r"has no features"),
+        (np.ones((2, 1)), np.array([[0, 1], [1, 0]]), None, r"array 'y' has shape \(2, 2\), not \(n,\)"),
+    ],
+)
 def test_validate_arrays_refuses(x, y, n_classes, message):
     with refused(message):
         validate_arrays(x, y, source="s", n_classes=n_classes, x_name="array 'x'", y_name="array 'y'")
@@ -84,8 +112,13 @@ def test_npz_images_round_trip(tmp_path):
 
 def test_npz_flat_with_image_shape_split_and_keys(tmp_path):
     x = np.arange(4 * 12, dtype=np.float64).reshape(4, 12) / 7
-    np.savez(tmp_path / "d.npz", feats=x, labels=np.array([1, 0, 1, 0]), image_shape=np.array([3, 2, 2]),
-             split=np.array(["train", "test", "train", "test"]))
+    np.savez(
+        tmp_path / "d.npz",
+        feats=x,
+        labels=np.array([1, 0, 1, 0]),
+        image_shape=np.array([3, 2, 2]),
+        split=np.array(["train", "test", "train", "test"]),
+    )
     s = read_source(spec(format="npz", path=str(tmp_path / "d.npz"), x_key="feats", y_key="labels", n_classes=4))
     assert s.image_shape == (3, 2, 2) and s.n_classes == 4 and s.class_names == ("0", "1", "2", "3")
     assert np.array_equal(s.x, x.astype(np.float32))
@@ -124,16 +157,39 @@ def test_npz_object_array_is_refused_without_unpickling(tmp_path):
     assert not pwned.exists()
 
 
-@pytest.mark.parametrize("arrays, kwargs, message", [
-    ({"x": np.zeros((2, 2)), "y": np.array([0, 1])}, {"x_key": "feats"}, r"has no array 'feats' \(arrays: x, y\); set data.x_key"),
-    ({"x": np.array([[0.0, np.nan], [1, 1]]), "y": np.array([0, 1])}, {}, r"array 'x' has 1 NaN and 0 infinite values \(first in row 0\)"),
-    ({"x": np.zeros((3, 2)), "y": np.array([0, 1, 5])}, {"n_classes": 3}, r"array 'y' has 1 labels out of range \[0, 3\) \(e.g. 5\)"),
-    ({"x": np.zeros((2, 2)), "y": np.array([1, 1])}, {}, r"holds only one class"),
-    ({"x": np.zeros((0, 2)), "y": np.zeros(0, int)}, {}, r"is empty"),
-    ({"x": np.zeros((3, 2)), "y": np.array([0, 1])}, {}, r"array 'x' has 3 rows but array 'y' has 2"),
-    ({"x": np.zeros((2, 2)), "y": np.array([0, 1]), "split": np.array(["train", "val"])}, {}, r"array 'split' has 1 values other than 'train' and 'test' \(e.g. 'val'\)"),
-    ({"x": np.zeros((2, 6)), "y": np.array([0, 1]), "image_shape": np.array([1, 2, 2])}, {}, r"array 'image_shape' gives image shape \(1, 2, 2\) \(4 values\) but each point has 6 features"),
-])
+@pytest.mark.parametrize(
+    "arrays, kwargs, message",
+    [
+        (
+            {"x": np.zeros((2, 2)), "y": np.array([0, 1])},
+            {"x_key": "feats"},
+            r"has no array 'feats' \(arrays: x, y\); set data.x_key",
+        ),
+        (
+            {"x": np.array([[0.0, np.nan], [1, 1]]), "y": np.array([0, 1])},
+            {},
+            r"array 'x' has 1 NaN and 0 infinite values \(first in row 0\)",
+        ),
+        (
+            {"x": np.zeros((3, 2)), "y": np.array([0, 1, 5])},
+            {"n_classes": 3},
+            r"array 'y' has 1 labels out of range \[0, 3\) \(e.g. 5\)",
+        ),
+        ({"x": np.zeros((2, 2)), "y": np.array([1, 1])}, {}, r"holds only one class"),
+        ({"x": np.zeros((0, 2)), "y": np.zeros(0, int)}, {}, r"is empty"),
+        ({"x": np.zeros((3, 2)), "y": np.array([0, 1])}, {}, r"array 'x' has 3 rows but array 'y' has 2"),
+        (
+            {"x": np.zeros((2, 2)), "y": np.array([0, 1]), "split": np.array(["train", "val"])},
+            {},
+            r"array 'split' has 1 values other than 'train' and 'test' \(e.g. 'val'\)",
+        ),
+        (
+            {"x": np.zeros((2, 6)), "y": np.array([0, 1]), "image_shape": np.array([1, 2, 2])},
+            {},
+            r"array 'image_shape' gives image shape \(1, 2, 2\) \(4 values\) but each point has 6 features",
+        ),
+    ],
+)
 def test_npz_refuses(tmp_path, arrays, kwargs, message):
     np.savez(tmp_path / "d.npz", **arrays)
     with refused(message):
@@ -155,8 +211,14 @@ def test_missing_and_unreadable_files(tmp_path):
 
 
 def test_parquet_feature_columns(tmp_path):
-    table = pa.table({"a": [0.5, 1.5, 2.5], "b": pa.array([1, 2, 3], pa.int8()), "name": ["p", "q", "r"],
-                      "label": pa.array([1, 0, 1], pa.int32())})
+    table = pa.table(
+        {
+            "a": [0.5, 1.5, 2.5],
+            "b": pa.array([1, 2, 3], pa.int8()),
+            "name": ["p", "q", "r"],
+            "label": pa.array([1, 0, 1], pa.int32()),
+        }
+    )
     pq.write_table(table, tmp_path / "d.parquet")
     s = read_source(spec(format="parquet", path=str(tmp_path / "d.parquet"), feature_columns=("b", "a")))
     assert np.array_equal(s.x, [[1, 0.5], [2, 1.5], [3, 2.5]]) and np.array_equal(s.y, [1, 0, 1])
@@ -172,10 +234,14 @@ def test_parquet_feature_columns(tmp_path):
 
 def test_parquet_list_features_with_metadata_shape_and_split(tmp_path):
     pixels = np.arange(3 * 8, dtype=np.uint8).reshape(3, 8)
-    schema = pa.schema([("features", pa.list_(pa.uint8())), ("label", pa.int64()), ("split", pa.string())],
-                       metadata={b"image_shape": json.dumps([2, 2, 2]).encode()})
-    table = pa.table({"features": [list(map(int, r)) for r in pixels], "label": [0, 1, 2], "split": ["train", "train", "test"]},
-                     schema=schema)
+    schema = pa.schema(
+        [("features", pa.list_(pa.uint8())), ("label", pa.int64()), ("split", pa.string())],
+        metadata={b"image_shape": json.dumps([2, 2, 2]).encode()},
+    )
+    table = pa.table(
+        {"features": [list(map(int, r)) for r in pixels], "label": [0, 1, 2], "split": ["train", "train", "test"]},
+        schema=schema,
+    )
     pq.write_table(table, tmp_path / "d.parquet")
     s = read_source(spec(format="parquet", path=str(tmp_path / "d.parquet")))
     assert s.image_shape == (2, 2, 2) and np.array_equal(s.x, pixels.astype(np.float32))
@@ -250,8 +316,10 @@ def test_image_folder_refuses_corrupt_and_mixed_sizes(tmp_path):
         read_source(spec(format="image_folder", path=str(root)))
     (root / "dog" / "broken.png").unlink()
     _write_png(root / "dog" / "big.png", np.zeros((6, 7, 3), np.uint8))
-    with refused(r"images differ in size \(.*imgs/ant/0.png is 3x4 but .*imgs/dog/big.png is 6x7 \(height x width\)\); "
-                 r"set data.image_size"):
+    with refused(
+        r"images differ in size \(.*imgs/ant/0.png is 3x4 but .*imgs/dog/big.png is 6x7 \(height x width\)\); "
+        r"set data.image_size"
+    ):
         read_source(spec(format="image_folder", path=str(root)))
     s = read_source(spec(format="image_folder", path=str(root), image_size=(3, 4)))
     assert s.x.shape == (6, 36)
@@ -284,9 +352,12 @@ class _Py2Pickler(pickle._Pickler):
 def _dump(obj, path, protocol):
     if protocol == "py2":
         import io
+
         buffer = io.BytesIO()
         _Py2Pickler(buffer, protocol=2).dump(obj)
-        raw = buffer.getvalue().replace(b"cnumpy._core.multiarray\n_reconstruct\n", b"cnumpy.core.multiarray\n_reconstruct\n")
+        raw = buffer.getvalue().replace(
+            b"cnumpy._core.multiarray\n_reconstruct\n", b"cnumpy.core.multiarray\n_reconstruct\n"
+        )
         assert b"numpy._core" not in raw
         path.write_bytes(raw)
     else:
@@ -306,8 +377,16 @@ def _cifar(root, protocol=pickle.DEFAULT_PROTOCOL, rows=(3, 2, 2, 1, 2, 3)):
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, 10, size=n)]
         batches[name] = (data, labels)
-        _dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
-               b"filenames": [f"{name}_{i}.png".encode() for i in range(n)]}, root / name, protocol)
+        _dump(
+            {
+                b"batch_label": name.encode(),
+                b"labels": labels,
+                b"data": data,
+                b"filenames": [f"{name}_{i}.png".encode() for i in range(n)],
+            },
+            root / name,
+            protocol,
+        )
     _dump({b"num_cases_per_batch": 10000, b"label_names": NAMES, b"num_vis": 3072}, root / "batches.meta", protocol)
     return batches
 
@@ -343,7 +422,9 @@ def test_cifar10_grayscale_and_max_per_class(tmp_path):
 
 
 @pytest.mark.parametrize("protocol", [0, 2, pickle.DEFAULT_PROTOCOL])
-@pytest.mark.parametrize("payload, glob", [(_Payload, r"'(posix|os|nt)\.system'"), (_OpenPayload, r"'(io|builtins)\.open'")])
+@pytest.mark.parametrize(
+    "payload, glob", [(_Payload, r"'(posix|os|nt)\.system'"), (_OpenPayload, r"'(io|builtins)\.open'")]
+)
 def test_cifar10_malicious_pickle_is_refused_and_never_runs(tmp_path, protocol, payload, glob):
     root = tmp_path / "c"
     _cifar(root)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from kernelscope.data.datasets import make_digits
 from kernelscope.core.errors import KernelscopeError
+from kernelscope.data.datasets import make_digits
 from kernelscope.forensics.detection import flag_by_neighbours, precision_recall, trace_back, trace_back_scores
 from kernelscope.forensics.poison import Trigger, attack_success_rate, badnets, stamp
 
@@ -18,7 +18,9 @@ def test_trigger_is_exact_to_the_pixel():
 
     big = stamp(np.zeros((1, 32 * 32), np.float32), (32, 32), Trigger()).reshape(32, 32)
     assert big[25:29, 25:29].min() == 1.0 and big.sum() == 16  # Shan et al.: 4x4, 3-pixel margin on 32x32
-    checker = stamp(np.zeros((1, 64), np.float32), (8, 8), Trigger(size=3, margin=1, value=0.5, pattern="checker")).reshape(8, 8)
+    checker = stamp(
+        np.zeros((1, 64), np.float32), (8, 8), Trigger(size=3, margin=1, value=0.5, pattern="checker")
+    ).reshape(8, 8)
     assert checker[4, 4] == 0.5 and checker[4, 5] == 0.0 and checker[6, 6] == 0.5 and checker.sum() == 0.5 * 5
     with pytest.raises(KernelscopeError, match="does not fit"):
         Trigger(size=8, margin=1).resolved(8, 8)
@@ -45,11 +47,13 @@ def test_poison_fraction_labels_and_seed():
 
 def test_k_of_m_rule_on_a_hand_made_similarity_matrix():
     poisoned = np.array([True, True, True, False, False, False])
-    sims = np.array([
-        [0.9, 0.8, 0.7, 0.1, 0.2, 0.3],   # top-3 all poisoned -> flag
-        [0.9, 0.1, 0.2, 0.8, 0.7, 0.3],   # top-3: 0 (p), 3, 4 -> 1 of 3 -> no flag
-        [0.9, 0.85, 0.1, 0.8, 0.2, 0.3],  # top-3: 0 (p), 1 (p), 3 -> 2 of 3 -> flag when m = 2
-    ])
+    sims = np.array(
+        [
+            [0.9, 0.8, 0.7, 0.1, 0.2, 0.3],  # top-3 all poisoned -> flag
+            [0.9, 0.1, 0.2, 0.8, 0.7, 0.3],  # top-3: 0 (p), 3, 4 -> 1 of 3 -> no flag
+            [0.9, 0.85, 0.1, 0.8, 0.2, 0.3],  # top-3: 0 (p), 1 (p), 3 -> 2 of 3 -> flag when m = 2
+        ]
+    )
     np.testing.assert_array_equal(flag_by_neighbours(sims, poisoned, k=3, m=2), [True, False, True])
     np.testing.assert_array_equal(flag_by_neighbours(sims, poisoned, k=3, m=3), [True, False, False])
     with pytest.raises(ValueError):
@@ -78,12 +82,25 @@ def test_trace_back_ranks_the_poison_first():
 
 
 def test_end_to_end_detection_is_far_above_chance(tmp_path):
-    from kernelscope.forensics.stages import detection_stage, forensic_kernel_stage, forensic_kglm_stage, poison_stage, poisoned_train_stage
-    from kernelscope.core.params import params_from_dict
     from kernelscope.core.layout import RunLayout
+    from kernelscope.core.params import params_from_dict
+    from kernelscope.forensics.stages import (
+        detection_stage,
+        forensic_kernel_stage,
+        forensic_kglm_stage,
+        poison_stage,
+        poisoned_train_stage,
+    )
 
-    params = params_from_dict({"seed": 1, "device": "cpu", "train": {"hidden": [32, 32], "epochs": 40},
-                               "kernel": {"chunk_size": 256}, "poison": {"kinds": ["trntk", "ck"]}})
+    params = params_from_dict(
+        {
+            "seed": 1,
+            "device": "cpu",
+            "train": {"hidden": [32, 32], "epochs": 40},
+            "kernel": {"chunk_size": 256},
+            "poison": {"kinds": ["trntk", "ck"]},
+        }
+    )
     layout = RunLayout(tmp_path / "digits10")
     data = poison_stage(params, layout).summary
     trained = poisoned_train_stage(params, layout).summary
@@ -98,4 +115,6 @@ def test_end_to_end_detection_is_far_above_chance(tmp_path):
     assert trntk["trace_precision"] > 0.5  # chance: 10%
     assert data["n_poisoned"] == round(0.1 * data["n_train"])
     assert (layout.root / "forensics" / "table3.md").read_text().count("|") > 20
-    assert (layout.root / "forensics" / "trace_back_pr.png").exists() and (layout.root / "forensics" / "neighbours_trntk.png").exists()
+    assert (layout.root / "forensics" / "trace_back_pr.png").exists() and (
+        layout.root / "forensics" / "neighbours_trntk.png"
+    ).exists()

@@ -29,12 +29,27 @@ class _Payload:
 
 def test_results_round_trip_exactly():
     serializer = ResultJSON()
-    value = {"blocks": [(np.arange(4, dtype=np.int64), np.ones((2, 3), np.float32))], "tau_k": float("nan"), "pair": (1, "a"),
-             "nested": {"r_miss": float("-inf"), "flags": [True, None]}, 7: "int key"}
+    value = {
+        "blocks": [(np.arange(4, dtype=np.int64), np.ones((2, 3), np.float32))],
+        "tau_k": float("nan"),
+        "pair": (1, "a"),
+        "nested": {"r_miss": float("-inf"), "flags": [True, None]},
+        7: "int key",
+    }
     back = serializer.loads(serializer.dumps(value))
     ids, block = back["blocks"][0]
-    assert ids.dtype == np.int64 and block.dtype == np.float32 and block.shape == (2, 3) and np.array_equal(ids, np.arange(4))
-    assert np.isnan(back["tau_k"]) and back["nested"]["r_miss"] == float("-inf") and back["pair"] == (1, "a") and back[7] == "int key"
+    assert (
+        ids.dtype == np.int64
+        and block.dtype == np.float32
+        and block.shape == (2, 3)
+        and np.array_equal(ids, np.arange(4))
+    )
+    assert (
+        np.isnan(back["tau_k"])
+        and back["nested"]["r_miss"] == float("-inf")
+        and back["pair"] == (1, "a")
+        and back[7] == "int key"
+    )
     with pytest.raises(TypeError, match="numeric arrays only"):
         serializer.dumps({"x": np.array(["a"], dtype=object)})
     with pytest.raises(TypeError, match="cannot hold a PosixPath"):
@@ -60,9 +75,15 @@ def test_stage_results_round_trip_with_their_outputs(tmp_path):
 
 
 def test_foreign_records_are_refused_by_their_bytes(tmp_path):
-    ours = json.dumps({"metadata": {"serializer": {"type": "kernelscope-json"}, "storage_block_id": None}, "result": "1"}).encode()
+    ours = json.dumps(
+        {"metadata": {"serializer": {"type": "kernelscope-json"}, "storage_block_id": None}, "result": "1"}
+    ).encode()
     assert check_record(tmp_path / "r", ours) == ours
-    for serializer in ({"type": "pickle", "picklelib": "cloudpickle"}, {"type": "json"}, {"type": "kernelscope-json", "extra": 1}):
+    for serializer in (
+        {"type": "pickle", "picklelib": "cloudpickle"},
+        {"type": "json"},
+        {"type": "kernelscope-json", "extra": 1},
+    ):
         record = json.dumps({"metadata": {"serializer": serializer}, "result": ""}).encode()
         with pytest.raises(Exception, match="not a kernelscope JSON record"):
             check_record(tmp_path / "r", record)
@@ -77,7 +98,9 @@ def test_a_tampered_cache_record_runs_nothing(tmp_path):
 
     from tasks.caching import CACHED_TASK, result_storage
 
-    @task(name="integrity-probe", cache_result_in_memory=False, **CACHED_TASK)  # every hit reads the file, as a new process would
+    @task(
+        name="integrity-probe", cache_result_in_memory=False, **CACHED_TASK
+    )  # every hit reads the file, as a new process would
     def probe(n: int) -> dict:
         return {"n": n, "values": np.arange(n, dtype=np.float32)}
 

@@ -48,7 +48,11 @@ def test_two_kernel_runs_on_one_folder_at_once_match_a_sequential_run(tiny_run):
     procs = [cli(["kernel", "--kind", "trntk"], params_file, out, delay=0.1) for _ in range(2)]
     overlap = False
     while any(p.poll() is None for p in procs):
-        writers = {t.name.split(".")[3] for t in temp_files(layout.kernel_dir("trntk"))} if layout.kernel_dir("trntk").is_dir() else set()
+        writers = (
+            {t.name.split(".")[3] for t in temp_files(layout.kernel_dir("trntk"))}
+            if layout.kernel_dir("trntk").is_dir()
+            else set()
+        )
         overlap |= len(writers) == 2  # both processes had a temporary file open at the same moment
         time.sleep(0.02)
     results = [finish(p) for p in procs]
@@ -62,7 +66,9 @@ def test_two_kernel_runs_on_one_folder_at_once_match_a_sequential_run(tiny_run):
     run_cli(["kernel", "--kind", "trntk"], ref_params, ref_out)
     ref_layout = RunLayout.at(ref_out, DATASET)
     splits = ("train", "test")
-    assert digests({s: layout.kernel_path("trntk", s) for s in splits}) == digests({s: ref_layout.kernel_path("trntk", s) for s in splits})
+    assert digests({s: layout.kernel_path("trntk", s) for s in splits}) == digests(
+        {s: ref_layout.kernel_path("trntk", s) for s in splits}
+    )
 
     params = shared.params
     fit_kglm_stage(params, layout, "trntk")

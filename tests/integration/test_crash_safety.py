@@ -56,12 +56,16 @@ def test_kernel_stage_killed_mid_file_recovers_to_the_uninterrupted_bytes(tiny_r
     assert not killed_layout.kernel_path("trntk", "test").exists()  # never renamed: nothing under the final name
     checked = assert_no_torn_files(killed_out)
     assert killed_layout.kernel_path("trntk", "train") in checked  # finished before the kill: complete
-    assert sha256_file(killed_layout.kernel_path("trntk", "train")) == sha256_file(ref_layout.kernel_path("trntk", "train"))
+    assert sha256_file(killed_layout.kernel_path("trntk", "train")) == sha256_file(
+        ref_layout.kernel_path("trntk", "train")
+    )
 
     run_cli(["kernel", "--kind", "trntk"], killed_params, killed_out)
     assert temp_files(killed_out) == []  # the leftover was cleaned, nothing new left behind
     splits = ("train", "test")
-    assert digests({s: killed_layout.kernel_path("trntk", s) for s in splits}) == digests({s: ref_layout.kernel_path("trntk", s) for s in splits})
+    assert digests({s: killed_layout.kernel_path("trntk", s) for s in splits}) == digests(
+        {s: ref_layout.kernel_path("trntk", s) for s in splits}
+    )
     assert_no_torn_files(killed_out)
 
 
@@ -93,9 +97,16 @@ def test_loss_kernel_stage_killed_mid_file_recovers_to_the_uninterrupted_bytes(t
     assert temp_files(killed_out) == []
 
     def artifacts(layout: RunLayout) -> dict[str, os.PathLike]:
-        files = {f"{kind}/{split}": layout.kernel_path(kind, split) for kind in ("loss_cov", "loss_corr") for split in ("train", "test")}
-        return {**files, "probe_losses": layout.root / "loss_kernel" / "probe_losses.parquet",
-                "metrics": layout.root / "loss_kernel_metrics.json"}
+        files = {
+            f"{kind}/{split}": layout.kernel_path(kind, split)
+            for kind in ("loss_cov", "loss_corr")
+            for split in ("train", "test")
+        }
+        return {
+            **files,
+            "probe_losses": layout.root / "loss_kernel" / "probe_losses.parquet",
+            "metrics": layout.root / "loss_kernel_metrics.json",
+        }
 
     assert digests(artifacts(killed_layout)) == digests(artifacts(ref_layout))
     assert_no_torn_files(killed_out)

@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from kernelscope.core.fileio import sha256_file
-from kernelscope.core.params import params_from_dict
 from kernelscope.core.layout import RunLayout
+from kernelscope.core.params import params_from_dict
 from kernelscope.kernels.stages import kernel_row_ranges, kernel_split_sizes, kernel_stage
 
 pytestmark = pytest.mark.integration
@@ -32,12 +32,16 @@ def sequential_kernels(params, run_root, tmp_path) -> dict[str, str]:
     layout = RunLayout(ref)
     for kind in KINDS:
         kernel_stage(params, layout, kind, progress=False)
-    return {f"{kind}/{split}": sha256_file(layout.kernel_path(kind, split)) for kind in KINDS for split in ("train", "test")}
+    return {
+        f"{kind}/{split}": sha256_file(layout.kernel_path(kind, split)) for kind in KINDS for split in ("train", "test")
+    }
 
 
 def run_hashes(run_root) -> dict[str, str]:
     layout = RunLayout(run_root)
-    return {f"{kind}/{split}": sha256_file(layout.kernel_path(kind, split)) for kind in KINDS for split in ("train", "test")}
+    return {
+        f"{kind}/{split}": sha256_file(layout.kernel_path(kind, split)) for kind in KINDS for split in ("train", "test")
+    }
 
 
 def test_local_cluster_and_existing_cluster_give_the_sequential_bytes(harness, tmp_path, tiny_params_dict):
@@ -61,9 +65,15 @@ def test_local_cluster_and_existing_cluster_give_the_sequential_bytes(harness, t
     assert result["tasks"] == 3 + row_tasks + 3 * len(KINDS) + 1
 
     # 2. An existing cluster, named by its scheduler address (as KERNELSCOPE_DASK_ADDRESS or scale.dask_address would).
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        remote = params_from_dict({**tiny_params_dict, "scale": {**tiny_params_dict["scale"], "dask_address": cluster.scheduler_address}})
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        remote = params_from_dict(
+            {**tiny_params_dict, "scale": {**tiny_params_dict["scale"], "dask_address": cluster.scheduler_address}}
+        )
         with get_task_stream(client) as stream:
             attribution(params=remote, dataset="digits2", outputs=str(tmp_path / "remote"), track=False)
         workers = {task["worker"] for task in stream.data}

@@ -27,8 +27,14 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> str:
 
 def _status(work: Path, env: dict) -> dict:
     """`dvc status --json`: the stages whose dependencies changed since the last repro (stdout only: no warnings)."""
-    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=work, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, f"dvc status failed:\n{proc.stdout}\n{proc.stderr}"
     return json.loads(proc.stdout)
 
@@ -38,8 +44,21 @@ def write_params(path: Path, raw: dict) -> None:
     path.write_text(yaml.safe_dump(params_from_dict(raw).model_dump(mode="json"), sort_keys=False))
 
 
-TINY_MULTITASK = {"p": 11, "steps": 30, "nbeta": None, "gamma": 1000.0, "batch_size": 64, "embed": 8, "hidden": 32, "probes_per_task": 10, "chains": 2, "draws": 6,
-                  "burn_in": 3, "steps_between": 2, "sgld_batch_size": 32}
+TINY_MULTITASK = {
+    "p": 11,
+    "steps": 30,
+    "nbeta": None,
+    "gamma": 1000.0,
+    "batch_size": 64,
+    "embed": 8,
+    "hidden": 32,
+    "probes_per_task": 10,
+    "chains": 2,
+    "draws": 6,
+    "burn_in": 3,
+    "steps_between": 2,
+    "sgld_batch_size": 32,
+}
 TINY_STRUCTURE = {"points": 40, "chunk_size": 16, "ablation_steps": 5, "check_points": 16}
 
 
@@ -70,14 +89,27 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     tiny_params_dict["kernel"]["kinds"] = ["trntk", "ck"]
     tiny_params_dict["poison"] = {"kinds": ["trntk"]}
-    tiny_params_dict["loss_kernel"] = {"chains": 2, "draws": 10, "burn_in": 5, "steps_between": 2, "batch_size": 64, "umap": False}
+    tiny_params_dict["loss_kernel"] = {
+        "chains": 2,
+        "draws": 10,
+        "burn_in": 5,
+        "steps_between": 2,
+        "batch_size": 64,
+        "umap": False,
+    }
     tiny_params_dict["multitask"] = TINY_MULTITASK
     tiny_params_dict["structure"] = TINY_STRUCTURE
     write_params(work / "params.yaml", tiny_params_dict)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
     dvc = [sys.executable, "-m", "dvc"]
     _run(["git", "init", "-q"], work, env)
     _run(dvc + ["init", "-q"], work, env)
@@ -85,23 +117,39 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     _run(["git", "commit", "-qm", "pipeline"], work, env)
 
     first = _run(dvc + ["repro"], work, env)
-    assert _stages_run(first) == {"data@digits2", "train@digits2", "kernel@digits2-trntk", "kernel@digits2-ck", "kglm@digits2",
-                                  "poison", "poison_train", "poison_kernel@trntk", "poison_detect", "loss_kernel@digits2",
-                                  "multitask_train", "multitask_loss_kernel", "structure@digits2", "structure_multitask"}
+    assert _stages_run(first) == {
+        "data@digits2",
+        "train@digits2",
+        "kernel@digits2-trntk",
+        "kernel@digits2-ck",
+        "kglm@digits2",
+        "poison",
+        "poison_train",
+        "poison_kernel@trntk",
+        "poison_detect",
+        "loss_kernel@digits2",
+        "multitask_train",
+        "multitask_loss_kernel",
+        "structure@digits2",
+        "structure_multitask",
+    }
     structure = json.loads((work / "outputs/dvc/digits2/structure_metrics.json").read_text())
     assert structure["coordinate_free_kept"] == 1.0
     llc = json.loads((work / "outputs/dvc/digits2/loss_kernel_metrics.json").read_text())["llc"]
     assert structure["effective_parameters"] == pytest.approx(2 * llc, rel=1e-3, abs=4e-6)
     assert "llc" in json.loads((work / "outputs/dvc/multitask/structure_metrics.json").read_text())
     assert json.loads((work / "outputs/dvc/digits2/loss_kernel_metrics.json").read_text())["llc"] == pytest.approx(
-        json.loads((work / "outputs/dvc/digits2/loss_kernel/summary.json").read_text())["llc"], rel=1e-5)
+        json.loads((work / "outputs/dvc/digits2/loss_kernel/summary.json").read_text())["llc"], rel=1e-5
+    )
     forensics = json.loads((work / "outputs/dvc/forensics/digits10/metrics.json").read_text())
     poison = params_from_dict(tiny_params_dict).poison
     assert forensics["trntk"]["precision"] == pytest.approx(
-        _precision_of_written_kernels(work / "outputs/dvc/forensics/digits10", "trntk", poison.k, poison.m), abs=1e-6)
+        _precision_of_written_kernels(work / "outputs/dvc/forensics/digits10", "trntk", poison.k, poison.m), abs=1e-6
+    )
     metrics = json.loads((work / "outputs/dvc/digits2/metrics.json").read_text())
-    assert metrics["trntk"]["tau_k"] == pytest.approx(written_tau(work / "outputs/dvc/digits2/kglm/trntk"),
-                                                      abs=WRITTEN_TAU_TOLERANCE)
+    assert metrics["trntk"]["tau_k"] == pytest.approx(
+        written_tau(work / "outputs/dvc/digits2/kglm/trntk"), abs=WRITTEN_TAU_TOLERANCE
+    )
 
     second = _run(dvc + ["repro"], work, env)
     assert _stages_run(second) == set()

@@ -27,16 +27,26 @@ print("RESULT " + json.dumps({"tasks": result["tasks"], "hits": result["cache_hi
 
 
 def _launch(tmp_path: Path, home: Path, outputs: Path) -> subprocess.Popen:
-    env = {**os.environ, "PREFECT_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "params.yaml"), str(outputs)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "params.yaml"), str(outputs)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _result(proc: subprocess.Popen) -> dict:
     out, err = proc.communicate(timeout=420)
     assert proc.returncode == 0, err[-3000:]
-    return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+    return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
 
 
 def test_two_attribution_runs_at_once_agree_with_a_lone_run(tmp_path):

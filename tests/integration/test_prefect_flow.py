@@ -50,10 +50,16 @@ def test_second_run_hits_the_cache_and_logs_to_mlflow(harness, tmp_path, tiny_pa
 
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("attribution")
-    runs = client.search_runs([experiment.experiment_id], filter_string="tags.source = 'prefect' and tags.kernel = 'trntk'")
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.source = 'prefect' and tags.kernel = 'trntk'"
+    )
     assert len(runs) == 3
     comparison = client.search_runs([experiment.experiment_id], filter_string="tags.kernel = 'comparison'")
-    assert {a.path for a in client.list_artifacts(comparison[0].info.run_id)} >= {"comparison.csv", "comparison.md", "comparison.png"}
+    assert {a.path for a in client.list_artifacts(comparison[0].info.run_id)} >= {
+        "comparison.csv",
+        "comparison.md",
+        "comparison.png",
+    }
     run = runs[0]
     assert run.data.metrics["tau_k"] == pytest.approx(first["summaries"][0]["tau_k"])
     assert {"tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy"} <= set(run.data.metrics)
@@ -76,7 +82,9 @@ def test_multi_seed_table_logs_parent_and_children(harness, tmp_path, tiny_param
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("faithfulness-table")
     parent = client.get_run(result["mlflow_run_id"])
-    children = client.search_runs([experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert len(children) == 3
     taus = [c.data.metrics["tau_k"] for c in children]
     mean, se = mean_se(taus)
@@ -108,10 +116,17 @@ def test_forensics_flow_runs_and_logs(harness, tmp_path, tiny_params_dict, monke
 
 def test_loss_kernel_flow_after_attribution(harness, tmp_path, tiny_params_dict, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    tiny_params_dict["loss_kernel"] = {"chains": 2, "draws": 6, "burn_in": 4, "steps_between": 2, "batch_size": 64, "umap": False}
+    tiny_params_dict["loss_kernel"] = {
+        "chains": 2,
+        "draws": 6,
+        "burn_in": 4,
+        "steps_between": 2,
+        "batch_size": 64,
+        "umap": False,
+    }
     params = params_from_dict(tiny_params_dict)
-    from flows.surrogate import attribution
     from flows.loss_kernel import loss_kernel
+    from flows.surrogate import attribution
 
     attribution(dataset="digits2", params=params, outputs=str(tmp_path / "out"), track=False)
     result = loss_kernel(dataset="digits2", params=params, outputs=str(tmp_path / "out"))
@@ -127,13 +142,20 @@ def test_structure_flow_on_digits_and_the_modular_model(harness, tmp_path, tiny_
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    tiny_params_dict["loss_kernel"] = {"chains": 2, "draws": 6, "burn_in": 4, "steps_between": 2, "batch_size": 64, "umap": False}
+    tiny_params_dict["loss_kernel"] = {
+        "chains": 2,
+        "draws": 6,
+        "burn_in": 4,
+        "steps_between": 2,
+        "batch_size": 64,
+        "umap": False,
+    }
     tiny_params_dict["multitask"] = TINY_MULTITASK
     tiny_params_dict["structure"] = TINY_STRUCTURE
     params = params_from_dict(tiny_params_dict)
-    from flows.surrogate import attribution
     from flows.loss_kernel import loss_kernel
     from flows.structure import structure
+    from flows.surrogate import attribution
     from kernelscope.loss_kernel.multitask_stages import multitask_train_stage
 
     out = str(tmp_path / "out")
@@ -144,7 +166,13 @@ def test_structure_flow_on_digits_and_the_modular_model(harness, tmp_path, tiny_
     assert summary["layers"] == ["input", "1", "3", "output"]
     assert summary["coordinate_free_kept"] and "incoming_norm" in summary["neuron_basis_changed"]
     assert summary["parameters"]["effective_parameters"] == pytest.approx(2 * lk["summary"]["llc"])
-    for name in ("jacobian_spectra.parquet", "jacobian_spectra.png", "gram_spectra.png", "ablation_curves.png", "coordinate_check.json"):
+    for name in (
+        "jacobian_spectra.parquet",
+        "jacobian_spectra.png",
+        "gram_spectra.png",
+        "ablation_curves.png",
+        "coordinate_check.json",
+    ):
         assert (tmp_path / "out" / "digits2" / "structure" / name).is_file()
     run = MlflowClient(tracking_uri=uri).get_run(result["mlflow_run_id"])
     assert run.data.tags["flow"] == "structure" and run.data.tags["checkpoint_hash"] == summary["checkpoint_hash"]

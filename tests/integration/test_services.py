@@ -46,12 +46,18 @@ def load_launcher():
     return module
 
 
-def api(base: str, path: str, body: dict | None = None, method: str | None = None, tries: int = 10) -> tuple[int, object]:
+def api(
+    base: str, path: str, body: dict | None = None, method: str | None = None, tries: int = 10
+) -> tuple[int, object]:
     """One REST call; 503 (a server busy on two cores, SQLite locked) is retried as a browser's user would."""
     data = None if body is None else json.dumps(body).encode()
     for attempt in range(tries):
-        request = urllib.request.Request(base + path, data=data, headers={"content-type": "application/json"},
-                                         method=method or ("POST" if data else "GET"))
+        request = urllib.request.Request(
+            base + path,
+            data=data,
+            headers={"content-type": "application/json"},
+            method=method or ("POST" if data else "GET"),
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.load(response)
@@ -69,9 +75,16 @@ def services(tmp_path_factory):
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     launcher = load_launcher()
     launcher.LOGS = tmp / "logs"
-    env = {**os.environ, "KERNELSCOPE_HOST": "127.0.0.1", "PREFECT_PORT": str(free_port()), "MLFLOW_PORT": str(free_port()),
-           "PREFECT_HOME": str(tmp / "prefect"), "KERNELSCOPE_PARAMS": str(tmp / "params.yaml"),
-           "KERNELSCOPE_MLFLOW_DB": str(tmp / "mlflow.db"), "KERNELSCOPE_MLFLOW_ARTIFACTS": str(tmp / "mlruns")}
+    env = {
+        **os.environ,
+        "KERNELSCOPE_HOST": "127.0.0.1",
+        "PREFECT_PORT": str(free_port()),
+        "MLFLOW_PORT": str(free_port()),
+        "PREFECT_HOME": str(tmp / "prefect"),
+        "KERNELSCOPE_PARAMS": str(tmp / "params.yaml"),
+        "KERNELSCOPE_MLFLOW_DB": str(tmp / "mlflow.db"),
+        "KERNELSCOPE_MLFLOW_ARTIFACTS": str(tmp / "mlruns"),
+    }
     env.pop("PREFECT_API_URL", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     env = launcher.settings() | env
@@ -104,7 +117,9 @@ def wait_final(services, flow_run_id: str, timeout: float = 400.0) -> dict:
         if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             return run
         time.sleep(2.0)
-    raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout} s; see {services['logs'] / 'flow-deployments.log'}")
+    raise AssertionError(
+        f"flow run {flow_run_id} did not finish in {timeout} s; see {services['logs'] / 'flow-deployments.log'}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +131,9 @@ def completed_runs(services):
         parameters = json.loads(json.dumps(dep["parameters"]))
         if alpha is not None:
             parameters["params"]["kglm"]["alpha"] = alpha
-        status, run = api(services["prefect"], f"/api/deployments/{dep['id']}/create_flow_run", {"parameters": parameters})
+        status, run = api(
+            services["prefect"], f"/api/deployments/{dep['id']}/create_flow_run", {"parameters": parameters}
+        )
         assert status == 201, run
         final = wait_final(services, run["id"])
         assert final["state"]["type"] == "COMPLETED", final["state"]
@@ -126,12 +143,17 @@ def completed_runs(services):
 
 def test_run_button_path_completes_and_lands_in_mlflow(services, completed_runs):
     dep, flow_run_ids = completed_runs
-    assert dep["parameters"]["params"]["kglm"]["alpha"] == TINY_PARAMS["kglm"]["alpha"]  # the form's defaults are params.yaml's
+    assert (
+        dep["parameters"]["params"]["kglm"]["alpha"] == TINY_PARAMS["kglm"]["alpha"]
+    )  # the form's defaults are params.yaml's
     status, found = api(services["mlflow"], "/api/2.0/mlflow/experiments/get-by-name?experiment_name=attribution")
     assert status == 200, found
     experiment_id = found["experiment"]["experiment_id"]
-    status, result = api(services["mlflow"], "/api/2.0/mlflow/runs/search",
-                         {"experiment_ids": [experiment_id], "filter": "tags.source = 'prefect-deployment' and tags.kernel = 'trntk'"})
+    status, result = api(
+        services["mlflow"],
+        "/api/2.0/mlflow/runs/search",
+        {"experiment_ids": [experiment_id], "filter": "tags.source = 'prefect-deployment' and tags.kernel = 'trntk'"},
+    )
     runs = result["runs"]
     assert len(runs) == 2
     for run in runs:
@@ -140,7 +162,9 @@ def test_run_button_path_completes_and_lands_in_mlflow(services, completed_runs)
         assert tags["dataset"] == "digits2" and tags["seed"] == str(TINY_PARAMS["seed"])
         assert {m["key"] for m in run["data"]["metrics"]} >= {"tau_k", "tad", "kglm_accuracy"}
     # The run's logs in the UI carry the progress lines of its long loops (counts and rates).
-    status, logs = api(services["prefect"], "/api/logs/filter", {"logs": {"flow_run_id": {"any_": flow_run_ids}}, "limit": 200})
+    status, logs = api(
+        services["prefect"], "/api/logs/filter", {"logs": {"flow_run_id": {"any_": flow_run_ids}}, "limit": 200}
+    )
     progress = [entry["message"] for entry in logs if "kernel rows" in entry["message"]]
     assert progress and all("block/s" in line for line in progress), [entry["message"] for entry in logs][:20]
     # Editing a field in the form changes the params hash, so MLflow can tell the two runs apart.
@@ -149,16 +173,25 @@ def test_run_button_path_completes_and_lands_in_mlflow(services, completed_runs)
 
 def test_bad_parameter_from_the_form_fails_at_once_naming_the_field(services):
     dep = deployment(services, "attribution")
-    for path, value, field in ((("kglm", "alpha"), -1.0, "params.kglm.alpha"), (("kernel", "kinds"), ["trntk", "nope"], "params.kernel.kinds"),
-                               (("kglm", "alhpa"), 0.1, "alhpa")):
+    for path, value, field in (
+        (("kglm", "alpha"), -1.0, "params.kglm.alpha"),
+        (("kernel", "kinds"), ["trntk", "nope"], "params.kernel.kinds"),
+        (("kglm", "alhpa"), 0.1, "alhpa"),
+    ):
         parameters = json.loads(json.dumps(dep["parameters"]))
         parameters["params"][path[0]][path[1]] = value
         start = time.monotonic()
-        status, body = api(services["prefect"], f"/api/deployments/{dep['id']}/create_flow_run", {"parameters": parameters})
+        status, body = api(
+            services["prefect"], f"/api/deployments/{dep['id']}/create_flow_run", {"parameters": parameters}
+        )
         assert status == 409 and field in body, (status, body)
         assert time.monotonic() - start < 10
     # An unknown top-level parameter (a typo of 'params') is refused too, not silently dropped.
-    status, body = api(services["prefect"], f"/api/deployments/{dep['id']}/create_flow_run", {"parameters": {**dep["parameters"], "parms": {}}})
+    status, body = api(
+        services["prefect"],
+        f"/api/deployments/{dep['id']}/create_flow_run",
+        {"parameters": {**dep["parameters"], "parms": {}}},
+    )
     assert status == 409 and "'parms' was unexpected" in body, (status, body)
 
 
@@ -169,23 +202,55 @@ def test_every_service_listens_on_loopback_only(services):
             for conn in proc.net_connections(kind="inet"):
                 if conn.status == psutil.CONN_LISTEN:
                     seen += 1
-                    assert conn.laddr.ip in ("127.0.0.1", "::1"), f"{proc.name()} (pid {proc.pid}) listens on {conn.laddr.ip}"
+                    assert conn.laddr.ip in ("127.0.0.1", "::1"), (
+                        f"{proc.name()} (pid {proc.pid}) listens on {conn.laddr.ip}"
+                    )
     assert seen >= 2  # at least the Prefect and MLflow servers
 
 
 def test_kernelscope_runs_compares_them(services, completed_runs):
     env = {**os.environ, "MLFLOW_TRACKING_URI": services["mlflow"]}
-    out = subprocess.run([sys.executable, "-m", "kernelscope.cli", "runs", "--experiment", "attribution", "--json",
-                          "--filter", "tags.kernel = 'trntk'"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kernelscope.cli",
+            "runs",
+            "--experiment",
+            "attribution",
+            "--json",
+            "--filter",
+            "tags.kernel = 'trntk'",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert len(rows) == 2 and all(r["source"] == "prefect-deployment" and "tau_k" in r["metrics"] for r in rows)
-    table = subprocess.run([sys.executable, "-m", "kernelscope.cli", "runs"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    table = subprocess.run(
+        [sys.executable, "-m", "kernelscope.cli", "runs"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert table.returncode == 0 and "prefect-deployment" in table.stdout and "tau_k" in table.stdout
 
 
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]  # no calls home: this machine's network is closed
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]  # no calls home: this machine's network is closed
 
 
 @pytest.fixture(scope="module")
@@ -217,15 +282,31 @@ def render(browser, url: str, wait_for_text: str, shot: Path) -> str:
 
 def test_browser_shows_deployment_form_and_mlflow_comparison(services, completed_runs, browser):
     dep, _ = completed_runs
-    text = render(browser, f"{services['prefect']}/deployments/deployment/{dep['id']}", "Completed", ARTIFACTS / "prefect-deployment.png")
+    text = render(
+        browser,
+        f"{services['prefect']}/deployments/deployment/{dep['id']}",
+        "Completed",
+        ARTIFACTS / "prefect-deployment.png",
+    )
     assert "attribution" in text and "kernelscope" in text
     # The Run form: one field per params.yaml entry, with its description, filled with the defaults.
-    text = render(browser, f"{services['prefect']}/deployments/deployment/{dep['id']}/run", "Test Fraction", ARTIFACTS / "prefect-run-form.png")
+    text = render(
+        browser,
+        f"{services['prefect']}/deployments/deployment/{dep['id']}/run",
+        "Test Fraction",
+        ARTIFACTS / "prefect-run-form.png",
+    )
     assert "Fraction of each class held out for testing" in text and "Kernels a run computes" in text
     _, found = api(services["mlflow"], "/api/2.0/mlflow/experiments/get-by-name?experiment_name=attribution")
     experiment_id = found["experiment"]["experiment_id"]
-    _, result = api(services["mlflow"], "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id], "filter": "tags.kernel = 'trntk'"})
+    _, result = api(
+        services["mlflow"],
+        "/api/2.0/mlflow/runs/search",
+        {"experiment_ids": [experiment_id], "filter": "tags.kernel = 'trntk'"},
+    )
     run_ids = [r["info"]["run_id"] for r in result["runs"]]
-    url = f"{services['mlflow']}/#/compare-runs?runs={json.dumps(run_ids)}&experiments={json.dumps([experiment_id])}".replace(" ", "")
+    url = f"{services['mlflow']}/#/compare-runs?runs={json.dumps(run_ids)}&experiments={json.dumps([experiment_id])}".replace(
+        " ", ""
+    )
     text = render(browser, url, "tau_k", ARTIFACTS / "mlflow-compare.png")
     assert "digits2-trntk" in text and "params_hash" in text

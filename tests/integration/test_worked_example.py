@@ -32,8 +32,11 @@ def test_readme_worked_example_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "byo" / "run" / "blobs"
     sidecar = json.loads((run / "model" / "model.json").read_text())
-    assert sidecar["architecture"] == {"name": "factory", "factory": "kernelscope.examples.byo:make_net",
-                                       "kwargs": {"in_features": 16, "hidden": 32, "n_classes": 4}}
+    assert sidecar["architecture"] == {
+        "name": "factory",
+        "factory": "kernelscope.examples.byo:make_net",
+        "kwargs": {"in_features": 16, "hidden": 32, "n_classes": 4},
+    }
     assert sidecar["metrics"]["test_accuracy"] > 0.8  # the user's trained weights were loaded, not a fresh init
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) == {"trntk", "proj_pntk", "ck"}

@@ -62,8 +62,11 @@ def test_registered_kind_runs_through_kernel_stage_and_kglm(tiny_run, toy_kind):
         train_logits = model(torch.from_numpy(ds.train.x).double()).numpy()  # (n_train, C)
         test_logits = model(torch.from_numpy(ds.test.x).double()).numpy()  # (n_test, C)
     for split, queries, ids in (("train", train_logits, ds.train.ids), ("test", test_logits, ds.test.ids)):
-        k, meta = read_kernel(layout.kernel_path(TOY, split), query_ids=ids,
-                              expect=kernel_expect(params, TOY, written["checkpoint_hash"], ds, split))
+        k, meta = read_kernel(
+            layout.kernel_path(TOY, split),
+            query_ids=ids,
+            expect=kernel_expect(params, TOY, written["checkpoint_hash"], ds, split),
+        )
         assert meta["kind"] == TOY and meta["normalization"] == "cosine" and meta["split"] == split
         assert k.shape == (len(ids), len(ds.train.ids))
         # stored as float32
@@ -91,18 +94,27 @@ def test_registered_kind_records_only_what_it_reads(tiny_params_dict, toy_kind):
     kernel = kernel_sections(params, TOY, "digits2")["kernel"]
     assert kernel == {"chunk_size": 64, "memory_budget_mb": 64}  # no projection, em_layers nor the list of kinds
     assert kernel_sections(params, "proj_trntk", "digits2")["kernel"] == {
-        "chunk_size": 64, "memory_budget_mb": 64, "projection_dim": 256, "projection": "kron_hadamard"}
+        "chunk_size": 64,
+        "memory_budget_mb": 64,
+        "projection_dim": 256,
+        "projection": "kron_hadamard",
+    }
 
 
 def test_unknown_kind_is_a_clear_params_error(tiny_params_dict):
     tiny_params_dict["kernel"]["kinds"] = ["trntk", "rbf"]
     with pytest.raises(ParamsError) as error:
         params_from_dict(tiny_params_dict)
-    assert str(error.value) == ("params: field 'kernel.kinds.1' is invalid (Input should be 'trntk', 'trntk0', 'pntk', "
-                                "'proj_trntk', 'proj_pntk', 'ck' or 'em'; got 'rbf'); fix it in params.")
+    assert str(error.value) == (
+        "params: field 'kernel.kinds.1' is invalid (Input should be 'trntk', 'trntk0', 'pntk', "
+        "'proj_trntk', 'proj_pntk', 'ck' or 'em'; got 'rbf'); fix it in params."
+    )
     # The loss kernels are registered too, but params may not name them: the kernel stage does not compute them.
-    for field, raw in (("table.kind", {"table": {"kind": "rbf"}}), ("poison.kinds.0", {"poison": {"kinds": ["rbf"]}}),
-                       ("kernel.kinds.0", {"kernel": {"kinds": ["loss_corr"]}})):
+    for field, raw in (
+        ("table.kind", {"table": {"kind": "rbf"}}),
+        ("poison.kinds.0", {"poison": {"kinds": ["rbf"]}}),
+        ("kernel.kinds.0", {"kernel": {"kinds": ["loss_corr"]}}),
+    ):
         with pytest.raises(ParamsError, match=f"field '{field}' is invalid"):
             params_from_dict(raw)
 
@@ -121,9 +133,11 @@ def test_duplicate_and_malformed_registrations_are_refused(toy_kind):
     with pytest.raises(KernelscopeError, match=f"'{TOY}' is already registered"):
         register_kernel(KernelKind(TOY, "none", _build_toy))
     assert KERNELS[TOY] is toy_kind and KERNELS["trntk"].normalization == "cosine"  # the first entries stay
-    bad = [(KernelKind("toy_norm", "l2", _build_toy), "normalization 'l2'"),
-           (KernelKind("toy_nobuild", "cosine", None), "needs a builder"),
-           (KernelKind("toy_exact", "cosine", _build_toy, exact="nope"), "counterpart 'nope'")]
+    bad = [
+        (KernelKind("toy_norm", "l2", _build_toy), "normalization 'l2'"),
+        (KernelKind("toy_nobuild", "cosine", None), "needs a builder"),
+        (KernelKind("toy_exact", "cosine", _build_toy, exact="nope"), "counterpart 'nope'"),
+    ]
     for entry, message in bad:
         with pytest.raises(KernelscopeError, match=message):
             register_kernel(entry)

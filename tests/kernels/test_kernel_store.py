@@ -7,7 +7,9 @@ from kernelscope.kernels.store import iter_kernel_blocks, read_kernel, write_ker
 
 def test_round_trip_across_row_groups(tmp_path):
     k = np.random.default_rng(0).normal(size=(37, 11))
-    meta = write_kernel(tmp_path / "k.parquet", k, np.arange(100, 137), np.arange(11), {"kind": "trntk"}, rows_per_group=8)
+    meta = write_kernel(
+        tmp_path / "k.parquet", k, np.arange(100, 137), np.arange(11), {"kind": "trntk"}, rows_per_group=8
+    )
     back, read_meta = read_kernel(tmp_path / "k.parquet", expect={"kind": "trntk"})
     np.testing.assert_array_equal(back, k.astype(np.float32))
     assert read_meta == meta and meta["orientation"] == "(query, train)"
@@ -16,7 +18,9 @@ def test_round_trip_across_row_groups(tmp_path):
 
 
 def test_provenance_mismatch_is_an_error(tmp_path):
-    write_kernel(tmp_path / "k.parquet", np.eye(3), np.arange(3), np.arange(3), {"kind": "trntk", "checkpoint_hash": "a"})
+    write_kernel(
+        tmp_path / "k.parquet", np.eye(3), np.arange(3), np.arange(3), {"kind": "trntk", "checkpoint_hash": "a"}
+    )
     with pytest.raises(ArtifactError, match="checkpoint_hash"):
         read_kernel(tmp_path / "k.parquet", expect={"checkpoint_hash": "b"})
 
@@ -60,11 +64,16 @@ def test_kernel_larger_than_a_block_streams_and_reads_back_exactly(tmp_path):
     model = build_mlp(6, [8], 3, "ntk").eval()
     xq, xt = torch.randn(23, 6), torch.randn(17, 6)
     spec = kernel_spec(model, "trntk")
-    blocks = ((np.arange(23)[rows], block) for rows, block in kernel_row_blocks(spec, xq, xt, chunk_size=5, memory_budget_mb=0))
+    blocks = (
+        (np.arange(23)[rows], block)
+        for rows, block in kernel_row_blocks(spec, xq, xt, chunk_size=5, memory_budget_mb=0)
+    )
     write_kernel_blocks(tmp_path / "k.parquet", blocks, 23, np.arange(17), {"kind": "trntk"})
     back, meta = read_kernel(tmp_path / "k.parquet")
     assert len(list(iter_kernel_blocks(tmp_path / "k.parquet"))) == 5  # one row group per block of 5
-    np.testing.assert_array_equal(back, compute_kernel(model, xq, xt, kind="trntk", chunk_size=5, memory_budget_mb=0).astype(np.float32))
+    np.testing.assert_array_equal(
+        back, compute_kernel(model, xq, xt, kind="trntk", chunk_size=5, memory_budget_mb=0).astype(np.float32)
+    )
 
 
 def test_short_stream_is_refused_and_leaves_nothing(tmp_path):

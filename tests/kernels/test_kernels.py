@@ -69,7 +69,9 @@ def test_ck_and_em_against_hand_built_activations():
     h1t, h2t = hidden_outputs(xt)
     np.testing.assert_allclose(compute_kernel(model, xq, xt, kind="ck"), ref.cosine_of_features(h2q, h2t), rtol=1e-10)
     em = compute_kernel(model, xq, xt, kind="em")
-    np.testing.assert_allclose(em, ref.cosine_of_features(torch.cat([h1q, h2q], 1), torch.cat([h1t, h2t], 1)), rtol=1e-10)
+    np.testing.assert_allclose(
+        em, ref.cosine_of_features(torch.cat([h1q, h2q], 1), torch.cat([h1t, h2t], 1)), rtol=1e-10
+    )
     only_first = compute_kernel(model, xq, xt, kind="em", layers=["1"])
     np.testing.assert_allclose(only_first, ref.cosine_of_features(h1q, h1t), rtol=1e-10)
     with pytest.raises(KernelscopeError, match="not modules"):
@@ -137,7 +139,10 @@ def test_train_and_test_passes_give_identical_features():
 def test_blockwise_equals_one_shot_and_budget_path():
     model = _cnn(3)
     gen = torch.Generator().manual_seed(0)
-    xq, xt = torch.randn(11, 36, generator=gen, dtype=torch.float64), torch.randn(13, 36, generator=gen, dtype=torch.float64)
+    xq, xt = (
+        torch.randn(11, 36, generator=gen, dtype=torch.float64),
+        torch.randn(13, 36, generator=gen, dtype=torch.float64),
+    )
     for kind in ("trntk", "pntk", "proj_trntk", "em"):
         one_shot = compute_kernel(model, xq, xt, kind=kind, chunk_size=1000)
         blockwise = compute_kernel(model, xq, xt, kind=kind, chunk_size=4, memory_budget_mb=0)

@@ -32,8 +32,29 @@ def test_multitask_stages_end_to_end(tmp_path, arch):
     from kernelscope.core.params import params_from_dict
     from kernelscope.loss_kernel.multitask_stages import multitask_loss_stage, multitask_train_stage
 
-    params = params_from_dict({"multitask": {"arch": arch, "p": 7, "steps": 400, "optimizer_restarts": [200], "nbeta": None, "gamma": 1000.0, "lr": 1e-2, "weight_decay": 0.0, "batch_size": 32, "embed": 8, "hidden": 16, "probes_per_task": 10,
-                                             "chains": 2, "draws": 10, "burn_in": 5, "steps_between": 2, "sgld_batch_size": 16}})
+    params = params_from_dict(
+        {
+            "multitask": {
+                "arch": arch,
+                "p": 7,
+                "steps": 400,
+                "optimizer_restarts": [200],
+                "nbeta": None,
+                "gamma": 1000.0,
+                "lr": 1e-2,
+                "weight_decay": 0.0,
+                "batch_size": 32,
+                "embed": 8,
+                "hidden": 16,
+                "probes_per_task": 10,
+                "chains": 2,
+                "draws": 10,
+                "burn_in": 5,
+                "steps_between": 2,
+                "sgld_batch_size": 16,
+            }
+        }
+    )
     trained = multitask_train_stage(params, tmp_path).summary
     assert trained["train_add"] > 0.9 and trained["train_div"] > 0.9
     summary = multitask_loss_stage(params, tmp_path).summary

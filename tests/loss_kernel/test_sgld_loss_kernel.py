@@ -37,7 +37,17 @@ def test_gaussian_posterior_moments():
     z = torch.randn(200, generator=gen, dtype=torch.float64)
     x = torch.zeros(200, 1, dtype=torch.float64)
     w_star, nbeta, gamma = 0.3, 50.0, 50.0
-    config = SGLDConfig(epsilon=1e-3, gamma=gamma, nbeta=nbeta, chains=4, draws=300, burn_in=200, steps_between=20, batch_size=200, seed=1)
+    config = SGLDConfig(
+        epsilon=1e-3,
+        gamma=gamma,
+        nbeta=nbeta,
+        chains=4,
+        draws=300,
+        burn_in=200,
+        steps_between=20,
+        batch_size=200,
+        seed=1,
+    )
     probe_z = torch.tensor([-10.0], dtype=torch.float64)  # ℓ = ½ (w + 10)², so w = sqrt(2ℓ) − 10
     result = sample(Location(w_star), half_square, x, z, torch.zeros(1, 1, dtype=torch.float64), probe_z, config)
     draws = np.sqrt(2 * result.probe_losses[0]) - 10.0  # (chains, draws)
@@ -52,11 +62,15 @@ def test_gaussian_posterior_moments():
 def test_same_seed_same_draws_and_divergence_names_the_parameter():
     z = torch.randn(50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = torch.zeros(50, 1, dtype=torch.float64)
-    config = SGLDConfig(epsilon=1e-3, gamma=10, nbeta=10, chains=2, draws=5, burn_in=5, steps_between=2, batch_size=16, seed=3)
+    config = SGLDConfig(
+        epsilon=1e-3, gamma=10, nbeta=10, chains=2, draws=5, burn_in=5, steps_between=2, batch_size=16, seed=3
+    )
     a = sample(Location(0.0), half_square, x, z, x[:3], z[:3], config)
     b = sample(Location(0.0), half_square, x, z, x[:3], z[:3], config)
     assert np.array_equal(a.probe_losses, b.probe_losses)
-    wild = SGLDConfig(epsilon=10.0, gamma=1.0, nbeta=1e6, chains=2, draws=50, burn_in=50, steps_between=5, batch_size=16, seed=0)
+    wild = SGLDConfig(
+        epsilon=10.0, gamma=1.0, nbeta=1e6, chains=2, draws=50, burn_in=50, steps_between=5, batch_size=16, seed=0
+    )
     with pytest.raises(KernelscopeError, match="lower loss_kernel.epsilon.*raise loss_kernel.gamma"):
         sample(Location(0.0), half_square, x, z, x[:3], z[:3], wild)
 
@@ -96,10 +110,7 @@ def test_covariance_and_correlation_against_numpy():
 def test_label_agreement_by_hand():
     from kernelscope.loss_kernel.stages import label_agreement
 
-    r = np.array([[1.0, 0.9, 0.1, 0.2],
-                  [0.9, 1.0, 0.3, 0.1],
-                  [0.1, 0.3, 1.0, 0.8],
-                  [0.2, 0.1, 0.8, 1.0]])
+    r = np.array([[1.0, 0.9, 0.1, 0.2], [0.9, 1.0, 0.3, 0.1], [0.1, 0.3, 1.0, 0.8], [0.2, 0.1, 0.8, 1.0]])
     labels = np.array([0, 0, 1, 0])
     out = label_agreement(r, labels, k=1)
     # nearest: 0->1 (same), 1->0 (same), 2->3 (differs), 3->2 (differs): 2 of 4; base rate (3/4)² + (1/4)²
@@ -118,8 +129,9 @@ def test_loss_kernel_stage_writes_kernels_the_kglm_can_use(tiny_run):
     from tests.support.expect import written_binary_accuracy
 
     made = tiny_run(("data", "train"))
-    params = made.params_with(loss_kernel={"chains": 2, "draws": 8, "burn_in": 4, "steps_between": 2, "batch_size": 64,
-                                           "umap": True})
+    params = made.params_with(
+        loss_kernel={"chains": 2, "draws": 8, "burn_in": 4, "steps_between": 2, "batch_size": 64, "umap": True}
+    )
     layout = made.layout
     summary = loss_kernel_stage(params, layout).summary
     assert np.isfinite(summary["llc"])
@@ -131,7 +143,7 @@ def test_loss_kernel_stage_writes_kernels_the_kglm_can_use(tiny_run):
     labels = np.concatenate([ds.train.y, ds.test.y])
     r = np.corrcoef(losses)
     np.fill_diagonal(r, -np.inf)
-    nearest = np.argsort(-r, axis=1, kind="stable")[:, :params.loss_kernel.neighbours]
+    nearest = np.argsort(-r, axis=1, kind="stable")[:, : params.loss_kernel.neighbours]
     assert summary["label_agreement"] == pytest.approx((labels[nearest] == labels[:, None]).mean(), abs=1e-3)
     assert summary["label_base_rate"] == pytest.approx(((np.bincount(labels) / len(labels)) ** 2).sum())
     k_train, meta = read_kernel(layout.kernel_path("loss_corr", "train"))

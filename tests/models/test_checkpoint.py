@@ -3,17 +3,23 @@ import json
 import pytest
 import torch
 
-from kernelscope.models.checkpoint import MAX_PARAMETERS, ModelSpec, load_checkpoint, save_checkpoint
-from kernelscope.core.json_artifacts import write_json_artifact
 from kernelscope.core.errors import CheckpointError
 from kernelscope.core.fileio import sha256_file
+from kernelscope.core.json_artifacts import write_json_artifact
+from kernelscope.models.checkpoint import MAX_PARAMETERS, ModelSpec, load_checkpoint, save_checkpoint
 from kernelscope.models.zoo import build_mlp, build_model
 
 ARCH = {"name": "mlp", "input_dim": 4, "hidden": [5, 3], "n_outputs": 2, "parameterization": "ntk"}
 
 
 def spec(arch: dict = ARCH, dataset_hash: str = "d" * 64, **changes) -> ModelSpec:
-    fields = dict(architecture=arch, hyperparameters={"lr": 0.1}, seed=0, dataset_hash=dataset_hash, build=lambda: build_model(arch))
+    fields = dict(
+        architecture=arch,
+        hyperparameters={"lr": 0.1},
+        seed=0,
+        dataset_hash=dataset_hash,
+        build=lambda: build_model(arch),
+    )
     return ModelSpec(**{**fields, **changes})
 
 
@@ -136,7 +142,9 @@ def test_integer_weights_for_a_float_model_are_refused(saved):
 
     model, _, path = saved
     state = {k: v.to(torch.int32) for k, v in model.state_dict().items()}
-    write_safetensors(path / "model.safetensors", state, "checkpoint-weights", {"architecture": ARCH, "dataset_hash": "d" * 64})
+    write_safetensors(
+        path / "model.safetensors", state, "checkpoint-weights", {"architecture": ARCH, "dataset_hash": "d" * 64}
+    )
     _edit_sidecar(path, lambda m: m.update(weights_sha256=sha256_file(path / "model.safetensors")))
     with pytest.raises(CheckpointError, match="is torch.int32 but the model's is torch.float32"):
         load_checkpoint(path, spec())
@@ -146,14 +154,23 @@ def test_same_model_same_bytes(saved, tmp_path):
     """A checkpoint's file hash is its identity: saving the same model again gives the same bytes (metadata order included)."""
     model, meta, path = saved
     for i in range(4):
-        again = save_checkpoint(model, tmp_path / f"again{i}", spec(), dataset_name="toy", metrics={"test_accuracy": 0.5})
+        again = save_checkpoint(
+            model, tmp_path / f"again{i}", spec(), dataset_name="toy", metrics={"test_accuracy": 0.5}
+        )
         assert again["weights_sha256"] == meta["weights_sha256"]
         assert (tmp_path / f"again{i}" / "model.json").read_bytes() == (path / "model.json").read_bytes()
 
 
 def test_batch_norm_checkpoint_round_trips(tmp_path):
     """0-d tensors (BatchNorm's num_batches_tracked) keep their shape through the artifact format."""
-    arch = {"name": "cnn", "image_shape": [1, 8, 8], "n_outputs": 3, "channels": [4, 4], "hidden": [8], "batch_norm": True}
+    arch = {
+        "name": "cnn",
+        "image_shape": [1, 8, 8],
+        "n_outputs": 3,
+        "channels": [4, 4],
+        "hidden": [8],
+        "batch_norm": True,
+    }
     torch.manual_seed(0)
     model = build_model(arch)
     model.train()(torch.randn(5, 64))  # move the running statistics and the batch counter

@@ -16,12 +16,18 @@ from kernelscope.models.zoo import MODELS, BasicBlock, architecture, build_model
 
 
 def test_resnet_chosen_by_train_arch_trains_end_to_end(tiny_run):
-    made = tiny_run(("data", "train"), train={"arch": "resnet"},
-                    resnet={"widths": [4], "blocks": 1, "batch_size": 256, "epochs": 1})  # 2 steps on digits2
+    made = tiny_run(
+        ("data", "train"), train={"arch": "resnet"}, resnet={"widths": [4], "blocks": 1, "batch_size": 256, "epochs": 1}
+    )  # 2 steps on digits2
     params, layout = made.params, made.layout
     ckpt = run_checkpoint(params, layout.model_dir, run_data(params, layout))  # verified against params' record
-    assert ckpt.meta["architecture"] == {"name": "resnet", "image_shape": [1, 8, 8], "n_outputs": 1, "widths": [4],
-                                         "blocks": 1}
+    assert ckpt.meta["architecture"] == {
+        "name": "resnet",
+        "image_shape": [1, 8, 8],
+        "n_outputs": 1,
+        "widths": [4],
+        "blocks": 1,
+    }
     assert ckpt.meta["hyperparameters"]["widths"] == [4]
     assert any(isinstance(m, BasicBlock) for m in ckpt.model.modules())
     assert math.isfinite(ckpt.meta["metrics"]["final_loss"])
@@ -35,12 +41,17 @@ def test_every_architecture_field_accepts_every_registry_model(tiny_params_dict)
     assert all(hasattr(params, entry.section) for entry in MODELS.values())
 
 
-@pytest.mark.parametrize("field, value, where", [("train", {"arch": "vit"}, "train.arch"),
-                                                 ("table", {"archs": ["mlp", "vit"]}, "table.archs.1")])
+@pytest.mark.parametrize(
+    "field, value, where",
+    [("train", {"arch": "vit"}, "train.arch"), ("table", {"archs": ["mlp", "vit"]}, "table.archs.1")],
+)
 def test_an_unknown_architecture_is_refused_naming_the_field_and_the_registry(tiny_params_dict, field, value, where):
     tiny_params_dict[field] = {**tiny_params_dict.get(field, {}), **value}
-    with pytest.raises(ParamsError, match=rf"field '{where}' is invalid \(Input should be 'mlp', 'cnn' or 'resnet' "
-                                          r"\(kernelscope.models.zoo.MODELS\); got 'vit'\)"):
+    with pytest.raises(
+        ParamsError,
+        match=rf"field '{where}' is invalid \(Input should be 'mlp', 'cnn' or 'resnet' "
+        r"\(kernelscope.models.zoo.MODELS\); got 'vit'\)",
+    ):
         params_from_dict(tiny_params_dict)
     with pytest.raises(ParamsError, match=r"field 'train.arch' is 'vit', which is not an architecture of the registry"):
         model_entry("vit")
@@ -52,11 +63,22 @@ def test_registry_records_keep_the_keys_and_values_of_existing_checkpoints():
     """The records are the sidecars' ``architecture``: any change would refuse every existing checkpoint."""
     ds = make_digits("digits10", 0.3, 0)
     mlp = architecture(ds, TrainParams(hidden=(5, 3)))
-    assert list(mlp.items()) == [("name", "mlp"), ("input_dim", 64), ("hidden", [5, 3]), ("n_outputs", 10),
-                                 ("parameterization", "ntk")]
+    assert list(mlp.items()) == [
+        ("name", "mlp"),
+        ("input_dim", 64),
+        ("hidden", [5, 3]),
+        ("n_outputs", 10),
+        ("parameterization", "ntk"),
+    ]
     cnn = architecture(ds, CNNParams(channels=(4, 4), hidden=(8,)))
-    assert list(cnn.items()) == [("name", "cnn"), ("image_shape", [1, 8, 8]), ("n_outputs", 10), ("channels", [4, 4]),
-                                 ("hidden", [8]), ("batch_norm", True)]
+    assert list(cnn.items()) == [
+        ("name", "cnn"),
+        ("image_shape", [1, 8, 8]),
+        ("n_outputs", 10),
+        ("channels", [4, 4]),
+        ("hidden", [8]),
+        ("batch_norm", True),
+    ]
 
 
 # Hand-computed heads. Binary: one logit z per point, the log-odds of class 1.

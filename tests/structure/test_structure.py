@@ -9,8 +9,20 @@ from torch import nn
 
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.models.zoo import build_mlp
-from kernelscope.structure.degeneracy import activation_gram, firing_groups, gradient_gram, gram_spectrum, relu_activations
-from kernelscope.structure.interaction import (ablation_curve, activation_moments, directions_needed, interaction_bases, pca_basis)
+from kernelscope.structure.degeneracy import (
+    activation_gram,
+    firing_groups,
+    gradient_gram,
+    gram_spectrum,
+    relu_activations,
+)
+from kernelscope.structure.interaction import (
+    ablation_curve,
+    activation_moments,
+    directions_needed,
+    interaction_bases,
+    pca_basis,
+)
 from kernelscope.structure.layers import jacobians
 from kernelscope.structure.reparameterize import coordinate_check, linear_change, neuron_measures, permute, scale
 from kernelscope.structure.spectra import layer_spectra, numerical_rank, participation_ratio, rank_to_mass
@@ -29,15 +41,17 @@ def _low_rank_net(seed: int = 0) -> nn.Sequential:
     g = torch.Generator().manual_seed(seed)
     net = nn.Sequential(nn.Linear(12, 10), nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 4)).double().eval()
     with torch.no_grad():
-        net[1].weight.copy_(torch.randn(8, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 10, generator=g, dtype=torch.float64))
+        net[1].weight.copy_(
+            torch.randn(8, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 10, generator=g, dtype=torch.float64)
+        )
     return net
 
 
 def test_effective_rank_measures_by_hand():
     s = np.array([4.0, 2.0, 2.0, 0.0])
     assert numerical_rank(s, 1e-6) == 3
-    assert rank_to_mass(s, 0.99) == 3            # 16, 4, 4 of 24: 16/24 < 0.99, 20/24 < 0.99, 24/24
-    assert rank_to_mass(s, 0.6) == 1             # 16/24 = 0.667
+    assert rank_to_mass(s, 0.99) == 3  # 16, 4, 4 of 24: 16/24 < 0.99, 20/24 < 0.99, 24/24
+    assert rank_to_mass(s, 0.6) == 1  # 16/24 = 0.667
     assert participation_ratio(s) == pytest.approx(24.0**2 / (256 + 16 + 16))
     assert numerical_rank(np.zeros(3), 1e-6) == 0 and participation_ratio(np.zeros(3)) == 0.0
 
@@ -85,8 +99,10 @@ def test_reparameterizations_keep_function_and_rank_but_move_neuron_measures(see
     x = torch.randn(64, 6, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     net = _random_mlp(seed)
     layers = ["input", "1", "3", "output"]
-    variants = {"permutation": permute(net, "1", rng.permutation(20)),
-                "scaling": scale(scale(net, "1", np.exp(rng.uniform(-1, 1, 20))), "3", np.exp(rng.uniform(-1, 1, 20)))}
+    variants = {
+        "permutation": permute(net, "1", rng.permutation(20)),
+        "scaling": scale(scale(net, "1", np.exp(rng.uniform(-1, 1, 20))), "3", np.exp(rng.uniform(-1, 1, 20))),
+    }
     base = layer_spectra(net, x, layers, chunk_size=32, rtol=1e-9, mass=0.99)
     for name, new in variants.items():
         torch.testing.assert_close(new(x), net(x))
@@ -101,7 +117,9 @@ def test_reparameterizations_keep_function_and_rank_but_move_neuron_measures(see
     assert not np.allclose(scale_after[1].stacked, base[1].stacked, rtol=1e-3)
     # Neuron-basis measures move: per-neuron activity is reordered by the permutation, weight norms rescaled by scaling.
     before = neuron_measures(net, x, "1")
-    assert not np.allclose(neuron_measures(variants["permutation"], x, "1")["fraction_active"], before["fraction_active"])
+    assert not np.allclose(
+        neuron_measures(variants["permutation"], x, "1")["fraction_active"], before["fraction_active"]
+    )
     assert not np.allclose(neuron_measures(variants["scaling"], x, "1")["incoming_norm"], before["incoming_norm"])
 
 
@@ -113,11 +131,15 @@ def test_invertible_change_of_a_linear_layer():
     new = linear_change(net, "0", a)
     torch.testing.assert_close(new(x), net(x))
     layers = ["input", "0", "2", "output"]
-    for b, after in zip(layer_spectra(net, x, layers, chunk_size=16, rtol=1e-9, mass=0.99),
-                        layer_spectra(new, x, layers, chunk_size=16, rtol=1e-9, mass=0.99)):
+    for b, after in zip(
+        layer_spectra(net, x, layers, chunk_size=16, rtol=1e-9, mass=0.99),
+        layer_spectra(new, x, layers, chunk_size=16, rtol=1e-9, mass=0.99),
+    ):
         assert after.summary["rank_stacked"] == b.summary["rank_stacked"]
         assert after.summary["rank_per_point_mean"] == b.summary["rank_per_point_mean"]
-    assert not np.allclose(neuron_measures(new, x, "0")["hoyer_sparsity"], neuron_measures(net, x, "0")["hoyer_sparsity"])
+    assert not np.allclose(
+        neuron_measures(new, x, "0")["hoyer_sparsity"], neuron_measures(net, x, "0")["hoyer_sparsity"]
+    )
     # The interaction basis whitens first, so its importance spectrum does not see the change either.
     lib_old = interaction_bases(net, x, layers, chunk_size=16, rtol=1e-10)["0"].importance
     lib_new = interaction_bases(new, x, layers, chunk_size=16, rtol=1e-10)["0"].importance
@@ -136,8 +158,10 @@ def test_reparameterizations_refuse_what_would_change_the_function():
 
 def test_coordinate_check_report_on_random_networks():
     x = torch.randn(40, 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    for net, layers, transforms in ((_random_mlp(5), ["input", "1", "3", "output"], {"permutation", "scaling"}),
-                                    (_linear_hidden_net(5), ["input", "0", "2", "output"], {"permutation", "scaling", "invertible_linear"})):
+    for net, layers, transforms in (
+        (_random_mlp(5), ["input", "1", "3", "output"], {"permutation", "scaling"}),
+        (_linear_hidden_net(5), ["input", "0", "2", "output"], {"permutation", "scaling", "invertible_linear"}),
+    ):
         report = coordinate_check(net, x, layers, seed=0, chunk_size=16, rtol=1e-9, mass=0.99)
         assert set(report["output_relative_change"]) == transforms
         assert max(report["output_relative_change"].values()) < 1e-10
@@ -162,8 +186,12 @@ def test_activation_and_gradient_grams_against_numpy():
     xn = x.numpy()
     pre, h = _two_layer_numpy(net, xn)
     np.testing.assert_allclose(activation_gram(net, x, "1", chunk_size=8), h.T @ h / 30, rtol=1e-12)
-    np.testing.assert_allclose(gram_spectrum(activation_gram(net, x, "1", 8)), np.sort(np.linalg.eigvalsh(h.T @ h / 30))[::-1].clip(0),
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        gram_spectrum(activation_gram(net, x, "1", 8)),
+        np.sort(np.linalg.eigvalsh(h.T @ h / 30))[::-1].clip(0),
+        rtol=1e-9,
+        atol=1e-12,
+    )
     w1, _ = _weights(net[0])
     w2, _ = _weights(net[2])
     # Gradients of the logits with respect to the ReLU output: W2 at every point.
@@ -221,7 +249,11 @@ def test_ablation_curves_follow_the_known_structure():
     pca_curve = ablation_curve(net, x[test], y[test], "0", pca, steps=9)
     full = lib_curve["accuracy"][-1]
     assert full > 0.95
-    assert all(b >= a - 1e-12 for a, b in zip(lib_curve["accuracy"], lib_curve["accuracy"][1:]))  # never worse with more kept
+    assert all(
+        b >= a - 1e-12 for a, b in zip(lib_curve["accuracy"], lib_curve["accuracy"][1:])
+    )  # never worse with more kept
     assert all(acc == full for k, acc in zip(lib_curve["kept"], lib_curve["accuracy"]) if k >= 3)
-    assert dict(zip(pca_curve["kept"], pca_curve["accuracy"]))[5] < 0.5  # the five loud, irrelevant directions alone: chance
+    assert (
+        dict(zip(pca_curve["kept"], pca_curve["accuracy"]))[5] < 0.5
+    )  # the five loud, irrelevant directions alone: chance
     assert directions_needed(lib_curve) <= 3 < directions_needed(pca_curve)

@@ -44,9 +44,15 @@ def factory_source(run: Path, weights: Path, **model) -> None:
     from kernelscope.examples.byo import write_data
 
     write_data(run / "blobs.npz")
-    spec = {"data": {"format": "npz", "path": str(run / "blobs.npz")},
-            "model": {"factory": "kernelscope.examples.byo:make_net",
-                      "kwargs": {"in_features": 16, "hidden": 32, "n_classes": 4}, "weights": str(weights), **model}}
+    spec = {
+        "data": {"format": "npz", "path": str(run / "blobs.npz")},
+        "model": {
+            "factory": "kernelscope.examples.byo:make_net",
+            "kwargs": {"in_features": 16, "hidden": 32, "n_classes": 4},
+            "weights": str(weights),
+            **model,
+        },
+    }
     edit_params(run, lambda raw: raw.update(sources={"blobs": spec}, datasets=["blobs"]))
     assert main(cli_args(run, ["data"], "blobs")) == 0
 

@@ -22,9 +22,10 @@ DATASET = "digits2"
 # The fault tests' run: tiny_run(FAULT_STAGES, **FAULT_OVERRIDES). Many small row groups (16 rows) so a writer
 # can be caught mid-file; a short SGLD run for the loss kernel.
 FAULT_STAGES = ("data", "train")
-FAULT_OVERRIDES = {"kernel": {"chunk_size": 16},
-                   "loss_kernel": {"chains": 2, "draws": 30, "burn_in": 5, "steps_between": 2, "batch_size": 64,
-                                   "umap": False}}
+FAULT_OVERRIDES = {
+    "kernel": {"chunk_size": 16},
+    "loss_kernel": {"chains": 2, "draws": 30, "burn_in": 5, "steps_between": 2, "batch_size": 64, "umap": False},
+}
 
 
 def cli(command: list[str], params_file: Path, out: Path, *, delay: float | None = None, **popen) -> subprocess.Popen:
@@ -34,8 +35,22 @@ def cli(command: list[str], params_file: Path, out: Path, *, delay: float | None
     env["OMP_NUM_THREADS"] = "1"  # two or three runs share two cores: no oversubscription, and every run alike
     if delay:
         env[TEST_BLOCK_DELAY_ENV] = str(delay)
-    cmd = [sys.executable, "-m", "kernelscope.cli", *command, "--dataset", DATASET, "--out", str(out), "--params", str(params_file), "--quiet"]
-    return subprocess.Popen(cmd, env=env, cwd=params_file.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    cmd = [
+        sys.executable,
+        "-m",
+        "kernelscope.cli",
+        *command,
+        "--dataset",
+        DATASET,
+        "--out",
+        str(out),
+        "--params",
+        str(params_file),
+        "--quiet",
+    ]
+    return subprocess.Popen(
+        cmd, env=env, cwd=params_file.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -53,7 +68,9 @@ def temp_files(folder: Path, pattern: str = ".*.tmp") -> list[Path]:
     return sorted(p for p in folder.rglob(pattern) if p.is_file())
 
 
-def wait_for_temp(proc: subprocess.Popen, folder: Path, pattern: str, timeout: float = 90, min_bytes: int = 5) -> list[Path]:
+def wait_for_temp(
+    proc: subprocess.Popen, folder: Path, pattern: str, timeout: float = 90, min_bytes: int = 5
+) -> list[Path]:
     """Poll until a temporary file matching ``pattern`` in ``folder`` holds more than its Parquet magic (a row group is in)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -67,7 +84,9 @@ def wait_for_temp(proc: subprocess.Popen, folder: Path, pattern: str, timeout: f
         if found:
             return found
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended (rc {proc.returncode}) before a temporary file {pattern} appeared:\n{proc.stderr.read()[-3000:]}")
+            raise AssertionError(
+                f"the run ended (rc {proc.returncode}) before a temporary file {pattern} appeared:\n{proc.stderr.read()[-3000:]}"
+            )
         time.sleep(0.02)
     raise AssertionError(f"no temporary file {folder}/{pattern} within {timeout} s")
 
@@ -90,7 +109,9 @@ def assert_no_torn_files(root: Path) -> list[Path]:
             meta = verify_parquet(path, artifact)  # and its content hash holds
             if "n_query" in meta:  # a kernel: every row its metadata promises
                 values, meta = read_kernel(path)
-                assert values.shape == (meta["n_query"], meta["n_train"]) == (table.num_rows, len(meta["train_ids"])), path
+                assert values.shape == (meta["n_query"], meta["n_train"]) == (table.num_rows, len(meta["train_ids"])), (
+                    path
+                )
             elif "chains" in meta:  # probe losses: chains × draws per probe
                 assert table.column("losses").type.list_size == meta["chains"] * meta["draws"], path
         elif path.suffix == ".json":

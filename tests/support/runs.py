@@ -31,10 +31,24 @@ TINY_PARAMS: dict[str, Any] = {
     "device": "cpu",
     "datasets": ["digits2"],
     "data": {"test_fraction": 0.3},
-    "train": {"arch": "mlp", "hidden": [16, 16], "parameterization": "ntk", "optimizer": "sgd", "lr": 0.1,
-              "momentum": 0.0, "batch_size": 16, "epochs": 15},
-    "kernel": {"kinds": ["trntk"], "chunk_size": 64, "memory_budget_mb": 64, "projection_dim": 256,
-               "projection": "kron_hadamard", "em_layers": None},
+    "train": {
+        "arch": "mlp",
+        "hidden": [16, 16],
+        "parameterization": "ntk",
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "momentum": 0.0,
+        "batch_size": 16,
+        "epochs": 15,
+    },
+    "kernel": {
+        "kinds": ["trntk"],
+        "chunk_size": 64,
+        "memory_budget_mb": 64,
+        "projection_dim": 256,
+        "projection": "kron_hadamard",
+        "em_layers": None,
+    },
     "kglm": {"alpha": 1e-3, "max_iter": 200, "tol": 1e-3},
     "scale": {"runner": "sequential"},  # params.yaml's threads would spread the tests' tasks over threads
 }
@@ -119,8 +133,12 @@ def _kglm(params: Params, layout: RunLayout) -> None:
 
 
 # The stages tiny_run can run, in their order; each as its CLI command runs it.
-STAGES: dict[str, Callable[[Params, RunLayout], None]] = {"data": _data, "train": _train, "kernel": _kernel,
-                                                          "kglm": _kglm}
+STAGES: dict[str, Callable[[Params, RunLayout], None]] = {
+    "data": _data,
+    "train": _train,
+    "kernel": _kernel,
+    "kglm": _kglm,
+}
 
 
 def build_tiny_run(root: Path, stages: Sequence[str], overrides: dict[str, Any]) -> TinyRun:

@@ -45,8 +45,12 @@ def test_explain_new_input_from_npz_matches_test_point(saved_run, tmp_path):
     kinds = ["trntk"]
     from_file = explain(params, layout, kinds, Query("digit", x[0], None, None), 3)
     stored = explain(params, layout, kinds, Query("test-3b", ds.test.x[3], int(ds.test.y[3]), 3), 3)
-    assert [s["train_id"] for s in from_file["kernels"]["trntk"]["most_similar"]] == [s["train_id"] for s in stored["kernels"]["trntk"]["most_similar"]]
-    np.testing.assert_allclose(from_file["kernels"]["trntk"]["kglm_probabilities"], stored["kernels"]["trntk"]["kglm_probabilities"], atol=1e-4)
+    assert [s["train_id"] for s in from_file["kernels"]["trntk"]["most_similar"]] == [
+        s["train_id"] for s in stored["kernels"]["trntk"]["most_similar"]
+    ]
+    np.testing.assert_allclose(
+        from_file["kernels"]["trntk"]["kglm_probabilities"], stored["kernels"]["trntk"]["kglm_probabilities"], atol=1e-4
+    )
 
 
 def test_bad_input_files_are_refused(tmp_path):

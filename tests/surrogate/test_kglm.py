@@ -21,14 +21,18 @@ def test_standardized_fit_is_folded_back_exactly(n_classes):
     mean, scale = k.mean(0), k.std(0)
     reference = SGDClassifier(loss="log_loss", penalty="l2", alpha=1e-3, max_iter=500, tol=1e-4, random_state=0)
     reference.fit((k - mean) / scale, y)
-    np.testing.assert_allclose(model.logits(k), reference.decision_function((k - mean) / scale).reshape(len(k), -1), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        model.logits(k), reference.decision_function((k - mean) / scale).reshape(len(k), -1), rtol=1e-9, atol=1e-9
+    )
     assert model.weight.shape == (1 if n_classes == 2 else n_classes, len(k))
 
 
 def test_raw_fit_matches_sklearn_and_is_seeded():
     k, y = _toy(3)
     model = fit_kglm(k, y, alpha=1e-3, max_iter=500, tol=1e-4, seed=1, standardize=False)
-    reference = SGDClassifier(loss="log_loss", penalty="l2", alpha=1e-3, max_iter=500, tol=1e-4, random_state=1).fit(k, y)
+    reference = SGDClassifier(loss="log_loss", penalty="l2", alpha=1e-3, max_iter=500, tol=1e-4, random_state=1).fit(
+        k, y
+    )
     np.testing.assert_allclose(model.logits(k), reference.decision_function(k), rtol=1e-12)
     again = fit_kglm(k, y, alpha=1e-3, max_iter=500, tol=1e-4, seed=1, standardize=False)
     assert np.array_equal(model.weight, again.weight)
@@ -39,7 +43,11 @@ def test_save_and_load_with_provenance(tmp_path):
 
     k, y = _toy(3)
     model = fit_kglm(k, y, alpha=1e-3, max_iter=100, tol=1e-3, seed=0)
-    save_kglm(model, tmp_path / "kglm.safetensors", {"kind": "trntk", "checkpoint_hash": "abc", "converged": str(model.converged)})
+    save_kglm(
+        model,
+        tmp_path / "kglm.safetensors",
+        {"kind": "trntk", "checkpoint_hash": "abc", "converged": str(model.converged)},
+    )
     back = load_kglm(tmp_path / "kglm.safetensors", expect={"kind": "trntk"})
     assert np.array_equal(back.weight, model.weight) and np.array_equal(back.bias, model.bias)
     with pytest.raises(ArtifactError, match="checkpoint_hash"):

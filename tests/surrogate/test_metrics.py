@@ -39,8 +39,8 @@ def test_tad_in_percentage_points():
 
 def test_r_miss_hand_counted():
     y = np.array([0, 1, 2, 3, 4])
-    nn = np.array([0, 2, 2, 0, 4])     # wrong at 1, 3
-    kglm = np.array([0, 2, 1, 0, 1])   # wrong at 1, 2, 3, 4
+    nn = np.array([0, 2, 2, 0, 4])  # wrong at 1, 3
+    kglm = np.array([0, 2, 1, 0, 1])  # wrong at 1, 2, 3, 4
     # union of wrong = {1, 2, 3, 4}; both wrong with the same prediction: 1 (2 = 2) and 3 (0 = 0)
     assert r_miss(y, nn, kglm) == pytest.approx(2 / 4)
 

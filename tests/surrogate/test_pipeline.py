@@ -89,6 +89,11 @@ def test_seeds_trained_in_parallel_threads_match_sequential_training():
     params = TrainParams(hidden=(8,), epochs=2)
     sequential = {seed: train_classifier(ds, params, seed, progress=False).model.state_dict() for seed in (1, 2, 3, 4)}
     with ThreadPoolExecutor(max_workers=4) as pool:
-        parallel = dict(zip((1, 2, 3, 4), pool.map(lambda s: train_classifier(ds, params, s, progress=False).model.state_dict(), (1, 2, 3, 4))))
+        parallel = dict(
+            zip(
+                (1, 2, 3, 4),
+                pool.map(lambda s: train_classifier(ds, params, s, progress=False).model.state_dict(), (1, 2, 3, 4)),
+            )
+        )
     for seed in sequential:
         assert all(torch.equal(sequential[seed][k], parallel[seed][k]) for k in sequential[seed])

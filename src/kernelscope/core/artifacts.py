@@ -125,7 +125,9 @@ def _digest_table(digest: ContentDigest, table: pa.Table) -> None:
 
 def full_meta(artifact: str, provenance: Mapping[str, Any]) -> dict[str, Any]:
     """The provenance as stored: the kind of file, the format and the writer's version first."""
-    return json.loads(canonical_json({"artifact": artifact, "format": FORMAT, "kernelscope_version": __version__, **provenance}))
+    return json.loads(
+        canonical_json({"artifact": artifact, "format": FORMAT, "kernelscope_version": __version__, **provenance})
+    )
 
 
 def check_expected(path: str | Path, meta: Mapping[str, Any], expect: Mapping[str, Any] | None, artifact: str) -> None:
@@ -134,8 +136,10 @@ def check_expected(path: str | Path, meta: Mapping[str, Any], expect: Mapping[st
         got = meta.get(key)
         if canonical_json(got) != canonical_json(wanted):
             shown_got, shown_wanted = shown(got), shown(wanted)
-            raise ArtifactError(f"{path}: provenance field '{key}' is {shown_got} but this run expects {shown_wanted}; "
-                                f"the file comes from another run or other params, {fix_hint(artifact)} with these params.")
+            raise ArtifactError(
+                f"{path}: provenance field '{key}' is {shown_got} but this run expects {shown_wanted}; "
+                f"the file comes from another run or other params, {fix_hint(artifact)} with these params."
+            )
 
 
 def shown(value: Any, limit: int = 160) -> str:
@@ -146,16 +150,22 @@ def shown(value: Any, limit: int = 160) -> str:
 
 def check_kind(path: Path, meta: Any, artifact: str) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ArtifactError(f"{path}: not a {FORMAT} file (no or unknown 'format' in its metadata); {fix_hint(artifact)}.")
+        raise ArtifactError(
+            f"{path}: not a {FORMAT} file (no or unknown 'format' in its metadata); {fix_hint(artifact)}."
+        )
     if meta.get("artifact") != artifact:
-        raise ArtifactError(f"{path}: holds a {meta.get('artifact')!r} artifact where a {artifact!r} was expected; "
-                            f"point at the right file or {fix_hint(artifact)}.")
+        raise ArtifactError(
+            f"{path}: holds a {meta.get('artifact')!r} artifact where a {artifact!r} was expected; "
+            f"point at the right file or {fix_hint(artifact)}."
+        )
     return meta
 
 
 def mismatch_error(path: Path, artifact: str) -> ArtifactError:
-    return ArtifactError(f"{path}: content does not match its recorded content hash (its values or metadata were modified or "
-                         f"corrupted); {fix_hint(artifact)}.")
+    return ArtifactError(
+        f"{path}: content does not match its recorded content hash (its values or metadata were modified or "
+        f"corrupted); {fix_hint(artifact)}."
+    )
 
 
 class ParquetArtifactWriter:
@@ -165,7 +175,9 @@ class ParquetArtifactWriter:
     A failure leaves any previous file at ``path`` untouched and no file under the final name.
     """
 
-    def __init__(self, path: str | Path, schema: pa.Schema, artifact: str, provenance: Mapping[str, Any], **writer_options: Any) -> None:
+    def __init__(
+        self, path: str | Path, schema: pa.Schema, artifact: str, provenance: Mapping[str, Any], **writer_options: Any
+    ) -> None:
         self.path = Path(path)
         self.meta = full_meta(artifact, provenance)
         self.schema = schema.with_metadata({META_KEY: canonical_json(self.meta)})
@@ -196,7 +208,9 @@ class ParquetArtifactWriter:
             self._stack.__exit__(kind, error, tb)
 
 
-def write_parquet(path: str | Path, table: pa.Table, artifact: str, provenance: Mapping[str, Any], **writer_options: Any) -> dict[str, Any]:
+def write_parquet(
+    path: str | Path, table: pa.Table, artifact: str, provenance: Mapping[str, Any], **writer_options: Any
+) -> dict[str, Any]:
     """One table as one artifact; returns the stored provenance plus its content hash."""
     with ParquetArtifactWriter(path, table.schema, artifact, provenance, **writer_options) as writer:
         writer.write(table)
@@ -214,12 +228,15 @@ def _parquet_footer(path: Path, artifact: str) -> tuple[pq.ParquetFile, dict[str
         meta = json.loads(kv[META_KEY.encode()])
         stored = kv[HASH_KEY.encode()].decode()
     except KeyError:
-        raise ArtifactError(f"{path}: carries no kernelscope provenance or content hash (an older or foreign file); {fix_hint(artifact)}.") from None
+        raise ArtifactError(
+            f"{path}: carries no kernelscope provenance or content hash (an older or foreign file); {fix_hint(artifact)}."
+        ) from None
     except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as error:
-        raise ArtifactError(f"{path}: not a readable Parquet artifact ({error.__class__.__name__}); the file is torn or "
-                            f"corrupt, {fix_hint(artifact)}.") from None
+        raise ArtifactError(
+            f"{path}: not a readable Parquet artifact ({error.__class__.__name__}); the file is torn or "
+            f"corrupt, {fix_hint(artifact)}."
+        ) from None
     return parquet, check_kind(path, meta, artifact), stored
-
 
 
 def _row_groups(path: Path, parquet: pq.ParquetFile, artifact: str) -> Iterator[pa.Table]:
@@ -227,7 +244,9 @@ def _row_groups(path: Path, parquet: pq.ParquetFile, artifact: str) -> Iterator[
         for group in range(parquet.num_row_groups):
             yield parquet.read_row_group(group)
     except (pa.ArrowException, OSError) as error:
-        raise ArtifactError(f"{path}: a row group cannot be read ({error.__class__.__name__}); the file is corrupt, {fix_hint(artifact)}.") from None
+        raise ArtifactError(
+            f"{path}: a row group cannot be read ({error.__class__.__name__}); the file is corrupt, {fix_hint(artifact)}."
+        ) from None
 
 
 def verify_parquet(path: str | Path, artifact: str, expect: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -243,7 +262,9 @@ def verify_parquet(path: str | Path, artifact: str, expect: Mapping[str, Any] | 
     return {**meta, "content_sha256": stored}
 
 
-def read_parquet(path: str | Path, artifact: str, expect: Mapping[str, Any] | None = None) -> tuple[pa.Table, dict[str, Any]]:
+def read_parquet(
+    path: str | Path, artifact: str, expect: Mapping[str, Any] | None = None
+) -> tuple[pa.Table, dict[str, Any]]:
     """The whole table, verified, and its provenance."""
     path = Path(path)
     parquet, meta, stored = _parquet_footer(path, artifact)
@@ -258,9 +279,9 @@ def read_parquet(path: str | Path, artifact: str, expect: Mapping[str, Any] | No
     return table, {**meta, "content_sha256": stored}
 
 
-def verified_row_groups(path: str | Path, artifact: str, expect: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], Iterator[pa.Table]]:
+def verified_row_groups(
+    path: str | Path, artifact: str, expect: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], Iterator[pa.Table]]:
     """(provenance, row groups) of a file hashed whole first (one group in memory at a time), so no block is used before the check."""
     meta = verify_parquet(path, artifact, expect)
     return meta, _row_groups(Path(path), pq.ParquetFile(path), artifact)
-
-

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-
 _HOST = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:40] or "host"
 
 
@@ -44,7 +43,7 @@ def remove_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
     removed = []
     prefix = f".{target.name}.{_HOST}-"
     for path in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
-        rest = path.name[len(prefix):] if path.name.startswith(prefix) else ""
+        rest = path.name[len(prefix) :] if path.name.startswith(prefix) else ""
         pid = rest.split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             with contextlib.suppress(FileNotFoundError):

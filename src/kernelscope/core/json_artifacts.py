@@ -8,11 +8,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-
 from kernelscope import __version__
+from kernelscope.core.artifacts import (
+    FORMAT,
+    META_KEY,
+    canonical_json,
+    check_expected,
+    check_kind,
+    fix_hint,
+    mismatch_error,
+    missing_error,
+)
 from kernelscope.core.errors import ArtifactError
-from kernelscope.core.artifacts import (META_KEY, FORMAT, canonical_json, check_expected, check_kind,
-                                        fix_hint, mismatch_error, missing_error)
 
 
 def write_json_artifact(path: str | Path, payload: Mapping[str, Any], artifact: str) -> dict[str, Any]:
@@ -39,7 +46,9 @@ def read_json_artifact(path: str | Path, artifact: str, expect: Mapping[str, Any
         raise ArtifactError(f"{path}: not valid JSON ({error.__class__.__name__}); {fix_hint(artifact)}.") from None
     stamp = raw.get(META_KEY) if isinstance(raw, dict) else None
     if not isinstance(stamp, dict) or "sha256" not in stamp:
-        raise ArtifactError(f"{path}: carries no kernelscope content hash (an older or foreign file); {fix_hint(artifact)}.")
+        raise ArtifactError(
+            f"{path}: carries no kernelscope content hash (an older or foreign file); {fix_hint(artifact)}."
+        )
     check_kind(path, stamp, artifact)
     body = {k: v for k, v in raw.items() if k != META_KEY}
     unstamped = {k: v for k, v in stamp.items() if k != "sha256"}
@@ -63,4 +72,3 @@ def read_table_json(path: str | Path) -> tuple[list[str], list[list[str]]]:
 def _refuse_constant(name: str) -> float:
     """JSON has no NaN or Infinity; a file holding them was not written by kernelscope."""
     raise ValueError(f"non-JSON constant {name}")
-

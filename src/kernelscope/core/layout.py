@@ -6,10 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-
-
-
-
 @dataclass(frozen=True)
 class RunLayout:
     """Where one dataset's artifacts live under a root folder."""
@@ -63,4 +59,3 @@ class RunLayout:
     @property
     def metrics_path(self) -> Path:
         return self.root / "metrics.json"
-

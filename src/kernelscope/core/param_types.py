@@ -8,8 +8,6 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from pydantic_core import PydanticCustomError
 
-
-
 BuiltinDataset = Literal["digits2", "digits10"]
 
 
@@ -55,8 +53,9 @@ def _registered_arch(value: str) -> str:
     if value not in MODELS:
         names = [repr(name) for name in MODELS]
         expected = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
-        raise PydanticCustomError("model_arch", "Input should be {expected} (kernelscope.models.zoo.MODELS)",
-                                  {"expected": expected})
+        raise PydanticCustomError(
+            "model_arch", "Input should be {expected} (kernelscope.models.zoo.MODELS)", {"expected": expected}
+        )
     return value
 
 
@@ -94,4 +93,3 @@ DataFormat = Annotated[str, BeforeValidator(_registered_format)]  # a key of ker
 
 
 StructureSubject = DatasetName  # a dataset's model, or 'multitask' (the multitask model)
-

@@ -12,15 +12,30 @@ from pydantic import Field, ValidationError, model_validator
 
 from kernelscope.core.errors import ParamsError
 from kernelscope.core.fileio import sha256_json
-from kernelscope.core.param_sections import CNNParams, DataParams, KGLMParams, KernelParams, LossKernelParams, MultitaskParams, PoisonParams, ResNetParams, ScaleParams, StructureParams, TableParams, TrainParams
+from kernelscope.core.param_sections import (
+    CNNParams,
+    DataParams,
+    KernelParams,
+    KGLMParams,
+    LossKernelParams,
+    MultitaskParams,
+    PoisonParams,
+    ResNetParams,
+    ScaleParams,
+    StructureParams,
+    TableParams,
+    TrainParams,
+)
 from kernelscope.core.param_sources import SourceParams
-from kernelscope.core.param_types import (BUILTIN_DATASETS, DatasetName, Int, RESERVED_NAMES, Section)
+from kernelscope.core.param_types import BUILTIN_DATASETS, RESERVED_NAMES, DatasetName, Int, Section
 
 
 class Params(Section):
     seed: Int = Field(0, ge=0, description="Seed of every random choice of a run.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when present.")
-    datasets: tuple[DatasetName, ...] = Field(("digits2", "digits10"), min_length=1, description="Datasets the main job runs.")
+    datasets: tuple[DatasetName, ...] = Field(
+        ("digits2", "digits10"), min_length=1, description="Datasets the main job runs."
+    )
     outputs: str = Field("outputs/flows", description="Root folder of artifacts written by flows (DVC: outputs/dvc).")
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
@@ -34,9 +49,10 @@ class Params(Section):
     structure: StructureParams = StructureParams()
     resnet: ResNetParams = ResNetParams()
     sources: dict[DatasetName, SourceParams] = Field(
-        default_factory=dict, description="Users' own data sets (and models) by name; each name can be used wherever a dataset name is.")
+        default_factory=dict,
+        description="Users' own data sets (and models) by name; each name can be used wherever a dataset name is.",
+    )
     scale: ScaleParams = ScaleParams()
-
 
     @model_validator(mode="after")
     def _known_datasets(self) -> Params:
@@ -46,21 +62,34 @@ class Params(Section):
         if clash:
             raise ValueError(f"sources: name {clash[0]!r} is taken by the project; rename that source")
         known = set(BUILTIN_DATASETS) | set(self.sources)
-        for field, names in (("datasets", self.datasets), ("structure.subjects", tuple(s for s in self.structure.subjects if s != "multitask"))):
+        for field, names in (
+            ("datasets", self.datasets),
+            ("structure.subjects", tuple(s for s in self.structure.subjects if s != "multitask")),
+        ):
             unknown = [n for n in names if n not in known]
             if unknown:
-                raise ValueError(f"{field}: {unknown[0]!r} is neither a bundled dataset ({', '.join(BUILTIN_DATASETS)}) nor a key of "
-                                 "sources; add it under sources or fix the name")
+                raise ValueError(
+                    f"{field}: {unknown[0]!r} is neither a bundled dataset ({', '.join(BUILTIN_DATASETS)}) nor a key of "
+                    "sources; add it under sources or fix the name"
+                )
         for name, source in self.sources.items():
             model = source.model
             if model.factory and model.registry:
-                raise ValueError(f"sources.{name}.model: give either registry (train here) or factory (with weights), not both")
+                raise ValueError(
+                    f"sources.{name}.model: give either registry (train here) or factory (with weights), not both"
+                )
             if model.factory and not model.weights:
-                raise ValueError(f"sources.{name}.model.weights: a factory model needs its trained weights (.safetensors or .pt)")
+                raise ValueError(
+                    f"sources.{name}.model.weights: a factory model needs its trained weights (.safetensors or .pt)"
+                )
             if model.weights and not model.factory:
-                raise ValueError(f"sources.{name}.model.factory: weights need the factory that builds their model ('package.module:function')")
+                raise ValueError(
+                    f"sources.{name}.model.factory: weights need the factory that builds their model ('package.module:function')"
+                )
             if READERS[source.data.format].path is not None and not source.data.path:
-                raise ValueError(f"sources.{name}.data.path: format {source.data.format!r} reads a file or folder; set its path")
+                raise ValueError(
+                    f"sources.{name}.data.path: format {source.data.format!r} reads a file or folder; set its path"
+                )
         return self
 
     def source(self, dataset: str) -> SourceParams | None:
@@ -97,11 +126,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as error:
-        raise ParamsError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
-                          "save the file as UTF-8.") from None
+        raise ParamsError(
+            f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
+            "save the file as UTF-8."
+        ) from None
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML ({error.__class__.__name__}); fix the syntax.") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping of sections; fix the file.")
     return params_from_dict(raw, source=str(path))
-

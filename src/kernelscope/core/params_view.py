@@ -31,10 +31,14 @@ class Guard:
             return
         key = self.prefix + name
         if name in self.declared:
-            raise KernelscopeError(f"stage {self.stage!r} reads {key}, but its flow did not send it; build the task's "
-                                   f"sections with core.stage_reads.stage_sections(params, {self.stage!r}, dataset).")
-        raise KernelscopeError(f"stage {self.stage!r} reads {key} but does not declare it in core/stage_reads.py; "
-                               f"add {key!r} to the stage's params (or verifies) there.")
+            raise KernelscopeError(
+                f"stage {self.stage!r} reads {key}, but its flow did not send it; build the task's "
+                f"sections with core.stage_reads.stage_sections(params, {self.stage!r}, dataset)."
+            )
+        raise KernelscopeError(
+            f"stage {self.stage!r} reads {key} but does not declare it in core/stage_reads.py; "
+            f"add {key!r} to the stage's params (or verifies) there."
+        )
 
 
 def _names(fields: Any, include: Any, exclude: Any) -> list[str]:

@@ -12,8 +12,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 from kernelscope.core.fileio import atomic_path  # noqa: E402
 
 
-
-
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     """Write a figure as PNG atomically and release it."""
     path = Path(path)
@@ -21,4 +19,3 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
-

@@ -10,14 +10,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kernelscope.models.checkpoint import Checkpoint, ModelSpec, load_checkpoint, require_finite_weights
 from kernelscope.core.artifacts import check_expected
-from kernelscope.data.datasets import Dataset, read_dataset_with_meta
 from kernelscope.core.params import Params
+from kernelscope.data.datasets import Dataset, read_dataset_with_meta
+from kernelscope.models.checkpoint import Checkpoint, ModelSpec, load_checkpoint, require_finite_weights
 
 # The multitask fields that shape the trained modular model (the rest are the sampler's).
-MULTITASK_TRAINING_FIELDS = ("arch", "p", "train_fraction", "steps", "optimizer_restarts", "lr", "weight_decay", "batch_size",
-                             "embed", "hidden", "heads")
+MULTITASK_TRAINING_FIELDS = (
+    "arch",
+    "p",
+    "train_fraction",
+    "steps",
+    "optimizer_restarts",
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "embed",
+    "hidden",
+    "heads",
+)
 
 
 def data_provenance(params: Params, dataset: str, data_seed: int | None = None) -> dict[str, Any]:
@@ -27,8 +38,12 @@ def data_provenance(params: Params, dataset: str, data_seed: int | None = None) 
     table trains several seeds on one split).
     """
     source = params.source(dataset)
-    return {"dataset": dataset, "seed": params.seed if data_seed is None else data_seed, "test_fraction": params.data.test_fraction,
-            "source": source.data.model_dump(mode="json") if source is not None else None}
+    return {
+        "dataset": dataset,
+        "seed": params.seed if data_seed is None else data_seed,
+        "test_fraction": params.data.test_fraction,
+        "source": source.data.model_dump(mode="json") if source is not None else None,
+    }
 
 
 def training_section(params: Params, dataset: str) -> tuple[str, Any]:
@@ -53,11 +68,19 @@ def model_spec(params: Params, ds: Dataset) -> ModelSpec:
 
         spec_model = source.model
         arch = {"name": "factory", "factory": spec_model.factory, "kwargs": dict(spec_model.kwargs)}
-        return ModelSpec(arch, spec_model.model_dump(mode="json"), params.seed, ds.dataset_hash,
-                         build=lambda: build_from_factory(spec_model.factory or "", spec_model.kwargs), bounded=False)
+        return ModelSpec(
+            arch,
+            spec_model.model_dump(mode="json"),
+            params.seed,
+            ds.dataset_hash,
+            build=lambda: build_from_factory(spec_model.factory or "", spec_model.kwargs),
+            bounded=False,
+        )
     _, section = training_section(params, ds.name)
     arch = architecture(ds, section)
-    return ModelSpec(arch, section.model_dump(mode="json"), params.seed, ds.dataset_hash, build=lambda: build_model(arch))
+    return ModelSpec(
+        arch, section.model_dump(mode="json"), params.seed, ds.dataset_hash, build=lambda: build_model(arch)
+    )
 
 
 def multitask_dataset_hash(params: Params) -> str:
@@ -72,13 +95,27 @@ def multitask_spec(params: Params) -> ModelSpec:
     mp = params.multitask
     arch = {"name": f"modular_{mp.arch}", "p": mp.p, "embed": mp.embed, "hidden": mp.hidden, "heads": mp.heads}
     dumped = mp.model_dump(mode="json", include=set(MULTITASK_TRAINING_FIELDS))  # a stage may read only these
-    return ModelSpec(arch, {k: dumped[k] for k in MULTITASK_TRAINING_FIELDS}, params.seed, multitask_dataset_hash(params),
-                     build=lambda: build_model(arch))
+    return ModelSpec(
+        arch,
+        {k: dumped[k] for k in MULTITASK_TRAINING_FIELDS},
+        params.seed,
+        multitask_dataset_hash(params),
+        build=lambda: build_model(arch),
+    )
 
 
 POISONED_SUFFIX = "-badnets"  # kernelscope.forensics.poison.badnets names the poisoned set after the clean one
 # The poison fields that shape the poisoned data (the rest are detection settings).
-POISONING_FIELDS = ("dataset", "fraction", "target", "trigger_size", "trigger_margin", "trigger_value", "trigger_pattern", "trigger_position")
+POISONING_FIELDS = (
+    "dataset",
+    "fraction",
+    "target",
+    "trigger_size",
+    "trigger_margin",
+    "trigger_value",
+    "trigger_pattern",
+    "trigger_position",
+)
 
 
 def poisoning(params: Params) -> dict[str, Any]:
@@ -116,8 +153,14 @@ def kernel_provenance(params: Params, kind: str, checkpoint_hash: str, dataset_h
     """A kernel file's provenance: the kind, its normalization, every option that shaped it, the model and the data."""
     from kernelscope.kernels.registry import kernel_kind
 
-    return {"kind": kind, "normalization": kernel_kind(kind).normalization, "split": split,
-            **kernel_options(params, kind), "checkpoint_hash": checkpoint_hash, "dataset_hash": dataset_hash}
+    return {
+        "kind": kind,
+        "normalization": kernel_kind(kind).normalization,
+        "split": split,
+        **kernel_options(params, kind),
+        "checkpoint_hash": checkpoint_hash,
+        "dataset_hash": dataset_hash,
+    }
 
 
 def kernel_options(params: Params, kind: str) -> dict[str, Any]:
@@ -140,10 +183,15 @@ def _option_value(value: Any) -> Any:
 
 def kernel_expect(params: Params, kind: str, checkpoint_hash: str, ds: Dataset, split: str) -> dict[str, Any]:
     """What a reader requires of a kernel file: its provenance and this run's training ids, in order."""
-    return {**kernel_provenance(params, kind, checkpoint_hash, ds.dataset_hash, split), "train_ids": ds.train.ids.tolist()}
+    return {
+        **kernel_provenance(params, kind, checkpoint_hash, ds.dataset_hash, split),
+        "train_ids": ds.train.ids.tolist(),
+    }
 
 
 def kglm_provenance(params: Params, kind: str, checkpoint_hash: str, dataset_hash: str) -> dict[str, Any]:
     """A kGLM's provenance: its kernel's (without the split) and every kglm setting that shaped the fit."""
-    kernel = {k: v for k, v in kernel_provenance(params, kind, checkpoint_hash, dataset_hash, "train").items() if k != "split"}
+    kernel = {
+        k: v for k, v in kernel_provenance(params, kind, checkpoint_hash, dataset_hash, "train").items() if k != "split"
+    }
     return {**kernel, "kglm": params.kglm.model_dump(mode="json"), "fit_seed": params.seed}

@@ -87,14 +87,24 @@ def _all_but(section: str, *excluded: str) -> tuple[str, ...]:
 SRC = "src/kernelscope"
 # core.provenance rebuilds models (models) and reads the kernel registry (kernels), models.zoo builds the modular
 # model (loss_kernel) and every artifact records kernelscope.__version__: every stage imports these.
-SHARED_CODE = (f"{SRC}/__init__.py", f"{SRC}/core", f"{SRC}/data", f"{SRC}/kernels", f"{SRC}/loss_kernel",
-               f"{SRC}/models")
+SHARED_CODE = (
+    f"{SRC}/__init__.py",
+    f"{SRC}/core",
+    f"{SRC}/data",
+    f"{SRC}/kernels",
+    f"{SRC}/loss_kernel",
+    f"{SRC}/models",
+)
 
 
 def _code(*capabilities: str, cli: bool = True) -> tuple[str, ...]:
     """A stage's code: the shared capabilities, its own, and for a DVC stage its command (cli.py parses it,
     commands.py runs it and writes the metrics files)."""
-    return (*((f"{SRC}/cli.py", f"{SRC}/commands.py") if cli else ()), *SHARED_CODE, *(f"{SRC}/{name}" for name in capabilities))
+    return (
+        *((f"{SRC}/cli.py", f"{SRC}/commands.py") if cli else ()),
+        *SHARED_CODE,
+        *(f"{SRC}/{name}" for name in capabilities),
+    )
 
 
 ARCH_SECTIONS = tuple(dict.fromkeys(entry.section for entry in MODELS.values()))  # train, cnn, resnet
@@ -104,7 +114,9 @@ CHECKPOINT = ("seed", *ARCH_SECTIONS, "sources")
 KERNEL = ("seed", "device", "kernel.chunk_size", "kernel.memory_budget_mb", KERNEL_OPTIONS)
 KGLM_CHECKS = (*CHECKPOINT, KERNEL_OPTIONS)  # a kGLM stage loads the checkpoint and its kernels
 KGLM_FIT = _all_but("kglm", "alpha")  # the forensic kGLMs take poison.kglm_alpha instead
-MULTITASK_MODEL = _keys("multitask", MULTITASK_TRAINING_FIELDS)  # what shapes the modular model (the rest is its sampler's)
+MULTITASK_MODEL = _keys(
+    "multitask", MULTITASK_TRAINING_FIELDS
+)  # what shapes the modular model (the rest is its sampler's)
 POISONING = _keys("poison", POISONING_FIELDS)
 STRUCTURE = ("seed", *_all_but("structure", "subjects"))  # subjects: the models the main flow probes; no stage reads it
 
@@ -128,21 +140,32 @@ STAGES: dict[str, StageReads] = {
     "poison": StageReads(FORENSICS, ("seed", "data", *POISONING, "sources"), code=FORENSICS_CODE),
     "poison_train": StageReads(FORENSICS, CHECKPOINT, ("data", *POISONING), FORENSICS_CODE),
     "poison_kernel": StageReads(FORENSICS, KERNEL, CHECKPOINT, FORENSICS_CODE),
-    "poison_detect": StageReads(FORENSICS, ("seed", *KGLM_FIT, "poison.k", "poison.m", "poison.kinds",
-                                            "poison.kglm_alpha"), KGLM_CHECKS, FORENSICS_CODE),
+    "poison_detect": StageReads(
+        FORENSICS,
+        ("seed", *KGLM_FIT, "poison.k", "poison.m", "poison.kinds", "poison.kglm_alpha"),
+        KGLM_CHECKS,
+        FORENSICS_CODE,
+    ),
     # Prefect tasks' own stages: a part of a DVC stage's work, or of a flow's
     "load_checkpoint": StageReads("kernelscope.core.provenance", (), CHECKPOINT, _code(cli=False), dvc=False),
-    "kernel_rows": StageReads("kernelscope.kernels.stages", (*KERNEL, "scale.runner", "scale.dask_threads_per_worker"),
-                              CHECKPOINT, _code(cli=False), dvc=False),
+    "kernel_rows": StageReads(
+        "kernelscope.kernels.stages",
+        (*KERNEL, "scale.runner", "scale.dask_threads_per_worker"),
+        CHECKPOINT,
+        _code(cli=False),
+        dvc=False,
+    ),
     # kinds of another stage (the loss kernels) record that stage's section: KERNEL_SECTIONS
     "train_kglm": StageReads(SURROGATE, ("seed", "kglm"), (*KGLM_CHECKS, KERNEL_SECTIONS), TASK_SURROGATE, dvc=False),
     "evaluate": StageReads(SURROGATE, ("seed", "kglm"), (*KGLM_CHECKS, KERNEL_SECTIONS), TASK_SURROGATE, dvc=False),
     "compare_kernels": StageReads(SURROGATE, (), ("seed", KERNEL_OPTIONS), TASK_SURROGATE, dvc=False),
     "seed_run": StageReads(SURROGATE, ("data", *CHECKPOINT, *KERNEL, "kglm"), (), TASK_SURROGATE, dvc=False),
-    "forensic_kglm": StageReads(FORENSICS, ("seed", *KGLM_FIT, "poison.kglm_alpha"), KGLM_CHECKS, TASK_FORENSICS,
-                                dvc=False),
-    "detect_poison": StageReads(FORENSICS, ("poison.k", "poison.m"), ("seed", KERNEL_OPTIONS), TASK_FORENSICS,
-                                dvc=False),
+    "forensic_kglm": StageReads(
+        FORENSICS, ("seed", *KGLM_FIT, "poison.kglm_alpha"), KGLM_CHECKS, TASK_FORENSICS, dvc=False
+    ),
+    "detect_poison": StageReads(
+        FORENSICS, ("poison.k", "poison.m"), ("seed", KERNEL_OPTIONS), TASK_FORENSICS, dvc=False
+    ),
 }
 
 
@@ -151,8 +174,9 @@ def stage_reads(stage: str) -> StageReads:
     try:
         return STAGES[stage]
     except KeyError:
-        raise KernelscopeError(f"stage {stage!r} is not in core/stage_reads.py; declare it there "
-                               f"(known: {', '.join(STAGES)}).") from None
+        raise KernelscopeError(
+            f"stage {stage!r} is not in core/stage_reads.py; declare it there (known: {', '.join(STAGES)})."
+        ) from None
 
 
 def structure_stage(subject: str) -> str:
@@ -180,8 +204,9 @@ def stage_sections(params: Params, stage: str, dataset: str | None = None) -> di
     for section, fields in declared(stage_reads(stage).reads).items():
         if section == "sources":
             if dataset is None:
-                raise KernelscopeError(f"stage {stage!r} reads sources: pass stage_sections the dataset whose source "
-                                       "it reads.")
+                raise KernelscopeError(
+                    f"stage {stage!r} reads sources: pass stage_sections the dataset whose source it reads."
+                )
             source = params.source(dataset)
             picked[section] = {dataset: source.model_dump(mode="json")} if source is not None else {}
         else:

@@ -24,12 +24,20 @@ def csv_table(header: Sequence[str], rows: Cells) -> str:
     return "\n".join(",".join(line) for line in (header, *rows)) + "\n"
 
 
-def write_table_files(out_dir: str | Path, stem: str, *, markdown: str, csv: tuple[Sequence[str], Cells],
-                      json_cells: tuple[Sequence[str], Cells] | None = None) -> list[str]:
+def write_table_files(
+    out_dir: str | Path,
+    stem: str,
+    *,
+    markdown: str,
+    csv: tuple[Sequence[str], Cells],
+    json_cells: tuple[Sequence[str], Cells] | None = None,
+) -> list[str]:
     """``stem``.csv and ``stem``.md, and ``stem``.json (the cells the report shows) when ``json_cells`` is given."""
     out_dir = Path(out_dir)
-    paths = [str(write_text_atomic(out_dir / f"{stem}.csv", csv_table(*csv))),
-             str(write_text_atomic(out_dir / f"{stem}.md", markdown))]
+    paths = [
+        str(write_text_atomic(out_dir / f"{stem}.csv", csv_table(*csv))),
+        str(write_text_atomic(out_dir / f"{stem}.md", markdown)),
+    ]
     if json_cells is not None:
         header, rows = json_cells
         paths.append(str(write_table_json(out_dir / f"{stem}.json", list(header), [list(r) for r in rows])))

@@ -9,10 +9,20 @@ from typing import Any
 
 import numpy as np
 
+from kernelscope.core.artifacts import (
+    META_KEY,
+    ContentDigest,
+    canonical_json,
+    check_expected,
+    check_kind,
+    fix_hint,
+    full_meta,
+    mismatch_error,
+    missing_error,
+    numpy_bytes,
+)
 from kernelscope.core.errors import ArtifactError
 from kernelscope.core.fileio import atomic_path
-from kernelscope.core.artifacts import (META_KEY, ContentDigest, canonical_json, check_expected, check_kind,
-                                        fix_hint, full_meta, mismatch_error, missing_error, numpy_bytes)
 
 
 def _tensor_digest(meta: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> str:
@@ -23,7 +33,9 @@ def _tensor_digest(meta: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -
     return digest.hexdigest()
 
 
-def write_safetensors(path: str | Path, tensors: Mapping[str, Any], artifact: str, provenance: Mapping[str, Any]) -> dict[str, Any]:
+def write_safetensors(
+    path: str | Path, tensors: Mapping[str, Any], artifact: str, provenance: Mapping[str, Any]
+) -> dict[str, Any]:
     """numpy arrays or torch tensors by name, with provenance and content hash in the header, atomically."""
     from safetensors.numpy import save_file
 
@@ -44,7 +56,9 @@ def _as_numpy(value: Any) -> np.ndarray:
     return array if array.flags.c_contiguous else array.copy(order="C")
 
 
-def read_safetensors(path: str | Path, artifact: str, expect: Mapping[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def read_safetensors(
+    path: str | Path, artifact: str, expect: Mapping[str, Any] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Tensors (numpy) and provenance of a verified safetensors artifact (safetensors never runs code)."""
     from safetensors import safe_open
 
@@ -58,17 +72,19 @@ def read_safetensors(path: str | Path, artifact: str, expect: Mapping[str, Any] 
             header = handle.metadata() or {}
             arrays = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)
     except Exception as error:  # safetensors raises its own error types for a corrupt header or truncated data
-        raise ArtifactError(f"{path}: not a readable safetensors file ({error.__class__.__name__}); the file is torn or corrupt, "
-                            f"{fix_hint(artifact)}.") from None
+        raise ArtifactError(
+            f"{path}: not a readable safetensors file ({error.__class__.__name__}); the file is torn or corrupt, "
+            f"{fix_hint(artifact)}."
+        ) from None
     try:
         stamp = json.loads(header[META_KEY])
         meta, stored = stamp["provenance"], stamp["sha256"]
     except (KeyError, TypeError, json.JSONDecodeError):
-        raise ArtifactError(f"{path}: carries no kernelscope provenance or content hash (an older or foreign file); {fix_hint(artifact)}.") from None
+        raise ArtifactError(
+            f"{path}: carries no kernelscope provenance or content hash (an older or foreign file); {fix_hint(artifact)}."
+        ) from None
     meta = check_kind(path, meta, artifact)
     if _tensor_digest(meta, arrays) != stored:
         raise mismatch_error(path, artifact)
     check_expected(path, meta, expect, artifact)
     return arrays, meta
-
-

@@ -22,7 +22,19 @@ def tracking_uri() -> str:
 
 
 # Schemes MLflow logs to without plugins (SQLAlchemy dialects may carry a driver: postgresql+psycopg2).
-_MLFLOW_SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc", "uc")
+_MLFLOW_SCHEMES = (
+    "",
+    "file",
+    "sqlite",
+    "postgresql",
+    "mysql",
+    "mssql",
+    "http",
+    "https",
+    "databricks",
+    "databricks-uc",
+    "uc",
+)
 
 
 def check_tracking_uri() -> str:
@@ -37,7 +49,11 @@ def check_tracking_uri() -> str:
     from kernelscope.core.errors import KernelscopeError
 
     uri = tracking_uri()
-    what = f"MLFLOW_TRACKING_URI is {uri!r}" if os.environ.get("MLFLOW_TRACKING_URI") else f"MLFLOW_TRACKING_URI is unset, so runs go to {uri!r}"
+    what = (
+        f"MLFLOW_TRACKING_URI is {uri!r}"
+        if os.environ.get("MLFLOW_TRACKING_URI")
+        else f"MLFLOW_TRACKING_URI is unset, so runs go to {uri!r}"
+    )
     fix = "point MLFLOW_TRACKING_URI at sqlite:////abs/path/mlflow.db or http://host:port, or pass --no-track"
     parsed = urlparse(uri)
     scheme = parsed.scheme.lower().split("+")[0]
@@ -49,7 +65,7 @@ def check_tracking_uri() -> str:
         raise KernelscopeError(f"{what}, which names no host; {fix}.")
     if scheme in ("sqlite", "file", ""):
         if scheme == "sqlite":
-            local = uri.partition("?")[0][len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+            local = uri.partition("?")[0][len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
             if not local:
                 raise KernelscopeError(f"{what}, which names no database file; {fix}.")
         else:
@@ -61,7 +77,9 @@ def check_tracking_uri() -> str:
                 kind = "database file" if scheme == "sqlite" else "folder"
                 raise KernelscopeError(f"{what}, but {target} is not a writable {kind}; {fix}.")
         elif scheme == "sqlite" and not (target.parent.is_dir() and os.access(target.parent, os.W_OK)):
-            raise KernelscopeError(f"{what}, but the folder {target.parent} does not exist or is not writable; create it, or {fix}.")
+            raise KernelscopeError(
+                f"{what}, but the folder {target.parent} does not exist or is not writable; create it, or {fix}."
+            )
     return uri
 
 
@@ -110,8 +128,15 @@ class RunTags:
     extra: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self, source: str | None = None) -> dict[str, str]:
-        tags = {"flow": self.flow, "dataset": self.dataset, "kernel": self.kernel, "seed": str(self.seed), "params_hash": self.params_hash,
-                "git_commit": git_commit(), "source": source or run_source()}
+        tags = {
+            "flow": self.flow,
+            "dataset": self.dataset,
+            "kernel": self.kernel,
+            "seed": str(self.seed),
+            "params_hash": self.params_hash,
+            "git_commit": git_commit(),
+            "source": source or run_source(),
+        }
         if os.environ.get("DVC_STAGE"):
             tags["dvc_stage"] = os.environ["DVC_STAGE"]
         return {**tags, **{k: str(v) for k, v in self.extra.items()}}
@@ -129,7 +154,7 @@ def _store_lock() -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    lock_path = Path(uri[len("sqlite:///"):] + ".lock")
+    lock_path = Path(uri[len("sqlite:///") :] + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -151,15 +176,25 @@ def _experiment(experiment: str) -> Iterator[Any]:
         yield mlflow
 
 
-def log_run(experiment: str, run_name: str, *, tags: RunTags, params: dict[str, Any], metrics: dict[str, float],
-            artifacts: list[str | Path] = (), source: str | None = None) -> str:
+def log_run(
+    experiment: str,
+    run_name: str,
+    *,
+    tags: RunTags,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    artifacts: list[str | Path] = (),
+    source: str | None = None,
+) -> str:
     """Log one finished run and return its id. NaN metrics are logged as NaN (MLflow shows them)."""
     with _experiment(experiment) as mlflow, mlflow.start_run(run_name=run_name) as run:
         _log_contents(params, metrics, tags.as_dict(source), artifacts)
         return run.info.run_id
 
 
-def _log_contents(params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str], artifacts: list[str | Path]) -> None:
+def _log_contents(
+    params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str], artifacts: list[str | Path]
+) -> None:
     """Params (flattened, values cut to MLflow's limit), metrics, tags and files of the active run."""
     import mlflow
 
@@ -170,8 +205,16 @@ def _log_contents(params: dict[str, Any], metrics: dict[str, float], tags: dict[
         mlflow.log_artifact(str(artifact))
 
 
-def log_parent_with_children(experiment: str, run_name: str, *, tags: RunTags, params: dict[str, Any], metrics: dict[str, float],
-                             artifacts: list[str | Path], children: list[dict[str, Any]]) -> str:
+def log_parent_with_children(
+    experiment: str,
+    run_name: str,
+    *,
+    tags: RunTags,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    artifacts: list[str | Path],
+    children: list[dict[str, Any]],
+) -> str:
     """One parent run (the aggregate) with a nested child run per member (e.g. per seed; a child's
     ``tags`` override the parent's, e.g. its own seed and dataset)."""
     parent_tags = tags.as_dict()
@@ -179,7 +222,12 @@ def log_parent_with_children(experiment: str, run_name: str, *, tags: RunTags, p
         _log_contents(params, metrics, parent_tags, artifacts)
         for child in children:
             with mlflow.start_run(run_name=child["name"], nested=True):
-                _log_contents(child.get("params", {}), child["metrics"], {**parent_tags, **child.get("tags", {})}, child.get("artifacts", []))
+                _log_contents(
+                    child.get("params", {}),
+                    child["metrics"],
+                    {**parent_tags, **child.get("tags", {})},
+                    child.get("artifacts", []),
+                )
         return parent.info.run_id
 
 
@@ -188,8 +236,12 @@ TAG_COLUMNS = ("flow", "source", "dataset", "kernel", "seed", "params_hash", "gi
 DEFAULT_METRICS = ("tau_k", "tad", "r_miss", "kglm_accuracy", "precision.trntk", "recall.trntk", "llc", "task_auc")
 
 
-def compare_runs(experiments: tuple[str, ...] = EXPERIMENTS, filter_string: str = "", max_results: int = 20,
-                 metric_patterns: tuple[str, ...] = DEFAULT_METRICS) -> tuple[list[str], list[dict[str, Any]]]:
+def compare_runs(
+    experiments: tuple[str, ...] = EXPERIMENTS,
+    filter_string: str = "",
+    max_results: int = 20,
+    metric_patterns: tuple[str, ...] = DEFAULT_METRICS,
+) -> tuple[list[str], list[dict[str, Any]]]:
     """Newest runs of the given experiments through MLflow's search API, as rows of tags and metrics.
 
     Returns (metric columns present in any row, rows); an unknown experiment name is skipped.
@@ -204,12 +256,24 @@ def compare_runs(experiments: tuple[str, ...] = EXPERIMENTS, filter_string: str 
     if not found:
         return [], []
     names = {e.experiment_id: e.name for e in found}
-    runs = client.search_runs([e.experiment_id for e in found], filter_string=filter_string, max_results=max_results,
-                              order_by=["attributes.start_time DESC"])
+    runs = client.search_runs(
+        [e.experiment_id for e in found],
+        filter_string=filter_string,
+        max_results=max_results,
+        order_by=["attributes.start_time DESC"],
+    )
     rows, columns = [], []
     for run in runs:
         metrics = {k: v for k, v in run.data.metrics.items() if any(fnmatch.fnmatchcase(k, p) for p in metric_patterns)}
         columns += [k for k in metrics if k not in columns]
-        rows.append({"experiment": names[run.info.experiment_id], "run": run.info.run_name, "run_id": run.info.run_id,
-                     "started": run.info.start_time, **{t: run.data.tags.get(t, "") for t in TAG_COLUMNS}, "metrics": metrics})
+        rows.append(
+            {
+                "experiment": names[run.info.experiment_id],
+                "run": run.info.run_name,
+                "run_id": run.info.run_id,
+                "started": run.info.start_time,
+                **{t: run.data.tags.get(t, "") for t in TAG_COLUMNS},
+                "metrics": metrics,
+            }
+        )
     return columns, rows

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -83,22 +82,33 @@ def dataset_from_arrays(name: str, arrays: Any, test_fraction: float, seed: int)
         test_mask = np.asarray(arrays.is_test, dtype=bool)
         for split_name, mask in (("train", ~test_mask), ("test", test_mask)):
             if not mask.any():
-                raise ArtifactError(f"{arrays.source}: the source's own {split_name} split is empty; add {split_name} rows or drop its split marks.")
+                raise ArtifactError(
+                    f"{arrays.source}: the source's own {split_name} split is empty; add {split_name} rows or drop its split marks."
+                )
         tr, te = np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
     else:
         counts = np.bincount(arrays.y, minlength=arrays.n_classes)
         if (counts < 2).any():
-            raise ArtifactError(f"{arrays.source}: class {int(np.argmax(counts < 2))} has {int(counts[counts < 2][0])} point(s); the stratified "
-                                "train/test split needs at least 2 per class, add points or set data.n_classes to the classes present.")
+            raise ArtifactError(
+                f"{arrays.source}: class {int(np.argmax(counts < 2))} has {int(counts[counts < 2][0])} point(s); the stratified "
+                "train/test split needs at least 2 per class, add points or set data.n_classes to the classes present."
+            )
         tr, te = train_test_split(ids, test_size=test_fraction, stratify=arrays.y, random_state=seed)
         tr, te = np.sort(tr), np.sort(te)
-    return Dataset(name=name, train=Split(arrays.x[tr], arrays.y[tr], ids[tr]), test=Split(arrays.x[te], arrays.y[te], ids[te]),
-                   n_classes=int(arrays.n_classes), image_shape=tuple(int(v) for v in arrays.image_shape))
+    return Dataset(
+        name=name,
+        train=Split(arrays.x[tr], arrays.y[tr], ids[tr]),
+        test=Split(arrays.x[te], arrays.y[te], ids[te]),
+        n_classes=int(arrays.n_classes),
+        image_shape=tuple(int(v) for v in arrays.image_shape),
+    )
 
 
 def _split_table(split: Split, extra: dict[str, np.ndarray] | None = None) -> pa.Table:
     n, d = split.x.shape
-    features = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(split.x, dtype=np.float32).reshape(-1), type=pa.float32()), d)
+    features = pa.FixedSizeListArray.from_arrays(
+        pa.array(np.ascontiguousarray(split.x, dtype=np.float32).reshape(-1), type=pa.float32()), d
+    )
     columns = {"id": pa.array(split.ids, pa.int64()), "label": pa.array(split.y, pa.int64()), "features": features}
     columns.update({name: pa.array(values) for name, values in (extra or {}).items()})
     return pa.table(columns)
@@ -117,10 +127,18 @@ def read_split_table(path: str | Path, expect: dict[str, Any] | None = None) -> 
     features = table.column("features").combine_chunks()
     d = features.type.list_size
     x = features.flatten().to_numpy().reshape(-1, d).astype(np.float32)
-    split = Split(x=x, y=table.column("label").to_numpy().astype(np.int64), ids=table.column("id").to_numpy().astype(np.int64))
+    split = Split(
+        x=x, y=table.column("label").to_numpy().astype(np.int64), ids=table.column("id").to_numpy().astype(np.int64)
+    )
     n_classes = meta.get("n_classes")
-    if not isinstance(n_classes, int) or n_classes < 2 or (len(split.y) and (split.y.min() < 0 or split.y.max() >= n_classes)):
-        raise ArtifactError(f"{path}: labels do not lie in [0, n_classes) for its recorded n_classes {n_classes!r}; rerun the data stage.")
+    if (
+        not isinstance(n_classes, int)
+        or n_classes < 2
+        or (len(split.y) and (split.y.min() < 0 or split.y.max() >= n_classes))
+    ):
+        raise ArtifactError(
+            f"{path}: labels do not lie in [0, n_classes) for its recorded n_classes {n_classes!r}; rerun the data stage."
+        )
     return split, meta, table
 
 
@@ -138,8 +156,12 @@ def read_column(path: str | Path, name: str) -> np.ndarray:
     return table.column(name).to_numpy()
 
 
-def write_dataset(dataset: Dataset, out_dir: str | Path, provenance: dict | None = None,
-                  extra: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, str]:
+def write_dataset(
+    dataset: Dataset,
+    out_dir: str | Path,
+    provenance: dict | None = None,
+    extra: dict[str, dict[str, np.ndarray]] | None = None,
+) -> dict[str, str]:
     """Write train.parquet and test.parquet atomically; return their paths and the dataset hash."""
     out_dir = Path(out_dir)
     paths = {}
@@ -160,12 +182,16 @@ def read_dataset_with_meta(data_dir: str | Path) -> tuple[Dataset, dict[str, Any
     """Both verified splits as a Dataset, and the train split's provenance."""
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
-        raise ArtifactError(f"{data_dir}: is a file, not a data folder; remove it and run the data stage (kernelscope data).")
+        raise ArtifactError(
+            f"{data_dir}: is a file, not a data folder; remove it and run the data stage (kernelscope data)."
+        )
     train, meta = read_split(data_dir / "train.parquet")
     test, meta_test = read_split(data_dir / "test.parquet")
     shared = ("dataset", "dataset_hash", "n_classes", "image_shape")
     if any(meta.get(k) != meta_test.get(k) for k in shared):
-        raise ArtifactError(f"{data_dir}: train.parquet and test.parquet come from different data stage runs; rerun the data stage.")
+        raise ArtifactError(
+            f"{data_dir}: train.parquet and test.parquet come from different data stage runs; rerun the data stage."
+        )
     dataset = Dataset(meta["dataset"], train, test, int(meta["n_classes"]), tuple(meta["image_shape"]))
     if dataset.dataset_hash != meta["dataset_hash"]:
         raise ArtifactError(f"{data_dir}: dataset_hash does not match the files' contents; rerun the data stage.")

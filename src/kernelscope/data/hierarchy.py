@@ -23,7 +23,9 @@ def load_hierarchy(path: str | Path, n_classes: int) -> tuple[str, np.ndarray, l
     """(name, superclass index of every class (n_classes,), superclass names) from a YAML file."""
     path = Path(path)
     if not path.is_file():
-        raise KernelscopeError(f"{path}: hierarchy file not found; set loss_kernel.hierarchy to an existing YAML file or null.")
+        raise KernelscopeError(
+            f"{path}: hierarchy file not found; set loss_kernel.hierarchy to an existing YAML file or null."
+        )
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
@@ -38,11 +40,15 @@ def load_hierarchy(path: str | Path, n_classes: int) -> tuple[str, np.ndarray, l
             raise KernelscopeError(f"{path}: field 'superclasses.{name}' must list classes in 0..{n_classes - 1}.")
         for c in members:
             if index[c] != -1:
-                raise KernelscopeError(f"{path}: class {c} is in both '{names[index[c]]}' and '{name}'; each class belongs to one superclass.")
+                raise KernelscopeError(
+                    f"{path}: class {c} is in both '{names[index[c]]}' and '{name}'; each class belongs to one superclass."
+                )
             index[c] = g
     missing = np.flatnonzero(index == -1)
     if len(missing):
-        raise KernelscopeError(f"{path}: classes {missing.tolist()} belong to no superclass; add them to field 'superclasses'.")
+        raise KernelscopeError(
+            f"{path}: classes {missing.tolist()} belong to no superclass; add them to field 'superclasses'."
+        )
     return str(raw.get("name", path.stem)), index, names
 
 
@@ -58,5 +64,8 @@ def taxonomic_lift(r: np.ndarray, labels: np.ndarray, superclass_of: np.ndarray,
     same = (sup[neighbours] == sup[:, None]).mean()
     # Expected rate for a neighbour drawn at random among the other-class points.
     expected = np.mean([(sup[other[i]] == sup[i]).mean() for i in range(len(labels))])
-    return {"superclass_agreement": float(same), "superclass_base_rate": float(expected),
-            "taxonomic_lift": float(same / expected) if expected > 0 else float("nan")}
+    return {
+        "superclass_agreement": float(same),
+        "superclass_base_rate": float(expected),
+        "taxonomic_lift": float(same / expected) if expected > 0 else float("nan"),
+    }

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-
-from kernelscope.data.datasets import make_digits, write_dataset
-from kernelscope.core.params import Params
-from kernelscope.core.provenance import (data_provenance)
 from kernelscope.core.layout import RunLayout
+from kernelscope.core.params import Params
+from kernelscope.core.provenance import data_provenance
 from kernelscope.core.results import StageResult
-
-
+from kernelscope.data.datasets import make_digits, write_dataset
 
 
 def data_stage(params: Params, dataset: str, layout: RunLayout) -> StageResult:
@@ -22,8 +19,9 @@ def data_stage(params: Params, dataset: str, layout: RunLayout) -> StageResult:
         from kernelscope.data.datasets import dataset_from_arrays
         from kernelscope.data.readers import read_source
 
-        ds = dataset_from_arrays(dataset, read_source(source.data, seed=provenance["seed"]), params.data.test_fraction, provenance["seed"])
+        ds = dataset_from_arrays(
+            dataset, read_source(source.data, seed=provenance["seed"]), params.data.test_fraction, provenance["seed"]
+        )
     written = write_dataset(ds, layout.data_dir, provenance)
     summary = {**written, "n_train": len(ds.train.y), "n_test": len(ds.test.y), "n_classes": ds.n_classes}
     return StageResult.of(summary, [written["train"], written["test"]])
-

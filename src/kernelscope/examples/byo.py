@@ -19,7 +19,9 @@ from torch import nn
 
 def make_net(in_features: int = 16, hidden: int = 32, n_classes: int = 4) -> nn.Sequential:
     """The user's architecture: a two-hidden-layer ReLU MLP on flat inputs."""
-    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+    return nn.Sequential(
+        nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_classes)
+    )
 
 
 def write_data(path: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

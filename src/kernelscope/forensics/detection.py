@@ -66,6 +66,10 @@ def trace_back(scores: np.ndarray, train_is_poisoned: np.ndarray) -> dict:
     selected[top] = True
     pr = precision_recall(selected, train_is_poisoned)
     precision, recall, _ = precision_recall_curve(train_is_poisoned, scores)
-    return {"precision_at_p": pr.precision, "recall_at_p": pr.recall, "n_poisoned": n_poison,
-            "average_precision": float(average_precision_score(train_is_poisoned, scores)),
-            "curve": {"precision": precision, "recall": recall}}
+    return {
+        "precision_at_p": pr.precision,
+        "recall_at_p": pr.recall,
+        "n_poisoned": n_poison,
+        "average_precision": float(average_precision_score(train_is_poisoned, scores)),
+        "curve": {"precision": precision, "recall": recall},
+    }

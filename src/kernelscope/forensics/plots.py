@@ -9,13 +9,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
 from kernelscope.core.plotting import save_figure  # noqa: E402
 
 
-
-
-
-def poisoned_neighbour_grid(path: str | Path, queries: np.ndarray, neighbours: np.ndarray, poisoned: np.ndarray, title: str) -> Path:
+def poisoned_neighbour_grid(
+    path: str | Path, queries: np.ndarray, neighbours: np.ndarray, poisoned: np.ndarray, title: str
+) -> Path:
     """Stamped test images (first column) and their top-5 training neighbours; poisoned neighbours framed red (App. N)."""
     n, k = neighbours.shape[:2]
     fig, axes = plt.subplots(n, k + 1, figsize=(1.2 * (k + 1), 1.2 * n), dpi=110, squeeze=False)
@@ -37,7 +37,6 @@ def poisoned_neighbour_grid(path: str | Path, queries: np.ndarray, neighbours: n
     return save_figure(fig, path)
 
 
-
 def trace_back_curves(path: str | Path, curves: dict[str, dict[str, np.ndarray]], n_poisoned: int) -> Path:
     """Precision–recall of recovering the poisoned training points, one curve per kernel."""
     fig, ax = plt.subplots(figsize=(5.2, 4.2), dpi=110)
@@ -50,4 +49,3 @@ def trace_back_curves(path: str | Path, curves: dict[str, dict[str, np.ndarray]]
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, path)
-

@@ -12,16 +12,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernelscope.data.datasets import Dataset, Split
 from kernelscope.core.errors import KernelscopeError
+from kernelscope.data.datasets import Dataset, Split
 
 
 @dataclass(frozen=True)
 class Trigger:
-    size: int | None = None      # square side in pixels; None: scaled from Shan et al.'s 4 / 32
-    margin: int | None = None    # pixels from the bottom and right edges; None: floor(3/32 of the side)
-    value: float = 1.0           # pixel intensity in [0, 1] ("opaque": the maximum)
-    pattern: str = "solid"       # solid | checker (alternating value and 0)
+    size: int | None = None  # square side in pixels; None: scaled from Shan et al.'s 4 / 32
+    margin: int | None = None  # pixels from the bottom and right edges; None: floor(3/32 of the side)
+    value: float = 1.0  # pixel intensity in [0, 1] ("opaque": the maximum)
+    pattern: str = "solid"  # solid | checker (alternating value and 0)
     position: str = "bottom-right"  # bottom-right | top-left
 
     def resolved(self, height: int, width: int) -> tuple[int, int, int, int]:
@@ -29,7 +29,9 @@ class Trigger:
         size = self.size if self.size is not None else max(2, round(min(height, width) * 4 / 32))
         margin = self.margin if self.margin is not None else int(min(height, width) * 3 / 32)
         if size + margin > min(height, width):
-            raise KernelscopeError(f"trigger of size {size} with margin {margin} does not fit a {height}×{width} image; lower poison.trigger_size.")
+            raise KernelscopeError(
+                f"trigger of size {size} with margin {margin} does not fit a {height}×{width} image; lower poison.trigger_size."
+            )
         if self.position == "bottom-right":
             return height - margin - size, width - margin - size, size, margin
         if self.position == "top-left":
@@ -57,9 +59,9 @@ def stamp(x: np.ndarray, image_shape: tuple[int, int], trigger: Trigger) -> np.n
 class PoisonedData:
     """The poisoned training set, the clean test set and the fully stamped test set."""
 
-    dataset: Dataset              # train: poisoned training set; test: clean test set
-    is_poisoned: np.ndarray       # (n_train,) bool
-    test_poisoned: Split          # every test image stamped; labels are the true labels
+    dataset: Dataset  # train: poisoned training set; test: clean test set
+    is_poisoned: np.ndarray  # (n_train,) bool
+    test_poisoned: Split  # every test image stamped; labels are the true labels
     target: int
 
     @property
@@ -71,7 +73,9 @@ class PoisonedData:
 def badnets(ds: Dataset, *, fraction: float, target: int, trigger: Trigger, seed: int) -> PoisonedData:
     """Stamp and relabel a seeded `fraction` of the training set, chosen among non-target points."""
     if not 0 <= target < ds.n_classes:
-        raise KernelscopeError(f"poison.target {target} is not a class of {ds.name} (0..{ds.n_classes - 1}); fix params.yaml.")
+        raise KernelscopeError(
+            f"poison.target {target} is not a class of {ds.name} (0..{ds.n_classes - 1}); fix params.yaml."
+        )
     if not 0 < fraction < 1:
         raise KernelscopeError(f"poison.fraction {fraction} must be in (0, 1); fix params.yaml.")
     if len(ds.image_shape) != 2:

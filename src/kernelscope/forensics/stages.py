@@ -12,22 +12,36 @@ from typing import Any
 
 import numpy as np
 
-from kernelscope.data.datasets import Split, make_digits, read_column, read_split, write_dataset, write_split
-from kernelscope.surrogate.faithfulness import faithfulness, predictions
 from kernelscope.core.fileio import write_json_atomic
-from kernelscope.forensics.detection import flag_by_neighbours, precision_recall, top_k_indices, trace_back, trace_back_scores
-from kernelscope.kernels.store import read_kernel
-from kernelscope.surrogate.kglm import load_kglm
-from kernelscope.core.params import Params
-from kernelscope.core.provenance import run_model, data_provenance, kernel_expect, kglm_provenance, poisoning, run_checkpoint, run_data
 from kernelscope.core.layout import RunLayout
+from kernelscope.core.params import Params
+from kernelscope.core.provenance import (
+    data_provenance,
+    kernel_expect,
+    kglm_provenance,
+    poisoning,
+    run_checkpoint,
+    run_data,
+    run_model,
+)
 from kernelscope.core.results import StageResult
-from kernelscope.surrogate.stages import evaluate_stage, fit_kglm_stage
-from kernelscope.kernels.stages import kernel_stage
-from kernelscope.models.stages import train_stage
-from kernelscope.forensics.poison import Trigger, attack_success_rate, badnets
-from kernelscope.models.train import predict_logits
 from kernelscope.core.tables import markdown_table, write_table_files
+from kernelscope.data.datasets import Split, make_digits, read_column, read_split, write_dataset, write_split
+from kernelscope.forensics.detection import (
+    flag_by_neighbours,
+    precision_recall,
+    top_k_indices,
+    trace_back,
+    trace_back_scores,
+)
+from kernelscope.forensics.poison import Trigger, attack_success_rate, badnets
+from kernelscope.kernels.stages import kernel_stage
+from kernelscope.kernels.store import read_kernel
+from kernelscope.models.stages import train_stage
+from kernelscope.models.train import predict_logits
+from kernelscope.surrogate.faithfulness import faithfulness, predictions
+from kernelscope.surrogate.kglm import load_kglm
+from kernelscope.surrogate.stages import evaluate_stage, fit_kglm_stage
 
 POISONED_TEST = "test_poisoned"
 
@@ -41,12 +55,28 @@ def poison_stage(params: Params, layout: RunLayout) -> StageResult:
     p = params.poison
     clean = make_digits(p.dataset, params.data.test_fraction, params.seed)
     poisoned = badnets(clean, fraction=p.fraction, target=p.target, trigger=trigger_of(params), seed=params.seed)
-    provenance = {**data_provenance(params, poisoned.dataset.name), "poison": poisoning(params), "clean_dataset_hash": clean.dataset_hash}
-    written = write_dataset(poisoned.dataset, layout.data_dir, provenance, extra={"train": {"is_poisoned": poisoned.is_poisoned}})
-    meta = {"dataset": poisoned.dataset.name, "split": POISONED_TEST, "n_classes": clean.n_classes, "image_shape": list(clean.image_shape),
-            "dataset_hash": poisoned.dataset.dataset_hash, **provenance}
-    stamped = write_split(layout.data_dir / f"{POISONED_TEST}.parquet", poisoned.test_poisoned, meta,
-                          {"is_target_class": poisoned.test_is_target_class})
+    provenance = {
+        **data_provenance(params, poisoned.dataset.name),
+        "poison": poisoning(params),
+        "clean_dataset_hash": clean.dataset_hash,
+    }
+    written = write_dataset(
+        poisoned.dataset, layout.data_dir, provenance, extra={"train": {"is_poisoned": poisoned.is_poisoned}}
+    )
+    meta = {
+        "dataset": poisoned.dataset.name,
+        "split": POISONED_TEST,
+        "n_classes": clean.n_classes,
+        "image_shape": list(clean.image_shape),
+        "dataset_hash": poisoned.dataset.dataset_hash,
+        **provenance,
+    }
+    stamped = write_split(
+        layout.data_dir / f"{POISONED_TEST}.parquet",
+        poisoned.test_poisoned,
+        meta,
+        {"is_target_class": poisoned.test_is_target_class},
+    )
     summary = {**written, "n_poisoned": int(poisoned.is_poisoned.sum()), "n_train": len(poisoned.is_poisoned)}
     return StageResult.of(summary, [written["train"], written["test"], stamped])
 
@@ -82,12 +112,21 @@ def forensic_kglm_stage(params: Params, layout: RunLayout, kind: str) -> StageRe
     clean = evaluated.summary
     ds, ckpt = run_model(params, layout)
     stamped = poisoned_test(layout, ds.dataset_hash)
-    k_poisoned, _ = read_kernel(layout.kernel_path(kind, POISONED_TEST), query_ids=stamped.ids,
-                                expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, POISONED_TEST))
-    surrogate = load_kglm(layout.kglm_dir(kind) / "kglm.safetensors", expect=kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash))
+    k_poisoned, _ = read_kernel(
+        layout.kernel_path(kind, POISONED_TEST),
+        query_ids=stamped.ids,
+        expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, POISONED_TEST),
+    )
+    surrogate = load_kglm(
+        layout.kglm_dir(kind) / "kglm.safetensors",
+        expect=kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash),
+    )
     poisoned, _ = faithfulness(stamped.y, predict_logits(ckpt.model, stamped.x), surrogate.logits(k_poisoned))
-    summary = {"kind": kind, "clean": {k: clean[k] for k in ("tau_k", "tad", "r_miss")},
-               "poisoned": {k: getattr(poisoned, k) for k in ("tau_k", "tad", "r_miss")}}
+    summary = {
+        "kind": kind,
+        "clean": {k: clean[k] for k in ("tau_k", "tad", "r_miss")},
+        "poisoned": {k: getattr(poisoned, k) for k in ("tau_k", "tad", "r_miss")},
+    }
     return StageResult.of(summary, [], fitted, evaluated)
 
 
@@ -104,10 +143,16 @@ def detection_stage(params: Params, layout: RunLayout, faith: list[dict[str, Any
     rows, curves = [], {}
     for f in faith:
         kind = f["kind"]
-        k_clean, _ = read_kernel(layout.kernel_path(kind, "test"), query_ids=ds.test.ids,
-                                 expect=kernel_expect(params, kind, checkpoint_hash, ds, "test"))
-        k_stamped, _ = read_kernel(layout.kernel_path(kind, POISONED_TEST), query_ids=stamped.ids,
-                                   expect=kernel_expect(params, kind, checkpoint_hash, ds, POISONED_TEST))
+        k_clean, _ = read_kernel(
+            layout.kernel_path(kind, "test"),
+            query_ids=ds.test.ids,
+            expect=kernel_expect(params, kind, checkpoint_hash, ds, "test"),
+        )
+        k_stamped, _ = read_kernel(
+            layout.kernel_path(kind, POISONED_TEST),
+            query_ids=stamped.ids,
+            expect=kernel_expect(params, kind, checkpoint_hash, ds, POISONED_TEST),
+        )
         k_all = np.concatenate([k_clean, k_stamped])  # (n_test · 2, N): clean first, then stamped
         truth = np.concatenate([np.zeros(len(k_clean), bool), np.ones(len(k_stamped), bool)])
         flags = flag_by_neighbours(k_all, is_poisoned, p.k, p.m)
@@ -119,15 +164,31 @@ def detection_stage(params: Params, layout: RunLayout, faith: list[dict[str, Any
         scores = trace_back_scores(k_all[flags], k_all[~flags]) if flags.any() else np.zeros(len(is_poisoned))
         traced = trace_back(scores, is_poisoned)
         curves[kind] = traced.pop("curve")
-        rows.append({"kernel": kind, "precision": pr.precision, "recall": pr.recall, "tp": pr.tp, "fp": pr.fp, "fn": pr.fn,
-                     "precision_non_target": pr_capable.precision, "recall_non_target": pr_capable.recall,
-                     "trace_precision": traced["precision_at_p"], "trace_recall": traced["recall_at_p"],
-                     "trace_average_precision": traced["average_precision"],
-                     **{f"clean_{k}": v for k, v in f["clean"].items()}, **{f"poisoned_{k}": v for k, v in f["poisoned"].items()}})
+        rows.append(
+            {
+                "kernel": kind,
+                "precision": pr.precision,
+                "recall": pr.recall,
+                "tp": pr.tp,
+                "fp": pr.fp,
+                "fn": pr.fn,
+                "precision_non_target": pr_capable.precision,
+                "recall_non_target": pr_capable.recall,
+                "trace_precision": traced["precision_at_p"],
+                "trace_recall": traced["recall_at_p"],
+                "trace_average_precision": traced["average_precision"],
+                **{f"clean_{k}": v for k, v in f["clean"].items()},
+                **{f"poisoned_{k}": v for k, v in f["poisoned"].items()},
+            }
+        )
         neighbours = top_k_indices(k_stamped[:8], 5)
-        poisoned_neighbour_grid(out / f"neighbours_{kind}.png", stamped.x[:8].reshape(-1, *ds.image_shape),
-                                ds.train.x[neighbours].reshape(*neighbours.shape, *ds.image_shape), is_poisoned[neighbours],
-                                f"{kind}: stamped test images and their top-5 training neighbours (red: poisoned)")
+        poisoned_neighbour_grid(
+            out / f"neighbours_{kind}.png",
+            stamped.x[:8].reshape(-1, *ds.image_shape),
+            ds.train.x[neighbours].reshape(*neighbours.shape, *ds.image_shape),
+            is_poisoned[neighbours],
+            f"{kind}: stamped test images and their top-5 training neighbours (red: poisoned)",
+        )
     pr_plot = trace_back_curves(out / "trace_back_pr.png", curves, int(is_poisoned.sum()))
     table_paths = write_table3(rows, out)
     write_json_atomic(out / "forensics.json", {"rows": rows})
@@ -135,9 +196,19 @@ def detection_stage(params: Params, layout: RunLayout, faith: list[dict[str, Any
     return StageResult.of({"rows": rows, "artifacts": artifacts}, [*artifacts, out / "forensics.json"])
 
 
-TABLE3 = (("precision", "Precision (%)", 100), ("recall", "Recall (%)", 100), ("recall_non_target", "Recall, non-target (%)", 100), ("clean_tau_k", "τ_K", 1), ("clean_tad", "TAD (%)", 1),
-          ("clean_r_miss", "R_Miss", 1), ("poisoned_tau_k", "poi. τ_K", 1), ("poisoned_tad", "poi. TAD (%)", 1),
-          ("poisoned_r_miss", "poi. R_Miss", 1), ("trace_precision", "trace-back P (%)", 100), ("trace_recall", "trace-back R (%)", 100))
+TABLE3 = (
+    ("precision", "Precision (%)", 100),
+    ("recall", "Recall (%)", 100),
+    ("recall_non_target", "Recall, non-target (%)", 100),
+    ("clean_tau_k", "τ_K", 1),
+    ("clean_tad", "TAD (%)", 1),
+    ("clean_r_miss", "R_Miss", 1),
+    ("poisoned_tau_k", "poi. τ_K", 1),
+    ("poisoned_tad", "poi. TAD (%)", 1),
+    ("poisoned_r_miss", "poi. R_Miss", 1),
+    ("trace_precision", "trace-back P (%)", 100),
+    ("trace_recall", "trace-back R (%)", 100),
+)
 
 
 def write_table3(rows: list[dict[str, Any]], out: Path) -> list[str]:
@@ -151,8 +222,14 @@ def write_table3(rows: list[dict[str, Any]], out: Path) -> list[str]:
     return [paths[1], paths[0]]  # .md first, as before
 
 
-def track_forensics(params: Params, result: dict[str, Any], *, checkpoint_hash: str, extra_metrics: dict[str, float] | None = None,
-                    source: str | None = None) -> str:
+def track_forensics(
+    params: Params,
+    result: dict[str, Any],
+    *,
+    checkpoint_hash: str,
+    extra_metrics: dict[str, float] | None = None,
+    source: str | None = None,
+) -> str:
     """Log a detection result to the 'forensics' experiment: precision, recall and trace-back per kernel."""
     from kernelscope.core.params import params_hash
     from kernelscope.core.tracking import RunTags, log_run
@@ -160,8 +237,27 @@ def track_forensics(params: Params, result: dict[str, Any], *, checkpoint_hash: 
     p = params.poison
     metrics = dict(extra_metrics or {})
     for row in result["rows"]:
-        metrics.update({f"{key}.{row['kernel']}": row[key] for key in ("precision", "recall", "trace_precision", "trace_recall",
-                                                                      "clean_tau_k", "poisoned_tau_k") if row[key] == row[key]})
-    tags = RunTags("forensics", p.dataset, ",".join(p.kinds), params.seed, params_hash(params), {"checkpoint_hash": checkpoint_hash})
-    return log_run("forensics", f"{p.dataset}-badnets", tags=tags, params={"poison": p.model_dump(mode="json"), "seed": params.seed},
-                   metrics=metrics, artifacts=result["artifacts"], source=source)
+        metrics.update(
+            {
+                f"{key}.{row['kernel']}": row[key]
+                for key in ("precision", "recall", "trace_precision", "trace_recall", "clean_tau_k", "poisoned_tau_k")
+                if row[key] == row[key]
+            }
+        )
+    tags = RunTags(
+        "forensics",
+        p.dataset,
+        ",".join(p.kinds),
+        params.seed,
+        params_hash(params),
+        {"checkpoint_hash": checkpoint_hash},
+    )
+    return log_run(
+        "forensics",
+        f"{p.dataset}-badnets",
+        tags=tags,
+        params={"poison": p.model_dump(mode="json"), "seed": params.seed},
+        metrics=metrics,
+        artifacts=result["artifacts"],
+        source=source,
+    )

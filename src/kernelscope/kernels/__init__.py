@@ -22,8 +22,9 @@ from kernelscope.kernels.registry import KERNELS, model_kinds, option_names
 METHODS = ("factored", "jacobian")
 
 
-def kernel_spec(model: nn.Module, kind: str, *, method: str = "factored", memory_budget_mb: int = 2048,
-                **options: Any) -> KernelSpec:
+def kernel_spec(
+    model: nn.Module, kind: str, *, method: str = "factored", memory_budget_mb: int = 2048, **options: Any
+) -> KernelSpec:
     """The recipe of one kernel kind for this model, from its registry entry.
 
     ``options`` are the kind's, as ``kernel_options`` records them (the built-in ones: ``projection``,
@@ -36,8 +37,10 @@ def kernel_spec(model: nn.Module, kind: str, *, method: str = "factored", memory
         raise KernelscopeError(f"kernel kind {kind!r} is {why}; choose one of {', '.join(model_kinds())}.")
     unknown = sorted(set(options) - option_names())
     if unknown:
-        raise KernelscopeError(f"kernel option {unknown[0]!r} is not an option of any kernel kind; "
-                               f"choose from {', '.join(sorted(option_names()))}.")
+        raise KernelscopeError(
+            f"kernel option {unknown[0]!r} is not an option of any kernel kind; "
+            f"choose from {', '.join(sorted(option_names()))}."
+        )
     if method not in METHODS:
         raise KernelscopeError(f"method {method!r} is unknown; choose 'factored' or 'jacobian'.")
     return entry.build(model, options, memory_budget_mb, method)
@@ -46,15 +49,28 @@ def kernel_spec(model: nn.Module, kind: str, *, method: str = "factored", memory
 def as_model_tensor(x: Any, dtype: torch.dtype, device: torch.device, name: str) -> torch.Tensor:
     tensor = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if not tensor.is_floating_point():
-        raise KernelscopeError(f"{name} has dtype {tensor.dtype}; pass floating-point inputs in the model's dtype ({dtype}).")
+        raise KernelscopeError(
+            f"{name} has dtype {tensor.dtype}; pass floating-point inputs in the model's dtype ({dtype})."
+        )
     if tensor.dtype != dtype:
-        raise KernelscopeError(f"{name} has dtype {tensor.dtype} but the model's parameters are {dtype}; cast one to match.")
+        raise KernelscopeError(
+            f"{name} has dtype {tensor.dtype} but the model's parameters are {dtype}; cast one to match."
+        )
     return tensor.detach().to(device)
 
 
-def compute_kernel(model: nn.Module, x_query: Any, x_train: Any = None, kind: str = "trntk", *, chunk_size: int = 256,
-                   memory_budget_mb: int = 2048, method: str = "factored", progress: bool = False,
-                   **options: Any) -> np.ndarray:
+def compute_kernel(
+    model: nn.Module,
+    x_query: Any,
+    x_train: Any = None,
+    kind: str = "trntk",
+    *,
+    chunk_size: int = 256,
+    memory_budget_mb: int = 2048,
+    method: str = "factored",
+    progress: bool = False,
+    **options: Any,
+) -> np.ndarray:
     """Kernel between query and training points: a float64 array of shape (n_query, n_train).
 
     ``x_train=None`` means the train × train kernel of ``x_query`` with itself. Inputs are tensors
@@ -70,7 +86,9 @@ def compute_kernel(model: nn.Module, x_query: Any, x_train: Any = None, kind: st
     model.eval()
     try:
         out = np.empty((len(xq), len(xq) if xt is None else len(xt)), dtype=np.float64)
-        for rows, block in kernel_row_blocks(spec, xq, xt, chunk_size=chunk_size, memory_budget_mb=memory_budget_mb, progress=progress):
+        for rows, block in kernel_row_blocks(
+            spec, xq, xt, chunk_size=chunk_size, memory_budget_mb=memory_budget_mb, progress=progress
+        ):
             out[rows] = block
     finally:
         model.train(was_training)

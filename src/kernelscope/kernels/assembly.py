@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from kernelscope.core.progress import Progress
 
 MICRO_BATCH = 64  # rows per featurization call; fixed so a sample's features never depend on its batch
@@ -27,8 +28,12 @@ class ZeroSelfKernelWarning(UserWarning):
 
 
 def _warn_zero_self_kernel(kind: str, side: str, n_zero: int, n: int) -> None:
-    warnings.warn(f"{kind} kernel: {n_zero} of {n} {side} samples have a zero self-kernel (their gradient or feature vector is zero), "
-                  "so their cosine similarity to every point is set to 0.", ZeroSelfKernelWarning, stacklevel=3)
+    warnings.warn(
+        f"{kind} kernel: {n_zero} of {n} {side} samples have a zero self-kernel (their gradient or feature vector is zero), "
+        "so their cosine similarity to every point is set to 0.",
+        ZeroSelfKernelWarning,
+        stacklevel=3,
+    )
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ class KernelSpec:
     normalization: str  # "cosine" or "none"
     represent: Callable[[torch.Tensor], Any]  # (b, ...) inputs -> representation of b samples
     gram: Callable[[Any, Any], torch.Tensor]  # -> (n_q, n_t) float64
-    diag: Callable[[Any], torch.Tensor]       # -> (n,) float64
+    diag: Callable[[Any], torch.Tensor]  # -> (n,) float64
 
 
 # -- representations are tensors, lists of factor dataclasses, or lists of tensors --
@@ -47,7 +52,14 @@ def _map(rep: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if isinstance(rep, list):
         return [_map(r, fn) for r in rep]
     if is_dataclass(rep):
-        return replace(rep, **{f.name: _map(getattr(rep, f.name), fn) for f in fields(rep) if isinstance(getattr(rep, f.name), torch.Tensor)})
+        return replace(
+            rep,
+            **{
+                f.name: _map(getattr(rep, f.name), fn)
+                for f in fields(rep)
+                if isinstance(getattr(rep, f.name), torch.Tensor)
+            },
+        )
     return rep
 
 
@@ -57,7 +69,11 @@ def _cat(reps: list[Any]) -> Any:
         return torch.cat(reps)
     if isinstance(first, list):
         return [_cat([r[i] for r in reps]) for i in range(len(first))]
-    tensors = {f.name: torch.cat([getattr(r, f.name) for r in reps]) for f in fields(first) if isinstance(getattr(first, f.name), torch.Tensor)}
+    tensors = {
+        f.name: torch.cat([getattr(r, f.name) for r in reps])
+        for f in fields(first)
+        if isinstance(getattr(first, f.name), torch.Tensor)
+    }
     return replace(first, **tensors)
 
 
@@ -96,9 +112,16 @@ def row_ranges(n_query: int, chunk_size: int, parts: int) -> list[tuple[int, int
     return [(blocks[i].start, blocks[min(i + per, len(blocks)) - 1].stop) for i in range(0, len(blocks), per)]
 
 
-def kernel_row_blocks(spec: KernelSpec, x_query: torch.Tensor, x_train: torch.Tensor | None, *, chunk_size: int,
-                      memory_budget_mb: int, progress: bool = False,
-                      rows: tuple[int, int] | None = None) -> Iterator[tuple[slice, np.ndarray]]:
+def kernel_row_blocks(
+    spec: KernelSpec,
+    x_query: torch.Tensor,
+    x_train: torch.Tensor | None,
+    *,
+    chunk_size: int,
+    memory_budget_mb: int,
+    progress: bool = False,
+    rows: tuple[int, int] | None = None,
+) -> Iterator[tuple[slice, np.ndarray]]:
     """Yield (query rows, block (rows, n_train) float64) in order, normalized as the spec says.
 
     ``rows=(start, stop)`` yields only the blocks of that range of query rows; it must fall on

@@ -53,6 +53,7 @@ def _jacobian_reference(model: nn.Module, kind: str, norm: str, memory_budget_mb
             j = jacobian_rows(model, x[start : start + rows])  # (b, C, P)
             parts.append(j.sum(1) / j.shape[1] ** 0.5 if kind == "pntk" else flat(j))
         return torch.cat(parts)
+
     return KernelSpec(kind, norm, rep, dot, sqnorm)
 
 
@@ -61,6 +62,7 @@ def _trace_ntk(kind: str, norm: str) -> Any:
         if method == "jacobian":
             return _jacobian_reference(model, kind, norm, memory_budget_mb)
         return KernelSpec(kind, norm, lambda x: layer_factors(model, x)[0], exact.trace_gram, exact.trace_diag)
+
     return build
 
 
@@ -68,8 +70,13 @@ def _pntk(model: nn.Module, options: dict[str, Any], memory_budget_mb: int, meth
     if method == "jacobian":
         return _jacobian_reference(model, "pntk", "none", memory_budget_mb)
     n_classes = n_outputs(model)
-    return KernelSpec("pntk", "none", lambda x: layer_factors(model, x)[0],
-                      lambda q, t: exact.pseudo_gram(q, t, n_classes), lambda q: exact.pseudo_diag(q, n_classes))
+    return KernelSpec(
+        "pntk",
+        "none",
+        lambda x: layer_factors(model, x)[0],
+        lambda q, t: exact.pseudo_gram(q, t, n_classes),
+        lambda q: exact.pseudo_diag(q, n_classes),
+    )
 
 
 def _projector(options: dict[str, Any], memory_budget_mb: int) -> Projector:
@@ -85,6 +92,7 @@ def _proj_trntk(model: nn.Module, options: dict[str, Any], memory_budget_mb: int
 
     def rep(x: torch.Tensor) -> torch.Tensor:
         return flat(projector.project(layer_factors(model, x)[0]))  # (b, C·K)
+
     return KernelSpec("proj_trntk", "cosine", rep, dot, sqnorm)
 
 
@@ -93,6 +101,7 @@ def _proj_pntk(model: nn.Module, options: dict[str, Any], memory_budget_mb: int,
 
     def rep(x: torch.Tensor) -> torch.Tensor:
         return projector.project(layer_factors(model, x)[0]).sum(1)  # (b, K): P Σ_c g_c
+
     return KernelSpec("proj_pntk", "cosine", rep, dot, sqnorm)
 
 

@@ -47,6 +47,7 @@ def capture(model: nn.Module, x: torch.Tensor, names: list[str], inputs: bool = 
     def hook(name: str):
         def grab(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
             seen[name] = (args[0] if inputs else out).detach()
+
         return grab
 
     handles = [modules[n].register_forward_hook(hook(n)) for n in names]

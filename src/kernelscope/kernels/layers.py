@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from kernelscope.kernels.jacobians import jacobian_rows
 from kernelscope.models.zoo import ScaledLinear
 
@@ -59,7 +60,12 @@ def _is_linear(module: nn.Module) -> bool:
 
 
 def _is_conv(module: nn.Module) -> bool:
-    return type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros" and not isinstance(module.padding, str)
+    return (
+        type(module) is nn.Conv2d
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
+    )
 
 
 def _is_batchnorm(module: nn.Module) -> bool:
@@ -81,7 +87,11 @@ def supported_modules(model: nn.Module, exclude: frozenset[str] = frozenset()) -
 
 
 def fallback_parameters(model: nn.Module, exclude: frozenset[str] = frozenset()) -> list[str]:
-    covered = {f"{m}.{p}" if m else p for m, module in supported_modules(model, exclude).items() for p, _ in module.named_parameters(recurse=False)}
+    covered = {
+        f"{m}.{p}" if m else p
+        for m, module in supported_modules(model, exclude).items()
+        for p, _ in module.named_parameters(recurse=False)
+    }
     return [name for name, p in model.named_parameters() if p.requires_grad and name not in covered]
 
 
@@ -97,7 +107,9 @@ def _conv_patches(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return u.transpose(1, 2)
 
 
-def layer_factors(model: nn.Module, x: torch.Tensor, exclude: frozenset[str] = frozenset()) -> tuple[list[Factor], torch.Tensor]:
+def layer_factors(
+    model: nn.Module, x: torch.Tensor, exclude: frozenset[str] = frozenset()
+) -> tuple[list[Factor], torch.Tensor]:
     """Factors of every trainable parameter for a chunk x, and the logits (b, C).
 
     The model must be in eval mode, where samples do not interact, so one backward pass per
@@ -115,6 +127,7 @@ def layer_factors(model: nn.Module, x: torch.Tensor, exclude: frozenset[str] = f
                 reused.add(name)
             inputs[name] = args[0].detach()
             outputs[name] = out
+
         return capture
 
     handles = [module.register_forward_hook(hook(name)) for name, module in modules.items()]
@@ -145,7 +158,9 @@ def layer_factors(model: nn.Module, x: torch.Tensor, exclude: frozenset[str] = f
         if _is_linear(module):
             a = a * module.scale if isinstance(module, ScaledLinear) else a
             a = a.reshape(b, -1, a.shape[-1])  # (b, T, d_in); T > 1 for sequence inputs
-            factors.append(Outer(name, _with_bias_column(a, module.bias is not None), d.reshape(b, n_out, a.shape[1], -1)))
+            factors.append(
+                Outer(name, _with_bias_column(a, module.bias is not None), d.reshape(b, n_out, a.shape[1], -1))
+            )
         elif _is_conv(module):
             patches = _with_bias_column(_conv_patches(module, a), module.bias is not None)  # (b, T, in·k [+1])
             delta = d.reshape(b, n_out, d.shape[2], -1).transpose(2, 3)  # (b, C, T, out)

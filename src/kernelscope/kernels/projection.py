@@ -87,10 +87,17 @@ class Projector:
             po, pi = next_pow2(d_out), next_pow2(d_in)
             s_out, s_in = _signs(po, gen), _signs(pi, gen)
             pairs = _stratified_indices(po * pi, self.dim, gen)
-            self._plans[key] = (s_out.to(device, dtype), s_in.to(device, dtype), (pairs // pi).to(device), (pairs % pi).to(device))
+            self._plans[key] = (
+                s_out.to(device, dtype),
+                s_in.to(device, dtype),
+                (pairs // pi).to(device),
+                (pairs % pi).to(device),
+            )
         return self._plans[key]
 
-    def _dense_block(self, layer: int, block: int, rows: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    def _dense_block(
+        self, layer: int, block: int, rows: int, width: int, device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
         key = ("d", layer, block, width)
         if key in self._plans:
             return self._plans[key]
@@ -118,26 +125,35 @@ class Projector:
         unshared = []  # (H D δ (b, C, po), (H D a)[:, cols] (b, K), rows) of layers without weight sharing
         for layer, f in enumerate(factors):
             if isinstance(f, Dense):  # a vector per class: δ = g with a scalar activation 1
-                f = Outer(f.name, torch.ones(f.grad.shape[0], 1, 1, dtype=f.grad.dtype, device=f.grad.device), f.grad.unsqueeze(2))
+                f = Outer(
+                    f.name,
+                    torch.ones(f.grad.shape[0], 1, 1, dtype=f.grad.dtype, device=f.grad.device),
+                    f.grad.unsqueeze(2),
+                )
             hd, ha, rows, cols = self._hadamard_factors(layer, f)
             if f.act.shape[1] == 1:
                 unshared.append((hd[:, :, 0], torch.index_select(ha[:, 0], 1, cols), rows))
                 continue
             for start in range(0, self.dim, _BLOCK_ROWS):  # Σ_t over shared positions, K in blocks
                 r, q = rows[start : start + _BLOCK_ROWS], cols[start : start + _BLOCK_ROWS]
-                out[:, :, start : start + len(r)] += (torch.index_select(hd, 3, r) * torch.index_select(ha, 2, q).unsqueeze(1)).sum(2)
+                out[:, :, start : start + len(r)] += (
+                    torch.index_select(hd, 3, r) * torch.index_select(ha, 2, q).unsqueeze(1)
+                ).sum(2)
         # Memory-bound: accumulate every layer into one cache-sized block of K before moving on.
         for start in range(0, self.dim, _CACHE_BLOCK):
             block = out[:, :, start : start + _CACHE_BLOCK]
             for hd, ha_cols, rows in unshared:
-                block.addcmul_(torch.index_select(hd, 2, rows[start : start + _CACHE_BLOCK]), ha_cols[:, None, start : start + _CACHE_BLOCK])
+                block.addcmul_(
+                    torch.index_select(hd, 2, rows[start : start + _CACHE_BLOCK]),
+                    ha_cols[:, None, start : start + _CACHE_BLOCK],
+                )
         return out.div_(math.sqrt(self.dim))
 
     def _hadamard_factors(self, layer: int, f: Outer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         d_out, d_in = f.delta.shape[3], f.act.shape[2]
         s_out, s_in, rows, cols = self._hadamard_plan(layer, d_out, d_in, f.act.device, f.act.dtype)
         hd = fwht(_pad_last(f.delta, s_out.numel()) * s_out)  # (b, C, T, po)
-        ha = fwht(_pad_last(f.act, s_in.numel()) * s_in)      # (b, T, pi)
+        ha = fwht(_pad_last(f.act, s_in.numel()) * s_in)  # (b, T, pi)
         return hd, ha, rows, cols
 
     def _add_dense(self, layer: int, f: Factor, out: torch.Tensor) -> None:
@@ -145,7 +161,9 @@ class Projector:
         if isinstance(f, Dense):
             p = f.grad.shape[2]
             for i, (start, n) in enumerate(zip(starts, _block_sizes(self.dim))):
-                out[:, :, start : start + n] += f.grad @ self._dense_block(layer, i, n, p, f.grad.device, f.grad.dtype).T
+                out[:, :, start : start + n] += (
+                    f.grad @ self._dense_block(layer, i, n, p, f.grad.device, f.grad.dtype).T
+                )
             return
         b, c, t, d_out = f.delta.shape
         d_in = f.act.shape[2]

@@ -51,17 +51,23 @@ def register_kernel(entry: KernelKind) -> KernelKind:
     if entry.name in KERNELS:
         raise KernelscopeError(f"kernel kind {entry.name!r} is already registered; give the new kind another name.")
     if entry.normalization not in NORMALIZATIONS:
-        raise KernelscopeError(f"kernel kind {entry.name!r}: normalization {entry.normalization!r} is unknown; "
-                               f"choose one of {', '.join(NORMALIZATIONS)}.")
+        raise KernelscopeError(
+            f"kernel kind {entry.name!r}: normalization {entry.normalization!r} is unknown; "
+            f"choose one of {', '.join(NORMALIZATIONS)}."
+        )
     if entry.producer not in PRODUCERS:
-        raise KernelscopeError(f"kernel kind {entry.name!r}: producer {entry.producer!r} is unknown; "
-                               f"choose one of {', '.join(PRODUCERS)}.")
+        raise KernelscopeError(
+            f"kernel kind {entry.name!r}: producer {entry.producer!r} is unknown; choose one of {', '.join(PRODUCERS)}."
+        )
     if (entry.build is None) == (entry.producer == "kernel"):
-        raise KernelscopeError(f"kernel kind {entry.name!r}: a kind of the kernel stage needs a builder, and a kind "
-                               "another stage writes has none.")
+        raise KernelscopeError(
+            f"kernel kind {entry.name!r}: a kind of the kernel stage needs a builder, and a kind "
+            "another stage writes has none."
+        )
     if entry.exact is not None and entry.exact not in KERNELS:
-        raise KernelscopeError(f"kernel kind {entry.name!r}: its exact counterpart {entry.exact!r} is not registered; "
-                               "register it first.")
+        raise KernelscopeError(
+            f"kernel kind {entry.name!r}: its exact counterpart {entry.exact!r} is not registered; register it first."
+        )
     KERNELS[entry.name] = entry
     return entry
 

@@ -5,26 +5,24 @@ The DVC stages (through the CLI) and the Prefect tasks call these same functions
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from kernelscope.data.datasets import read_dataset
 from kernelscope.core.errors import ArtifactError, ParamsError
+from kernelscope.core.layout import RunLayout
+from kernelscope.core.params import Params
+from kernelscope.core.provenance import kernel_expect, kernel_options, kernel_provenance, run_data, run_model
+from kernelscope.core.results import StageResult
+from kernelscope.data.datasets import read_dataset
 from kernelscope.kernels import kernel_spec
 from kernelscope.kernels.assembly import kernel_row_blocks, row_ranges
 from kernelscope.kernels.registry import kernel_kind
 from kernelscope.kernels.store import read_kernel_meta, write_kernel_blocks
 from kernelscope.models.zoo import pick_device
-from kernelscope.core.params import Params
-from kernelscope.core.provenance import (run_model, kernel_expect, kernel_options, kernel_provenance, run_data)
-from kernelscope.core.layout import RunLayout
-from kernelscope.core.results import StageResult
-
-
 
 
 @dataclass
@@ -41,35 +39,52 @@ class KernelJob:
     queries: dict[str, tuple[torch.Tensor | None, np.ndarray]]  # split -> (inputs or None for train × train, ids)
 
 
-
-def kernel_job(params: Params, layout: RunLayout, kind: str,
-               extra_queries: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> KernelJob:
+def kernel_job(
+    params: Params, layout: RunLayout, kind: str, extra_queries: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+) -> KernelJob:
     ds, ckpt = run_model(params, layout)
     device = pick_device(params.device)
     model = ckpt.model.to(device).eval()
     options = kernel_options(params, kind)
     n_params = sum(p.numel() for p in model.parameters())
     if "projection_dim" in kernel_kind(kind).options and params.kernel.projection_dim > n_params:
-        raise ParamsError(f"params: kernel.projection_dim is {params.kernel.projection_dim}, more than the model's {n_params} parameters; "
-                          f"a projection must be smaller than what it projects, set it to at most {n_params} (or use the exact kernels).")
+        raise ParamsError(
+            f"params: kernel.projection_dim is {params.kernel.projection_dim}, more than the model's {n_params} parameters; "
+            f"a projection must be smaller than what it projects, set it to at most {n_params} (or use the exact kernels)."
+        )
     spec = kernel_spec(model, kind, memory_budget_mb=params.kernel.memory_budget_mb, **options)
     queries: dict[str, tuple[torch.Tensor | None, np.ndarray]] = {
-        "train": (None, ds.train.ids), "test": (torch.from_numpy(ds.test.x).to(device), ds.test.ids)}
+        "train": (None, ds.train.ids),
+        "test": (torch.from_numpy(ds.test.x).to(device), ds.test.ids),
+    }
     queries.update({name: (torch.from_numpy(x).to(device), ids) for name, (x, ids) in (extra_queries or {}).items()})
-    return KernelJob(kind, spec, options, ckpt.checkpoint_hash, ds.dataset_hash, torch.from_numpy(ds.train.x).to(device),
-                     ds.train.ids, queries)
+    return KernelJob(
+        kind,
+        spec,
+        options,
+        ckpt.checkpoint_hash,
+        ds.dataset_hash,
+        torch.from_numpy(ds.train.x).to(device),
+        ds.train.ids,
+        queries,
+    )
 
 
-
-def kernel_split_blocks(params: Params, job: KernelJob, split: str, rows: tuple[int, int] | None = None,
-                        progress: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def kernel_split_blocks(
+    params: Params, job: KernelJob, split: str, rows: tuple[int, int] | None = None, progress: bool = False
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(query ids (b,), kernel rows (b, n_train) float64) of one split, block by block (optionally one row range)."""
     x_query, query_ids = job.queries[split]
-    for r, block in kernel_row_blocks(job.spec, job.x_train if x_query is None else x_query, None if x_query is None else job.x_train,
-                                      chunk_size=params.kernel.chunk_size, memory_budget_mb=params.kernel.memory_budget_mb,
-                                      progress=progress, rows=rows):
+    for r, block in kernel_row_blocks(
+        job.spec,
+        job.x_train if x_query is None else x_query,
+        None if x_query is None else job.x_train,
+        chunk_size=params.kernel.chunk_size,
+        memory_budget_mb=params.kernel.memory_budget_mb,
+        progress=progress,
+        rows=rows,
+    ):
         yield query_ids[r], block
-
 
 
 def kernel_split_sizes(layout: RunLayout) -> dict[str, int]:
@@ -78,20 +93,22 @@ def kernel_split_sizes(layout: RunLayout) -> dict[str, int]:
     return {"train": len(ds.train.ids), "test": len(ds.test.ids)}
 
 
-
 def kernel_row_ranges(params: Params, n_query: int) -> list[tuple[int, int]]:
     """The query-row ranges of a split, one per row-block task (``scale.row_tasks``)."""
     return row_ranges(n_query, params.kernel.chunk_size, params.scale.row_tasks)
 
 
-
 BlockSource = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
 
 
-
-def kernel_stage(params: Params, layout: RunLayout, kind: str, progress: bool = True,
-                 extra_queries: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                 blocks: BlockSource | None = None) -> StageResult:
+def kernel_stage(
+    params: Params,
+    layout: RunLayout,
+    kind: str,
+    progress: bool = True,
+    extra_queries: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    blocks: BlockSource | None = None,
+) -> StageResult:
     """Stream the train × train and test × train kernels of one kind into Parquet, block by block.
 
     ``extra_queries`` adds more query sets against the same training set: {split name: (x, ids)}.
@@ -125,4 +142,3 @@ def current_kernel(params: Params, layout: RunLayout, kind: str, checkpoint_hash
     except ArtifactError:
         return None
     return kernel_result(kind, checkpoint_hash, ds.dataset_hash, written)
-

@@ -44,8 +44,13 @@ def _row_group(block: np.ndarray, query_ids: np.ndarray, schema: pa.Schema) -> p
     return pa.Table.from_arrays([ids, values], schema=schema)
 
 
-def write_kernel_blocks(path: str | Path, blocks: Iterable[tuple[np.ndarray, np.ndarray]], n_query: int,
-                        train_ids: np.ndarray, provenance: dict[str, Any]) -> dict[str, Any]:
+def write_kernel_blocks(
+    path: str | Path,
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    n_query: int,
+    train_ids: np.ndarray,
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
     """Stream (query_ids (b,), rows (b, n_train)) blocks into row groups of one Parquet artifact, atomically.
 
     Only one block is in memory at a time, so a kernel larger than memory can be written.
@@ -65,11 +70,19 @@ def write_kernel_blocks(path: str | Path, blocks: Iterable[tuple[np.ndarray, np.
         **provenance,
     }
     schema = _schema(n_t)
-    with ParquetArtifactWriter(path, schema, ARTIFACT, provenance, use_dictionary=False,
-                               column_encoding={"query_id": "PLAIN", "values.list.element": "BYTE_STREAM_SPLIT"}) as writer:
+    with ParquetArtifactWriter(
+        path,
+        schema,
+        ARTIFACT,
+        provenance,
+        use_dictionary=False,
+        column_encoding={"query_id": "PLAIN", "values.list.element": "BYTE_STREAM_SPLIT"},
+    ) as writer:
         for query_ids, rows in blocks:
             if rows.shape[1] != n_t or len(query_ids) != len(rows):
-                raise ValueError(f"block of shape {rows.shape} with {len(query_ids)} ids does not fit a kernel with {n_t} training columns")
+                raise ValueError(
+                    f"block of shape {rows.shape} with {len(query_ids)} ids does not fit a kernel with {n_t} training columns"
+                )
             _require_finite(path, rows, query_ids)
             writer.write(_row_group(rows, query_ids, schema))
             _test_block_delay()
@@ -86,16 +99,27 @@ def _require_finite(path: str | Path, rows: np.ndarray, query_ids: np.ndarray) -
         first = int(np.asarray(query_ids)[np.argmax(bad.any(axis=1))])
         raise KernelscopeError(
             f"{path}: {int(bad.sum())} kernel values are NaN or inf (first at query id {first}), so nothing was written; "
-            "the model's weights or gradients are non-finite or overflow float32, check or retrain the checkpoint.")
+            "the model's weights or gradients are non-finite or overflow float32, check or retrain the checkpoint."
+        )
 
 
-def write_kernel(path: str | Path, kernel: np.ndarray, query_ids: np.ndarray, train_ids: np.ndarray,
-                 provenance: dict[str, Any], rows_per_group: int = 1024) -> dict[str, Any]:
+def write_kernel(
+    path: str | Path,
+    kernel: np.ndarray,
+    query_ids: np.ndarray,
+    train_ids: np.ndarray,
+    provenance: dict[str, Any],
+    rows_per_group: int = 1024,
+) -> dict[str, Any]:
     """Write a whole (n_query, n_train) kernel atomically in row groups; return the metadata written."""
     n_q, n_t = kernel.shape
     if len(query_ids) != n_q or len(train_ids) != n_t:
-        raise ValueError(f"ids do not match kernel shape {kernel.shape}: {len(query_ids)} query ids, {len(train_ids)} train ids")
-    blocks = ((query_ids[s : s + rows_per_group], kernel[s : s + rows_per_group]) for s in range(0, n_q, rows_per_group))
+        raise ValueError(
+            f"ids do not match kernel shape {kernel.shape}: {len(query_ids)} query ids, {len(train_ids)} train ids"
+        )
+    blocks = (
+        (query_ids[s : s + rows_per_group], kernel[s : s + rows_per_group]) for s in range(0, n_q, rows_per_group)
+    )
     return write_kernel_blocks(path, blocks, n_q, train_ids, provenance)
 
 
@@ -104,7 +128,9 @@ def _check_shape(path: Path, meta: dict[str, Any], table: pa.Table) -> int:
     n_t = meta.get("n_train")
     width = table.schema.field("values").type.list_size if "values" in table.column_names else None
     if not isinstance(n_t, int) or n_t != width or len(meta.get("train_ids", [])) != n_t:
-        raise ArtifactError(f"{path}: metadata 'n_train' ({n_t}) does not match the file's {width} training columns; rerun the kernel stage.")
+        raise ArtifactError(
+            f"{path}: metadata 'n_train' ({n_t}) does not match the file's {width} training columns; rerun the kernel stage."
+        )
     return n_t
 
 
@@ -113,7 +139,9 @@ def read_kernel_meta(path: str | Path, expect: dict[str, Any] | None = None) -> 
     return verify_parquet(path, ARTIFACT, expect)
 
 
-def iter_kernel_blocks(path: str | Path, expect: dict[str, Any] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iter_kernel_blocks(
+    path: str | Path, expect: dict[str, Any] | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (query_ids (b,), values (b, n_train) float32) one row group at a time, after the whole file is verified."""
     meta, groups = verified_row_groups(path, ARTIFACT, expect)
     n_t = None
@@ -123,8 +151,9 @@ def iter_kernel_blocks(path: str | Path, expect: dict[str, Any] | None = None) -
         yield table.column("query_id").to_numpy(), values
 
 
-def read_kernel(path: str | Path, expect: dict[str, Any] | None = None,
-                query_ids: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def read_kernel(
+    path: str | Path, expect: dict[str, Any] | None = None, query_ids: np.ndarray | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Whole kernel as float32 (n_query, n_train) plus its metadata, verified; provenance checked against ``expect``
     and, when given, the rows' ids against ``query_ids`` (in order)."""
     path = Path(path)
@@ -133,7 +162,11 @@ def read_kernel(path: str | Path, expect: dict[str, Any] | None = None,
     values = table.column("values").combine_chunks().flatten().to_numpy().reshape(-1, n_t)
     ids = table.column("query_id").to_numpy()
     if len(values) != meta.get("n_query"):
-        raise ArtifactError(f"{path}: holds {len(values)} rows but its metadata says {meta.get('n_query')}; rerun the kernel stage.")
+        raise ArtifactError(
+            f"{path}: holds {len(values)} rows but its metadata says {meta.get('n_query')}; rerun the kernel stage."
+        )
     if query_ids is not None and not np.array_equal(ids, np.asarray(query_ids, dtype=np.int64)):
-        raise ArtifactError(f"{path}: its query rows are not this run's points in order; the kernel comes from other data, rerun the kernel stage.")
+        raise ArtifactError(
+            f"{path}: its query rows are not this run's points in order; the kernel comes from other data, rerun the kernel stage."
+        )
     return np.ascontiguousarray(values, dtype=np.float32), meta

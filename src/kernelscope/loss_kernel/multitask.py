@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from kernelscope.core.progress import Progress
 
 ADD, DIV = 0, 1
@@ -24,8 +25,8 @@ ADD, DIV = 0, 1
 
 @dataclass(frozen=True)
 class MultitaskData:
-    x: np.ndarray      # (n, 3) int64: a, b, task
-    y: np.ndarray      # (n,) int64
+    x: np.ndarray  # (n, 3) int64: a, b, task
+    y: np.ndarray  # (n,) int64
     train: np.ndarray  # indices of the training split
     test: np.ndarray
     p: int
@@ -106,9 +107,21 @@ def build_multitask_model(arch: str, p: int, embed: int, hidden: int, heads: int
     return MultitaskTransformer(p, embed, heads, hidden) if arch == "transformer" else MultitaskMLP(p, embed, hidden)
 
 
-def train_multitask(data: MultitaskData, *, steps: int, lr: float, weight_decay: float, batch_size: int, seed: int,
-                  embed: int = 128, hidden: int = 512, arch: str = "mlp", heads: int = 4, restarts: tuple[int, ...] = (),
-                  progress: bool = False) -> tuple[nn.Module, dict[str, float]]:
+def train_multitask(
+    data: MultitaskData,
+    *,
+    steps: int,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    seed: int,
+    embed: int = 128,
+    hidden: int = 512,
+    arch: str = "mlp",
+    heads: int = 4,
+    restarts: tuple[int, ...] = (),
+    progress: bool = False,
+) -> tuple[nn.Module, dict[str, float]]:
     """AdamW with strong weight decay: the model memorizes, then generalizes (grokking). At each step
     in ``restarts`` the optimizer starts again with fresh moments (the minibatch stream goes on)."""
     gen = torch.Generator().manual_seed(seed)
@@ -155,4 +168,7 @@ def task_separation(losses: np.ndarray, at_optimum: np.ndarray, task: np.ndarray
     _, _, vt = np.linalg.svd(v, full_matrices=False)
     pc1 = v @ vt[0]
     auc = float(roc_auc_score(task, pc1))
-    return {"auc": max(auc, 1 - auc), "pc1_explained": float((np.linalg.svd(v, compute_uv=False) ** 2)[0] / (v**2).sum())}
+    return {
+        "auc": max(auc, 1 - auc),
+        "pc1_explained": float((np.linalg.svd(v, compute_uv=False) ** 2)[0] / (v**2).sum()),
+    }

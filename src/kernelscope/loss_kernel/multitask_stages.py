@@ -7,17 +7,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kernelscope.models.checkpoint import load_checkpoint, save_checkpoint
 from kernelscope.core.json_artifacts import write_json_artifact
-from kernelscope.loss_kernel.kernel import loss_correlation, loss_covariance
-from kernelscope.loss_kernel.stages import write_probe_losses
-from kernelscope.loss_kernel.multitask import ADD, DIV, make_multitask_data, task_separation, train_multitask
-from kernelscope.models.heads import per_sample_loss
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import multitask_spec
 from kernelscope.core.results import StageResult
-from kernelscope.models.stages import checkpoint_files
+from kernelscope.loss_kernel.kernel import loss_correlation, loss_covariance
+from kernelscope.loss_kernel.multitask import ADD, DIV, make_multitask_data, task_separation, train_multitask
 from kernelscope.loss_kernel.sgld import SGLDConfig, sample
+from kernelscope.loss_kernel.stages import write_probe_losses
+from kernelscope.models.checkpoint import load_checkpoint, save_checkpoint
+from kernelscope.models.heads import per_sample_loss
+from kernelscope.models.stages import checkpoint_files
 
 
 def multitask_train_stage(params: Params, root: Path) -> StageResult:
@@ -28,12 +28,24 @@ def multitask_train_stage(params: Params, root: Path) -> StageResult:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model, acc = train_multitask(data, steps=mp.steps, lr=mp.lr, weight_decay=mp.weight_decay, batch_size=mp.batch_size,
-                                   seed=params.seed, embed=mp.embed, hidden=mp.hidden, arch=mp.arch, heads=mp.heads,
-                                   restarts=tuple(mp.optimizer_restarts))
+        model, acc = train_multitask(
+            data,
+            steps=mp.steps,
+            lr=mp.lr,
+            weight_decay=mp.weight_decay,
+            batch_size=mp.batch_size,
+            seed=params.seed,
+            embed=mp.embed,
+            hidden=mp.hidden,
+            arch=mp.arch,
+            heads=mp.heads,
+            restarts=tuple(mp.optimizer_restarts),
+        )
     finally:
         torch.set_num_threads(threads)
-    meta = save_checkpoint(model, Path(root) / "model", multitask_spec(params), dataset_name=f"modular-{mp.p}", metrics=acc)
+    meta = save_checkpoint(
+        model, Path(root) / "model", multitask_spec(params), dataset_name=f"modular-{mp.p}", metrics=acc
+    )
     return StageResult.of({"checkpoint_hash": meta["weights_sha256"], **acc}, checkpoint_files(Path(root) / "model"))
 
 
@@ -46,19 +58,45 @@ def multitask_loss_stage(params: Params, root: Path) -> StageResult:
     ckpt = load_checkpoint(root / "model", multitask_spec(params))
     rng = np.random.default_rng(params.seed)
     task = data.x[:, 2]
-    probes = np.sort(np.concatenate([rng.choice(data.test[task[data.test] == t], mp.probes_per_task, replace=False) for t in (ADD, DIV)]))
+    probes = np.sort(
+        np.concatenate(
+            [rng.choice(data.test[task[data.test] == t], mp.probes_per_task, replace=False) for t in (ADD, DIV)]
+        )
+    )
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
     train = torch.from_numpy(data.train)
-    config = SGLDConfig(mp.epsilon, mp.gamma, mp.nbeta, mp.chains, mp.draws, mp.burn_in, mp.steps_between, mp.sgld_batch_size, params.seed)
+    config = SGLDConfig(
+        mp.epsilon,
+        mp.gamma,
+        mp.nbeta,
+        mp.chains,
+        mp.draws,
+        mp.burn_in,
+        mp.steps_between,
+        mp.sgld_batch_size,
+        params.seed,
+    )
     result = sample(ckpt.model, per_sample_loss, x[train], y[train], x[probes], y[probes], config)
     out = root / "loss_kernel"
-    write_probe_losses(out / "probe_losses.parquet", result.probe_losses, result.loss_at_optimum, probes,
-                       {"checkpoint_hash": ckpt.checkpoint_hash, "orientation": "(probe, chain, draw)",
-                        "sgld": mp.model_dump(mode="json"), "seed": params.seed})
+    write_probe_losses(
+        out / "probe_losses.parquet",
+        result.probe_losses,
+        result.loss_at_optimum,
+        probes,
+        {
+            "checkpoint_hash": ckpt.checkpoint_hash,
+            "orientation": "(probe, chain, draw)",
+            "sgld": mp.model_dump(mode="json"),
+            "seed": params.seed,
+        },
+    )
     probe_task = task[probes]
     separation = task_separation(result.probe_losses, result.loss_at_optimum, probe_task)
-    within = task_separation(result.probe_losses - result.probe_losses.mean(axis=2, keepdims=True) + result.loss_at_optimum[:, None, None],
-                             result.loss_at_optimum, probe_task)
+    within = task_separation(
+        result.probe_losses - result.probe_losses.mean(axis=2, keepdims=True) + result.loss_at_optimum[:, None, None],
+        result.loss_at_optimum,
+        probe_task,
+    )
     cov = loss_covariance(result.probe_losses)
     corr = loss_correlation(cov)
     # The trivial division case a = 0 (answer 0 for every b): its own group if its mutual correlation stands out.
@@ -66,14 +104,33 @@ def multitask_loss_stage(params: Params, root: Path) -> StageResult:
     off = ~np.eye(len(probes), dtype=bool)
     trivial_stats = {"n_trivial_probes": int(trivial.sum())}
     if trivial.sum() >= 2:
-        trivial_stats["trivial_within_corr"] = float(corr[np.ix_(trivial, trivial)][off[np.ix_(trivial, trivial)]].mean())
+        trivial_stats["trivial_within_corr"] = float(
+            corr[np.ix_(trivial, trivial)][off[np.ix_(trivial, trivial)]].mean()
+        )
         trivial_stats["trivial_to_others_corr"] = float(corr[np.ix_(trivial, ~trivial)].mean())
     groups = probe_task + 2 * trivial  # 0 add, 1 division, 3 division with a = 0
-    plots = [correlation_heatmap(out / "correlation.png", corr, groups, "multitask: loss correlation (add | div | div a=0)"),
-             group_covariances(out / "covariance_groups.png", cov, probe_task, "multitask: covariance within and across tasks"),
-             umap_map(out / "umap.png", corr, groups, "multitask: UMAP of 1 − R (0 add, 1 div, 3 div with a = 0)", seed=params.seed)]
-    summary = {"task_auc": separation["auc"], "task_auc_within_chain": within["auc"], "pc1_explained": separation["pc1_explained"],
-               "llc": result.llc, "warnings": result.warnings, **trivial_stats, "plots": [str(p) for p in plots],
-               "path": str(out / "probe_losses.parquet")}
+    plots = [
+        correlation_heatmap(out / "correlation.png", corr, groups, "multitask: loss correlation (add | div | div a=0)"),
+        group_covariances(
+            out / "covariance_groups.png", cov, probe_task, "multitask: covariance within and across tasks"
+        ),
+        umap_map(
+            out / "umap.png",
+            corr,
+            groups,
+            "multitask: UMAP of 1 − R (0 add, 1 div, 3 div with a = 0)",
+            seed=params.seed,
+        ),
+    ]
+    summary = {
+        "task_auc": separation["auc"],
+        "task_auc_within_chain": within["auc"],
+        "pc1_explained": separation["pc1_explained"],
+        "llc": result.llc,
+        "warnings": result.warnings,
+        **trivial_stats,
+        "plots": [str(p) for p in plots],
+        "path": str(out / "probe_losses.parquet"),
+    }
     write_json_artifact(out / "summary.json", summary, "loss-kernel-summary")
     return StageResult.of(summary, [out / "probe_losses.parquet", *plots, out / "summary.json"])

@@ -9,10 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
 from kernelscope.core.plotting import save_figure  # noqa: E402
-
-
-
 
 
 def loss_traces(path: str | Path, trace: np.ndarray, at_optimum: float, title: str) -> Path:
@@ -27,7 +25,6 @@ def loss_traces(path: str | Path, trace: np.ndarray, at_optimum: float, title: s
     ax.legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, path)
-
 
 
 def correlation_heatmap(path: str | Path, r: np.ndarray, labels: np.ndarray, title: str, max_points: int = 600) -> Path:
@@ -51,7 +48,6 @@ def correlation_heatmap(path: str | Path, r: np.ndarray, labels: np.ndarray, tit
     return save_figure(fig, path)
 
 
-
 def umap_map(path: str | Path, r: np.ndarray, labels: np.ndarray, title: str, seed: int = 0) -> Path:
     """UMAP of the points with the precomputed distance 1 − R, coloured by label (seeded, so deterministic)."""
     import umap  # slow first import (numba compiles); only this figure needs it
@@ -67,7 +63,6 @@ def umap_map(path: str | Path, r: np.ndarray, labels: np.ndarray, title: str, se
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
-
 
 
 def group_covariances(path: str | Path, cov: np.ndarray, labels: np.ndarray, title: str) -> Path:
@@ -86,4 +81,3 @@ def group_covariances(path: str | Path, cov: np.ndarray, labels: np.ndarray, tit
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
-

@@ -19,23 +19,23 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
-from kernelscope.core.progress import Progress
 
 from kernelscope.core.errors import KernelscopeError
+from kernelscope.core.progress import Progress
 
 PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs (b, ...), targets (b,)) -> (b,)
 
 
 @dataclass(frozen=True)
 class SGLDConfig:
-    epsilon: float = 1e-4          # step size ε
-    gamma: float = 100.0           # localization γ
-    nbeta: float | None = None     # inverse temperature nβ; None: m / ln m with m the minibatch size
+    epsilon: float = 1e-4  # step size ε
+    gamma: float = 100.0  # localization γ
+    nbeta: float | None = None  # inverse temperature nβ; None: m / ln m with m the minibatch size
     chains: int = 4
     draws: int = 100
-    burn_in: int = 50              # steps before the first draw
-    steps_between: int = 5         # steps between draws
-    batch_size: int = 256          # minibatch size m
+    burn_in: int = 50  # steps before the first draw
+    steps_between: int = 5  # steps between draws
+    batch_size: int = 256  # minibatch size m
     seed: int = 0
 
     def resolved_nbeta(self) -> float:
@@ -45,18 +45,25 @@ class SGLDConfig:
         return m / math.log(m)
 
 
-def sgld_step(w: torch.Tensor, grad_loss: torch.Tensor, w_star: torch.Tensor, epsilon: float, gamma: float, nbeta: float,
-              noise: torch.Tensor) -> torch.Tensor:
+def sgld_step(
+    w: torch.Tensor,
+    grad_loss: torch.Tensor,
+    w_star: torch.Tensor,
+    epsilon: float,
+    gamma: float,
+    nbeta: float,
+    noise: torch.Tensor,
+) -> torch.Tensor:
     """One SGLD update of flat weights (any leading shape): the formula above, with η = ``noise``."""
     return w - 0.5 * epsilon * (nbeta * grad_loss + gamma * (w - w_star)) + math.sqrt(epsilon) * noise
 
 
 @dataclass
 class SGLDResult:
-    probe_losses: np.ndarray       # (n_probe, chains, draws): ℓ(z; w_d)
-    loss_at_optimum: np.ndarray    # (n_probe,): ℓ(z; w*)
-    trace: np.ndarray              # (chains, steps): minibatch loss at every step
-    train_loss_at_optimum: float   # L_n(w*) on the training set
+    probe_losses: np.ndarray  # (n_probe, chains, draws): ℓ(z; w_d)
+    loss_at_optimum: np.ndarray  # (n_probe,): ℓ(z; w*)
+    trace: np.ndarray  # (chains, steps): minibatch loss at every step
+    train_loss_at_optimum: float  # L_n(w*) on the training set
     draw_train_losses: np.ndarray  # (chains, draws): L_n at each draw, estimated on a fixed evaluation batch
     nbeta: float
     warnings: list[str] = field(default_factory=list)
@@ -71,8 +78,17 @@ class SGLDResult:
         return self.nbeta * (self.draw_train_losses.mean(axis=1) - self.train_loss_at_optimum)
 
 
-def sample(model: nn.Module, loss_fn: PerSampleLoss, x_train: torch.Tensor, y_train: torch.Tensor, x_probe: torch.Tensor,
-           y_probe: torch.Tensor, config: SGLDConfig, progress: bool = False, eval_batch: int = 1024) -> SGLDResult:
+def sample(
+    model: nn.Module,
+    loss_fn: PerSampleLoss,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_probe: torch.Tensor,
+    y_probe: torch.Tensor,
+    config: SGLDConfig,
+    progress: bool = False,
+    eval_batch: int = 1024,
+) -> SGLDResult:
     """Run ``config.chains`` vectorized SGLD chains from w*; evaluate the probe losses at every draw."""
     model.eval()  # per-sample losses without dropout noise and with frozen batch-norm statistics
     names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -91,19 +107,31 @@ def sample(model: nn.Module, loss_fn: PerSampleLoss, x_train: torch.Tensor, y_tr
     def per_sample(params: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         return loss_fn(functional_call(model, (params, frozen, buffers), (xb,)), yb)
 
-    grad_all = vmap(grad(batch_loss), in_dims=(0, 0, 0))       # chains × their own minibatches (vectorized: 7x per chain)
-    losses_all = vmap(per_sample, in_dims=(0, None, None))     # chains × one small shared batch
+    grad_all = vmap(grad(batch_loss), in_dims=(0, 0, 0))  # chains × their own minibatches (vectorized: 7x per chain)
+    losses_all = vmap(per_sample, in_dims=(0, None, None))  # chains × one small shared batch
 
     def probe_losses(params: dict[str, torch.Tensor], xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         # One plain call per chain: on CPU a vmap over stacked weights turns each matmul into a
         # batched one and measured about 2x slower here (benchmarks/loss_kernel_bench.py).
-        return torch.stack([
-            torch.cat([per_sample({k: v[c] for k, v in params.items()}, xs[i : i + eval_batch], ys[i : i + eval_batch])
-                       for i in range(0, len(xs), eval_batch)])
-            for c in range(next(iter(params.values())).shape[0])])  # (chains, n_probe)
+        return torch.stack(
+            [
+                torch.cat(
+                    [
+                        per_sample({k: v[c] for k, v in params.items()}, xs[i : i + eval_batch], ys[i : i + eval_batch])
+                        for i in range(0, len(xs), eval_batch)
+                    ]
+                )
+                for c in range(next(iter(params.values())).shape[0])
+            ]
+        )  # (chains, n_probe)
 
     with torch.no_grad():
-        at_opt = torch.cat([per_sample(w_star, x_probe[i : i + eval_batch], y_probe[i : i + eval_batch]) for i in range(0, len(x_probe), eval_batch)])
+        at_opt = torch.cat(
+            [
+                per_sample(w_star, x_probe[i : i + eval_batch], y_probe[i : i + eval_batch])
+                for i in range(0, len(x_probe), eval_batch)
+            ]
+        )
         eval_idx = torch.randperm(n, generator=gen)[: min(n, eval_batch)]
         train_at_opt = float(per_sample(w_star, x_train[eval_idx], y_train[eval_idx]).mean())
 
@@ -120,21 +148,34 @@ def sample(model: nn.Module, loss_fn: PerSampleLoss, x_train: torch.Tensor, y_tr
         if not np.all(np.isfinite(trace[:, step])):
             raise KernelscopeError(
                 f"SGLD diverged at step {step} (non-finite loss in chain {int(np.argmin(np.isfinite(trace[:, step])))}); "
-                f"lower loss_kernel.epsilon (now {config.epsilon:g}) or raise loss_kernel.gamma (now {config.gamma:g}).")
+                f"lower loss_kernel.epsilon (now {config.epsilon:g}) or raise loss_kernel.gamma (now {config.gamma:g})."
+            )
         with torch.no_grad():
-            w = {k: sgld_step(w[k], g[k], w_star[k], config.epsilon, config.gamma, nbeta,
-                              torch.randn(w[k].shape, generator=gen, dtype=w[k].dtype)) for k in names}
+            w = {
+                k: sgld_step(
+                    w[k],
+                    g[k],
+                    w_star[k],
+                    config.epsilon,
+                    config.gamma,
+                    nbeta,
+                    torch.randn(w[k].shape, generator=gen, dtype=w[k].dtype),
+                )
+                for k in names
+            }
         done = step + 1 - config.burn_in
         if done > 0 and done % config.steps_between == 0:
             with torch.no_grad():
-                draws.append(probe_losses(w, x_probe, y_probe).numpy())                      # (chains, n_probe)
+                draws.append(probe_losses(w, x_probe, y_probe).numpy())  # (chains, n_probe)
                 draw_train.append(losses_all(w, x_train[eval_idx], y_train[eval_idx]).mean(1).numpy())  # (chains,)
         bar.update()
     bar.close()
     probe = np.stack(draws, axis=2).transpose(1, 0, 2)  # (n_probe, chains, draws)
     if not np.all(np.isfinite(probe)):
-        raise KernelscopeError(f"SGLD produced non-finite probe losses; lower loss_kernel.epsilon (now {config.epsilon:g}) "
-                               f"or raise loss_kernel.gamma (now {config.gamma:g}).")
+        raise KernelscopeError(
+            f"SGLD produced non-finite probe losses; lower loss_kernel.epsilon (now {config.epsilon:g}) "
+            f"or raise loss_kernel.gamma (now {config.gamma:g})."
+        )
     result = SGLDResult(probe, at_opt.numpy(), trace, train_at_opt, np.stack(draw_train, axis=1), nbeta)
     result.warnings.extend(health_warnings(result))
     return result
@@ -145,8 +186,10 @@ def health_warnings(result: SGLDResult) -> list[str]:
     notes = []
     draws = result.draw_train_losses
     if draws.mean() < result.train_loss_at_optimum - 0.5 * abs(result.train_loss_at_optimum) - 1e-6:
-        notes.append(f"the chains' mean loss {draws.mean():.4g} is far below L_n(w*) = {result.train_loss_at_optimum:.4g}: "
-                     "w* is not a local minimum at this temperature; raise gamma or lower epsilon.")
+        notes.append(
+            f"the chains' mean loss {draws.mean():.4g} is far below L_n(w*) = {result.train_loss_at_optimum:.4g}: "
+            "w* is not a local minimum at this temperature; raise gamma or lower epsilon."
+        )
     early = result.trace[:, : max(1, result.trace.shape[1] // 10)]
     typical = np.median(result.trace)
     if early.max() > 10 * max(typical, 1e-8):

@@ -13,17 +13,17 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from kernelscope.core.json_artifacts import write_json_artifact
 from kernelscope.core.artifacts import write_parquet
+from kernelscope.core.json_artifacts import write_json_artifact
+from kernelscope.core.layout import RunLayout
+from kernelscope.core.params import Params
+from kernelscope.core.provenance import kernel_provenance, run_model
+from kernelscope.core.results import StageResult
+from kernelscope.kernels.registry import kinds_written_by
 from kernelscope.kernels.store import write_kernel
 from kernelscope.loss_kernel.kernel import loss_correlation, loss_covariance
-from kernelscope.models.heads import per_sample_loss
-from kernelscope.core.params import Params
-from kernelscope.core.layout import RunLayout
-from kernelscope.core.results import StageResult
-from kernelscope.core.provenance import run_model, kernel_provenance
 from kernelscope.loss_kernel.sgld import SGLDConfig, sample
-from kernelscope.kernels.registry import kinds_written_by
+from kernelscope.models.heads import per_sample_loss
 
 LOSS_KINDS = kinds_written_by("loss_kernel")  # loss_cov, loss_corr (kernelscope.kernels.builtin)
 
@@ -39,11 +39,19 @@ def label_agreement(r: np.ndarray, labels: np.ndarray, k: int) -> dict[str, floa
     return {"agreement": agreement, "base_rate": base, "lift": agreement / base}
 
 
-def write_probe_losses(path: Any, losses: np.ndarray, at_optimum: np.ndarray, probe_ids: np.ndarray, meta: dict[str, Any]) -> None:
+def write_probe_losses(
+    path: Any, losses: np.ndarray, at_optimum: np.ndarray, probe_ids: np.ndarray, meta: dict[str, Any]
+) -> None:
     """Parquet, one row per probe point: id, ℓ(z; w*), and a fixed-size list of chains × draws losses (chain-major)."""
     n, c, d = losses.shape
     values = pa.FixedSizeListArray.from_arrays(pa.array(losses.reshape(-1).astype(np.float32)), c * d)
-    table = pa.table({"probe_id": pa.array(probe_ids, pa.int64()), "loss_at_optimum": pa.array(at_optimum.astype(np.float32)), "losses": values})
+    table = pa.table(
+        {
+            "probe_id": pa.array(probe_ids, pa.int64()),
+            "loss_at_optimum": pa.array(at_optimum.astype(np.float32)),
+            "losses": values,
+        }
+    )
     write_parquet(path, table, "probe-losses", {**meta, "chains": c, "draws": d})
 
 
@@ -57,45 +65,88 @@ def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False)
     x_train, y_train = torch.from_numpy(ds.train.x).to(dtype), torch.from_numpy(ds.train.y)
     x_probe = torch.cat([x_train, torch.from_numpy(ds.test.x).to(dtype)])
     y_probe = torch.cat([y_train, torch.from_numpy(ds.test.y)])
-    config = SGLDConfig(lk.epsilon, lk.gamma, lk.nbeta, lk.chains, lk.draws, lk.burn_in, lk.steps_between, lk.batch_size, params.seed)
+    config = SGLDConfig(
+        lk.epsilon, lk.gamma, lk.nbeta, lk.chains, lk.draws, lk.burn_in, lk.steps_between, lk.batch_size, params.seed
+    )
     result = sample(model, per_sample_loss, x_train, y_train, x_probe, y_probe, config, progress=progress)
     n_train = len(ds.train.y)
     probe_ids = np.concatenate([ds.train.ids, ds.test.ids])
     out = layout.root / "loss_kernel"
-    provenance = {"checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash, "sgld": lk.model_dump(mode="json"), "seed": params.seed}
-    write_probe_losses(out / "probe_losses.parquet", result.probe_losses, result.loss_at_optimum, probe_ids,
-                       {**provenance, "orientation": "(probe, chain, draw)", "n_train_probes": n_train})
+    provenance = {
+        "checkpoint_hash": ckpt.checkpoint_hash,
+        "dataset_hash": ds.dataset_hash,
+        "sgld": lk.model_dump(mode="json"),
+        "seed": params.seed,
+    }
+    write_probe_losses(
+        out / "probe_losses.parquet",
+        result.probe_losses,
+        result.loss_at_optimum,
+        probe_ids,
+        {**provenance, "orientation": "(probe, chain, draw)", "n_train_probes": n_train},
+    )
     cov = loss_covariance(result.probe_losses, center_chains=lk.center_chains)
     corr = loss_correlation(cov)
     for kind, matrix in (("loss_cov", cov), ("loss_corr", corr)):
         for split, rows in (("train", slice(0, n_train)), ("test", slice(n_train, None))):
-            write_kernel(layout.kernel_path(kind, split), matrix[rows, :n_train], probe_ids[rows], ds.train.ids,
-                         kernel_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash, split))
+            write_kernel(
+                layout.kernel_path(kind, split),
+                matrix[rows, :n_train],
+                probe_ids[rows],
+                ds.train.ids,
+                kernel_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash, split),
+            )
     agreement = label_agreement(corr, np.concatenate([ds.train.y, ds.test.y]), lk.neighbours)
     if ds.name in lk.hierarchies:
         from kernelscope.data.hierarchy import load_hierarchy, taxonomic_lift
 
         name, superclass_of, _ = load_hierarchy(lk.hierarchies[ds.name], ds.n_classes)
-        agreement.update({**taxonomic_lift(corr, np.concatenate([ds.train.y, ds.test.y]), superclass_of, lk.neighbours), "hierarchy": name})
-    traces = loss_traces(out / "traces.png", result.trace, result.train_loss_at_optimum, f"{ds.name}: SGLD minibatch loss per chain")
+        agreement.update(
+            {
+                **taxonomic_lift(corr, np.concatenate([ds.train.y, ds.test.y]), superclass_of, lk.neighbours),
+                "hierarchy": name,
+            }
+        )
+    traces = loss_traces(
+        out / "traces.png", result.trace, result.train_loss_at_optimum, f"{ds.name}: SGLD minibatch loss per chain"
+    )
     labels = np.concatenate([ds.train.y, ds.test.y])
     heatmap = correlation_heatmap(out / "correlation.png", corr, labels, f"{ds.name}: loss correlation")
-    groups = group_covariances(out / "covariance_groups.png", cov, labels, f"{ds.name}: loss covariance within and across labels")
-    umap_plot = umap_map(out / "umap.png", corr, labels, f"{ds.name}: UMAP of 1 − R", seed=params.seed) if lk.umap else None
-    summary = {"checkpoint_hash": ckpt.checkpoint_hash, "llc": result.llc, "llc_per_chain": result.llc_per_chain.tolist(), "nbeta": result.nbeta,
-               "train_loss_at_optimum": result.train_loss_at_optimum, "warnings": result.warnings,
-               **{(f"label_{k}" if k in ("agreement", "base_rate", "lift") else k): v for k, v in agreement.items()},
-               "traces_plot": str(traces), "heatmap": str(heatmap), "groups_plot": str(groups),
-               "umap_plot": str(umap_plot) if umap_plot else None, "probe_losses": str(out / "probe_losses.parquet"),
-               "path": str(layout.kernel_path("loss_corr", "test"))}
+    groups = group_covariances(
+        out / "covariance_groups.png", cov, labels, f"{ds.name}: loss covariance within and across labels"
+    )
+    umap_plot = (
+        umap_map(out / "umap.png", corr, labels, f"{ds.name}: UMAP of 1 − R", seed=params.seed) if lk.umap else None
+    )
+    summary = {
+        "checkpoint_hash": ckpt.checkpoint_hash,
+        "llc": result.llc,
+        "llc_per_chain": result.llc_per_chain.tolist(),
+        "nbeta": result.nbeta,
+        "train_loss_at_optimum": result.train_loss_at_optimum,
+        "warnings": result.warnings,
+        **{(f"label_{k}" if k in ("agreement", "base_rate", "lift") else k): v for k, v in agreement.items()},
+        "traces_plot": str(traces),
+        "heatmap": str(heatmap),
+        "groups_plot": str(groups),
+        "umap_plot": str(umap_plot) if umap_plot else None,
+        "probe_losses": str(out / "probe_losses.parquet"),
+        "path": str(layout.kernel_path("loss_corr", "test")),
+    }
     write_json_artifact(out / "summary.json", summary, "loss-kernel-summary")
     kernels = [layout.kernel_path(kind, split) for kind in LOSS_KINDS for split in ("train", "test")]
     plots = [p for p in (traces, heatmap, groups, umap_plot) if p is not None]
     return StageResult.of(summary, [out / "probe_losses.parquet", *kernels, *plots, out / "summary.json"])
 
 
-def track_loss_kernel(params: Params, dataset: str, summary: dict[str, Any], *,
-                      kglm: dict[str, dict[str, Any]] | None = None, source: str | None = None) -> str:
+def track_loss_kernel(
+    params: Params,
+    dataset: str,
+    summary: dict[str, Any],
+    *,
+    kglm: dict[str, dict[str, Any]] | None = None,
+    source: str | None = None,
+) -> str:
     """Log a loss-kernel run to the 'loss-kernel' experiment: LLC, label agreement, lifts, kGLM scores, figures."""
     from kernelscope.core.params import params_hash
     from kernelscope.core.tracking import RunTags, log_run
@@ -104,8 +155,21 @@ def track_loss_kernel(params: Params, dataset: str, summary: dict[str, Any], *,
     metrics = {k: float(summary[k]) for k in keys if k in summary}
     for kind, r in (kglm or {}).items():
         metrics.update({f"tau_k.{kind}": r["tau_k"], f"kglm_accuracy.{kind}": r["kglm_accuracy"]})
-    tags = RunTags("loss-kernel", dataset, ",".join(LOSS_KINDS), params.seed, params_hash(params),
-                   {"checkpoint_hash": summary["checkpoint_hash"], "warnings": str(len(summary["warnings"]))})
+    tags = RunTags(
+        "loss-kernel",
+        dataset,
+        ",".join(LOSS_KINDS),
+        params.seed,
+        params_hash(params),
+        {"checkpoint_hash": summary["checkpoint_hash"], "warnings": str(len(summary["warnings"]))},
+    )
     plots = [summary[k] for k in ("traces_plot", "heatmap", "groups_plot", "umap_plot") if summary.get(k)]
-    return log_run("loss-kernel", f"{dataset}-loss-kernel", tags=tags, params={"loss_kernel": params.loss_kernel.model_dump(mode="json"),
-                   "seed": params.seed}, metrics=metrics, artifacts=plots, source=source)
+    return log_run(
+        "loss-kernel",
+        f"{dataset}-loss-kernel",
+        tags=tags,
+        params={"loss_kernel": params.loss_kernel.model_dump(mode="json"), "seed": params.seed},
+        metrics=metrics,
+        artifacts=plots,
+        source=source,
+    )

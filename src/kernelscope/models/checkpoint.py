@@ -18,10 +18,10 @@ from torch import nn
 
 from kernelscope import __version__
 from kernelscope.core.artifacts import canonical_json, shown
-from kernelscope.core.json_artifacts import read_json_artifact, write_json_artifact
-from kernelscope.core.tensor_artifacts import read_safetensors, write_safetensors
 from kernelscope.core.errors import ArtifactError, CheckpointError
 from kernelscope.core.fileio import sha256_file
+from kernelscope.core.json_artifacts import read_json_artifact, write_json_artifact
+from kernelscope.core.tensor_artifacts import read_safetensors, write_safetensors
 
 FORMAT = "kernelscope-checkpoint/2"
 WEIGHTS_NAME = "model.safetensors"
@@ -57,12 +57,19 @@ class Checkpoint:
         return str(self.meta["weights_sha256"])
 
 
-def save_checkpoint(model: nn.Module, out_dir: str | Path, spec: ModelSpec, *, dataset_name: str, metrics: dict[str, float]) -> dict[str, Any]:
+def save_checkpoint(
+    model: nn.Module, out_dir: str | Path, spec: ModelSpec, *, dataset_name: str, metrics: dict[str, float]
+) -> dict[str, Any]:
     """Write model.safetensors, then model.json naming its sha256; return the sidecar record."""
     out_dir = Path(out_dir)
     weights_path = out_dir / WEIGHTS_NAME
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    write_safetensors(weights_path, state, "checkpoint-weights", {"architecture": spec.architecture, "dataset_hash": spec.dataset_hash})
+    write_safetensors(
+        weights_path,
+        state,
+        "checkpoint-weights",
+        {"architecture": spec.architecture, "dataset_hash": spec.dataset_hash},
+    )
     meta = {
         "format": FORMAT,
         "architecture": spec.architecture,
@@ -83,19 +90,25 @@ def read_sidecar(ckpt_dir: str | Path) -> dict[str, Any]:
     """The verified sidecar record (without loading the weights)."""
     sidecar = Path(ckpt_dir) / SIDECAR_NAME
     if not sidecar.is_file():
-        raise CheckpointError(f"{sidecar}: checkpoint sidecar not found; train a model first (kernelscope train) or point at a checkpoint folder.")
+        raise CheckpointError(
+            f"{sidecar}: checkpoint sidecar not found; train a model first (kernelscope train) or point at a checkpoint folder."
+        )
     try:
         meta = read_json_artifact(sidecar, "checkpoint-sidecar")
     except ArtifactError as error:
         raise CheckpointError(str(error)) from None
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{sidecar}: field 'format' is {meta.get('format')!r}, expected {FORMAT!r}; retrain the checkpoint (kernelscope train).")
+        raise CheckpointError(
+            f"{sidecar}: field 'format' is {meta.get('format')!r}, expected {FORMAT!r}; retrain the checkpoint (kernelscope train)."
+        )
     return meta
 
 
 def _require_same(sidecar: Path, field_name: str, stored: Any, wanted: Any, fix: str) -> None:
     if canonical_json(stored) != canonical_json(wanted):
-        raise CheckpointError(f"{sidecar}: field '{field_name}' is {shown(stored)} but params ask for {shown(wanted)}; {fix}.")
+        raise CheckpointError(
+            f"{sidecar}: field '{field_name}' is {shown(stored)} but params ask for {shown(wanted)}; {fix}."
+        )
 
 
 def parameter_count(spec: ModelSpec) -> int:
@@ -110,8 +123,10 @@ def build_bounded(spec: ModelSpec, where: str) -> nn.Module:
     if spec.bounded:
         count = parameter_count(spec)
         if count > MAX_PARAMETERS:
-            raise CheckpointError(f"{where}: the architecture asks for {count:,} parameters, more than the limit of {MAX_PARAMETERS:,}; "
-                                  "use smaller widths in params.yaml.")
+            raise CheckpointError(
+                f"{where}: the architecture asks for {count:,} parameters, more than the limit of {MAX_PARAMETERS:,}; "
+                "use smaller widths in params.yaml."
+            )
     return spec.build()
 
 
@@ -126,30 +141,44 @@ def load_checkpoint(ckpt_dir: str | Path, spec: ModelSpec) -> Checkpoint:
     _require_same(sidecar, "seed", meta.get("seed"), spec.seed, retrain)
     dataset = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
     if dataset.get("hash") != spec.dataset_hash:
-        raise CheckpointError(f"{sidecar}: field 'dataset.hash' is {str(dataset.get('hash'))[:12]}…, but the data given has hash "
-                              f"{spec.dataset_hash[:12]}…; retrain on this data or pass the matching dataset.")
+        raise CheckpointError(
+            f"{sidecar}: field 'dataset.hash' is {str(dataset.get('hash'))[:12]}…, but the data given has hash "
+            f"{spec.dataset_hash[:12]}…; retrain on this data or pass the matching dataset."
+        )
     model = build_bounded(spec, str(sidecar))  # from params, bounded before anything is allocated
     if not weights.is_file():
-        raise CheckpointError(f"{weights}: weights file not found beside its sidecar; retrain or restore the checkpoint.")
+        raise CheckpointError(
+            f"{weights}: weights file not found beside its sidecar; retrain or restore the checkpoint."
+        )
     actual = sha256_file(weights)
     if actual != meta.get("weights_sha256"):
-        raise CheckpointError(f"{weights}: sha256 {actual[:12]}… does not match 'weights_sha256' in {sidecar.name}; the weights are corrupt or were replaced, retrain.")
+        raise CheckpointError(
+            f"{weights}: sha256 {actual[:12]}… does not match 'weights_sha256' in {sidecar.name}; the weights are corrupt or were replaced, retrain."
+        )
     try:
-        arrays, _ = read_safetensors(weights, "checkpoint-weights", {"architecture": spec.architecture, "dataset_hash": spec.dataset_hash})
+        arrays, _ = read_safetensors(
+            weights, "checkpoint-weights", {"architecture": spec.architecture, "dataset_hash": spec.dataset_hash}
+        )
     except ArtifactError as error:
         raise CheckpointError(str(error)) from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(arrays))
     extra = sorted(set(arrays) - set(expected))
     if missing or extra:
-        raise CheckpointError(f"{weights}: tensors do not match the architecture in params (missing {missing[:3]}, unexpected {extra[:3]}); retrain.")
+        raise CheckpointError(
+            f"{weights}: tensors do not match the architecture in params (missing {missing[:3]}, unexpected {extra[:3]}); retrain."
+        )
     state = {name: torch.from_numpy(arrays[name].copy()) for name in expected}
     for name, tensor in expected.items():
         got = state[name]
         if tuple(got.shape) != tuple(tensor.shape):
-            raise CheckpointError(f"{weights}: tensor '{name}' has shape {tuple(got.shape)} but the architecture in params expects {tuple(tensor.shape)}; retrain.")
+            raise CheckpointError(
+                f"{weights}: tensor '{name}' has shape {tuple(got.shape)} but the architecture in params expects {tuple(tensor.shape)}; retrain."
+            )
         if got.is_floating_point() != tensor.is_floating_point():
-            raise CheckpointError(f"{weights}: tensor '{name}' is {got.dtype} but the model's is {tensor.dtype}; the weights were replaced, retrain.")
+            raise CheckpointError(
+                f"{weights}: tensor '{name}' is {got.dtype} but the model's is {tensor.dtype}; the weights were replaced, retrain."
+            )
     model.load_state_dict(state)
     model.to(next(t.dtype for t in state.values() if t.is_floating_point())).eval()
     return Checkpoint(model=model, meta=meta)
@@ -160,5 +189,7 @@ def require_finite_weights(ckpt: Any, model_dir: Path) -> None:
     for name, tensor in ckpt.model.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
-            raise CheckpointError(f"{model_dir / 'model.safetensors'}: tensor '{name}' holds {bad} non-finite (NaN or inf) weights; "
-                                  "the model diverged in training, retrain it (e.g. with a lower train.lr) or restore a good checkpoint.")
+            raise CheckpointError(
+                f"{model_dir / 'model.safetensors'}: tensor '{name}' holds {bad} non-finite (NaN or inf) weights; "
+                "the model diverged in training, retrain it (e.g. with a lower train.lr) or restore a good checkpoint."
+            )

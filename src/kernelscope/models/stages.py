@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kernelscope.models.checkpoint import SIDECAR_NAME, WEIGHTS_NAME, save_checkpoint
-from kernelscope.core.params import Params
-from kernelscope.core.provenance import (model_spec,
-                                    run_data, training_section)
-from kernelscope.models.train import train_classifier
 from kernelscope.core.layout import RunLayout
+from kernelscope.core.params import Params
+from kernelscope.core.provenance import model_spec, run_data, training_section
 from kernelscope.core.results import StageResult
-
-
+from kernelscope.models.checkpoint import SIDECAR_NAME, WEIGHTS_NAME, save_checkpoint
+from kernelscope.models.train import train_classifier
 
 
 def checkpoint_files(model_dir: str | Path) -> list[Path]:
@@ -31,8 +28,16 @@ def train_stage(params: Params, layout: RunLayout, progress: bool = True) -> Sta
         result = imported_classifier(ds, source.model)
     else:
         result = train_classifier(ds, training_section(params, ds.name)[1], params.seed, progress=progress)
-    meta = save_checkpoint(result.model, layout.model_dir, spec, dataset_name=ds.name,
-                           metrics={"train_accuracy": result.train_accuracy, "test_accuracy": result.test_accuracy, "final_loss": result.final_loss})
+    meta = save_checkpoint(
+        result.model,
+        layout.model_dir,
+        spec,
+        dataset_name=ds.name,
+        metrics={
+            "train_accuracy": result.train_accuracy,
+            "test_accuracy": result.test_accuracy,
+            "final_loss": result.final_loss,
+        },
+    )
     summary = {"checkpoint_hash": meta["weights_sha256"], "dataset_hash": ds.dataset_hash, **meta["metrics"]}
     return StageResult.of(summary, checkpoint_files(layout.model_dir))
-

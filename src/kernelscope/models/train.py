@@ -56,15 +56,26 @@ def imported_classifier(dataset: Dataset, spec: ModelSourceParams) -> TrainResul
         try:
             out = model(torch.from_numpy(dataset.train.x[:4]))
         except (RuntimeError, ValueError, TypeError) as error:
-            raise CheckpointError(f"{spec.factory}: the model cannot read this data's inputs, (n, {dataset.train.x.shape[1]}) float32 "
-                                  f"({str(error).splitlines()[0][:120]}); accept flat inputs (e.g. start with nn.Unflatten) or fix the data's shape.") from None
+            raise CheckpointError(
+                f"{spec.factory}: the model cannot read this data's inputs, (n, {dataset.train.x.shape[1]}) float32 "
+                f"({str(error).splitlines()[0][:120]}); accept flat inputs (e.g. start with nn.Unflatten) or fix the data's shape."
+            ) from None
     if out.ndim != 2 or out.shape[1] not in accepted_outputs(dataset.n_classes):
-        raise CheckpointError(f"{spec.factory}: the model returns shape {tuple(out.shape)}, but the data has {dataset.n_classes} classes; "
-                              f"it must return (n, {dataset.n_classes}) logits.")
+        raise CheckpointError(
+            f"{spec.factory}: the model returns shape {tuple(out.shape)}, but the data has {dataset.n_classes} classes; "
+            f"it must return (n, {dataset.n_classes}) logits."
+        )
     if not bool(torch.isfinite(out).all()):
-        raise CheckpointError(f"{spec.weights}: the model's logits are not finite on the training data; check the weights and the inputs' scale.")
-    return TrainResult(model=model, arch=arch, train_accuracy=accuracy(model, dataset.train.x, dataset.train.y),
-                       test_accuracy=accuracy(model, dataset.test.x, dataset.test.y), final_loss=float("nan"))
+        raise CheckpointError(
+            f"{spec.weights}: the model's logits are not finite on the training data; check the weights and the inputs' scale."
+        )
+    return TrainResult(
+        model=model,
+        arch=arch,
+        train_accuracy=accuracy(model, dataset.train.x, dataset.train.y),
+        test_accuracy=accuracy(model, dataset.test.x, dataset.test.y),
+        final_loss=float("nan"),
+    )
 
 
 def train_classifier(dataset: Dataset, params: Any, seed: int, progress: bool = True) -> TrainResult:
@@ -94,8 +105,10 @@ def train_classifier(dataset: Dataset, params: Any, seed: int, progress: bool = 
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):  # diverged: stop before a checkpoint of NaN weights is written
                     section = entry_for_section(params)[1].section
-                    raise ParamsError(f"params: training diverged, the loss became {loss_value} in epoch {epoch + 1} with {section}.lr = "
-                                      f"{params.lr:g}; lower {section}.lr and train again.")
+                    raise ParamsError(
+                        f"params: training diverged, the loss became {loss_value} in epoch {epoch + 1} with {section}.lr = "
+                        f"{params.lr:g}; lower {section}.lr and train again."
+                    )
             bar.update()
     model.eval()
     return TrainResult(

@@ -33,13 +33,19 @@ def resolve_factory(path: str, field: str = "model.factory") -> Callable[..., nn
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as error:
-        raise CheckpointError(f"{field}: module {module_name!r} cannot be imported ({error}); install it or add its folder to PYTHONPATH.") from None
+        raise CheckpointError(
+            f"{field}: module {module_name!r} cannot be imported ({error}); install it or add its folder to PYTHONPATH."
+        ) from None
     for part in attribute.split("."):
         if not hasattr(target, part):
-            raise CheckpointError(f"{field}: {module_name!r} has no attribute {attribute!r}; check the name after the colon.")
+            raise CheckpointError(
+                f"{field}: {module_name!r} has no attribute {attribute!r}; check the name after the colon."
+            )
         target = getattr(target, part)
     if not callable(target):
-        raise CheckpointError(f"{field}: {path!r} is not callable; point it at a function or class that returns an nn.Module.")
+        raise CheckpointError(
+            f"{field}: {path!r} is not callable; point it at a function or class that returns an nn.Module."
+        )
     return target
 
 
@@ -48,9 +54,13 @@ def build_from_factory(path: str, kwargs: Mapping[str, Any], field: str = "model
     try:
         model = factory(**dict(kwargs))
     except TypeError as error:
-        raise CheckpointError(f"{field}: calling {path} with kwargs {dict(kwargs)} failed ({error}); fix model.kwargs.") from None
+        raise CheckpointError(
+            f"{field}: calling {path} with kwargs {dict(kwargs)} failed ({error}); fix model.kwargs."
+        ) from None
     if not isinstance(model, nn.Module):
-        raise CheckpointError(f"{field}: {path} returned {type(model).__name__}, not a torch.nn.Module; return the model itself.")
+        raise CheckpointError(
+            f"{field}: {path} returned {type(model).__name__}, not a torch.nn.Module; return the model itself."
+        )
     return model
 
 
@@ -70,6 +80,7 @@ def _first_foreign_global(path: Path) -> str | None:
             data = path.read_bytes()
         try:
             from torch._weights_only_unpickler import _get_allowed_globals  # private; only refines the answer
+
             allowed = set(_get_allowed_globals())
         except ImportError:
             allowed = set()
@@ -96,16 +107,24 @@ def _first_foreign_global(path: Path) -> str | None:
 
 def _unpickling_reason(message: str, path: Path) -> str:
     """What torch.load(weights_only=True) refused, from its message (the reason follows a paragraph of PyTorch advice)."""
-    found = re.search(r"GLOBAL (\S+?)\.?(?:\s|$)", message)  # "Unsupported global: GLOBAL x.y was not ..." or "... GLOBAL posix.system whose ..."
+    found = re.search(
+        r"GLOBAL (\S+?)\.?(?:\s|$)", message
+    )  # "Unsupported global: GLOBAL x.y was not ..." or "... GLOBAL posix.system whose ..."
     if found:
         return f"it names the global {found.group(1)}"
     found = re.search(r"unrecognized function (.+?)(?:\n|$)", message)
     if found:
         return f"it calls {found.group(1).strip()}"
     found = re.search(r"Unsupported operand (\d+)", message)
-    if found:  # the unpickler stopped before any global (e.g. at protocol 4's FRAME); read the names without running anything
+    if (
+        found
+    ):  # the unpickler stopped before any global (e.g. at protocol 4's FRAME); read the names without running anything
         name = _first_foreign_global(path)
-        return f"it names the global {name}" if name else f"it uses pickle opcode {found.group(1)}, which torch.load(weights_only=True) does not read"
+        return (
+            f"it names the global {name}"
+            if name
+            else f"it uses pickle opcode {found.group(1)}, which torch.load(weights_only=True) does not read"
+        )
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     advice = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)")
     reasons = [line.removeprefix("WeightsUnpickler error:").strip() for line in lines if not line.startswith(advice)]
@@ -125,25 +144,37 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({str(error).splitlines()[0][:120]}); the file is truncated or "
-                                  "not safetensors, export it again with safetensors.torch.save_file.") from None
+            raise CheckpointError(
+                f"{path}: not a readable safetensors file ({str(error).splitlines()[0][:120]}); the file is truncated or "
+                "not safetensors, export it again with safetensors.torch.save_file."
+            ) from None
     if suffix in TORCH_SUFFIXES:
         try:
-            with warnings.catch_warnings():  # torch warns about any pickle protocol but 2 before refusing it: one sentence is enough
+            with (
+                warnings.catch_warnings()
+            ):  # torch warns about any pickle protocol but 2 before refusing it: one sentence is enough
                 warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
                 loaded = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
-            raise CheckpointError(f"{path}: refused, the pickle holds more than tensors ({_unpickling_reason(str(error), path)}); save a plain "
-                                  "state dict (torch.save(model.state_dict(), ...)) or convert it to safetensors.") from None
+            raise CheckpointError(
+                f"{path}: refused, the pickle holds more than tensors ({_unpickling_reason(str(error), path)}); save a plain "
+                "state dict (torch.save(model.state_dict(), ...)) or convert it to safetensors."
+            ) from None
         except (RuntimeError, EOFError, OSError, ValueError) as error:
-            raise CheckpointError(f"{path}: not a readable PyTorch file ({str(error).splitlines()[0][:120]}); the file is truncated or "
-                                  "corrupt, save it again.") from None
+            raise CheckpointError(
+                f"{path}: not a readable PyTorch file ({str(error).splitlines()[0][:120]}); the file is truncated or "
+                "corrupt, save it again."
+            ) from None
         if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
             loaded = loaded["state_dict"]  # a training checkpoint holding the state dict under its usual key
         if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-            raise CheckpointError(f"{path}: holds {type(loaded).__name__}, not a state dict of tensors; save model.state_dict().")
+            raise CheckpointError(
+                f"{path}: holds {type(loaded).__name__}, not a state dict of tensors; save model.state_dict()."
+            )
         return dict(loaded)
-    raise CheckpointError(f"{path}: unknown weights format {suffix!r}; use .safetensors, or a state dict saved as .pt/.pth.")
+    raise CheckpointError(
+        f"{path}: unknown weights format {suffix!r}; use .safetensors, or a state dict saved as .pt/.pth."
+    )
 
 
 def state_dict_differences(model: nn.Module, weights: Mapping[str, torch.Tensor], limit: int = 10) -> list[str]:
@@ -151,8 +182,11 @@ def state_dict_differences(model: nn.Module, weights: Mapping[str, torch.Tensor]
     expected = model.state_dict()
     out = [f"missing {name} {tuple(t.shape)}" for name, t in expected.items() if name not in weights]
     out += [f"unexpected {name} {tuple(t.shape)}" for name, t in weights.items() if name not in expected]
-    out += [f"shape of {name}: model {tuple(expected[name].shape)}, file {tuple(t.shape)}"
-            for name, t in weights.items() if name in expected and tuple(t.shape) != tuple(expected[name].shape)]
+    out += [
+        f"shape of {name}: model {tuple(expected[name].shape)}, file {tuple(t.shape)}"
+        for name, t in weights.items()
+        if name in expected and tuple(t.shape) != tuple(expected[name].shape)
+    ]
     return out if len(out) <= limit else out[:limit] + [f"… and {len(out) - limit} more"]
 
 
@@ -161,19 +195,27 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     weights = read_state_dict(path)
     differences = state_dict_differences(model, weights)
     if differences:
-        raise CheckpointError(f"{path}: does not match the model's parameters ({'; '.join(differences)}); "
-                              "check model.factory and model.kwargs, or export the weights of this architecture.")
+        raise CheckpointError(
+            f"{path}: does not match the model's parameters ({'; '.join(differences)}); "
+            "check model.factory and model.kwargs, or export the weights of this architecture."
+        )
     bad = [name for name, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
-        raise CheckpointError(f"{path}: non-finite values (NaN or inf) in {', '.join(bad[:5])}; the weights are corrupt or training "
-                              "diverged, export a healthy checkpoint.")
+        raise CheckpointError(
+            f"{path}: non-finite values (NaN or inf) in {', '.join(bad[:5])}; the weights are corrupt or training "
+            "diverged, export a healthy checkpoint."
+        )
     reference = model.state_dict()
     # float64 into a float32 model is a harmless cast; integers into a float tensor would load silently wrong values
-    mismatched = [f"{name} (model {reference[name].dtype}, file {t.dtype})" for name, t in weights.items()
-                  if reference[name].is_floating_point() != t.is_floating_point()]
+    mismatched = [
+        f"{name} (model {reference[name].dtype}, file {t.dtype})"
+        for name, t in weights.items()
+        if reference[name].is_floating_point() != t.is_floating_point()
+    ]
     if mismatched:
-        raise CheckpointError(f"{path}: dtype of {'; '.join(mismatched[:5])} does not match the model's (a floating tensor needs "
-                              "floating weights); export the weights from the trained float model itself.")
+        raise CheckpointError(
+            f"{path}: dtype of {'; '.join(mismatched[:5])} does not match the model's (a floating tensor needs "
+            "floating weights); export the weights from the trained float model itself."
+        )
     model.load_state_dict({k: v.to(reference[k].dtype) for k, v in weights.items()})
     return model.eval()
-

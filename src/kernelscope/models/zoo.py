@@ -37,7 +37,9 @@ class ScaledLinear(nn.Linear):
         return super().extra_repr() + f", scale={self.scale:.4g}"
 
 
-def build_mlp(input_dim: int, hidden: list[int] | tuple[int, ...], n_outputs: int, parameterization: str = "ntk") -> nn.Sequential:
+def build_mlp(
+    input_dim: int, hidden: list[int] | tuple[int, ...], n_outputs: int, parameterization: str = "ntk"
+) -> nn.Sequential:
     ntk = parameterization == "ntk"
     widths = [input_dim, *hidden]
     layers: list[nn.Module] = []
@@ -47,8 +49,13 @@ def build_mlp(input_dim: int, hidden: list[int] | tuple[int, ...], n_outputs: in
     return nn.Sequential(*layers)
 
 
-def build_cnn(image_shape: tuple[int, int, int], n_outputs: int, channels: tuple[int, ...] = (8, 8, 16, 24, 32, 48),
-              hidden: tuple[int, ...] = (256, 256), batch_norm: bool = True) -> nn.Sequential:
+def build_cnn(
+    image_shape: tuple[int, int, int],
+    n_outputs: int,
+    channels: tuple[int, ...] = (8, 8, 16, 24, 32, 48),
+    hidden: tuple[int, ...] = (256, 256),
+    batch_norm: bool = True,
+) -> nn.Sequential:
     """The NTK-surrogate paper's small CNN (its App. K.2.2), sized for small images.
 
     Sections of (conv 3×3 → BatchNorm → ReLU → conv 3×3 stride 2 → ReLU), one per pair of
@@ -82,20 +89,30 @@ class BasicBlock(nn.Module):
         self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch)
-        self.shortcut = (nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
-                         if stride != 1 or in_ch != out_ch else nn.Identity())
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+            if stride != 1 or in_ch != out_ch
+            else nn.Identity()
+        )
         self.relu2 = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, in_ch, h, w) -> (b, out_ch, h/stride, w/stride)
         return self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))) + self.shortcut(x))
 
 
-def build_resnet(image_shape: tuple[int, int, int], n_outputs: int, widths: tuple[int, ...] = (16, 32, 64), blocks: int = 1) -> nn.Sequential:
+def build_resnet(
+    image_shape: tuple[int, int, int], n_outputs: int, widths: tuple[int, ...] = (16, 32, 64), blocks: int = 1
+) -> nn.Sequential:
     """A small ResNet for 32×32 images (He et al. 2016, CIFAR layout, narrow): a 3×3 stem, then one stage
     of ``blocks`` basic blocks per width (each stage after the first halves the map), global average
     pooling and the logits. Takes flat inputs (b, c·h·w) like the other models."""
     c, h, w = image_shape
-    layers: list[nn.Module] = [nn.Unflatten(1, (c, h, w)), nn.Conv2d(c, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()]
+    layers: list[nn.Module] = [
+        nn.Unflatten(1, (c, h, w)),
+        nn.Conv2d(c, widths[0], 3, padding=1, bias=False),
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(),
+    ]
     in_ch = widths[0]
     for stage, width in enumerate(widths):
         for block in range(blocks):
@@ -112,8 +129,10 @@ def channels_first(dataset: Dataset, arch: str) -> list[int]:
         return [1, *shape]
     if len(shape) == 3:
         return shape
-    raise ArtifactError(f"dataset {dataset.name!r} holds flat vectors of shape {tuple(shape)}, and the {arch} needs "
-                        "images; set data.image_shape of its source to (channels, height, width), or use the mlp.")
+    raise ArtifactError(
+        f"dataset {dataset.name!r} holds flat vectors of shape {tuple(shape)}, and the {arch} needs "
+        "images; set data.image_shape of its source to (channels, height, width), or use the mlp."
+    )
 
 
 @dataclass(frozen=True)
@@ -124,40 +143,69 @@ class ModelEntry:
     n_outputs)}``; its keys and values are part of every checkpoint's identity, so an entry's record never changes.
     """
 
-    section: str                                          # the params.yaml section (a field of Params) of its settings
-    params: type                                          # that section's class
+    section: str  # the params.yaml section (a field of Params) of its settings
+    params: type  # that section's class
     record: Callable[[Dataset, Any, int], dict[str, Any]]  # (data, section, n_outputs) -> the record after its name
-    build: Callable[[dict[str, Any]], nn.Module]          # the record -> an untrained model
+    build: Callable[[dict[str, Any]], nn.Module]  # the record -> an untrained model
 
 
 # The dataset classifiers trainable here (train.arch, table.archs, sources.<name>.model.registry); a new one is an
 # entry plus its params section.
 MODELS: dict[str, ModelEntry] = {
     "mlp": ModelEntry(
-        "train", TrainParams,
-        lambda ds, p, n_out: {"input_dim": int(ds.train.x.shape[1]), "hidden": list(p.hidden), "n_outputs": n_out,
-                              "parameterization": p.parameterization},
-        lambda a: build_mlp(int(a["input_dim"]), list(a["hidden"]), int(a["n_outputs"]), str(a["parameterization"]))),
+        "train",
+        TrainParams,
+        lambda ds, p, n_out: {
+            "input_dim": int(ds.train.x.shape[1]),
+            "hidden": list(p.hidden),
+            "n_outputs": n_out,
+            "parameterization": p.parameterization,
+        },
+        lambda a: build_mlp(int(a["input_dim"]), list(a["hidden"]), int(a["n_outputs"]), str(a["parameterization"])),
+    ),
     "cnn": ModelEntry(
-        "cnn", CNNParams,
-        lambda ds, p, n_out: {"image_shape": channels_first(ds, "cnn"), "n_outputs": n_out,
-                              "channels": list(p.channels), "hidden": list(p.hidden), "batch_norm": p.batch_norm},
-        lambda a: build_cnn(tuple(a["image_shape"]), int(a["n_outputs"]), tuple(a["channels"]), tuple(a["hidden"]),
-                            bool(a.get("batch_norm", True)))),
+        "cnn",
+        CNNParams,
+        lambda ds, p, n_out: {
+            "image_shape": channels_first(ds, "cnn"),
+            "n_outputs": n_out,
+            "channels": list(p.channels),
+            "hidden": list(p.hidden),
+            "batch_norm": p.batch_norm,
+        },
+        lambda a: build_cnn(
+            tuple(a["image_shape"]),
+            int(a["n_outputs"]),
+            tuple(a["channels"]),
+            tuple(a["hidden"]),
+            bool(a.get("batch_norm", True)),
+        ),
+    ),
     "resnet": ModelEntry(
-        "resnet", ResNetParams,
-        lambda ds, p, n_out: {"image_shape": channels_first(ds, "resnet"), "n_outputs": n_out, "widths": list(p.widths),
-                              "blocks": p.blocks},
-        lambda a: build_resnet(tuple(a["image_shape"]), int(a["n_outputs"]), tuple(a["widths"]), int(a["blocks"]))),
+        "resnet",
+        ResNetParams,
+        lambda ds, p, n_out: {
+            "image_shape": channels_first(ds, "resnet"),
+            "n_outputs": n_out,
+            "widths": list(p.widths),
+            "blocks": p.blocks,
+        },
+        lambda a: build_resnet(tuple(a["image_shape"]), int(a["n_outputs"]), tuple(a["widths"]), int(a["blocks"])),
+    ),
 }
-MULTITASK_ARCHS = ("modular_mlp", "modular_transformer")  # the multitask models (kernelscope.core.provenance.multitask_spec)
+MULTITASK_ARCHS = (
+    "modular_mlp",
+    "modular_transformer",
+)  # the multitask models (kernelscope.core.provenance.multitask_spec)
 
 
 def model_entry(name: str, field: str = "train.arch") -> ModelEntry:
     """The registry entry of an architecture name chosen in params ``field``."""
     if name not in MODELS:
-        raise ParamsError(f"params: field {field!r} is {name!r}, which is not an architecture of the registry "
-                          f"({', '.join(MODELS)}); pick one of them.")
+        raise ParamsError(
+            f"params: field {field!r} is {name!r}, which is not an architecture of the registry "
+            f"({', '.join(MODELS)}); pick one of them."
+        )
     return MODELS[name]
 
 
@@ -166,8 +214,10 @@ def entry_for_section(params: Any) -> tuple[str, ModelEntry]:
     for name, entry in MODELS.items():
         if isinstance(params, entry.params):
             return name, entry
-    raise TypeError(f"{type(params).__name__} is the params section of no registry architecture; expected one of "
-                    f"{', '.join(entry.params.__name__ for entry in MODELS.values())}.")
+    raise TypeError(
+        f"{type(params).__name__} is the params section of no registry architecture; expected one of "
+        f"{', '.join(entry.params.__name__ for entry in MODELS.values())}."
+    )
 
 
 def architecture(dataset: Dataset, params: Any) -> dict[str, Any]:
@@ -184,11 +234,18 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
     if name in MULTITASK_ARCHS:
         from kernelscope.loss_kernel.multitask import build_multitask_model
 
-        return build_multitask_model("transformer" if name == "modular_transformer" else "mlp", int(arch["p"]), int(arch["embed"]),
-                             int(arch["hidden"]), int(arch.get("heads", 4)))
+        return build_multitask_model(
+            "transformer" if name == "modular_transformer" else "mlp",
+            int(arch["p"]),
+            int(arch["embed"]),
+            int(arch["hidden"]),
+            int(arch.get("heads", 4)),
+        )
     # A user's factory is never reached from a record: kernelscope.core.provenance.model_spec builds it from params.
-    raise CheckpointError(f"architecture name {name!r} is unknown; expected one of "
-                          f"{', '.join(repr(n) for n in (*MODELS, *MULTITASK_ARCHS))}.")
+    raise CheckpointError(
+        f"architecture name {name!r} is unknown; expected one of "
+        f"{', '.join(repr(n) for n in (*MODELS, *MULTITASK_ARCHS))}."
+    )
 
 
 def pick_device(device: str) -> torch.device:
@@ -196,5 +253,7 @@ def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ParamsError("params: field 'device' is 'cuda', but torch sees no CUDA device on this machine; set device: auto or device: cpu.")
+        raise ParamsError(
+            "params: field 'device' is 'cuda', but torch sees no CUDA device on this machine; set device: auto or device: cpu."
+        )
     return torch.device(device)

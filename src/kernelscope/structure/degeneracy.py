@@ -32,8 +32,9 @@ def activation_moments(model: nn.Module, x: torch.Tensor, layer: str, chunk_size
     return gram / len(x), total / len(x)
 
 
-def jacobian_gram(model: nn.Module, x: torch.Tensor, source: str, target: str, chunk_size: int,
-                  readout: torch.Tensor | None = None) -> np.ndarray:
+def jacobian_gram(
+    model: nn.Module, x: torch.Tensor, source: str, target: str, chunk_size: int, readout: torch.Tensor | None = None
+) -> np.ndarray:
     """E_x[Jᵀ J] with J = ∂(readout · h_target)/∂h_source at x: (d_source, d_source) float64."""
     gram = None
     for chunk in chunks(x, chunk_size):
@@ -61,22 +62,31 @@ def spectrum_summary(eigenvalues: np.ndarray, rtol: float, mass: float) -> dict[
     """Rank measures of a Gram spectrum (eigenvalues are squared singular values of the stacked vectors)."""
     s = np.sqrt(eigenvalues)
     rank = numerical_rank(s, rtol)
-    return {"dim": int(len(eigenvalues)), "rank": rank, "degenerate_directions": int(len(eigenvalues) - rank),
-            "rank_mass": rank_to_mass(s, mass), "participation": participation_ratio(s)}
+    return {
+        "dim": int(len(eigenvalues)),
+        "rank": rank,
+        "degenerate_directions": int(len(eigenvalues) - rank),
+        "rank_mass": rank_to_mass(s, mass),
+        "participation": participation_ratio(s),
+    }
 
 
 @dataclass(frozen=True)
 class FiringGroups:
     """Neurons of a ReLU layer grouped by their on/off pattern over the data."""
 
-    dead: list[int]                 # never fire
-    always_on: list[int]            # fire on every input (the ReLU acts as the identity: a linear neuron)
-    synchronized: list[list[int]]   # groups of ≥ 2 neurons, neither dead nor always on, with identical patterns
+    dead: list[int]  # never fire
+    always_on: list[int]  # fire on every input (the ReLU acts as the identity: a linear neuron)
+    synchronized: list[list[int]]  # groups of ≥ 2 neurons, neither dead nor always on, with identical patterns
 
     def summary(self) -> dict[str, Any]:
-        return {"dead": len(self.dead), "always_on": len(self.always_on), "sync_groups": len(self.synchronized),
-                "sync_neurons": sum(len(g) for g in self.synchronized),
-                "largest_sync_group": max((len(g) for g in self.synchronized), default=0)}
+        return {
+            "dead": len(self.dead),
+            "always_on": len(self.always_on),
+            "sync_groups": len(self.synchronized),
+            "sync_neurons": sum(len(g) for g in self.synchronized),
+            "largest_sync_group": max((len(g) for g in self.synchronized), default=0),
+        }
 
 
 def firing_groups(h: np.ndarray) -> FiringGroups:
@@ -109,5 +119,7 @@ def effective_parameters(model: nn.Module, llc: float | None) -> dict[str, float
     raw = int(sum(p.numel() for p in model.parameters()))
     out: dict[str, float] = {"raw_parameters": raw}
     if llc is not None:
-        out.update({"llc": float(llc), "effective_parameters": 2.0 * float(llc), "effective_fraction": 2.0 * float(llc) / raw})
+        out.update(
+            {"llc": float(llc), "effective_parameters": 2.0 * float(llc), "effective_fraction": 2.0 * float(llc) / raw}
+        )
     return out

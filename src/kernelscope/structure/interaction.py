@@ -32,11 +32,11 @@ class Basis:
     """f = forward @ (h − offset); h = offset + back @ f on the data; coordinates ordered by importance."""
 
     name: str
-    forward: np.ndarray     # (r, d)
-    back: np.ndarray        # (d, r)
-    offset: np.ndarray      # (d,)
+    forward: np.ndarray  # (r, d)
+    back: np.ndarray  # (d, r)
+    offset: np.ndarray  # (d,)
     importance: np.ndarray  # (r,) descending
-    fit_mean: np.ndarray    # (r,) mean coordinates over the fit points
+    fit_mean: np.ndarray  # (r,) mean coordinates over the fit points
 
 
 def _eigh_desc(matrix: np.ndarray, rtol: float) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +53,9 @@ def pca_basis(gram: np.ndarray, mean: np.ndarray, rtol: float) -> Basis:
     return Basis("pca", q.T, q, mean, values, np.zeros(len(values)))
 
 
-def interaction_bases(model: nn.Module, x: torch.Tensor, layers: list[str], *, chunk_size: int, rtol: float) -> dict[str, Basis]:
+def interaction_bases(
+    model: nn.Module, x: torch.Tensor, layers: list[str], *, chunk_size: int, rtol: float
+) -> dict[str, Basis]:
     """The interaction basis of every listed layer but the last (whose own coordinates are kept)."""
     model = model.eval()
     bases: dict[str, Basis] = {}
@@ -61,26 +63,28 @@ def interaction_bases(model: nn.Module, x: torch.Tensor, layers: list[str], *, c
     for layer, following in reversed(list(zip(layers[:-1], layers[1:]))):
         gram, mean = activation_moments(model, x, layer, chunk_size)
         lam, u = _eigh_desc(gram, rtol)
-        whiten = (u / np.sqrt(lam)).T            # W: (r, d)
-        unwhiten = u * np.sqrt(lam)               # W⁺: (d, r)
+        whiten = (u / np.sqrt(lam)).T  # W: (r, d)
+        unwhiten = u * np.sqrt(lam)  # W⁺: (d, r)
         m = unwhiten.T @ jacobian_gram(model, x, layer, following, chunk_size, readout=readout) @ unwhiten  # (r, r)
         sigma, v = np.linalg.eigh((m + m.T) / 2)
         sigma, v = np.clip(sigma[::-1], 0.0, None), v[:, ::-1]
-        forward = v.T @ whiten                   # (r, d)
+        forward = v.T @ whiten  # (r, d)
         bases[layer] = Basis("interaction", forward, unwhiten @ v, np.zeros(len(mean)), sigma, forward @ mean)
         live = sigma > rtol * max(sigma[0], 1e-300)  # directions that drive the next layer; the rest add nothing to J̃
         readout = torch.from_numpy(np.sqrt(sigma[live])[:, None] * forward[live]).to(next(model.parameters()).dtype)
     return {layer: bases[layer] for layer in layers[:-1]}
 
 
-def ablated_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str, basis: Basis, kept: int, chunk_size: int = 4096) -> float:
+def ablated_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str, basis: Basis, kept: int, chunk_size: int = 4096
+) -> float:
     """Test accuracy with every coordinate after the first ``kept`` set to its fit mean (the rest of h untouched)."""
     removed = slice(kept, None)
     dtype = next(model.parameters()).dtype
-    forward = torch.from_numpy(basis.forward[removed]).to(dtype)     # (r_removed, d)
-    back = torch.from_numpy(basis.back[:, removed]).to(dtype)        # (d, r_removed)
+    forward = torch.from_numpy(basis.forward[removed]).to(dtype)  # (r_removed, d)
+    back = torch.from_numpy(basis.back[:, removed]).to(dtype)  # (d, r_removed)
     offset = torch.from_numpy(basis.offset).to(dtype)
-    target = torch.from_numpy(basis.fit_mean[removed]).to(dtype)     # (r_removed,)
+    target = torch.from_numpy(basis.fit_mean[removed]).to(dtype)  # (r_removed,)
 
     def replace(h: torch.Tensor) -> torch.Tensor:  # (b, d) -> (b, d)
         f = (h - offset) @ forward.T
@@ -89,9 +93,9 @@ def ablated_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: 
     correct = 0
     with torch.no_grad():
         for start in range(0, len(x), chunk_size):
-            xb = x[start:start + chunk_size]
+            xb = x[start : start + chunk_size]
             out = run_with(model, xb, layer, replace, OUTPUT) if kept < len(basis.importance) else model(xb)
-            correct += int((predictions(out) == y[start:start + chunk_size]).sum())
+            correct += int((predictions(out) == y[start : start + chunk_size]).sum())
     return correct / len(x)
 
 
@@ -100,7 +104,9 @@ def kept_grid(r: int, steps: int) -> list[int]:
     return sorted({*range(min(r, 16) + 1), *np.round(np.linspace(0, r, steps)).astype(int).tolist()})
 
 
-def ablation_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str, basis: Basis, steps: int) -> dict[str, list]:
+def ablation_curve(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str, basis: Basis, steps: int
+) -> dict[str, list]:
     kept = kept_grid(len(basis.importance), steps)
     return {"kept": kept, "accuracy": [ablated_accuracy(model, x, y, layer, basis, k) for k in kept]}
 

@@ -28,12 +28,16 @@ def check_layers(model: nn.Module, x: torch.Tensor, layers: list[str], source: s
     modules = dict(model.named_modules())
     unknown = [n for n in layers if n not in (INPUT, OUTPUT) and n not in modules]
     if unknown:
-        raise KernelscopeError(f"{source}: layer names {unknown} are not modules of the model; "
-                               f"choose from {['input', 'output', *[n for n in modules if n]]}.")
+        raise KernelscopeError(
+            f"{source}: layer names {unknown} are not modules of the model; "
+            f"choose from {['input', 'output', *[n for n in modules if n]]}."
+        )
     if len(layers) < 2:
         raise KernelscopeError(f"{source}: needs at least two layers (got {layers}); list them in forward order.")
     if INPUT in layers and not x.is_floating_point():
-        raise KernelscopeError(f"{source}: 'input' is not differentiable for this model (integer inputs); start at an embedding module.")
+        raise KernelscopeError(
+            f"{source}: 'input' is not differentiable for this model (integer inputs); start at an embedding module."
+        )
 
 
 class _Stop(Exception):
@@ -52,8 +56,13 @@ def activations(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str
     return {n: seen[n] for n in names}
 
 
-def run_with(model: nn.Module, x: torch.Tensor, source: str, replace: Callable[[torch.Tensor], torch.Tensor],
-             target: str = OUTPUT) -> torch.Tensor:
+def run_with(
+    model: nn.Module,
+    x: torch.Tensor,
+    source: str,
+    replace: Callable[[torch.Tensor], torch.Tensor],
+    target: str = OUTPUT,
+) -> torch.Tensor:
     """The target layer (b, d_t) when the source layer's output h (b, d_s) is replaced by ``replace(h)``."""
     modules = dict(model.named_modules())
     handles = []
@@ -61,11 +70,15 @@ def run_with(model: nn.Module, x: torch.Tensor, source: str, replace: Callable[[
     if source == INPUT:
         x = replace(x.reshape(x.shape[0], -1)).reshape(x.shape)
     else:
-        handles.append(modules[source].register_forward_hook(lambda m, a, o: replace(o.reshape(o.shape[0], -1)).reshape(o.shape)))
+        handles.append(
+            modules[source].register_forward_hook(lambda m, a, o: replace(o.reshape(o.shape[0], -1)).reshape(o.shape))
+        )
     if target != OUTPUT:
+
         def stop(m: nn.Module, a: tuple, o: torch.Tensor) -> None:
             captured["t"] = o
             raise _Stop
+
         handles.append(modules[target].register_forward_hook(stop))
     try:
         out = model(x)
@@ -77,8 +90,9 @@ def run_with(model: nn.Module, x: torch.Tensor, source: str, replace: Callable[[
     return out.reshape(out.shape[0], -1)
 
 
-def jacobians(model: nn.Module, x: torch.Tensor, source: str, target: str,
-              readout: torch.Tensor | None = None) -> torch.Tensor:
+def jacobians(
+    model: nn.Module, x: torch.Tensor, source: str, target: str, readout: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-point Jacobians ∂(readout · h_target)/∂h_source for a chunk x: (b, d_t or r, d_s).
 
     Points are independent (eval mode), so the Jacobian of the batch-summed map has no cross terms:
@@ -98,4 +112,4 @@ def jacobians(model: nn.Module, x: torch.Tensor, source: str, target: str,
 
 def chunks(x: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
     for start in range(0, x.shape[0], size):
-        yield x[start:start + size]
+        yield x[start : start + size]

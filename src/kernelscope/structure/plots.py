@@ -9,10 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
 from kernelscope.core.plotting import save_figure  # noqa: E402
-
-
-
 
 
 def jacobian_spectra(path: str | Path, spectra: list[dict], title: str) -> Path:
@@ -26,8 +24,11 @@ def jacobian_spectra(path: str | Path, spectra: list[dict], title: str) -> Path:
             top = values.max() if values.size and values.max() > 0 else 1.0
             ax.semilogy(np.arange(1, len(values) + 1), np.maximum(values / top, 1e-17), lw=1.2, label=label)
         ax.axvline(s["rank_stacked"], color="0.5", ls=":", lw=0.8)
-        ax.set_title(f"{s['source']} → {s['target']}\nrank {s['rank_stacked']}, 99% mass {s['rank_mass_stacked']}, "
-                     f"PR {s['participation_stacked']:.1f}", fontsize=8)
+        ax.set_title(
+            f"{s['source']} → {s['target']}\nrank {s['rank_stacked']}, 99% mass {s['rank_mass_stacked']}, "
+            f"PR {s['participation_stacked']:.1f}",
+            fontsize=8,
+        )
         ax.set_xlabel("index")
     axes[0][0].set_ylabel("σ_i / σ_1")
     axes[0][0].legend(fontsize=7)
@@ -36,11 +37,13 @@ def jacobian_spectra(path: str | Path, spectra: list[dict], title: str) -> Path:
     return save_figure(fig, path)
 
 
-
 def gram_spectra(path: str | Path, layers: list[dict], title: str) -> Path:
     """Activation and gradient Gram eigenvalues per layer, each divided by its largest, log scale."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
-    for ax, key, label in ((axes[0], "activation_eigenvalues", "activation Gram"), (axes[1], "gradient_eigenvalues", "gradient Gram")):
+    for ax, key, label in (
+        (axes[0], "activation_eigenvalues", "activation Gram"),
+        (axes[1], "gradient_eigenvalues", "gradient Gram"),
+    ):
         for layer in layers:
             values = np.asarray(layer[key], dtype=np.float64)
             top = values.max() if values.size and values.max() > 0 else 1.0
@@ -52,7 +55,6 @@ def gram_spectra(path: str | Path, layers: list[dict], title: str) -> Path:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
-
 
 
 def ablation_curves(path: str | Path, curves: dict[str, dict[str, dict[str, list]]], title: str) -> Path:
@@ -70,4 +72,3 @@ def ablation_curves(path: str | Path, curves: dict[str, dict[str, dict[str, list
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
-

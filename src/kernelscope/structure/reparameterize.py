@@ -23,15 +23,15 @@ from kernelscope.structure.layers import activations
 from kernelscope.structure.spectra import borderline, layer_spectra
 
 PASSIVE = (nn.Identity, nn.Dropout)  # modules that may sit between a hidden layer and its consumer
-HOMOGENEOUS = (nn.ReLU,)             # σ(c·z) = c·σ(z) for c > 0
+HOMOGENEOUS = (nn.ReLU,)  # σ(c·z) = c·σ(z) for c > 0
 
 
 @dataclass(frozen=True)
 class HiddenSite:
     layer: str
-    producer: str        # the nn.Linear computing the layer's coordinates
-    consumer: str        # the nn.Linear reading them
-    activation: bool     # a ReLU sits between producer and layer
+    producer: str  # the nn.Linear computing the layer's coordinates
+    consumer: str  # the nn.Linear reading them
+    activation: bool  # a ReLU sits between producer and layer
 
 
 def hidden_site(model: nn.Module, layer: str) -> HiddenSite:
@@ -46,14 +46,18 @@ def hidden_site(model: nn.Module, layer: str) -> HiddenSite:
     elif isinstance(modules[layer], HOMOGENEOUS) and i > 0 and isinstance(modules[names[i - 1]], nn.Linear):
         producer, activation = names[i - 1], True
     else:
-        raise KernelscopeError(f"layer {layer!r} ({type(modules[layer]).__name__}) is neither an nn.Linear output nor a ReLU right after one; "
-                               "only such layers can be reparameterized.")
-    for name in names[i + 1:]:
+        raise KernelscopeError(
+            f"layer {layer!r} ({type(modules[layer]).__name__}) is neither an nn.Linear output nor a ReLU right after one; "
+            "only such layers can be reparameterized."
+        )
+    for name in names[i + 1 :]:
         if isinstance(modules[name], nn.Linear):
             return HiddenSite(layer, producer, name, activation)
         if not isinstance(modules[name], PASSIVE):
             break
-    raise KernelscopeError(f"layer {layer!r} is not read directly by an nn.Linear; only such layers can be reparameterized.")
+    raise KernelscopeError(
+        f"layer {layer!r} is not read directly by an nn.Linear; only such layers can be reparameterized."
+    )
 
 
 def reparameterizable(model: nn.Module, layer: str) -> bool:
@@ -97,7 +101,9 @@ def scale(model: nn.Module, layer: str, factors: np.ndarray) -> nn.Module:
 def linear_change(model: nn.Module, layer: str, a: np.ndarray) -> nn.Module:
     """Any invertible change of coordinates, for a layer with no nonlinearity."""
     if hidden_site(model, layer).activation:
-        raise KernelscopeError(f"layer {layer!r} is a ReLU output: only permutations and positive scalings keep its function.")
+        raise KernelscopeError(
+            f"layer {layer!r} is a ReLU output: only permutations and positive scalings keep its function."
+        )
     a64 = torch.as_tensor(np.asarray(a, dtype=np.float64))
     return change_coordinates(model, layer, a64, torch.linalg.inv(a64))
 
@@ -112,14 +118,18 @@ def neuron_measures(model: nn.Module, x: torch.Tensor, layer: str) -> dict[str, 
     d = h.shape[1]
     l1, l2 = np.abs(h).sum(1), np.sqrt((h**2).sum(1))
     hoyer = (np.sqrt(d) - l1 / np.maximum(l2, 1e-300)) / (np.sqrt(d) - 1)
-    return {"fraction_active": (np.abs(h) > 0).mean(0), "mean_abs_activation": np.abs(h).mean(0),
-            "incoming_norm": modules[site.producer].weight.detach().double().norm(dim=1).numpy(),
-            "outgoing_norm": modules[site.consumer].weight.detach().double().norm(dim=0).numpy(),
-            "hoyer_sparsity": np.array([hoyer[l2 > 0].mean()])}
+    return {
+        "fraction_active": (np.abs(h) > 0).mean(0),
+        "mean_abs_activation": np.abs(h).mean(0),
+        "incoming_norm": modules[site.producer].weight.detach().double().norm(dim=1).numpy(),
+        "outgoing_norm": modules[site.consumer].weight.detach().double().norm(dim=0).numpy(),
+        "hoyer_sparsity": np.array([hoyer[l2 > 0].mean()]),
+    }
 
 
-def random_transforms(model: nn.Module, layers: list[str], seed: int,
-                      scale_range: tuple[float, float] = (0.5, 2.0)) -> dict[str, tuple[nn.Module, float]]:
+def random_transforms(
+    model: nn.Module, layers: list[str], seed: int, scale_range: tuple[float, float] = (0.5, 2.0)
+) -> dict[str, tuple[nn.Module, float]]:
     """Seeded function-preserving copies: every reparameterizable layer permuted, scaled, or (linear
     layers only) mixed by an invertible matrix; each with the largest condition number of its changes."""
     rng = np.random.default_rng(seed)
@@ -148,12 +158,17 @@ def random_transforms(model: nn.Module, layers: list[str], seed: int,
     return out
 
 
-RANK_MEASURES = {"rank_per_point_mean": "coordinate-free", "rank_stacked": "coordinate-free",
-                 "rank_mass_stacked": "spectral shape", "participation_stacked": "spectral shape"}
+RANK_MEASURES = {
+    "rank_per_point_mean": "coordinate-free",
+    "rank_stacked": "coordinate-free",
+    "rank_mass_stacked": "spectral shape",
+    "participation_stacked": "spectral shape",
+}
 
 
-def coordinate_check(model: nn.Module, x: torch.Tensor, layers: list[str], *, seed: int, chunk_size: int, rtol: float,
-                     mass: float) -> dict[str, Any]:
+def coordinate_check(
+    model: nn.Module, x: torch.Tensor, layers: list[str], *, seed: int, chunk_size: int, rtol: float, mass: float
+) -> dict[str, Any]:
     """Apply each function-preserving transform and compare rank measures and neuron-basis measures.
 
     Rows: transform, measure, where, kind ('coordinate-free' | 'spectral shape' | 'neuron basis'),
@@ -176,24 +191,53 @@ def coordinate_check(model: nn.Module, x: torch.Tensor, layers: list[str], *, se
         after = layer_spectra(new, x, layers, chunk_size=chunk_size, rtol=rtol, mass=mass)
         band = kappa**2
         for b, a in zip(base, after):
-            allowed = {"rank_per_point_mean": float(np.mean([borderline(s, rtol, band) for s in b.per_point])),
-                       "rank_stacked": float(borderline(b.stacked, rtol, band))}
+            allowed = {
+                "rank_per_point_mean": float(np.mean([borderline(s, rtol, band) for s in b.per_point])),
+                "rank_stacked": float(borderline(b.stacked, rtol, band)),
+            }
             for measure, kind in RANK_MEASURES.items():
                 before_v, after_v = float(b.summary[measure]), float(a.summary[measure])
-                row = {"transform": name, "measure": measure, "where": f"{b.source}→{b.target}", "kind": kind, "before": before_v,
-                       "after": after_v, "changed": bool(not np.isclose(before_v, after_v, rtol=1e-6, atol=1e-9))}
+                row = {
+                    "transform": name,
+                    "measure": measure,
+                    "where": f"{b.source}→{b.target}",
+                    "kind": kind,
+                    "before": before_v,
+                    "after": after_v,
+                    "changed": bool(not np.isclose(before_v, after_v, rtol=1e-6, atol=1e-9)),
+                }
                 if measure in allowed:
-                    row.update({"allowed": allowed[measure], "within_bound": bool(abs(after_v - before_v) <= allowed[measure] + 1e-9)})
+                    row.update(
+                        {
+                            "allowed": allowed[measure],
+                            "within_bound": bool(abs(after_v - before_v) <= allowed[measure] + 1e-9),
+                        }
+                    )
                 rows.append(row)
         for layer in sites:
             old_m, new_m = neuron_measures(model, x, layer), neuron_measures(new, x, layer)
             for measure in old_m:
-                diff = float(np.max(np.abs(new_m[measure] - old_m[measure]) / np.maximum(np.abs(old_m[measure]), 1e-12)))
-                rows.append({"transform": name, "measure": measure, "where": layer, "kind": "neuron basis",
-                             "before": float(np.mean(old_m[measure])), "after": float(np.mean(new_m[measure])),
-                             "max_relative_change": diff, "changed": bool(diff > 1e-6)})
+                diff = float(
+                    np.max(np.abs(new_m[measure] - old_m[measure]) / np.maximum(np.abs(old_m[measure]), 1e-12))
+                )
+                rows.append(
+                    {
+                        "transform": name,
+                        "measure": measure,
+                        "where": layer,
+                        "kind": "neuron basis",
+                        "before": float(np.mean(old_m[measure])),
+                        "after": float(np.mean(new_m[measure])),
+                        "max_relative_change": diff,
+                        "changed": bool(diff > 1e-6),
+                    }
+                )
     free = [r for r in rows if r["kind"] == "coordinate-free"]
-    return {"rows": rows, "output_relative_change": output_change, "sites": sites,
-            "coordinate_free_kept": bool(free) and all(r["within_bound"] for r in free),
-            "rank_changes_within_band": sum(r["changed"] for r in free),
-            "neuron_basis_changed": sorted({r["measure"] for r in rows if r["kind"] == "neuron basis" and r["changed"]})}
+    return {
+        "rows": rows,
+        "output_relative_change": output_change,
+        "sites": sites,
+        "coordinate_free_kept": bool(free) and all(r["within_bound"] for r in free),
+        "rank_changes_within_band": sum(r["changed"] for r in free),
+        "neuron_basis_changed": sorted({r["measure"] for r in rows if r["kind"] == "neuron basis" and r["changed"]}),
+    }

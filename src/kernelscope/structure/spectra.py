@@ -87,23 +87,37 @@ class PairSpectrum:
 
     source: str
     target: str
-    per_point: np.ndarray               # (n, min(d_t, d_s)) singular values per point, descending
-    stacked: np.ndarray                 # (d_s,) singular values of the (n·d_t, d_s) stack, descending
-    shape: tuple[int, int]              # (d_t, d_s)
+    per_point: np.ndarray  # (n, min(d_t, d_s)) singular values per point, descending
+    stacked: np.ndarray  # (d_s,) singular values of the (n·d_t, d_s) stack, descending
+    shape: tuple[int, int]  # (d_t, d_s)
     summary: dict[str, float] = field(default_factory=dict)
 
 
 def summarize(per_point: np.ndarray, stacked: np.ndarray, rtol: float, mass: float) -> dict[str, float]:
     ranks = np.array([numerical_rank(s, rtol) for s in per_point])
-    return {"rank_per_point_mean": float(ranks.mean()), "rank_per_point_min": int(ranks.min()), "rank_per_point_max": int(ranks.max()),
-            "rank_mass_per_point_mean": float(np.mean([rank_to_mass(s, mass) for s in per_point])),
-            "participation_per_point_mean": float(np.mean([participation_ratio(s) for s in per_point])),
-            "rank_stacked": numerical_rank(stacked, rtol), "rank_mass_stacked": rank_to_mass(stacked, mass),
-            "participation_stacked": participation_ratio(stacked)}
+    return {
+        "rank_per_point_mean": float(ranks.mean()),
+        "rank_per_point_min": int(ranks.min()),
+        "rank_per_point_max": int(ranks.max()),
+        "rank_mass_per_point_mean": float(np.mean([rank_to_mass(s, mass) for s in per_point])),
+        "participation_per_point_mean": float(np.mean([participation_ratio(s) for s in per_point])),
+        "rank_stacked": numerical_rank(stacked, rtol),
+        "rank_mass_stacked": rank_to_mass(stacked, mass),
+        "participation_stacked": participation_ratio(stacked),
+    }
 
 
-def pair_spectrum(model: nn.Module, x: torch.Tensor, source: str, target: str, *, chunk_size: int, rtol: float, mass: float,
-                  progress: Progress | None = None) -> PairSpectrum:
+def pair_spectrum(
+    model: nn.Module,
+    x: torch.Tensor,
+    source: str,
+    target: str,
+    *,
+    chunk_size: int,
+    rtol: float,
+    mass: float,
+    progress: Progress | None = None,
+) -> PairSpectrum:
     """Per-point and stacked spectra of ∂h_target/∂h_source over the points x, chunk by chunk."""
     per_point, stack, shape = [], StackedSpectrum(), (0, 0)
     for chunk in chunks(x, chunk_size):
@@ -118,10 +132,20 @@ def pair_spectrum(model: nn.Module, x: torch.Tensor, source: str, target: str, *
     return PairSpectrum(source, target, per, stacked, shape, summarize(per, stacked, rtol, mass))
 
 
-def layer_spectra(model: nn.Module, x: torch.Tensor, layers: list[str], *, chunk_size: int, rtol: float, mass: float,
-                  progress: bool = False) -> list[PairSpectrum]:
+def layer_spectra(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: list[str],
+    *,
+    chunk_size: int,
+    rtol: float,
+    mass: float,
+    progress: bool = False,
+) -> list[PairSpectrum]:
     """Spectra of every adjacent pair (layers[i] → layers[i+1])."""
     pairs = list(zip(layers[:-1], layers[1:]))
     bar = Progress(total=len(pairs) * len(x), desc="layer Jacobians", unit="pt", bar=progress)
     with bar:
-        return [pair_spectrum(model, x, s, t, chunk_size=chunk_size, rtol=rtol, mass=mass, progress=bar) for s, t in pairs]
+        return [
+            pair_spectrum(model, x, s, t, chunk_size=chunk_size, rtol=rtol, mass=mass, progress=bar) for s, t in pairs
+        ]

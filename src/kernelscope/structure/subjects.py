@@ -11,14 +11,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 
-from threadpoolctl import threadpool_limits
-
-from kernelscope.models.checkpoint import load_checkpoint
-from kernelscope.core.provenance import run_model, multitask_spec
 from kernelscope.core.params import Params
+from kernelscope.core.provenance import multitask_spec, run_model
 from kernelscope.core.results import StageResult
+from kernelscope.models.checkpoint import load_checkpoint
 from kernelscope.structure.layers import check_layers, default_layers
 
 
@@ -30,8 +29,8 @@ def one_blas_thread(stage: Callable[..., StageResult]) -> Callable[..., StageRes
     def run(*args: Any, **kwargs: Any) -> StageResult:
         with threadpool_limits(limits=1, user_api="blas"):
             return stage(*args, **kwargs)
-    return run
 
+    return run
 
 
 @dataclass
@@ -41,18 +40,16 @@ class Subject:
     name: str
     model: nn.Module
     checkpoint_hash: str
-    x_fit: torch.Tensor    # (points, ...) seeded sample of the training split
+    x_fit: torch.Tensor  # (points, ...) seeded sample of the training split
     fit_ids: np.ndarray
-    x_eval: torch.Tensor   # the test split
+    x_eval: torch.Tensor  # the test split
     y_eval: torch.Tensor
-    root: Path             # the run folder: <root>/structure/ gets the artifacts, <root>/loss_kernel/ may hold an SGLD run
+    root: Path  # the run folder: <root>/structure/ gets the artifacts, <root>/loss_kernel/ may hold an SGLD run
     layers: list[str]
-
 
 
 def _sample(n: int, k: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=min(k, n), replace=False))
-
 
 
 def load_subject(params: Params, name: str, outputs: str | Path) -> Subject:
@@ -84,7 +81,5 @@ def load_subject(params: Params, name: str, outputs: str | Path) -> Subject:
     return Subject(name, model, ckpt.checkpoint_hash, x_fit, np.asarray(fit_ids), x_eval, y_eval, root, layers)
 
 
-
 def out_dir(subject: Subject) -> Path:
     return subject.root / "structure"
-

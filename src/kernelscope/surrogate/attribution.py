@@ -28,12 +28,23 @@ def attributions(model: KGLM, k_query: np.ndarray) -> np.ndarray:
     return model.weight[None, :, :] * k[:, None, :] + (model.bias / n_train)[None, :, None]
 
 
-def write_attributions(path: str | Path, model: KGLM, kernel_blocks: Iterable[tuple[np.ndarray, np.ndarray]], train_ids: np.ndarray,
-                       provenance: dict[str, Any]) -> dict[str, Any]:
+def write_attributions(
+    path: str | Path,
+    model: KGLM,
+    kernel_blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    train_ids: np.ndarray,
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
     """Stream attributions of every (query, logit) into a verified Parquet artifact, one row group per kernel block."""
     n_t = len(train_ids)
-    meta = {"orientation": "(query, logit, train)", "n_train": n_t, "n_logits": int(model.weight.shape[0]),
-            "train_ids": [int(i) for i in train_ids], "definition": "A_c(x, x_j) = W_cj k(x, x_j) + b_c / N", **provenance}
+    meta = {
+        "orientation": "(query, logit, train)",
+        "n_train": n_t,
+        "n_logits": int(model.weight.shape[0]),
+        "train_ids": [int(i) for i in train_ids],
+        "definition": "A_c(x, x_j) = W_cj k(x, x_j) + b_c / N",
+        **provenance,
+    }
     schema = pa.schema([("query_id", pa.int64()), ("logit", pa.int16()), ("values", pa.list_(pa.float32(), n_t))])
     n_rows = 0
     with ParquetArtifactWriter(path, schema, ARTIFACT, meta, use_dictionary=False) as writer:
@@ -48,7 +59,9 @@ def write_attributions(path: str | Path, model: KGLM, kernel_blocks: Iterable[tu
     return {**writer.meta, "n_query": n_rows}
 
 
-def read_attributions(path: str | Path, expect: dict[str, Any] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def read_attributions(
+    path: str | Path, expect: dict[str, Any] | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (query_ids (b,), attributions (b, C_out, N)) per row group of a verified file."""
     meta, groups = verified_row_groups(path, ARTIFACT, expect)
     c, n = meta["n_logits"], meta["n_train"]
@@ -57,7 +70,9 @@ def read_attributions(path: str | Path, expect: dict[str, Any] | None = None) ->
         yield table.column("query_id").to_numpy()[::c], values
 
 
-def class_summary(model: KGLM, kernel_blocks: Iterable[np.ndarray], train_labels: np.ndarray, n_classes: int) -> np.ndarray:
+def class_summary(
+    model: KGLM, kernel_blocks: Iterable[np.ndarray], train_labels: np.ndarray, n_classes: int
+) -> np.ndarray:
     """Mean attribution from each training class t to each logit c: (n_classes, C_out) (the paper's Fig. 2B).
 
     Needs only the column sums of the kernel: Σ_x Σ_{j∈t} A_c(x, x_j) = Σ_{j∈t} W_cj Σ_x κ(x, x_j) + n_q |t| b_c / N,

@@ -8,8 +8,14 @@ from typing import Any
 
 from kernelscope.core.tables import markdown_table, write_table_files
 
-COLUMNS = (("tau_k", "τ_K", ".3f"), ("tad", "TAD (pts)", "+.2f"), ("r_miss", "R_Miss", ".3f"),
-           ("r2_linearization", "R² (App. L)", ".3f"), ("kglm_accuracy", "kGLM acc", ".4f"), ("nn_accuracy", "NN acc", ".4f"))
+COLUMNS = (
+    ("tau_k", "τ_K", ".3f"),
+    ("tad", "TAD (pts)", "+.2f"),
+    ("r_miss", "R_Miss", ".3f"),
+    ("r2_linearization", "R² (App. L)", ".3f"),
+    ("kglm_accuracy", "kGLM acc", ".4f"),
+    ("nn_accuracy", "NN acc", ".4f"),
+)
 
 
 def comparison_table(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:

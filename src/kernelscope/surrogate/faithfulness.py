@@ -23,7 +23,9 @@ class Faithfulness:
         return asdict(self)
 
 
-def faithfulness(y: np.ndarray, nn_logits: np.ndarray, kglm_logits: np.ndarray) -> tuple[Faithfulness, dict[str, np.ndarray]]:
+def faithfulness(
+    y: np.ndarray, nn_logits: np.ndarray, kglm_logits: np.ndarray
+) -> tuple[Faithfulness, dict[str, np.ndarray]]:
     """Metrics plus the per-point columns behind the probability scatter."""
     pred_nn, pred_kglm = predictions(nn_logits), predictions(kglm_logits)
     acc_nn, acc_kglm = float((pred_nn == y).mean()), float((pred_kglm == y).mean())
@@ -36,5 +38,11 @@ def faithfulness(y: np.ndarray, nn_logits: np.ndarray, kglm_logits: np.ndarray) 
         kglm_accuracy=acc_kglm,
         n_test=int(len(y)),
     )
-    points = {"label": np.asarray(y), "nn_logit": logit_nn, "kglm_logit": logit_kglm, "nn_pred": pred_nn, "kglm_pred": pred_kglm}
+    points = {
+        "label": np.asarray(y),
+        "nn_logit": logit_nn,
+        "kglm_logit": logit_kglm,
+        "nn_pred": pred_nn,
+        "kglm_pred": pred_kglm,
+    }
     return report, points

@@ -11,8 +11,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDClassifier
 
-from kernelscope.core.tensor_artifacts import read_safetensors, write_safetensors
 from kernelscope.core.errors import ArtifactError, KernelscopeError
+from kernelscope.core.tensor_artifacts import read_safetensors, write_safetensors
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,9 @@ class KGLM:
         return np.asarray(k_query, dtype=np.float64) @ self.weight.T + self.bias
 
 
-def fit_kglm(k_train: np.ndarray, y: np.ndarray, *, alpha: float, max_iter: int, tol: float, seed: int,
-             standardize: bool = True) -> KGLM:
+def fit_kglm(
+    k_train: np.ndarray, y: np.ndarray, *, alpha: float, max_iter: int, tol: float, seed: int, standardize: bool = True
+) -> KGLM:
     """Fit scikit-learn's SGDClassifier(loss='log_loss', penalty='l2') on the kernel features, seeded.
 
     With ``standardize`` the SGD sees each kernel column centred and scaled to unit variance over
@@ -44,8 +45,10 @@ def fit_kglm(k_train: np.ndarray, y: np.ndarray, *, alpha: float, max_iter: int,
     """
     k_train = np.asarray(k_train, dtype=np.float64)  # (N, N)
     if not np.all(np.isfinite(k_train)):
-        raise KernelscopeError(f"the train × train kernel holds {int((~np.isfinite(k_train)).sum())} NaN or inf values; "
-                               "recompute it (kernelscope kernel) from a checkpoint with finite weights.")
+        raise KernelscopeError(
+            f"the train × train kernel holds {int((~np.isfinite(k_train)).sum())} NaN or inf values; "
+            "recompute it (kernelscope kernel) from a checkpoint with finite weights."
+        )
     if standardize:
         mean = k_train.mean(axis=0)  # (N,)
         scale = k_train.std(axis=0)
@@ -53,7 +56,9 @@ def fit_kglm(k_train: np.ndarray, y: np.ndarray, *, alpha: float, max_iter: int,
         features = (k_train - mean) / scale
     else:
         mean, scale, features = np.zeros(k_train.shape[1]), np.ones(k_train.shape[1]), k_train
-    classifier = SGDClassifier(loss="log_loss", penalty="l2", alpha=alpha, max_iter=max_iter, tol=tol, random_state=seed)
+    classifier = SGDClassifier(
+        loss="log_loss", penalty="l2", alpha=alpha, max_iter=max_iter, tol=tol, random_state=seed
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         classifier.fit(features, y)
@@ -64,7 +69,9 @@ def fit_kglm(k_train: np.ndarray, y: np.ndarray, *, alpha: float, max_iter: int,
     weight = coef / scale  # W (x - m)/s + b0 = (W/s) x + (b0 - (W/s)·m)
     bias = classifier.intercept_.astype(np.float64) - weight @ mean
     if not (np.all(np.isfinite(weight)) and np.all(np.isfinite(bias))):
-        raise KernelscopeError(f"the kGLM fit diverged to non-finite weights (alpha={alpha:g}); raise kglm.alpha or keep kglm.standardize on.")
+        raise KernelscopeError(
+            f"the kGLM fit diverged to non-finite weights (alpha={alpha:g}); raise kglm.alpha or keep kglm.standardize on."
+        )
     return KGLM(weight=weight, bias=bias, converged=converged)
 
 
@@ -74,7 +81,9 @@ ARTIFACT = "kglm"
 def save_kglm(model: KGLM, path: str | Path, provenance: dict[str, Any]) -> dict[str, Any]:
     """W and b as a verified safetensors artifact; the provenance (sorted JSON, so the same fit gives the same
     bytes: its hash keys the cache of later steps) records every setting of the fit and its kernel."""
-    return write_safetensors(path, {"weight": model.weight, "bias": model.bias}, ARTIFACT, {**provenance, "converged": bool(model.converged)})
+    return write_safetensors(
+        path, {"weight": model.weight, "bias": model.bias}, ARTIFACT, {**provenance, "converged": bool(model.converged)}
+    )
 
 
 def load_kglm(path: str | Path, expect: dict[str, Any] | None = None) -> KGLM:
@@ -83,4 +92,6 @@ def load_kglm(path: str | Path, expect: dict[str, Any] | None = None) -> KGLM:
     weight, bias = arrays.get("weight"), arrays.get("bias")
     if weight is None or bias is None or weight.ndim != 2 or bias.shape != (weight.shape[0],):
         raise ArtifactError(f"{path}: does not hold a kGLM's 'weight' (C, N) and 'bias' (C,); rerun the kglm stage.")
-    return KGLM(weight=weight.astype(np.float64), bias=bias.astype(np.float64), converged=bool(meta.get("converged", True)))
+    return KGLM(
+        weight=weight.astype(np.float64), bias=bias.astype(np.float64), converged=bool(meta.get("converged", True))
+    )

@@ -31,7 +31,11 @@ def arctan(x, nu, mu, alpha, beta):
     return nu / np.pi * np.arctan(-(x - alpha) / (2 * beta)) + 0.5 + mu
 
 
-MAPS = {"linear": (linear, [1.0, 0.0]), "logistic": (logistic, [1.0, 0.0, 0.5, 0.1]), "arctan": (arctan, [-1.0, 0.0, 0.5, 0.1])}
+MAPS = {
+    "linear": (linear, [1.0, 0.0]),
+    "logistic": (logistic, [1.0, 0.0, 0.5, 0.1]),
+    "arctan": (arctan, [-1.0, 0.0, 0.5, 0.1]),
+}
 
 
 @dataclass(frozen=True)
@@ -78,14 +82,18 @@ def fit_linearization(p_kglm: np.ndarray, p_nn: np.ndarray, seed: int = 0) -> Li
     unsaturated = (p_nn > EPS) & (p_nn < 1 - EPS) & (p_kglm > EPS) & (p_kglm < 1 - EPS)
     usable = fit_idx[unsaturated[fit_idx]]
     if len(usable) < 5:
-        raise ValueError(f"no linearization map could be fit: only {len(usable)} points of the fit half have both "
-                         "probabilities strictly between 0 and 1 (the kGLM or the NN is saturated)")
+        raise ValueError(
+            f"no linearization map could be fit: only {len(usable)} points of the fit half have both "
+            "probabilities strictly between 0 and 1 (the kGLM or the NN is saturated)"
+        )
     x, y = p_kglm[usable], p_nn[usable]
     best, best_r2, fits = None, -np.inf, {}
     for name, (fn, start) in MAPS.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            solution = least_squares(_logit_residuals(fn, x, y), np.asarray(start, dtype=np.float64), method="trf", max_nfev=5000)
+            solution = least_squares(
+                _logit_residuals(fn, x, y), np.asarray(start, dtype=np.float64), method="trf", max_nfev=5000
+            )
         popt = solution.x
         r2 = r2_logit(np.clip(fn(p_kglm[fit_idx], *popt), 0, 1), p_nn[fit_idx])
         fits[name] = r2

@@ -9,13 +9,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
 from kernelscope.core.plotting import save_figure  # noqa: E402
 
 
-
-
-
-def probability_scatter(path: str | Path, kglm_logit: np.ndarray, nn_logit: np.ndarray, labels: np.ndarray, title: str) -> Path:
+def probability_scatter(
+    path: str | Path, kglm_logit: np.ndarray, nn_logit: np.ndarray, labels: np.ndarray, title: str
+) -> Path:
     """kGLM vs NN correct-class probability in logit scale, one colour per true class."""
     fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=110)
     scatter = ax.scatter(kglm_logit, nn_logit, c=labels, cmap="tab10", s=10, alpha=0.75, vmin=0, vmax=9, linewidths=0)
@@ -31,7 +31,6 @@ def probability_scatter(path: str | Path, kglm_logit: np.ndarray, nn_logit: np.n
         fig.colorbar(scatter, ax=ax, label="true class")
     fig.tight_layout()
     return save_figure(fig, path)
-
 
 
 def comparison_bars(path: str | Path, table: list[dict], title: str) -> Path:
@@ -51,7 +50,6 @@ def comparison_bars(path: str | Path, table: list[dict], title: str) -> Path:
     return save_figure(fig, path)
 
 
-
 def residual_cdf(path: str | Path, approx: np.ndarray, exact: np.ndarray, approx_kind: str, exact_kind: str) -> Path:
     """Cumulative histogram of |approx − exact| over off-diagonal entries (the paper's App. F)."""
     n = exact.shape[0]
@@ -66,7 +64,6 @@ def residual_cdf(path: str | Path, approx: np.ndarray, exact: np.ndarray, approx
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, path)
-
 
 
 def linearization_parity(path: str | Path, p_mapped: np.ndarray, p_nn: np.ndarray, title: str) -> Path:
@@ -86,7 +83,6 @@ def linearization_parity(path: str | Path, p_mapped: np.ndarray, p_nn: np.ndarra
     return save_figure(fig, path)
 
 
-
 def attribution_heatmap(path: str | Path, summary: np.ndarray, title: str) -> Path:
     """Mean attribution from each training class (rows) to each logit (columns), the paper's Fig. 2B."""
     fig, ax = plt.subplots(figsize=(5.4, 4.4), dpi=110)
@@ -102,11 +98,14 @@ def attribution_heatmap(path: str | Path, summary: np.ndarray, title: str) -> Pa
     return save_figure(fig, path)
 
 
-
-def attribution_boxplot(path: str | Path, attribution: np.ndarray, train_labels: np.ndarray, n_classes: int, title: str) -> Path:
+def attribution_boxplot(
+    path: str | Path, attribution: np.ndarray, train_labels: np.ndarray, n_classes: int, title: str
+) -> Path:
     """Distribution of one logit's attributions over the training points of each class (the paper's Fig. 2C)."""
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=110)
-    ax.boxplot([attribution[train_labels == t] for t in range(n_classes)], showfliers=True, flierprops={"markersize": 2})
+    ax.boxplot(
+        [attribution[train_labels == t] for t in range(n_classes)], showfliers=True, flierprops={"markersize": 2}
+    )
     ax.set_xticks(range(1, n_classes + 1), [str(t) for t in range(n_classes)])
     ax.axhline(0, color="0.6", lw=0.8)
     ax.set_xlabel("training class")
@@ -116,9 +115,13 @@ def attribution_boxplot(path: str | Path, attribution: np.ndarray, train_labels:
     return save_figure(fig, path)
 
 
-
-def neighbour_grid(path: str | Path, query: np.ndarray, neighbours: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                   query_label: int | None) -> Path:
+def neighbour_grid(
+    path: str | Path,
+    query: np.ndarray,
+    neighbours: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    query_label: int | None,
+) -> Path:
     """The query image and its top-5 most similar training images under each kernel (one row per kernel)."""
     kinds = list(neighbours)
     cols = 1 + max(len(v) for v in neighbours.values())
@@ -135,4 +138,3 @@ def neighbour_grid(path: str | Path, query: np.ndarray, neighbours: dict[str, np
             ax.set_yticks([])
     fig.tight_layout()
     return save_figure(fig, path)
-

@@ -13,25 +13,23 @@ import numpy as np
 from scipy.special import expit
 
 from kernelscope import __version__
-from kernelscope.core.json_artifacts import write_json_artifact
-from kernelscope.surrogate.attribution import class_summary, write_attributions
-from kernelscope.surrogate.faithfulness import faithfulness, predictions
-from kernelscope.surrogate.linearization import fit_linearization
-from kernelscope.core.fileio import atomic_path, sha256_file, write_dvc_metrics
-from kernelscope.kernels.store import read_kernel, read_kernel_meta
-from kernelscope.surrogate.kglm import fit_kglm, load_kglm, save_kglm
-from kernelscope.core.params import Params, params_hash
-from kernelscope.core.provenance import (run_model, kernel_expect, kernel_provenance, kglm_provenance)
-from kernelscope.surrogate.plots import attribution_heatmap, linearization_parity, probability_scatter
-from kernelscope.models.train import predict_logits
-from kernelscope.core.layout import RunLayout
-from kernelscope.core.results import StageResult
 from kernelscope.core.checks import require_finite_logits
+from kernelscope.core.fileio import atomic_path, sha256_file, write_dvc_metrics
+from kernelscope.core.json_artifacts import write_json_artifact
+from kernelscope.core.layout import RunLayout
+from kernelscope.core.params import Params, params_hash
+from kernelscope.core.provenance import kernel_expect, kernel_provenance, kglm_provenance, run_model
+from kernelscope.core.results import StageResult
 from kernelscope.kernels.registry import kernel_kind
 from kernelscope.kernels.stages import kernel_stage
+from kernelscope.kernels.store import read_kernel, read_kernel_meta
 from kernelscope.models.stages import train_stage
-
-
+from kernelscope.models.train import predict_logits
+from kernelscope.surrogate.attribution import class_summary, write_attributions
+from kernelscope.surrogate.faithfulness import faithfulness, predictions
+from kernelscope.surrogate.kglm import fit_kglm, load_kglm, save_kglm
+from kernelscope.surrogate.linearization import fit_linearization
+from kernelscope.surrogate.plots import attribution_heatmap, linearization_parity, probability_scatter
 
 
 def check_kglm_inputs(params: Params, layout: RunLayout, kind: str) -> None:
@@ -39,15 +37,19 @@ def check_kglm_inputs(params: Params, layout: RunLayout, kind: str) -> None:
     (the kglm command checks every kind first, so a refused file leaves no kind half done)."""
     ds, ckpt = run_model(params, layout)
     for split in ("train", "test"):  # hashed and checked only; the stages read the values (and check their query ids)
-        read_kernel_meta(layout.kernel_path(kind, split), expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, split))
-
+        read_kernel_meta(
+            layout.kernel_path(kind, split), expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, split)
+        )
 
 
 def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
     """Fit the kGLM on the train × train kernel and save it (safetensors)."""
     ds, ckpt = run_model(params, layout)
-    k_train, k_meta = read_kernel(layout.kernel_path(kind, "train"), expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, "train"),
-                                  query_ids=ds.train.ids)
+    k_train, k_meta = read_kernel(
+        layout.kernel_path(kind, "train"),
+        expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, "train"),
+        query_ids=ds.train.ids,
+    )
     kp = params.kglm
     if kp.target == "labels":
         targets = ds.train.y
@@ -55,14 +57,20 @@ def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
         train_logits = predict_logits(ckpt.model, ds.train.x)
         require_finite_logits(train_logits, "training-set NN", layout.model_dir)
         targets = predictions(train_logits)
-    surrogate = fit_kglm(k_train, targets, alpha=kp.alpha, max_iter=kp.max_iter, tol=kp.tol, seed=params.seed,
-                         standardize=kp.standardize)
+    surrogate = fit_kglm(
+        k_train, targets, alpha=kp.alpha, max_iter=kp.max_iter, tol=kp.tol, seed=params.seed, standardize=kp.standardize
+    )
     path = layout.kglm_dir(kind) / "kglm.safetensors"
-    save_kglm(surrogate, path, {**kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash),
-                                "train_kernel_sha256": k_meta["content_sha256"]})
+    save_kglm(
+        surrogate,
+        path,
+        {
+            **kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash),
+            "train_kernel_sha256": k_meta["content_sha256"],
+        },
+    )
     summary = {"kind": kind, "path": str(path), "converged": surrogate.converged, "kglm_sha256": sha256_file(path)}
     return StageResult.of(summary, [path])
-
 
 
 def evaluate_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
@@ -77,7 +85,9 @@ def evaluate_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
     test_provenance = kernel_expect(params, kind, ckpt.checkpoint_hash, ds, "test")
     k_test, _ = read_kernel(layout.kernel_path(kind, "test"), expect=test_provenance, query_ids=ds.test.ids)
     out = layout.kglm_dir(kind)
-    surrogate = load_kglm(out / "kglm.safetensors", expect=kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash))
+    surrogate = load_kglm(
+        out / "kglm.safetensors", expect=kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash)
+    )
     nn_logits, kglm_logits = predict_logits(ckpt.model, ds.test.x), surrogate.logits(k_test)
     require_finite_logits(nn_logits, "test-set NN", layout.model_dir)
     require_finite_logits(kglm_logits, f"test-set kGLM ({kind})", out)
@@ -90,24 +100,46 @@ def evaluate_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
             for row in zip(ds.test.ids, points["label"], points["kglm_logit"], points["nn_logit"]):
                 writer.writerow([int(row[0]), int(row[1]), f"{row[2]:.6g}", f"{row[3]:.6g}"])
     title = f"{ds.name} · {kind}: τ_K = {report.tau_k:.3f}, TAD = {report.tad:+.2f} pts"
-    plot = probability_scatter(out / "probabilities.png", points["kglm_logit"], points["nn_logit"], points["label"], title)
+    plot = probability_scatter(
+        out / "probabilities.png", points["kglm_logit"], points["nn_logit"], points["label"], title
+    )
     lin = linearize(points, out / "linearization.png", f"{ds.name} · {kind}", report.tau_k)
     attributions_path = out / "attributions.parquet"
-    write_attributions(attributions_path, surrogate, [(ds.test.ids, k_test)], ds.train.ids,
-                       {**test_provenance, "kglm": params.kglm.model_dump(mode="json")})
+    write_attributions(
+        attributions_path,
+        surrogate,
+        [(ds.test.ids, k_test)],
+        ds.train.ids,
+        {**test_provenance, "kglm": params.kglm.model_dump(mode="json")},
+    )
     summary_by_class = class_summary(surrogate, [k_test], ds.train.y, ds.n_classes)
-    heatmap = attribution_heatmap(out / "attribution_by_class.png", summary_by_class, f"{ds.name} · {kind}: mean attribution")
+    heatmap = attribution_heatmap(
+        out / "attribution_by_class.png", summary_by_class, f"{ds.name} · {kind}: mean attribution"
+    )
     summary = {
-        "dataset": ds.name, "kind": kind, **report.as_dict(), **lin, "kglm_converged": surrogate.converged,
-        "attributions": str(attributions_path), "attribution_by_class": summary_by_class.tolist(), "heatmap": str(heatmap),
-        "checkpoint_hash": ckpt.checkpoint_hash, "dataset_hash": ds.dataset_hash,
-        "plot": str(plot), "points_csv": str(out / "probabilities.csv"),
+        "dataset": ds.name,
+        "kind": kind,
+        **report.as_dict(),
+        **lin,
+        "kglm_converged": surrogate.converged,
+        "attributions": str(attributions_path),
+        "attribution_by_class": summary_by_class.tolist(),
+        "heatmap": str(heatmap),
+        "checkpoint_hash": ckpt.checkpoint_hash,
+        "dataset_hash": ds.dataset_hash,
+        "plot": str(plot),
+        "points_csv": str(out / "probabilities.csv"),
     }
     write_json_artifact(out / "metrics.json", summary, "metrics")
-    written = [out / "probabilities.csv", plot, lin.get("linearization_plot"), attributions_path, heatmap,
-               out / "metrics.json"]  # no linearization plot when too few points are unsaturated
+    written = [
+        out / "probabilities.csv",
+        plot,
+        lin.get("linearization_plot"),
+        attributions_path,
+        heatmap,
+        out / "metrics.json",
+    ]  # no linearization plot when too few points are unsaturated
     return StageResult.of(summary, [path for path in written if path is not None])
-
 
 
 def linearize(points: dict[str, np.ndarray], plot_path: Path, title: str, tau: float) -> dict[str, Any]:
@@ -117,11 +149,19 @@ def linearize(points: dict[str, np.ndarray], plot_path: Path, title: str, tau: f
         fit = fit_linearization(p_kglm, p_nn)
     except ValueError as error:
         return {"linearization": "n/a", "r2_linearization": float("nan"), "linearization_note": str(error)}
-    linearization_parity(plot_path, fit.apply(p_kglm), p_nn,
-                         f"{title}: {fit.name} map, R² = {fit.r2_holdout:.3f} ({fit.n_holdout} unsaturated held-out points), τ_K = {tau:.3f}")
-    return {"linearization": fit.name, "r2_linearization": fit.r2_holdout, "linearization_params": fit.params,
-            "linearization_points": {"fit": fit.n_fit, "holdout": fit.n_holdout}, "linearization_plot": str(plot_path)}
-
+    linearization_parity(
+        plot_path,
+        fit.apply(p_kglm),
+        p_nn,
+        f"{title}: {fit.name} map, R² = {fit.r2_holdout:.3f} ({fit.n_holdout} unsaturated held-out points), τ_K = {tau:.3f}",
+    )
+    return {
+        "linearization": fit.name,
+        "r2_linearization": fit.r2_holdout,
+        "linearization_params": fit.params,
+        "linearization_points": {"fit": fit.n_fit, "holdout": fit.n_holdout},
+        "linearization_plot": str(plot_path),
+    }
 
 
 def compare_stage(params: Params, layout: RunLayout, summaries: list[dict[str, Any]]) -> StageResult:
@@ -138,23 +178,27 @@ def compare_stage(params: Params, layout: RunLayout, summaries: list[dict[str, A
             from kernelscope.surrogate.plots import residual_cdf
 
             hashes = (s["checkpoint_hash"], s["dataset_hash"], "train")
-            approx, _ = read_kernel(layout.kernel_path(s["kind"], "train"), expect=kernel_provenance(params, s["kind"], *hashes))
-            exact, _ = read_kernel(layout.kernel_path(exact_kind, "train"), expect=kernel_provenance(params, exact_kind, *hashes))
+            approx, _ = read_kernel(
+                layout.kernel_path(s["kind"], "train"), expect=kernel_provenance(params, s["kind"], *hashes)
+            )
+            exact, _ = read_kernel(
+                layout.kernel_path(exact_kind, "train"), expect=kernel_provenance(params, exact_kind, *hashes)
+            )
             if kernel_kind(exact_kind).normalization != kernel_kind(s["kind"]).normalization:
                 # e.g. pNTK is stored unnormalized and its projection as cosines: compare cosines
                 d = np.sqrt(np.clip(np.diag(exact), 1e-300, None))
                 exact = exact / d[:, None] / d[None, :]
-            artifacts.append(str(residual_cdf(out / f"residuals_{s['kind']}.png", approx, exact, s["kind"], exact_kind)))
+            artifacts.append(
+                str(residual_cdf(out / f"residuals_{s['kind']}.png", approx, exact, s["kind"], exact_kind))
+            )
     metrics = write_metrics(layout, summaries)
     return StageResult.of({"table": table, "artifacts": artifacts}, [*artifacts, metrics])
-
 
 
 def write_metrics(layout: RunLayout, summaries: list[dict[str, Any]]) -> Path:
     """The DVC metrics file: {kind: {tau_k, tad, r_miss, nn_accuracy, kglm_accuracy}}."""
     keys = ("tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy")
     return write_dvc_metrics(layout.metrics_path, {s["kind"]: {k: s[k] for k in keys} for s in summaries})
-
 
 
 def seed_run(params: Params, layout: RunLayout, arch: str, kind: str) -> StageResult:
@@ -164,36 +208,84 @@ def seed_run(params: Params, layout: RunLayout, arch: str, kind: str) -> StageRe
     kernels = kernel_stage(params, layout, kind, progress=False)
     fitted = fit_kglm_stage(params, layout, kind)
     evaluated = evaluate_stage(params, layout, kind)
-    summary = {**evaluated.summary, "arch": arch, "seed": params.seed,
-               "train_accuracy": trained.summary["train_accuracy"]}
+    summary = {
+        **evaluated.summary,
+        "arch": arch,
+        "seed": params.seed,
+        "train_accuracy": trained.summary["train_accuracy"],
+    }
     return StageResult.of(summary, [], trained, kernels, fitted, evaluated)
 
 
-
-def track_attribution(params: Params, summaries: list[dict[str, Any]], *, source: str | None = None, experiment: str = "attribution",
-                      comparison_artifacts: list[str] = ()) -> list[str]:
+def track_attribution(
+    params: Params,
+    summaries: list[dict[str, Any]],
+    *,
+    source: str | None = None,
+    experiment: str = "attribution",
+    comparison_artifacts: list[str] = (),
+) -> list[str]:
     """Log one MLflow run per kernel kind (params, τ_K, TAD, R_Miss, accuracies, hashes, scatter plot)
     and one comparison run per dataset (every kind's metrics, the table, the bar chart, residuals)."""
     from kernelscope.core.tracking import RunTags, log_run
 
     def tags(s: dict[str, Any], kernel: str, **extra: str) -> RunTags:
-        return RunTags(experiment, s["dataset"], kernel, params.seed, params_hash(params),
-                       {"checkpoint_hash": s["checkpoint_hash"], "dataset_hash": s["dataset_hash"], "kernelscope_version": __version__, **extra})
+        return RunTags(
+            experiment,
+            s["dataset"],
+            kernel,
+            params.seed,
+            params_hash(params),
+            {
+                "checkpoint_hash": s["checkpoint_hash"],
+                "dataset_hash": s["dataset_hash"],
+                "kernelscope_version": __version__,
+                **extra,
+            },
+        )
 
-    run_params = {"seed": params.seed, "data": params.data.model_dump(mode="json"), "train": params.train.model_dump(mode="json"),
-                  "kernel": params.kernel.model_dump(mode="json"), "kglm": params.kglm.model_dump(mode="json")}
+    run_params = {
+        "seed": params.seed,
+        "data": params.data.model_dump(mode="json"),
+        "train": params.train.model_dump(mode="json"),
+        "kernel": params.kernel.model_dump(mode="json"),
+        "kglm": params.kglm.model_dump(mode="json"),
+    }
     run_ids = []
     for s in summaries:
-        metrics = {k: s[k] for k in ("tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy", "r2_linearization") if k in s}
+        metrics = {
+            k: s[k] for k in ("tau_k", "tad", "r_miss", "nn_accuracy", "kglm_accuracy", "r2_linearization") if k in s
+        }
         artifacts = [s[k] for k in ("plot", "points_csv", "linearization_plot", "heatmap") if k in s]
-        run_ids.append(log_run(experiment, f"{s['dataset']}-{s['kind']}", params={**run_params, "dataset": s["dataset"], "kernel": s["kind"]},
-                               metrics=metrics, artifacts=artifacts, source=source,
-                               tags=tags(s, s["kind"], kglm_converged=str(s["kglm_converged"]), linearization=str(s.get("linearization", "n/a")))))
+        run_ids.append(
+            log_run(
+                experiment,
+                f"{s['dataset']}-{s['kind']}",
+                params={**run_params, "dataset": s["dataset"], "kernel": s["kind"]},
+                metrics=metrics,
+                artifacts=artifacts,
+                source=source,
+                tags=tags(
+                    s,
+                    s["kind"],
+                    kglm_converged=str(s["kglm_converged"]),
+                    linearization=str(s.get("linearization", "n/a")),
+                ),
+            )
+        )
     if summaries and comparison_artifacts:
         first = summaries[0]
         metrics = {f"{k}.{s['kind']}": s[k] for s in summaries for k in ("tau_k", "tad", "r_miss")}
         metrics["nn_accuracy"] = first["nn_accuracy"]
-        run_ids.append(log_run(experiment, f"{first['dataset']}-comparison", params={**run_params, "dataset": first["dataset"]},
-                               metrics=metrics, tags=tags(first, "comparison"), artifacts=list(comparison_artifacts), source=source))
+        run_ids.append(
+            log_run(
+                experiment,
+                f"{first['dataset']}-comparison",
+                params={**run_params, "dataset": first["dataset"]},
+                metrics=metrics,
+                tags=tags(first, "comparison"),
+                artifacts=list(comparison_artifacts),
+                source=source,
+            )
+        )
     return run_ids
-

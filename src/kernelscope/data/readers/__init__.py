@@ -44,25 +44,31 @@ def read_source(spec: DataSourceParams, seed: int = 0) -> ArraySet:
     path: Path | None = None
     if reader.path is not None:
         if not spec.path:
-            raise ArtifactError(f"data.path is not set for format '{fmt}'; set data.path to the file or folder to "
-                                "read.")
+            raise ArtifactError(
+                f"data.path is not set for format '{fmt}'; set data.path to the file or folder to read."
+            )
         path = Path(spec.path).expanduser()
     source = reader.source(spec, seed)
     if path is not None:
         if not path.exists():
             raise ArtifactError(f"{source}: not found; fix data.path (relative paths start at the working directory).")
         if reader.path == "file" and path.is_dir():
-            raise ArtifactError(f"{source}: is a folder, but format '{fmt}' reads one file; point data.path at the "
-                                "file.")
+            raise ArtifactError(
+                f"{source}: is a folder, but format '{fmt}' reads one file; point data.path at the file."
+            )
     raw = reader.read(spec, source, path, seed)
     x, y, image_shape, class_names, is_test = raw.x, raw.y, raw.image_shape, raw.class_names, raw.is_test
     if reader.image_shape_from_data and spec.image_shape is not None and tuple(spec.image_shape) != image_shape:
-        raise ArtifactError(f"{source}: data.image_shape is {tuple(spec.image_shape)} but the images read are "
-                            f"{image_shape}; remove data.image_shape (use data.image_size to resize an image folder).")
+        raise ArtifactError(
+            f"{source}: data.image_shape is {tuple(spec.image_shape)} but the images read are "
+            f"{image_shape}; remove data.image_shape (use data.image_size to resize an image folder)."
+        )
 
     if class_names is not None and spec.n_classes is not None and spec.n_classes != len(class_names):
-        raise ArtifactError(f"{source}: data.n_classes is {spec.n_classes} but the source defines {len(class_names)} "
-                            "classes; remove data.n_classes or make it agree.")
+        raise ArtifactError(
+            f"{source}: data.n_classes is {spec.n_classes} but the source defines {len(class_names)} "
+            "classes; remove data.n_classes or make it agree."
+        )
     n_given = spec.n_classes if class_names is None else len(class_names)
     x, y, n_classes = validate_arrays(x, y, source=source, n_classes=n_given, x_name=raw.x_name, y_name=raw.y_name)
     d = x.shape[1]
@@ -70,9 +76,11 @@ def read_source(spec: DataSourceParams, seed: int = 0) -> ArraySet:
         image_shape = (d,)
     image_shape = tuple(int(v) for v in image_shape)
     if int(np.prod(image_shape)) != d:
-        raise ArtifactError(f"{source}: {raw.shape_origin} gives image shape {image_shape} "
-                            f"({int(np.prod(image_shape))} values) but each point has {d} features; "
-                            "fix the image shape or the features.")
+        raise ArtifactError(
+            f"{source}: {raw.shape_origin} gives image shape {image_shape} "
+            f"({int(np.prod(image_shape))} values) but each point has {d} features; "
+            "fix the image shape or the features."
+        )
     if class_names is None:
         class_names = tuple(str(i) for i in range(n_classes))
     if spec.max_per_class is not None:
@@ -80,5 +88,12 @@ def read_source(spec: DataSourceParams, seed: int = 0) -> ArraySet:
         if not keep.all():
             x, y = x[keep], y[keep]
             is_test = None if is_test is None else is_test[keep]
-    return ArraySet(x=x, y=y, n_classes=n_classes, image_shape=image_shape, class_names=tuple(class_names),
-                    is_test=None if is_test is None else np.asarray(is_test, dtype=bool), source=source)
+    return ArraySet(
+        x=x,
+        y=y,
+        n_classes=n_classes,
+        image_shape=image_shape,
+        class_names=tuple(class_names),
+        is_test=None if is_test is None else np.asarray(is_test, dtype=bool),
+        source=source,
+    )

@@ -21,8 +21,10 @@ def read_mnist1d(spec: DataSourceParams, source: str, path: Path | None, seed: i
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as error:
-        raise ArtifactError(f"{source}: the mnist1d package cannot be imported ({error}); "
-                            "install it with pip install mnist1d==0.0.2.post1.") from None
+        raise ArtifactError(
+            f"{source}: the mnist1d package cannot be imported ({error}); "
+            "install it with pip install mnist1d==0.0.2.post1."
+        ) from None
     args = get_dataset_args()
     args.num_samples = int(spec.mnist1d_samples)
     args.seed = int(seed)
@@ -35,5 +37,13 @@ def read_mnist1d(spec: DataSourceParams, source: str, path: Path | None, seed: i
     x = np.concatenate([np.asarray(data["x"]), np.asarray(data["x_test"])])
     y = np.concatenate([np.asarray(data["y"]), np.asarray(data["y_test"])])
     is_test = np.concatenate([np.zeros(len(data["y"]), bool), np.ones(len(data["y_test"]), bool)])
-    return RawArrays(x, y, "the generated sequences", "the generated labels", (1, int(x.shape[1])), "the generator",
-                     tuple(str(i) for i in range(10)), is_test)
+    return RawArrays(
+        x,
+        y,
+        "the generated sequences",
+        "the generated labels",
+        (1, int(x.shape[1])),
+        "the generator",
+        tuple(str(i) for i in range(10)),
+        is_test,
+    )

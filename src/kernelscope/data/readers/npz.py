@@ -16,11 +16,14 @@ def read_npz(spec: DataSourceParams, source: str, path: Path | None, seed: int) 
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception as error:  # noqa: BLE001 - any failure to open is the user's file
-        raise ArtifactError(f"{source}: not a readable .npz archive ({error.__class__.__name__}: {error}); "
-                            "save it with numpy.savez or point data.path at one.") from None
+        raise ArtifactError(
+            f"{source}: not a readable .npz archive ({error.__class__.__name__}: {error}); "
+            "save it with numpy.savez or point data.path at one."
+        ) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ArtifactError(f"{source}: holds a single .npy array, not an .npz archive; save x and y together with "
-                            "numpy.savez.")
+        raise ArtifactError(
+            f"{source}: holds a single .npy array, not an .npz archive; save x and y together with numpy.savez."
+        )
     with archive:
         names = list(archive.files)
 
@@ -32,14 +35,19 @@ def read_npz(spec: DataSourceParams, source: str, path: Path | None, seed: int) 
                 return archive[key]
             except ValueError as error:
                 if "allow_pickle" in str(error) or "Object arrays" in str(error):
-                    raise ArtifactError(f"{source}: array '{key}' is an object (pickled) array, which is not loaded "
-                                        "because unpickling can run code; save it as a numeric or string "
-                                        "array.") from None
-                raise ArtifactError(f"{source}: array '{key}' is unreadable ({error}); save it again with "
-                                    "numpy.savez.") from None
+                    raise ArtifactError(
+                        f"{source}: array '{key}' is an object (pickled) array, which is not loaded "
+                        "because unpickling can run code; save it as a numeric or string "
+                        "array."
+                    ) from None
+                raise ArtifactError(
+                    f"{source}: array '{key}' is unreadable ({error}); save it again with numpy.savez."
+                ) from None
             except Exception as error:  # noqa: BLE001
-                raise ArtifactError(f"{source}: array '{key}' is unreadable ({error.__class__.__name__}: {error}); "
-                                    "save it again with numpy.savez.") from None
+                raise ArtifactError(
+                    f"{source}: array '{key}' is unreadable ({error.__class__.__name__}: {error}); "
+                    "save it again with numpy.savez."
+                ) from None
 
         x = get(spec.x_key, "data.x_key")
         y = get(spec.y_key, "data.y_key")
@@ -53,14 +61,18 @@ def read_npz(spec: DataSourceParams, source: str, path: Path | None, seed: int) 
     if spec.image_shape is not None:
         image_shape = tuple(spec.image_shape)
         if implied is not None and image_shape != implied:
-            raise ArtifactError(f"{source}: {x_name} has per-point shape {tuple(x.shape[1:])} but data.image_shape is "
-                                f"{image_shape}; store x as (n, channels, height, width) or remove data.image_shape.")
+            raise ArtifactError(
+                f"{source}: {x_name} has per-point shape {tuple(x.shape[1:])} but data.image_shape is "
+                f"{image_shape}; store x as (n, channels, height, width) or remove data.image_shape."
+            )
         shape_origin = "data.image_shape"
     elif stored_shape is not None:
         image_shape = as_shape(stored_shape, source=source, name="array 'image_shape'")
         if implied is not None and image_shape != implied:
-            raise ArtifactError(f"{source}: {x_name} has per-point shape {tuple(x.shape[1:])} but array 'image_shape' "
-                                f"is {image_shape}; make them agree.")
+            raise ArtifactError(
+                f"{source}: {x_name} has per-point shape {tuple(x.shape[1:])} but array 'image_shape' "
+                f"is {image_shape}; make them agree."
+            )
         shape_origin = "array 'image_shape'"
     else:
         image_shape, shape_origin = implied, "x"

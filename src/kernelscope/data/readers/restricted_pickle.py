@@ -34,20 +34,26 @@ class _DTypeStub:
 
     def resolve(self) -> np.dtype:
         if not _NUMERIC_DTYPE.match(self.spec) or self.byteorder not in "<>|=":
-            raise ArtifactError(f"{self.owner.source}: holds an array of dtype '{self.spec}', which is not read (only "
-                                "numeric arrays are, so nothing is unpickled); use the official CIFAR-10 'python "
-                                "version' files.")
+            raise ArtifactError(
+                f"{self.owner.source}: holds an array of dtype '{self.spec}', which is not read (only "
+                "numeric arrays are, so nothing is unpickled); use the official CIFAR-10 'python "
+                "version' files."
+            )
         try:
             return np.dtype(self.byteorder + self.spec if self.byteorder in "<>" else self.spec)
         except TypeError:
-            raise ArtifactError(f"{self.owner.source}: holds an array of unknown dtype '{self.spec}'; "
-                                "use the official CIFAR-10 'python version' files.") from None
+            raise ArtifactError(
+                f"{self.owner.source}: holds an array of unknown dtype '{self.spec}'; "
+                "use the official CIFAR-10 'python version' files."
+            ) from None
 
 
 def _as_dtype(owner: _RestrictedUnpickler, value: Any) -> np.dtype:
     if not isinstance(value, _DTypeStub):
-        raise ArtifactError(f"{owner.source}: holds an array whose dtype is not a numpy dtype "
-                            f"({type(value).__name__}); use the official CIFAR-10 'python version' files.")
+        raise ArtifactError(
+            f"{owner.source}: holds an array whose dtype is not a numpy dtype "
+            f"({type(value).__name__}); use the official CIFAR-10 'python version' files."
+        )
     return value.resolve()
 
 
@@ -61,13 +67,16 @@ class _ArrayStub:
         if isinstance(state, tuple) and len(state) == 5:
             state = state[1:]
         if not (isinstance(state, tuple) and len(state) == 4):
-            raise ArtifactError(f"{self.owner.source}: holds a malformed numpy array state; use the official CIFAR-10 "
-                                "files.")
+            raise ArtifactError(
+                f"{self.owner.source}: holds a malformed numpy array state; use the official CIFAR-10 files."
+            )
         shape, dtype, fortran, raw = state
         dtype = _as_dtype(self.owner, dtype)
         if not isinstance(raw, (bytes, bytearray)):
-            raise ArtifactError(f"{self.owner.source}: holds an array whose data are not raw bytes "
-                                f"({type(raw).__name__}); use the official CIFAR-10 'python version' files.")
+            raise ArtifactError(
+                f"{self.owner.source}: holds an array whose data are not raw bytes "
+                f"({type(raw).__name__}); use the official CIFAR-10 'python version' files."
+            )
         shape = tuple(int(v) for v in shape)
         self.array = np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
 
@@ -97,23 +106,28 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return self._scalar
         if key == ("_codecs", "encode"):
             return self._encode
-        raise ArtifactError(f"{self.source}: the pickle asks to load the global '{module}.{name}', which is refused "
-                            "(only numpy array pieces are allowed); this is not a genuine CIFAR-10 batch, so "
-                            "re-download the 'python version'.")
+        raise ArtifactError(
+            f"{self.source}: the pickle asks to load the global '{module}.{name}', which is refused "
+            "(only numpy array pieces are allowed); this is not a genuine CIFAR-10 batch, so "
+            "re-download the 'python version'."
+        )
 
     def _dtype(self, spec: Any, align: Any = False, copy: Any = False) -> _DTypeStub:
         return _DTypeStub(self, spec, align, copy)
 
     def _reconstruct(self, cls: Any, shape: Any = None, dtype: Any = None) -> _ArrayStub:
         if cls is not _NDARRAY:
-            raise ArtifactError(f"{self.source}: the pickle rebuilds an array subclass ({cls!r}), which is refused; "
-                                "use the official CIFAR-10 'python version' files.")
+            raise ArtifactError(
+                f"{self.source}: the pickle rebuilds an array subclass ({cls!r}), which is refused; "
+                "use the official CIFAR-10 'python version' files."
+            )
         return _ArrayStub(self)
 
     def _frombuffer(self, buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
         if not isinstance(buf, (bytes, bytearray, pickle.PickleBuffer)):
-            raise ArtifactError(f"{self.source}: holds an array whose data are not raw bytes; use the official "
-                                "CIFAR-10 files.")
+            raise ArtifactError(
+                f"{self.source}: holds an array whose data are not raw bytes; use the official CIFAR-10 files."
+            )
         array = np.frombuffer(bytes(buf), dtype=_as_dtype(self, dtype))
         return array.reshape(tuple(int(v) for v in shape), order=_text(order)).copy()
 
@@ -125,8 +139,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def _encode(self, text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
         if not isinstance(text, str) or _text(encoding).lower().replace("-", "") != "latin1":
-            raise ArtifactError(f"{self.source}: the pickle calls _codecs.encode with encoding {encoding!r}, which is "
-                                "refused (only latin1 byte strings are allowed); use the official CIFAR-10 files.")
+            raise ArtifactError(
+                f"{self.source}: the pickle calls _codecs.encode with encoding {encoding!r}, which is "
+                "refused (only latin1 byte strings are allowed); use the official CIFAR-10 files."
+            )
         return text.encode("latin1")
 
 
@@ -158,13 +174,17 @@ def _materialize(value: Any) -> Any:
 def load_restricted(path: Path, source: str) -> Any:
     """The pickle at ``path`` with numpy arrays rebuilt from raw bytes; ArtifactError for anything else."""
     if not path.is_file():
-        raise ArtifactError(f"{source}: file not found; the CIFAR-10 'python version' folder must hold "
-                            "data_batch_1..5, test_batch and batches.meta.")
+        raise ArtifactError(
+            f"{source}: file not found; the CIFAR-10 'python version' folder must hold "
+            "data_batch_1..5, test_batch and batches.meta."
+        )
     try:
         with open(path, "rb") as handle:
             return _materialize(_RestrictedUnpickler(handle, source).load())
     except ArtifactError:
         raise
     except Exception as error:  # noqa: BLE001 - a corrupt pickle can raise almost anything
-        raise ArtifactError(f"{source}: not a readable CIFAR-10 pickle ({error.__class__.__name__}: {error}); "
-                            "re-download the 'python version' files.") from None
+        raise ArtifactError(
+            f"{source}: not a readable CIFAR-10 pickle ({error.__class__.__name__}: {error}); "
+            "re-download the 'python version' files."
+        ) from None
