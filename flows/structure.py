@@ -34,8 +34,9 @@ def structure(
         outputs: folder holding the runs; empty: params.outputs.
         track: log metrics, tags, plots and tables to MLflow.
     """
-    from kernelscope.structure.stages import parameter_stage, structure_summary, track_structure
+    from kernelscope.structure.stages import parameter_stage
     from kernelscope.structure.subjects import load_subject
+    from kernelscope.structure.summary import structure_summary, track_structure
 
     logger = get_run_logger()
     out = str(outputs or params.outputs)

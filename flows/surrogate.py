@@ -8,82 +8,30 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.sections import kernel_sections, kglm_sections, source_hash
+from flows.sections import kglm_sections, source_hash
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.param_types import DatasetName
 from kernelscope.core.params import Params, params_hash
-from kernelscope.core.results import StageResult
 from kernelscope.core.stage_reads import stage_sections
 from kernelscope.core.tracking import RunTags, log_parent_with_children
 from kernelscope.data.datasets import read_dataset
-from kernelscope.kernels.stages import current_kernel, kernel_row_ranges, kernel_split_sizes
 from kernelscope.surrogate.explain import Query, load_inputs, track_explain
 from kernelscope.surrogate.stages import track_attribution
 from kernelscope.surrogate.table import METRICS, seed_table, write_table
 from tasks.fanout import Fanout
 from tasks.surrogate import (
+    assemble_kernels,
     compare_kernels,
     evaluate,
     explain_input,
-    kernel_rows,
     load_checkpoint,
     prepare_data,
     seed_run,
     train_kglm,
     train_model,
-    write_kernel,
     write_report,
 )
-
-
-def assemble_kernels(
-    fan: Fanout, params: Params, root: str, kinds: tuple[str, ...], checkpoint_hash: str, dataset: str
-) -> dict[str, StageResult]:
-    """Every kind's kernels: row-block tasks for the kinds to compute, all in flight together, then one writer per kind.
-
-    The cache sits at the writer, not at the row blocks (tasks.surrogate.kernel_rows: they are never persisted).
-    A kind whose files already verify against params and this checkpoint gets no row tasks: its writer is called
-    without rows, a cache hit whose outputs the ledger checks byte for byte. Any other kind's rows are computed and
-    written with refresh_cache, since a hit there would keep the files that failed the check.
-    """
-    layout = RunLayout(root)
-    sizes = kernel_split_sizes(layout)
-    todo = [kind for kind in kinds if current_kernel(params, layout, kind, checkpoint_hash) is None]
-    pending = {
-        kind: {
-            split: [
-                fan.submit(
-                    kernel_rows,
-                    sections=kernel_sections(params, kind, dataset),
-                    root=root,
-                    kind=kind,
-                    split=split,
-                    start=start,
-                    stop=stop,
-                    checkpoint_hash=checkpoint_hash,
-                )
-                for start, stop in kernel_row_ranges(params, n)
-            ]
-            for split, n in sizes.items()
-        }
-        for kind in todo
-    }
-    written = {}
-    for kind in kinds:
-        rows = None
-        if kind in pending:  # {split: [blocks of each row task]}, in submission order
-            rows = {split: [fan.result(p) for p in parts] for split, parts in pending[kind].items()}
-        writer = write_kernel if rows is None else write_kernel.with_options(refresh_cache=True)
-        written[kind] = fan.run(
-            writer,
-            sections=kernel_sections(params, kind, dataset),
-            root=root,
-            kind=kind,
-            checkpoint_hash=checkpoint_hash,
-            rows=rows,
-        )
-    return written
 
 
 @flow(name="attribution", log_prints=False)

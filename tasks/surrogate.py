@@ -9,19 +9,27 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from flows.sections import kernel_sections
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import run_checkpoint, run_data
 from kernelscope.core.results import StageResult
 from kernelscope.core.stage_reads import params_for
 from kernelscope.data.stages import data_stage
-from kernelscope.kernels.stages import current_kernel, kernel_job, kernel_split_blocks, kernel_stage
+from kernelscope.kernels.stages import (
+    current_kernel,
+    kernel_job,
+    kernel_row_ranges,
+    kernel_split_blocks,
+    kernel_split_sizes,
+    kernel_stage,
+)
 from kernelscope.models.stages import checkpoint_files, train_stage
 from kernelscope.surrogate.explain import Query, explain
 from kernelscope.surrogate.stages import compare_stage, evaluate_stage, fit_kglm_stage
 from kernelscope.surrogate.stages import seed_run as _seed_run
 from tasks.caching import CACHED_TASK, cached_except
-from tasks.fanout import torch_threads
+from tasks.fanout import Fanout, torch_threads
 
 
 @task(name="prepare-data", **CACHED_TASK)
@@ -133,3 +141,52 @@ def write_report(root: str, table_dir: str | None, summaries: list[dict[str, Any
 @task(name="explain-input")
 def explain_input(params: Params, root: str, kinds: list[str], query: Query, top_k: int) -> dict[str, Any]:
     return explain(params, RunLayout(root), kinds, query, top_k)
+
+
+def assemble_kernels(
+    fan: Fanout, params: Params, root: str, kinds: tuple[str, ...], checkpoint_hash: str, dataset: str
+) -> dict[str, StageResult]:
+    """Every kind's kernels: row-block tasks for the kinds to compute, all in flight together, then one writer per kind.
+
+    The cache sits at the writer, not at the row blocks (tasks.surrogate.kernel_rows: they are never persisted).
+    A kind whose files already verify against params and this checkpoint gets no row tasks: its writer is called
+    without rows, a cache hit whose outputs the ledger checks byte for byte. Any other kind's rows are computed and
+    written with refresh_cache, since a hit there would keep the files that failed the check.
+    """
+    layout = RunLayout(root)
+    sizes = kernel_split_sizes(layout)
+    todo = [kind for kind in kinds if current_kernel(params, layout, kind, checkpoint_hash) is None]
+    pending = {
+        kind: {
+            split: [
+                fan.submit(
+                    kernel_rows,
+                    sections=kernel_sections(params, kind, dataset),
+                    root=root,
+                    kind=kind,
+                    split=split,
+                    start=start,
+                    stop=stop,
+                    checkpoint_hash=checkpoint_hash,
+                )
+                for start, stop in kernel_row_ranges(params, n)
+            ]
+            for split, n in sizes.items()
+        }
+        for kind in todo
+    }
+    written = {}
+    for kind in kinds:
+        rows = None
+        if kind in pending:  # {split: [blocks of each row task]}, in submission order
+            rows = {split: [fan.result(p) for p in parts] for split, parts in pending[kind].items()}
+        writer = write_kernel if rows is None else write_kernel.with_options(refresh_cache=True)
+        written[kind] = fan.run(
+            writer,
+            sections=kernel_sections(params, kind, dataset),
+            root=root,
+            kind=kind,
+            checkpoint_hash=checkpoint_hash,
+            rows=rows,
+        )
+    return written

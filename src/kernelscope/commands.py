@@ -169,7 +169,8 @@ def cmd_multitask(args: argparse.Namespace, params: Params) -> Any:
 def cmd_structure(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.core.fileio import write_dvc_metrics
     from kernelscope.core.param_types import BUILTIN_DATASETS
-    from kernelscope.structure.stages import structure_stage, track_structure
+    from kernelscope.structure.stages import structure_stage
+    from kernelscope.structure.summary import track_structure
 
     subjects = (*BUILTIN_DATASETS, *params.sources, "multitask")
     if args.subject not in subjects:
