@@ -229,7 +229,8 @@ def _parquet_footer(path: Path, artifact: str) -> tuple[pq.ParquetFile, dict[str
         stored = kv[HASH_KEY.encode()].decode()
     except KeyError:
         raise ArtifactError(
-            f"{path}: carries no kernelscope provenance or content hash (an older or foreign file); {fix_hint(artifact)}."
+            f"{path}: carries no kernelscope provenance or content hash (an older or foreign file); "
+            f"{fix_hint(artifact)}."
         ) from None
     except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as error:
         raise ArtifactError(
@@ -245,7 +246,8 @@ def _row_groups(path: Path, parquet: pq.ParquetFile, artifact: str) -> Iterator[
             yield parquet.read_row_group(group)
     except (pa.ArrowException, OSError) as error:
         raise ArtifactError(
-            f"{path}: a row group cannot be read ({error.__class__.__name__}); the file is corrupt, {fix_hint(artifact)}."
+            f"{path}: a row group cannot be read ({error.__class__.__name__}); the file is corrupt, "
+            f"{fix_hint(artifact)}."
         ) from None
 
 
@@ -282,6 +284,8 @@ def read_parquet(
 def verified_row_groups(
     path: str | Path, artifact: str, expect: Mapping[str, Any] | None = None
 ) -> tuple[dict[str, Any], Iterator[pa.Table]]:
-    """(provenance, row groups) of a file hashed whole first (one group in memory at a time), so no block is used before the check."""
+    """(provenance, row groups) of a file hashed whole first (one group in memory at a time), so no block is used
+    before the check.
+    """
     meta = verify_parquet(path, artifact, expect)
     return meta, _row_groups(Path(path), pq.ParquetFile(path), artifact)

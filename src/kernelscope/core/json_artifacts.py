@@ -1,4 +1,6 @@
-"""JSON artifacts: a payload with a top-level ``kernelscope`` stamp {artifact, format, version, sha256} (see core.artifacts)."""
+"""JSON artifacts: a payload with a top-level ``kernelscope`` stamp {artifact, format, version, sha256}
+(see core.artifacts).
+"""
 
 from __future__ import annotations
 

@@ -38,7 +38,8 @@ class TrainParams(Section):
     )
     parameterization: Literal["ntk", "standard"] = Field(
         "ntk",
-        description="'ntk': N(0,1) weights and activations divided by sqrt(fan-in) (the paper's MLP); 'standard': PyTorch's default Linear.",
+        description="'ntk': N(0,1) weights and activations divided by sqrt(fan-in) (the paper's MLP); "
+        "'standard': PyTorch's default Linear.",
     )
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="Optimizer.")
     lr: Float = Field(0.5, gt=0.0, description="Learning rate.")
@@ -82,7 +83,8 @@ class KernelParams(Section):
     )
     projection: Literal["kron_hadamard", "gaussian", "rademacher"] = Field(
         "kron_hadamard",
-        description="Random projection: Kronecker-structured subsampled Hadamard (fast) or dense Gaussian / Rademacher.",
+        description="Random projection: Kronecker-structured subsampled Hadamard (fast) "
+        "or dense Gaussian / Rademacher.",
     )
     em_layers: tuple[str, ...] | None = Field(
         None, description="Module names whose outputs form the embedding kernel; null: every hidden layer's activation."
@@ -95,11 +97,13 @@ class KGLMParams(Section):
     tol: Float = Field(1e-3, gt=0.0, description="Stopping tolerance of the kGLM.")
     target: Literal["labels", "nn"] = Field(
         "labels",
-        description="Fit the kGLM to the ground-truth labels (the paper's default) or to the NN's own predictions (its App. I).",
+        description="Fit the kGLM to the ground-truth labels (the paper's default) "
+        "or to the NN's own predictions (its App. I).",
     )
     standardize: StrictBool = Field(
         True,
-        description="Fit on kernel columns scaled to zero mean and unit variance, folded back into W and b (false: the paper's raw fit).",
+        description="Fit on kernel columns scaled to zero mean and unit variance, folded back into W and b "
+        "(false: the paper's raw fit).",
     )
 
 
@@ -141,8 +145,8 @@ class PoisonParams(Section):
     def _m_within_k(self) -> PoisonParams:
         if self.m > self.k:
             raise ValueError(
-                f"poison.m is {self.m} but poison.k is {self.k}, and no test point has more than k poisoned neighbours; "
-                "set poison.m to at most poison.k"
+                f"poison.m is {self.m} but poison.k is {self.k}, "
+                "and no test point has more than k poisoned neighbours; set poison.m to at most poison.k"
             )
         return self
 
@@ -170,7 +174,8 @@ class LossKernelParams(SGLDParams):
     umap: StrictBool = Field(True, description="Draw the UMAP map of 1 − R (umap-learn, seeded).")
     hierarchies: dict[str, str] = Field(
         {"digits10": "src/kernelscope/data/hierarchies/digits-shapes.yaml"},
-        description="Per dataset, a YAML file of superclasses for the taxonomic lift (paths relative to the project root).",
+        description="Per dataset, a YAML file of superclasses for the taxonomic lift "
+        "(paths relative to the project root).",
     )
 
 
@@ -179,7 +184,8 @@ class MultitaskParams(SGLDParams):
 
     arch: Literal["transformer", "mlp"] = Field(
         "transformer",
-        description="'transformer': one attention layer and an MLP on tokens [a, b, task]; 'mlp': embeddings concatenated, one hidden layer.",
+        description="'transformer': one attention layer and an MLP on tokens [a, b, task]; "
+        "'mlp': embeddings concatenated, one hidden layer.",
     )
     p: Int = Field(97, ge=3, description="Prime modulus.")
     train_fraction: Float = Field(
@@ -188,7 +194,8 @@ class MultitaskParams(SGLDParams):
     steps: Int = Field(27000, ge=1, description="AdamW steps (the model must grok both tasks).")
     optimizer_restarts: tuple[Int, ...] = Field(
         (20000,),
-        description="Steps at which AdamW starts again with fresh moments (the run that grokked both tasks restarted at 20000).",
+        description="Steps at which AdamW starts again with fresh moments "
+        "(the run that grokked both tasks restarted at 20000).",
     )
     lr: Float = Field(1e-3, gt=0.0, description="AdamW learning rate.")
     weight_decay: Float = Field(1.0, ge=0.0, description="AdamW weight decay (large: it drives generalization).")
@@ -231,7 +238,8 @@ class StructureParams(Section):
     subjects: tuple[StructureSubject, ...] = Field(
         ("digits2", "digits10", "multitask"),
         min_length=1,
-        description="Models the main job probes: a dataset's attribution-run MLP, or 'multitask' (the multitask model).",
+        description="Models the main job probes: a dataset's attribution-run MLP, "
+        "or 'multitask' (the multitask model).",
     )
     layers: dict[StructureSubject, tuple[str, ...]] = Field(
         default_factory=dict,
@@ -269,7 +277,8 @@ class ScaleParams(Section):
     max_workers: Int = Field(2, ge=1, description="Tasks in flight at once with runner 'threads'.")
     dask_address: str | None = Field(
         None,
-        description="Scheduler address of an existing Dask cluster (e.g. tcp://10.0.0.5:8786); null: start a LocalCluster. "
+        description="Scheduler address of an existing Dask cluster (e.g. tcp://10.0.0.5:8786); "
+        "null: start a LocalCluster. "
         "The environment variable KERNELSCOPE_DASK_ADDRESS overrides it.",
     )
     dask_workers: Int = Field(2, ge=1, description="Worker processes of the LocalCluster.")

@@ -69,8 +69,8 @@ class Params(Section):
             unknown = [n for n in names if n not in known]
             if unknown:
                 raise ValueError(
-                    f"{field}: {unknown[0]!r} is neither a bundled dataset ({', '.join(BUILTIN_DATASETS)}) nor a key of "
-                    "sources; add it under sources or fix the name"
+                    f"{field}: {unknown[0]!r} is neither a bundled dataset ({', '.join(BUILTIN_DATASETS)}) "
+                    "nor a key of sources; add it under sources or fix the name"
                 )
         for name, source in self.sources.items():
             model = source.model
@@ -84,7 +84,8 @@ class Params(Section):
                 )
             if model.weights and not model.factory:
                 raise ValueError(
-                    f"sources.{name}.model.factory: weights need the factory that builds their model ('package.module:function')"
+                    f"sources.{name}.model.factory: weights need the factory that builds their model "
+                    "('package.module:function')"
                 )
             if READERS[source.data.format].path is not None and not source.data.path:
                 raise ValueError(

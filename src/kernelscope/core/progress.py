@@ -40,7 +40,10 @@ class Progress:
         elapsed = max(now - self.start, 1e-9)
         rate = self.done / elapsed
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        return f"{self.desc}: {self.done}/{self.total} {self.unit}s ({rate:.3g} {self.unit}/s, {elapsed:.0f} s elapsed, ETA {eta:.0f} s)"
+        return (
+            f"{self.desc}: {self.done}/{self.total} {self.unit}s "
+            f"({rate:.3g} {self.unit}/s, {elapsed:.0f} s elapsed, ETA {eta:.0f} s)"
+        )
 
     def close(self, finished: bool = True) -> None:
         self.bar.close()

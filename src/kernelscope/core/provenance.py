@@ -59,7 +59,9 @@ def training_section(params: Params, dataset: str) -> tuple[str, Any]:
 
 
 def model_spec(params: Params, ds: Dataset) -> ModelSpec:
-    """The model params say this dataset's checkpoint is: a registry architecture trained here, or the user's factory."""
+    """The model params say this dataset's checkpoint is: a registry architecture trained here,
+    or the user's factory.
+    """
     from kernelscope.models.zoo import architecture, build_model
 
     source = params.source(ds.name)

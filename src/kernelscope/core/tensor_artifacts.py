@@ -51,7 +51,9 @@ def write_safetensors(
 
 
 def _as_numpy(value: Any) -> np.ndarray:
-    """A C-ordered numpy view or copy, keeping 0-d arrays 0-d (BatchNorm's num_batches_tracked; ascontiguousarray would make it (1,))."""
+    """A C-ordered numpy view or copy, keeping 0-d arrays 0-d
+    (BatchNorm's num_batches_tracked; ascontiguousarray would make it (1,)).
+    """
     array = value.detach().cpu().contiguous().numpy() if hasattr(value, "detach") else np.asarray(value)
     return array if array.flags.c_contiguous else array.copy(order="C")
 
@@ -81,7 +83,8 @@ def read_safetensors(
         meta, stored = stamp["provenance"], stamp["sha256"]
     except (KeyError, TypeError, json.JSONDecodeError):
         raise ArtifactError(
-            f"{path}: carries no kernelscope provenance or content hash (an older or foreign file); {fix_hint(artifact)}."
+            f"{path}: carries no kernelscope provenance or content hash (an older or foreign file); "
+            f"{fix_hint(artifact)}."
         ) from None
     meta = check_kind(path, meta, artifact)
     if _tensor_digest(meta, arrays) != stored:

@@ -83,15 +83,17 @@ def dataset_from_arrays(name: str, arrays: Any, test_fraction: float, seed: int)
         for split_name, mask in (("train", ~test_mask), ("test", test_mask)):
             if not mask.any():
                 raise ArtifactError(
-                    f"{arrays.source}: the source's own {split_name} split is empty; add {split_name} rows or drop its split marks."
+                    f"{arrays.source}: the source's own {split_name} split is empty; "
+                    f"add {split_name} rows or drop its split marks."
                 )
         tr, te = np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
     else:
         counts = np.bincount(arrays.y, minlength=arrays.n_classes)
         if (counts < 2).any():
             raise ArtifactError(
-                f"{arrays.source}: class {int(np.argmax(counts < 2))} has {int(counts[counts < 2][0])} point(s); the stratified "
-                "train/test split needs at least 2 per class, add points or set data.n_classes to the classes present."
+                f"{arrays.source}: class {int(np.argmax(counts < 2))} has {int(counts[counts < 2][0])} point(s); "
+                "the stratified train/test split needs at least 2 per class, "
+                "add points or set data.n_classes to the classes present."
             )
         tr, te = train_test_split(ids, test_size=test_fraction, stratify=arrays.y, random_state=seed)
         tr, te = np.sort(tr), np.sort(te)
@@ -115,7 +117,9 @@ def _split_table(split: Split, extra: dict[str, np.ndarray] | None = None) -> pa
 
 
 def write_split(path: str | Path, split: Split, meta: dict, extra: dict[str, np.ndarray] | None = None) -> str:
-    """One split with optional extra per-row columns (e.g. is_poisoned), as a verified artifact (kernelscope.core.artifacts)."""
+    """One split with optional extra per-row columns (e.g. is_poisoned), as a verified artifact
+    (kernelscope.core.artifacts).
+    """
     write_parquet(path, _split_table(split, extra), ARTIFACT, {**meta, "content_hash": split.content_hash})
     return str(path)
 
@@ -137,7 +141,8 @@ def read_split_table(path: str | Path, expect: dict[str, Any] | None = None) -> 
         or (len(split.y) and (split.y.min() < 0 or split.y.max() >= n_classes))
     ):
         raise ArtifactError(
-            f"{path}: labels do not lie in [0, n_classes) for its recorded n_classes {n_classes!r}; rerun the data stage."
+            f"{path}: labels do not lie in [0, n_classes) for its recorded n_classes {n_classes!r}; "
+            "rerun the data stage."
         )
     return split, meta, table
 

@@ -41,7 +41,8 @@ def load_hierarchy(path: str | Path, n_classes: int) -> tuple[str, np.ndarray, l
         for c in members:
             if index[c] != -1:
                 raise KernelscopeError(
-                    f"{path}: class {c} is in both '{names[index[c]]}' and '{name}'; each class belongs to one superclass."
+                    f"{path}: class {c} is in both '{names[index[c]]}' and '{name}'; "
+                    "each class belongs to one superclass."
                 )
             index[c] = g
     missing = np.flatnonzero(index == -1)

@@ -1,4 +1,6 @@
-"""The data stage: a bundled data set or a user's source (params.sources), split and written as a verified Parquet artifact."""
+"""The data stage: a bundled data set or a user's source (params.sources), split and written as a verified
+Parquet artifact.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from kernelscope.data.datasets import make_digits, write_dataset
 
 
 def data_stage(params: Params, dataset: str, layout: RunLayout) -> StageResult:
-    """A bundled dataset, or a user's source (params.sources) read by kernelscope.data.readers, split and written as Parquet."""
+    """A bundled dataset, or a user's source (params.sources) read by kernelscope.data.readers, split and written
+    as Parquet.
+    """
     source = params.source(dataset)
     provenance = data_provenance(params, dataset, layout.data_seed)
     if source is None:

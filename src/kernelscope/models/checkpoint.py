@@ -91,7 +91,8 @@ def read_sidecar(ckpt_dir: str | Path) -> dict[str, Any]:
     sidecar = Path(ckpt_dir) / SIDECAR_NAME
     if not sidecar.is_file():
         raise CheckpointError(
-            f"{sidecar}: checkpoint sidecar not found; train a model first (kernelscope train) or point at a checkpoint folder."
+            f"{sidecar}: checkpoint sidecar not found; "
+            "train a model first (kernelscope train) or point at a checkpoint folder."
         )
     try:
         meta = read_json_artifact(sidecar, "checkpoint-sidecar")
@@ -99,7 +100,8 @@ def read_sidecar(ckpt_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(str(error)) from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(
-            f"{sidecar}: field 'format' is {meta.get('format')!r}, expected {FORMAT!r}; retrain the checkpoint (kernelscope train)."
+            f"{sidecar}: field 'format' is {meta.get('format')!r}, expected {FORMAT!r}; "
+            "retrain the checkpoint (kernelscope train)."
         )
     return meta
 
@@ -131,7 +133,9 @@ def build_bounded(spec: ModelSpec, where: str) -> nn.Module:
 
 
 def load_checkpoint(ckpt_dir: str | Path, spec: ModelSpec) -> Checkpoint:
-    """Load a checkpoint folder into the model ``spec`` describes; every refusal is one sentence naming the file and field."""
+    """Load a checkpoint folder into the model ``spec`` describes; every refusal is one sentence naming the file
+    and field.
+    """
     ckpt_dir = Path(ckpt_dir)
     sidecar, weights = ckpt_dir / SIDECAR_NAME, ckpt_dir / WEIGHTS_NAME
     meta = read_sidecar(ckpt_dir)
@@ -153,7 +157,8 @@ def load_checkpoint(ckpt_dir: str | Path, spec: ModelSpec) -> Checkpoint:
     actual = sha256_file(weights)
     if actual != meta.get("weights_sha256"):
         raise CheckpointError(
-            f"{weights}: sha256 {actual[:12]}… does not match 'weights_sha256' in {sidecar.name}; the weights are corrupt or were replaced, retrain."
+            f"{weights}: sha256 {actual[:12]}… does not match 'weights_sha256' in {sidecar.name}; "
+            "the weights are corrupt or were replaced, retrain."
         )
     try:
         arrays, _ = read_safetensors(
@@ -166,18 +171,21 @@ def load_checkpoint(ckpt_dir: str | Path, spec: ModelSpec) -> Checkpoint:
     extra = sorted(set(arrays) - set(expected))
     if missing or extra:
         raise CheckpointError(
-            f"{weights}: tensors do not match the architecture in params (missing {missing[:3]}, unexpected {extra[:3]}); retrain."
+            f"{weights}: tensors do not match the architecture in params "
+            f"(missing {missing[:3]}, unexpected {extra[:3]}); retrain."
         )
     state = {name: torch.from_numpy(arrays[name].copy()) for name in expected}
     for name, tensor in expected.items():
         got = state[name]
         if tuple(got.shape) != tuple(tensor.shape):
             raise CheckpointError(
-                f"{weights}: tensor '{name}' has shape {tuple(got.shape)} but the architecture in params expects {tuple(tensor.shape)}; retrain."
+                f"{weights}: tensor '{name}' has shape {tuple(got.shape)} "
+                f"but the architecture in params expects {tuple(tensor.shape)}; retrain."
             )
         if got.is_floating_point() != tensor.is_floating_point():
             raise CheckpointError(
-                f"{weights}: tensor '{name}' is {got.dtype} but the model's is {tensor.dtype}; the weights were replaced, retrain."
+                f"{weights}: tensor '{name}' is {got.dtype} but the model's is {tensor.dtype}; "
+                "the weights were replaced, retrain."
             )
     model.load_state_dict(state)
     model.to(next(t.dtype for t in state.values() if t.is_floating_point())).eval()

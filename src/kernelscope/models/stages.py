@@ -1,4 +1,6 @@
-"""The train stage: train the registry architecture on the run's data (or import a user's model) and write the checkpoint."""
+"""The train stage: train the registry architecture on the run's data (or import a user's model) and write
+the checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ def checkpoint_files(model_dir: str | Path) -> list[Path]:
 
 
 def train_stage(params: Params, layout: RunLayout, progress: bool = True) -> StageResult:
-    """Train the registry architecture on the run's data, or load a user's factory model and weights; write the checkpoint."""
+    """Train the registry architecture on the run's data, or load a user's factory model and weights;
+    write the checkpoint.
+    """
     ds = run_data(params, layout, check_params=True)
     source = params.source(ds.name)
     spec = model_spec(params, ds)

@@ -58,16 +58,19 @@ def imported_classifier(dataset: Dataset, spec: ModelSourceParams) -> TrainResul
         except (RuntimeError, ValueError, TypeError) as error:
             raise CheckpointError(
                 f"{spec.factory}: the model cannot read this data's inputs, (n, {dataset.train.x.shape[1]}) float32 "
-                f"({str(error).splitlines()[0][:120]}); accept flat inputs (e.g. start with nn.Unflatten) or fix the data's shape."
+                f"({str(error).splitlines()[0][:120]}); "
+                "accept flat inputs (e.g. start with nn.Unflatten) or fix the data's shape."
             ) from None
     if out.ndim != 2 or out.shape[1] not in accepted_outputs(dataset.n_classes):
         raise CheckpointError(
-            f"{spec.factory}: the model returns shape {tuple(out.shape)}, but the data has {dataset.n_classes} classes; "
+            f"{spec.factory}: the model returns shape {tuple(out.shape)}, "
+            f"but the data has {dataset.n_classes} classes; "
             f"it must return (n, {dataset.n_classes}) logits."
         )
     if not bool(torch.isfinite(out).all()):
         raise CheckpointError(
-            f"{spec.weights}: the model's logits are not finite on the training data; check the weights and the inputs' scale."
+            f"{spec.weights}: the model's logits are not finite on the training data; "
+            "check the weights and the inputs' scale."
         )
     return TrainResult(
         model=model,
@@ -106,7 +109,8 @@ def train_classifier(dataset: Dataset, params: Any, seed: int, progress: bool = 
                 if not math.isfinite(loss_value):  # diverged: stop before a checkpoint of NaN weights is written
                     section = entry_for_section(params)[1].section
                     raise ParamsError(
-                        f"params: training diverged, the loss became {loss_value} in epoch {epoch + 1} with {section}.lr = "
+                        f"params: training diverged, the loss became {loss_value} in epoch {epoch + 1} "
+                        f"with {section}.lr = "
                         f"{params.lr:g}; lower {section}.lr and train again."
                     )
             bar.update()

@@ -106,7 +106,9 @@ def _first_foreign_global(path: Path) -> str | None:
 
 
 def _unpickling_reason(message: str, path: Path) -> str:
-    """What torch.load(weights_only=True) refused, from its message (the reason follows a paragraph of PyTorch advice)."""
+    """What torch.load(weights_only=True) refused, from its message
+    (the reason follows a paragraph of PyTorch advice).
+    """
     found = re.search(
         r"GLOBAL (\S+?)\.?(?:\s|$)", message
     )  # "Unsupported global: GLOBAL x.y was not ..." or "... GLOBAL posix.system whose ..."
@@ -145,8 +147,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
             raise CheckpointError(
-                f"{path}: not a readable safetensors file ({str(error).splitlines()[0][:120]}); the file is truncated or "
-                "not safetensors, export it again with safetensors.torch.save_file."
+                f"{path}: not a readable safetensors file ({str(error).splitlines()[0][:120]}); "
+                "the file is truncated or not safetensors, export it again with safetensors.torch.save_file."
             ) from None
     if suffix in TORCH_SUFFIXES:
         try:
@@ -157,8 +159,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 loaded = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
             raise CheckpointError(
-                f"{path}: refused, the pickle holds more than tensors ({_unpickling_reason(str(error), path)}); save a plain "
-                "state dict (torch.save(model.state_dict(), ...)) or convert it to safetensors."
+                f"{path}: refused, the pickle holds more than tensors ({_unpickling_reason(str(error), path)}); "
+                "save a plain state dict (torch.save(model.state_dict(), ...)) or convert it to safetensors."
             ) from None
         except (RuntimeError, EOFError, OSError, ValueError) as error:
             raise CheckpointError(

@@ -254,6 +254,7 @@ def pick_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise ParamsError(
-            "params: field 'device' is 'cuda', but torch sees no CUDA device on this machine; set device: auto or device: cpu."
+            "params: field 'device' is 'cuda', but torch sees no CUDA device on this machine; "
+            "set device: auto or device: cpu."
         )
     return torch.device(device)
