@@ -102,7 +102,8 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
         first = result["summaries"][0]
         table = Table(
             title=f"{dataset}: kernel comparison — NN test accuracy {100 * first['nn_accuracy']:.2f}%, "
-            f"{results['elapsed'][f'attribution-{dataset}']:.1f} s, {result['cache_hits']}/{result['tasks']} tasks from cache"
+            f"{results['elapsed'][f'attribution-{dataset}']:.1f} s, "
+            f"{result['cache_hits']}/{result['tasks']} tasks from cache"
         )
         for column in ("kernel", "kGLM test acc", "TAD (pts)", "τ_K", "R_Miss"):
             table.add_column(column, justify="left" if column == "kernel" else "right")
@@ -118,8 +119,9 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
 
     seeds = results["table"]
     summary = Table(
-        title=f"Multi-seed faithfulness ({params.table.kind}, {params.table.n_models} seeds × {list(params.table.archs)}, "
-        f"mean(SE) over seeds; {results['elapsed']['table']:.0f} s). Paper (MNIST2): MLP τ_K 0.708(3), CNN τ_K 0.857(7)"
+        title=f"Multi-seed faithfulness ({params.table.kind}, {params.table.n_models} seeds × "
+        f"{list(params.table.archs)}, mean(SE) over seeds; {results['elapsed']['table']:.0f} s). "
+        "Paper (MNIST2): MLP τ_K 0.708(3), CNN τ_K 0.857(7)"
     )
     for column in ("model (dataset)", "# models", *(label for _, label, _, _ in METRICS)):
         summary.add_column(column, justify="left" if column == "model (dataset)" else "right")
@@ -151,7 +153,8 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
     console.print(table3)
 
     lk_table = Table(
-        title="Loss kernel (SGLD around each dataset's MLP; kGLM on loss kernels uses the test labels through the losses)"
+        title="Loss kernel (SGLD around each dataset's MLP; "
+        "kGLM on loss kernels uses the test labels through the losses)"
     )
     for column in (
         "dataset",
@@ -181,10 +184,12 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
     mt = results["multitask"]
     acc, ms = mt["accuracy"], mt["summary"]
     console.print(
-        f"Multitask (modular addition and division, p = {params.multitask.p}): test accuracy add {100 * acc['test_add']:.1f}%, "
-        f"div {100 * acc['test_div']:.1f}%; task separation ROC-AUC {ms['task_auc']:.3f} (within-chain {ms['task_auc_within_chain']:.3f}; "
+        f"Multitask (modular addition and division, p = {params.multitask.p}): "
+        f"test accuracy add {100 * acc['test_add']:.1f}%, div {100 * acc['test_div']:.1f}%; "
+        f"task separation ROC-AUC {ms['task_auc']:.3f} (within-chain {ms['task_auc_within_chain']:.3f}; "
         f"the paper: 0.931); division a = 0 probes: {ms['n_trivial_probes']}, mutual loss correlation "
-        f"{ms.get('trivial_within_corr', float('nan')):.2f} vs {ms.get('trivial_to_others_corr', float('nan')):.2f} to the rest"
+        f"{ms.get('trivial_within_corr', float('nan')):.2f} vs "
+        f"{ms.get('trivial_to_others_corr', float('nan')):.2f} to the rest"
     )
     print_structure(console, results["structure"], results["elapsed"]["structure"])
     for dataset in params.datasets:
@@ -199,17 +204,20 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
     )
     console.print(f"Comparison tables, bar charts and residual plots: {params.outputs}/<dataset>/comparison/")
     console.print(
-        f"MLflow: experiments 'attribution', 'faithfulness-table', 'forensics', 'loss-kernel', 'structure' and 'explain' in {tracking_uri()}\n"
+        "MLflow: experiments 'attribution', 'faithfulness-table', 'forensics', 'loss-kernel', 'structure' "
+        f"and 'explain' in {tracking_uri()}\n"
         "  compare runs: kernelscope runs   |   browse: make ui (Prefect and MLflow UIs on 127.0.0.1)"
     )
 
 
 def print_structure(console: Console, runs: dict[str, Any], elapsed: float) -> None:
-    """Per model: each layer pair's Jacobian rank, degeneracy per layer, ablation against PCA, parameters against 2λ̂."""
+    """Per model: each layer pair's Jacobian rank, degeneracy per layer, ablation against PCA,
+    parameters against 2λ̂."""
     table = Table(
-        title=f"Structure probes ({elapsed:.0f} s): layer Jacobian rank (stacked over points) / 99% mass / participation; "
-        "per layer: degenerate activation and gradient directions, dead / always-on / synchronized ReLUs, "
-        "directions for 99% of test accuracy (interaction basis vs PCA); * activation rank capped by structure.points"
+        title=f"Structure probes ({elapsed:.0f} s): layer Jacobian rank (stacked over points) / 99% mass / "
+        "participation; per layer: degenerate activation and gradient directions, dead / always-on / "
+        "synchronized ReLUs, directions for 99% of test accuracy (interaction basis vs PCA); "
+        "* activation rank capped by structure.points"
     )
     for column in (
         "model",
@@ -231,7 +239,8 @@ def print_structure(console: Console, runs: dict[str, Any], elapsed: float) -> N
                 f"{pair['source']} → {pair['target']} {pair['shape'][0]}×{pair['shape'][1]}",
                 f"{pair['rank_stacked']} / {pair['rank_mass_stacked']} / {pair['participation_stacked']:.1f}",
                 layer["layer"],
-                f"{layer['activation']['degenerate_directions']}{'*' if layer['activation'].get('capped_by_points') else ''} / "
+                f"{layer['activation']['degenerate_directions']}"
+                f"{'*' if layer['activation'].get('capped_by_points') else ''} / "
                 f"{layer['gradient']['degenerate_directions']}",
                 f"{relu['dead']}/{relu['always_on']}/{relu['sync_neurons']}" if relu else "–",
                 f"{ablation[layer['layer']]['needed_interaction']} vs {ablation[layer['layer']]['needed_pca']}",
@@ -246,8 +255,8 @@ def print_structure(console: Console, runs: dict[str, Any], elapsed: float) -> N
         )
         kept = "ranks kept" if s["coordinate_free_kept"] else "a rank moved beyond its bound"
         console.print(
-            f"{subject}: {llc}; coordinate check (permutation, positive scaling): {kept}, neuron-basis measures changed: "
-            f"{', '.join(s['neuron_basis_changed']) or 'none'}"
+            f"{subject}: {llc}; coordinate check (permutation, positive scaling): {kept}, "
+            f"neuron-basis measures changed: {', '.join(s['neuron_basis_changed']) or 'none'}"
         )
 
 

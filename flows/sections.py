@@ -17,7 +17,8 @@ def sections(params: Params, *names: str) -> dict[str, Any]:
 
 
 def source_hash(params: Params, dataset: str) -> str | None:
-    """Content hash of a user's data file or folder and weights file: a changed file is a cache miss, not a stale hit."""
+    """Content hash of a user's data file or folder and weights file: a changed file is a cache miss,
+    not a stale hit."""
     from kernelscope.core.fileio import sha256_tree
 
     source = params.source(dataset)
@@ -34,7 +35,8 @@ def model_sections(params: Params, dataset: str, *names: str) -> dict[str, Any]:
 
 
 def kernel_sections(params: Params, kind: str, dataset: str) -> dict[str, Any]:
-    """Model sections and the kernel params, minus the options that cannot change this kind (so they do not bust its cache)."""
+    """Model sections and the kernel params, minus the options that cannot change this kind
+    (so they do not bust its cache)."""
     entry = kernel_kind(kind)
     picked = model_sections(params, dataset, "kernel", "scale")
     # Not the list of kinds, nor the options only other kinds read; what every kind reads (chunk_size, ...) stays.

@@ -70,7 +70,8 @@ def deployments(params: Params, params_file: str = "params.yaml") -> list[Any]:
             structure,
             "structure",
             {"params": defaults, "subject": params.structure.subjects[-1]},
-            "Layer-Jacobian rank, degeneracy and the interaction basis of one model (run attribution or the multitask flow first).",
+            "Layer-Jacobian rank, degeneracy and the interaction basis of one model "
+            "(run attribution or the multitask flow first).",
         ),
         (
             explain_flow,
@@ -97,7 +98,8 @@ def deployments(params: Params, params_file: str = "params.yaml") -> list[Any]:
 
 
 class ClosedParameterSchema(ParameterSchema):
-    """A flow's parameter schema that refuses unknown top-level names (Prefect's allows any: ``{"parms": {}}`` would pass)."""
+    """A flow's parameter schema that refuses unknown top-level names (Prefect's allows any:
+    ``{"parms": {}}`` would pass)."""
 
     additionalProperties: bool = False
 

@@ -155,7 +155,8 @@ def explain_flow(
         query = Query(f"test-{index}", ds.test.x[index], int(ds.test.y[index]), index)
     else:
         raise KernelscopeError(
-            f"explain: index {index} is out of range for the {len(ds.test.y)} test points of {dataset}; pass index or input_file."
+            f"explain: index {index} is out of range for the {len(ds.test.y)} test points of {dataset}; "
+            "pass index or input_file."
         )
     kinds = list(params.kernel.kinds)
     result = explain_input(params, str(layout.root), kinds, query, top_k)

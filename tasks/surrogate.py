@@ -1,4 +1,5 @@
-"""Tasks of the NTK-surrogate flows (attribution, explain, the multi-seed table). Each takes only the params sections its stage reads."""
+"""Tasks of the NTK-surrogate flows (attribution, explain, the multi-seed table).
+Each takes only the params sections its stage reads."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ from tasks.fanout import Fanout, torch_threads
 
 @task(name="prepare-data", **CACHED_TASK)
 def prepare_data(sections: dict[str, Any], dataset: str, root: str, source_hash: str | None = None) -> StageResult:
-    """The dataset's train/test Parquet files (source_hash: content of a user's data file, part of the cache key only)."""
+    """The dataset's train/test Parquet files (source_hash: content of a user's data file,
+    part of the cache key only)."""
     return data_stage(params_for(sections, "data"), dataset, RunLayout(root))
 
 
@@ -125,7 +127,8 @@ def seed_run(
     dataset_hash: str,
     data_seed: int,
 ) -> StageResult:
-    """Train one seeded model and measure its surrogate's faithfulness (one row of the multi-seed table on one split)."""
+    """Train one seeded model and measure its surrogate's faithfulness
+    (one row of the multi-seed table on one split)."""
     params = params_for({**sections, "seed": seed}, "seed_run")
     return _seed_run(params, RunLayout(root, shared_data=data_dir, data_seed=data_seed), arch, kind)
 

@@ -240,7 +240,8 @@ def test_kernel_of_another_projection_is_refused_by_the_kglm(run, capsys):
 
 
 def test_train_and_test_kernels_of_different_projections_are_refused(run, capsys, tmp_path):
-    """The train kernel recomputed at K 32 beside the test kernel of K 64: the kGLM fit on one is never evaluated on the other."""
+    """The train kernel recomputed at K 32 beside the test kernel of K 64: the kGLM fit on one is never evaluated
+    on the other."""
     other = tmp_path / "other"
     shutil.copytree(run, other)
     edit_params(other, lambda raw: raw["kernel"].update(projection_dim=32))
@@ -264,7 +265,8 @@ def test_kglm_of_other_settings_is_refused(run, capsys):
 
 
 def test_checkpoint_of_other_training_params_is_refused(run, capsys):
-    """Changing train.lr without retraining: the kernel stage names the field instead of using a model of other params."""
+    """Changing train.lr without retraining: the kernel stage names the field instead of using a model of other
+    params."""
     edit_params(run, lambda raw: raw["train"].update(lr=0.2))
     _refused_untouched(
         run, ["kernel", "--kind", "trntk"], capsys, "model.json", "field 'hyperparameters'", "kernelscope train"
@@ -317,7 +319,8 @@ def test_loss_kernel_summary_is_verified_before_structure_reads_it(run, capsys):
 
 
 def test_every_artifact_carries_a_hash_and_follows_the_umask(run, tmp_path):
-    """Every Parquet and safetensors file of a run has a content hash; files get the umask's mode, not mkstemp's 0600."""
+    """Every Parquet and safetensors file of a run has a content hash; files get the umask's mode,
+    not mkstemp's 0600."""
     from safetensors import safe_open
 
     for path in (run / "out").rglob("*.parquet"):
@@ -360,7 +363,8 @@ DYNAMIC_ATTRIBUTES = {("pickle", "load"), ("pickle", "loads"), ("torch", "load")
 
 
 def _dynamic_calls(path: Path) -> list[str]:
-    """Calls that run code named by data: import by name, eval/exec, unpickling (found in the syntax tree, not in strings)."""
+    """Calls that run code named by data: import by name, eval/exec, unpickling
+    (found in the syntax tree, not in strings)."""
     import ast
 
     def unpickler(node: ast.expr) -> bool:  # pickle's Unpickler or a subclass named like it (_RestrictedUnpickler)
@@ -413,7 +417,8 @@ def test_no_artifact_read_path_can_import_or_call_a_name_from_a_file():
 
 
 def test_comparison_reads_kernels_with_the_expected_provenance(run):
-    """compare_stage's residual plots read the projected and exact kernels against params too (it read them unchecked before)."""
+    """compare_stage's residual plots read the projected and exact kernels against params too
+    (it read them unchecked before)."""
     from kernelscope.core.errors import ArtifactError
     from kernelscope.core.layout import RunLayout
     from kernelscope.core.params import load_params

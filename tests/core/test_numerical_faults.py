@@ -44,7 +44,8 @@ def run(tiny_run):
 
 
 def damage_checkpoint(layout: RunLayout, value: float, scale: float = 1.0) -> None:
-    """Rewrite the run's checkpoint (with a consistent sidecar) after setting one weight to ``value`` and scaling all."""
+    """Rewrite the run's checkpoint (with a consistent sidecar) after setting one weight to ``value``
+    and scaling all."""
     params = params_from_dict(copy.deepcopy(TINY_PARAMS))
     spec = model_spec(params, read_dataset(layout.data_dir))
     ckpt = load_checkpoint(layout.model_dir, spec)

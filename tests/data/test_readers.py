@@ -333,7 +333,8 @@ def test_image_folder_refuses_corrupt_and_mixed_sizes(tmp_path):
 
 
 class _Py2Pickler(pickle._Pickler):
-    """Writes str and bytes as Python 2 'str' (BINSTRING) and uses the old numpy.core module name, like the official files."""
+    """Writes str and bytes as Python 2 'str' (BINSTRING) and uses the old numpy.core module name,
+    like the official files."""
 
     dispatch = pickle._Pickler.dispatch.copy()
 
@@ -396,7 +397,7 @@ def test_cifar10_round_trip(tmp_path, protocol):
     batches = _cifar(tmp_path / "cifar-10-batches-py", protocol)
     s = read_source(spec(format="cifar10", path=str(tmp_path / "cifar-10-batches-py")))
     data = np.concatenate([d for d, _ in batches.values()])
-    labels = np.concatenate([l for _, l in batches.values()])
+    labels = np.concatenate([batch_labels for _, batch_labels in batches.values()])
     assert s.image_shape == (3, 32, 32) and s.x.shape == (13, 3072) and s.n_classes == 10
     assert np.array_equal(s.x, data.astype(np.float32) / np.float32(255))
     assert np.array_equal(s.y, labels) and s.class_names == tuple(n.decode() for n in NAMES)

@@ -92,7 +92,8 @@ def test_foreign_records_are_refused_by_their_bytes(tmp_path):
 
 
 def test_a_tampered_cache_record_runs_nothing(tmp_path):
-    """Run a cached task, replace its record with a pickle that would create a marker, run it again: refused, no marker."""
+    """Run a cached task, replace its record with a pickle that would create a marker, run it again:
+    refused, no marker."""
     from prefect import flow, task
     from prefect.testing.utilities import prefect_test_harness
 

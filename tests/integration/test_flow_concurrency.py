@@ -22,7 +22,8 @@ import json, sys
 from kernelscope.core.params import load_params
 from flows.surrogate import attribution
 result = attribution(params=load_params(sys.argv[1]), dataset="digits2", outputs=sys.argv[2])
-print("RESULT " + json.dumps({"tasks": result["tasks"], "hits": result["cache_hits"], "tau_k": result["summaries"][0]["tau_k"]}))
+summary = {"tasks": result["tasks"], "hits": result["cache_hits"], "tau_k": result["summaries"][0]["tau_k"]}
+print("RESULT " + json.dumps(summary))
 """
 
 

@@ -305,8 +305,8 @@ def test_browser_shows_deployment_form_and_mlflow_comparison(services, completed
         {"experiment_ids": [experiment_id], "filter": "tags.kernel = 'trntk'"},
     )
     run_ids = [r["info"]["run_id"] for r in result["runs"]]
-    url = f"{services['mlflow']}/#/compare-runs?runs={json.dumps(run_ids)}&experiments={json.dumps([experiment_id])}".replace(
-        " ", ""
-    )
+    url = (
+        f"{services['mlflow']}/#/compare-runs?runs={json.dumps(run_ids)}&experiments={json.dumps([experiment_id])}"
+    ).replace(" ", "")
     text = render(browser, url, "tau_k", ARTIFACTS / "mlflow-compare.png")
     assert "digits2-trntk" in text and "params_hash" in text

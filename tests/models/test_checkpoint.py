@@ -151,7 +151,8 @@ def test_integer_weights_for_a_float_model_are_refused(saved):
 
 
 def test_same_model_same_bytes(saved, tmp_path):
-    """A checkpoint's file hash is its identity: saving the same model again gives the same bytes (metadata order included)."""
+    """A checkpoint's file hash is its identity: saving the same model again gives the same bytes
+    (metadata order included)."""
     model, meta, path = saved
     for i in range(4):
         again = save_checkpoint(

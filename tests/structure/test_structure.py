@@ -65,7 +65,8 @@ def test_low_rank_jacobian_rank_recovered_exactly():
     assert linear_pair.summary["rank_stacked"] == 3
     w1 = net[1].weight.detach().numpy()
     np.testing.assert_allclose(linear_pair.per_point[0], np.linalg.svd(w1, compute_uv=False), rtol=1e-9, atol=1e-12)
-    # '1' → '2' is diag(ReLU mask) at each point: rank = active neurons; stacked over points, every neuron that fires once.
+    # '1' → '2' is diag(ReLU mask) at each point: rank = active neurons; stacked over points, every neuron that
+    # fires once.
     pre = net[1](net[0](x)).detach().numpy()
     active = (pre > 0).sum(1)
     ranks = [numerical_rank(s, 1e-8) for s in masked_pair.per_point]
@@ -205,7 +206,8 @@ def test_activation_and_gradient_grams_against_numpy():
 
 
 def test_synchronized_relus_found_on_a_hand_built_network():
-    # Neurons: 0 and 1 fire when x0 > 0 (weights 1 and 2), 2 and 3 when x1 > 0.5, 4 never, 5 always, 6 alone (x0 > 0 and … via x0 + x1).
+    # Neurons: 0 and 1 fire when x0 > 0 (weights 1 and 2), 2 and 3 when x1 > 0.5, 4 never, 5 always,
+    # 6 alone (x0 > 0 and … via x0 + x1).
     net = nn.Sequential(nn.Linear(2, 7), nn.ReLU()).double().eval()
     with torch.no_grad():
         net[0].weight.copy_(torch.tensor([[1, 0], [2, 0], [0, 1], [0, 3], [0, 0], [0, 0], [1, 1]], dtype=torch.float64))

@@ -71,7 +71,8 @@ def temp_files(folder: Path, pattern: str = ".*.tmp") -> list[Path]:
 def wait_for_temp(
     proc: subprocess.Popen, folder: Path, pattern: str, timeout: float = 90, min_bytes: int = 5
 ) -> list[Path]:
-    """Poll until a temporary file matching ``pattern`` in ``folder`` holds more than its Parquet magic (a row group is in)."""
+    """Poll until a temporary file matching ``pattern`` in ``folder`` holds more than its Parquet magic
+    (a row group is in)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = []
@@ -85,7 +86,8 @@ def wait_for_temp(
             return found
         if proc.poll() is not None:
             raise AssertionError(
-                f"the run ended (rc {proc.returncode}) before a temporary file {pattern} appeared:\n{proc.stderr.read()[-3000:]}"
+                f"the run ended (rc {proc.returncode}) before a temporary file {pattern} appeared:\n"
+                f"{proc.stderr.read()[-3000:]}"
             )
         time.sleep(0.02)
     raise AssertionError(f"no temporary file {folder}/{pattern} within {timeout} s")
