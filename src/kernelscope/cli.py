@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "runs",
         help="compare MLflow runs side by side (tags and metrics)",
-        description="The newest runs of every kernelscope experiment, whichever path started them, from MLflow's search API.",
+        description=(
+            "The newest runs of every kernelscope experiment, whichever path started them, from MLflow's search API."
+        ),
     )
     p.add_argument(
         "--experiment",
@@ -198,7 +200,10 @@ def _os_error_sentence(error: OSError, args: argparse.Namespace) -> str | None:
     )  # os.replace(tmp, target): name the target
     elsewhere = "choose another --out" if hasattr(args, "out") else "choose another location"
     if error.errno == errno.ENOTDIR:
-        return f"{_blocking_file(Path(str(where)))}: is a file where a folder of {where} must be; move it away or {elsewhere}."
+        return (
+            f"{_blocking_file(Path(str(where)))}: is a file where a folder of {where} must be; "
+            f"move it away or {elsewhere}."
+        )
     sentences = {
         errno.ENOSPC: f"{where}: no space left on the device; free some space or {elsewhere}.",
         errno.EDQUOT: f"{where}: disk quota exceeded; free some space or {elsewhere}.",

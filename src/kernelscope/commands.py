@@ -96,7 +96,8 @@ def cmd_explain(args: argparse.Namespace, params: Params) -> Any:
         x = load_inputs(args.input, ds.train.x.shape[1])
         if len(x) != 1:
             raise KernelscopeError(
-                f"{args.input}: holds {len(x)} inputs, and explain takes one; save the row to explain in a file of its own."
+                f"{args.input}: holds {len(x)} inputs, and explain takes one; "
+                "save the row to explain in a file of its own."
             )
         query = Query(Path(args.input).stem, x[0], None, None)
     result = explain(params, layout, kinds, query, args.top_k)

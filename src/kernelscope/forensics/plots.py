@@ -16,7 +16,8 @@ from kernelscope.core.plotting import save_figure  # noqa: E402
 def poisoned_neighbour_grid(
     path: str | Path, queries: np.ndarray, neighbours: np.ndarray, poisoned: np.ndarray, title: str
 ) -> Path:
-    """Stamped test images (first column) and their top-5 training neighbours; poisoned neighbours framed red (App. N)."""
+    """Stamped test images (first column) and their top-5 training neighbours; poisoned neighbours framed red
+    (App. N)."""
     n, k = neighbours.shape[:2]
     fig, axes = plt.subplots(n, k + 1, figsize=(1.2 * (k + 1), 1.2 * n), dpi=110, squeeze=False)
     for r in range(n):

@@ -30,7 +30,8 @@ class Trigger:
         margin = self.margin if self.margin is not None else int(min(height, width) * 3 / 32)
         if size + margin > min(height, width):
             raise KernelscopeError(
-                f"trigger of size {size} with margin {margin} does not fit a {height}×{width} image; lower poison.trigger_size."
+                f"trigger of size {size} with margin {margin} does not fit a {height}×{width} image; "
+                "lower poison.trigger_size."
             )
         if self.position == "bottom-right":
             return height - margin - size, width - margin - size, size, margin

@@ -29,7 +29,8 @@ class ZeroSelfKernelWarning(UserWarning):
 
 def _warn_zero_self_kernel(kind: str, side: str, n_zero: int, n: int) -> None:
     warnings.warn(
-        f"{kind} kernel: {n_zero} of {n} {side} samples have a zero self-kernel (their gradient or feature vector is zero), "
+        f"{kind} kernel: {n_zero} of {n} {side} samples have a zero self-kernel "
+        "(their gradient or feature vector is zero), "
         "so their cosine similarity to every point is set to 0.",
         ZeroSelfKernelWarning,
         stacklevel=3,
@@ -185,7 +186,8 @@ def kernel_row_blocks(
 
 
 def cosine_normalize(k0: np.ndarray, diag_q: np.ndarray, diag_t: np.ndarray) -> np.ndarray:
-    """K = B_q^{-1/2} K0 B_t^{-1/2} with B the self-kernels; a zero self-kernel gives a zero row/column (documented, not NaN)."""
+    """K = B_q^{-1/2} K0 B_t^{-1/2} with B the self-kernels; a zero self-kernel gives a zero row/column
+    (documented, not NaN)."""
     with np.errstate(divide="ignore"):
         inv_q = np.where(diag_q > 0, 1.0 / np.sqrt(diag_q), 0.0)
         inv_t = np.where(diag_t > 0, 1.0 / np.sqrt(diag_t), 0.0)

@@ -49,8 +49,10 @@ def kernel_job(
     n_params = sum(p.numel() for p in model.parameters())
     if "projection_dim" in kernel_kind(kind).options and params.kernel.projection_dim > n_params:
         raise ParamsError(
-            f"params: kernel.projection_dim is {params.kernel.projection_dim}, more than the model's {n_params} parameters; "
-            f"a projection must be smaller than what it projects, set it to at most {n_params} (or use the exact kernels)."
+            f"params: kernel.projection_dim is {params.kernel.projection_dim}, "
+            f"more than the model's {n_params} parameters; "
+            "a projection must be smaller than what it projects, "
+            f"set it to at most {n_params} (or use the exact kernels)."
         )
     spec = kernel_spec(model, kind, memory_budget_mb=params.kernel.memory_budget_mb, **options)
     queries: dict[str, tuple[torch.Tensor | None, np.ndarray]] = {

@@ -81,7 +81,8 @@ def write_kernel_blocks(
         for query_ids, rows in blocks:
             if rows.shape[1] != n_t or len(query_ids) != len(rows):
                 raise ValueError(
-                    f"block of shape {rows.shape} with {len(query_ids)} ids does not fit a kernel with {n_t} training columns"
+                    f"block of shape {rows.shape} with {len(query_ids)} ids "
+                    f"does not fit a kernel with {n_t} training columns"
                 )
             _require_finite(path, rows, query_ids)
             writer.write(_row_group(rows, query_ids, schema))
@@ -98,7 +99,8 @@ def _require_finite(path: str | Path, rows: np.ndarray, query_ids: np.ndarray) -
     if bad.any():
         first = int(np.asarray(query_ids)[np.argmax(bad.any(axis=1))])
         raise KernelscopeError(
-            f"{path}: {int(bad.sum())} kernel values are NaN or inf (first at query id {first}), so nothing was written; "
+            f"{path}: {int(bad.sum())} kernel values are NaN or inf (first at query id {first}), "
+            "so nothing was written; "
             "the model's weights or gradients are non-finite or overflow float32, check or retrain the checkpoint."
         )
 
@@ -124,12 +126,14 @@ def write_kernel(
 
 
 def _check_shape(path: Path, meta: dict[str, Any], table: pa.Table) -> int:
-    """The verified file's own metadata must describe its columns (a writer bug, never a user's edit, would break this)."""
+    """The verified file's own metadata must describe its columns (a writer bug, never a user's edit, would break
+    this)."""
     n_t = meta.get("n_train")
     width = table.schema.field("values").type.list_size if "values" in table.column_names else None
     if not isinstance(n_t, int) or n_t != width or len(meta.get("train_ids", [])) != n_t:
         raise ArtifactError(
-            f"{path}: metadata 'n_train' ({n_t}) does not match the file's {width} training columns; rerun the kernel stage."
+            f"{path}: metadata 'n_train' ({n_t}) does not match the file's {width} training columns; "
+            "rerun the kernel stage."
         )
     return n_t
 
@@ -167,6 +171,7 @@ def read_kernel(
         )
     if query_ids is not None and not np.array_equal(ids, np.asarray(query_ids, dtype=np.int64)):
         raise ArtifactError(
-            f"{path}: its query rows are not this run's points in order; the kernel comes from other data, rerun the kernel stage."
+            f"{path}: its query rows are not this run's points in order; "
+            "the kernel comes from other data, rerun the kernel stage."
         )
     return np.ascontiguousarray(values, dtype=np.float32), meta

@@ -147,7 +147,8 @@ def sample(
             trace[:, step] = vmap(batch_loss, in_dims=(0, 0, 0))(w, x_train[idx], y_train[idx]).numpy()
         if not np.all(np.isfinite(trace[:, step])):
             raise KernelscopeError(
-                f"SGLD diverged at step {step} (non-finite loss in chain {int(np.argmin(np.isfinite(trace[:, step])))}); "
+                f"SGLD diverged at step {step} "
+                f"(non-finite loss in chain {int(np.argmin(np.isfinite(trace[:, step])))}); "
                 f"lower loss_kernel.epsilon (now {config.epsilon:g}) or raise loss_kernel.gamma (now {config.gamma:g})."
             )
         with torch.no_grad():

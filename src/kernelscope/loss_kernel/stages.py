@@ -29,7 +29,8 @@ LOSS_KINDS = kinds_written_by("loss_kernel")  # loss_cov, loss_corr (kernelscope
 
 
 def label_agreement(r: np.ndarray, labels: np.ndarray, k: int) -> dict[str, float]:
-    """How often a point's k nearest neighbours under R (itself excluded) share its label, against the base rate Σ_c p_c²."""
+    """How often a point's k nearest neighbours under R (itself excluded) share its label, against the base rate
+    Σ_c p_c²."""
     r = np.array(r, dtype=np.float64)
     np.fill_diagonal(r, -np.inf)
     neighbours = np.argsort(-r, axis=1, kind="stable")[:, :k]

@@ -47,7 +47,8 @@ def hidden_site(model: nn.Module, layer: str) -> HiddenSite:
         producer, activation = names[i - 1], True
     else:
         raise KernelscopeError(
-            f"layer {layer!r} ({type(modules[layer]).__name__}) is neither an nn.Linear output nor a ReLU right after one; "
+            f"layer {layer!r} ({type(modules[layer]).__name__}) "
+            "is neither an nn.Linear output nor a ReLU right after one; "
             "only such layers can be reparameterized."
         )
     for name in names[i + 1 :]:

@@ -43,7 +43,8 @@ def participation_ratio(singular_values: np.ndarray) -> float:
 
 
 def stacked_gram(jac: np.ndarray) -> np.ndarray:
-    """Σ_b J_bᵀ J_b for Jacobians (b, m, n): the Gram of their (b·m, n) stack (batched BLAS; np.einsum is ~10× slower)."""
+    """Σ_b J_bᵀ J_b for Jacobians (b, m, n): the Gram of their (b·m, n) stack
+    (batched BLAS; np.einsum is ~10× slower)."""
     flat = jac.reshape(-1, jac.shape[2])
     return flat.T @ flat
 

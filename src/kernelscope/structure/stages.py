@@ -192,7 +192,8 @@ def interaction_stage(params: Params, subject: Subject) -> StageResult:
 
 @one_blas_thread
 def coordinate_stage(params: Params, subject: Subject) -> StageResult:
-    """Function-preserving reparameterizations: rank measures before and after, neuron-basis measures before and after."""
+    """Function-preserving reparameterizations: rank measures before and after, neuron-basis measures before and
+    after."""
     sp = params.structure
     x = subject.x_fit[: sp.check_points]
     check = coordinate_check(

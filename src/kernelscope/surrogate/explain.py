@@ -43,7 +43,8 @@ def load_inputs(path: str | Path, n_features: int) -> np.ndarray:
                 names = list(archive.files)
                 if "x" not in names:  # never guess: a lone array of another name may be labels or anything else
                     raise KernelscopeError(
-                        f"{path}: holds arrays {names} but no array 'x'; save the inputs as x (np.savez(path, x=inputs))."
+                        f"{path}: holds arrays {names} but no array 'x'; "
+                        "save the inputs as x (np.savez(path, x=inputs))."
                     )
                 x = archive["x"]
         except ValueError as error:
@@ -57,7 +58,8 @@ def load_inputs(path: str | Path, n_features: int) -> np.ndarray:
             raise KernelscopeError(f"{path}: not a readable Parquet file ({error.__class__.__name__}).") from None
         if "features" not in table.column_names:
             raise KernelscopeError(
-                f"{path}: has no 'features' column (columns: {table.column_names}); add one with {n_features} values per row."
+                f"{path}: has no 'features' column (columns: {table.column_names}); "
+                f"add one with {n_features} values per row."
             )
         column = table.column("features").combine_chunks()
         x = np.asarray(column.to_pylist(), dtype=np.float64)
@@ -75,7 +77,8 @@ def load_inputs(path: str | Path, n_features: int) -> np.ndarray:
         raise KernelscopeError(f"{path}: field 'x' has dtype {x.dtype}; inputs must be numeric.")
     if x.shape[1] != n_features:
         raise KernelscopeError(
-            f"{path}: field 'x' has {x.shape[1]} features per input but the model takes {n_features}; reshape the input."
+            f"{path}: field 'x' has {x.shape[1]} features per input but the model takes {n_features}; "
+            "reshape the input."
         )
     if not np.all(np.isfinite(x)):
         raise KernelscopeError(f"{path}: field 'x' contains NaN or infinite values; clean the input.")
@@ -91,7 +94,8 @@ class Query:
 
 
 def kernel_row(params: Params, layout: Any, ds: Dataset, ckpt: Checkpoint, kind: str, query: Query) -> np.ndarray:
-    """κ(query, training set) as (N,) — read from the verified test kernel of these params, or computed for a new input."""
+    """κ(query, training set) as (N,) — read from the verified test kernel of these params, or computed for a
+    new input."""
     if query.test_index is not None:
         k_test, _ = read_kernel(
             layout.kernel_path(kind, "test"),

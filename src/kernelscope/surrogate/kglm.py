@@ -70,7 +70,8 @@ def fit_kglm(
     bias = classifier.intercept_.astype(np.float64) - weight @ mean
     if not (np.all(np.isfinite(weight)) and np.all(np.isfinite(bias))):
         raise KernelscopeError(
-            f"the kGLM fit diverged to non-finite weights (alpha={alpha:g}); raise kglm.alpha or keep kglm.standardize on."
+            f"the kGLM fit diverged to non-finite weights (alpha={alpha:g}); "
+            "raise kglm.alpha or keep kglm.standardize on."
         )
     return KGLM(weight=weight, bias=bias, converged=converged)
 

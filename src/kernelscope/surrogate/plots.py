@@ -1,4 +1,5 @@
-"""Figures of the NTK-surrogate runs: faithfulness scatter, kernel comparison, residuals, linearization, attributions."""
+"""Figures of the NTK-surrogate runs: faithfulness scatter, kernel comparison, residuals, linearization,
+attributions."""
 
 from __future__ import annotations
 

@@ -47,7 +47,8 @@ def build_report(run_dir: str | Path, table_dir: str | Path | None = None) -> di
     parts = [
         f"<h1>kernelscope report: {html.escape(run_dir.name)}</h1>",
         f"<p>Architecture: <code>{html.escape(json.dumps(model_meta['architecture']))}</code><br>"
-        f"NN accuracy: train {model_meta['metrics']['train_accuracy']:.4f}, test {model_meta['metrics']['test_accuracy']:.4f}<br>"
+        f"NN accuracy: train {model_meta['metrics']['train_accuracy']:.4f}, "
+        f"test {model_meta['metrics']['test_accuracy']:.4f}<br>"
         f"Checkpoint sha256 <code>{model_meta['weights_sha256'][:16]}…</code>, dataset hash "
         f"<code>{model_meta['dataset']['hash'][:16]}…</code>, kernelscope {__version__}</p>",
     ]
@@ -88,7 +89,8 @@ def build_report(run_dir: str | Path, table_dir: str | Path | None = None) -> di
     ):
         e = read_json_artifact(explanation, "explanation")
         parts.append(
-            f"<h2>Explanation: {html.escape(e['query'])}</h2><p>true label {e['label']}, NN prediction {e['nn_prediction']}</p>"
+            f"<h2>Explanation: {html.escape(e['query'])}</h2>"
+            f"<p>true label {e['label']}, NN prediction {e['nn_prediction']}</p>"
         )
         for key, caption in (
             ("boxplot", "Attribution by training class (Fig. 2C)"),
@@ -98,11 +100,16 @@ def build_report(run_dir: str | Path, table_dir: str | Path | None = None) -> di
                 parts.append(_img(Path(e[key]), caption))
                 figures.append(f"explain/{explanation.parent.name}/{Path(e[key]).name}")
     style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:1em 0}"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}figure{display:inline-block;margin:8px}"
         "img{max-width:520px}figcaption{font-size:12px;color:#555}"
     )
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>kernelscope · {html.escape(run_dir.name)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>kernelscope · {html.escape(run_dir.name)}</title><style>{style}</style></head>"
+        f"<body>{''.join(parts)}</body></html>"
+    )
     path = run_dir / "report.html"
     write_text_atomic(path, page)
     return {"path": str(path), "figures": figures}

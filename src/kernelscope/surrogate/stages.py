@@ -153,7 +153,8 @@ def linearize(points: dict[str, np.ndarray], plot_path: Path, title: str, tau: f
         plot_path,
         fit.apply(p_kglm),
         p_nn,
-        f"{title}: {fit.name} map, R² = {fit.r2_holdout:.3f} ({fit.n_holdout} unsaturated held-out points), τ_K = {tau:.3f}",
+        f"{title}: {fit.name} map, R² = {fit.r2_holdout:.3f} ({fit.n_holdout} unsaturated held-out points), "
+        f"τ_K = {tau:.3f}",
     )
     return {
         "linearization": fit.name,
