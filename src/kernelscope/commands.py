@@ -133,10 +133,10 @@ def cmd_forensics(args: argparse.Namespace, params: Params) -> Any:
         return [fs.forensic_kernel_stage(params, layout, kind).summary for kind in kinds]
     faith = [fs.forensic_kglm_stage(params, layout, kind).summary for kind in kinds]
     result = fs.detection_stage(params, layout, faith).summary
-    from kernelscope.core.fileio import write_dvc_metrics
+    from kernelscope.core.fileio import dvc_metrics, write_dvc_metrics
 
     keys = ("precision", "recall", "trace_precision", "trace_recall", "clean_tau_k", "poisoned_tau_k")
-    metrics = {r["kernel"]: {k: r[k] for k in keys} for r in result["rows"]}
+    metrics = dvc_metrics({r["kernel"]: {k: r[k] for k in keys} for r in result["rows"]})
     write_dvc_metrics(layout.root / "metrics.json", metrics)
     if not args.no_track:
         fs.track_forensics(params, result, checkpoint_hash=layout.checkpoint_hash(), source=args.source)
@@ -144,13 +144,13 @@ def cmd_forensics(args: argparse.Namespace, params: Params) -> Any:
 
 
 def cmd_loss_kernel(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.core.fileio import write_dvc_metrics
+    from kernelscope.core.fileio import dvc_metrics, write_dvc_metrics
     from kernelscope.loss_kernel.stages import loss_kernel_stage, track_loss_kernel
 
     layout = run_layout(args, params)
     summary = loss_kernel_stage(params, layout, progress=not args.quiet).summary
     keys = ("llc", "label_agreement", "label_base_rate", "label_lift", "superclass_agreement", "taxonomic_lift")
-    metrics = {k: float(summary[k]) for k in keys if k in summary}
+    metrics = dvc_metrics({k: float(summary[k]) for k in keys if k in summary})
     write_dvc_metrics(layout.root / "loss_kernel_metrics.json", metrics)
     if not args.no_track:
         track_loss_kernel(params, args.dataset, summary, source=args.source)

@@ -116,20 +116,22 @@ def write_json_atomic(target: str | os.PathLike[str], payload: Any) -> None:
         tmp.write_text(json.dumps(json_safe(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def write_dvc_metrics(target: str | os.PathLike[str], payload: Any, digits: int = 6) -> Path:
-    """A DVC metrics file: every number rounded to ``digits`` (so reruns diff cleanly), NaN and inf as null."""
+def dvc_metrics(payload: Any, digits: int = 6) -> Any:
+    """``payload`` as a DVC metrics file holds it: numbers rounded to ``digits`` (so reruns diff cleanly), NaN and
+    inf as None (null)."""
+    if isinstance(payload, dict):
+        return {key: dvc_metrics(item, digits) for key, item in payload.items()}
+    if isinstance(payload, (list, tuple)):
+        return [dvc_metrics(item, digits) for item in payload]
+    if isinstance(payload, numbers.Real) and not isinstance(payload, (numbers.Integral, bool)):
+        number = float(payload)
+        return round(number, digits) if math.isfinite(number) else None
+    return payload
 
-    def rounded(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {key: rounded(item) for key, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [rounded(item) for item in value]
-        if isinstance(value, numbers.Real) and not isinstance(value, (numbers.Integral, bool)):
-            number = float(value)
-            return round(number, digits) if math.isfinite(number) else None
-        return value
 
-    write_json_atomic(target, rounded(payload))
+def write_dvc_metrics(target: str | os.PathLike[str], payload: Any) -> Path:
+    """A DVC metrics file of ``dvc_metrics(payload)``, atomically."""
+    write_json_atomic(target, dvc_metrics(payload))
     return Path(target)
 
 
