@@ -3,9 +3,11 @@ the registries (architectures, kernel kinds, data formats) when params are valid
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, GetJsonSchemaHandler, Strict
 from pydantic_core import PydanticCustomError
 
 BuiltinDataset = Literal["digits2", "digits10"]
@@ -46,6 +48,37 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@dataclass(frozen=True)
+class RegistryChoices:
+    """Annotation metadata: the JSON schema of a registry name lists the registry's names as its enum (read when
+    the schema is made), so a Prefect form offers them and the server refuses any other name at once."""
+
+    names: Callable[[], Iterable[str]]
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        json_schema = handler(schema)
+        json_schema["enum"] = list(self.names())
+        return json_schema
+
+
+def _model_names() -> Iterable[str]:
+    from kernelscope.models.zoo import MODELS
+
+    return MODELS
+
+
+def _kernel_names() -> Iterable[str]:
+    from kernelscope.kernels.registry import model_kinds
+
+    return model_kinds()
+
+
+def _reader_names() -> Iterable[str]:
+    from kernelscope.data.readers import READERS
+
+    return READERS
+
+
 def _registered_arch(value: str) -> str:
     # Checked against the model registry when params are validated (imported then: the registry needs torch).
     from kernelscope.models.zoo import MODELS
@@ -59,7 +92,9 @@ def _registered_arch(value: str) -> str:
     return value
 
 
-ArchName = Annotated[str, Strict(), AfterValidator(_registered_arch)]  # a key of kernelscope.models.zoo.MODELS
+ArchName = Annotated[
+    str, Strict(), AfterValidator(_registered_arch), RegistryChoices(_model_names)
+]  # a key of kernelscope.models.zoo.MODELS
 
 
 def _registered_kind(value: str) -> str:
@@ -74,7 +109,9 @@ def _registered_kind(value: str) -> str:
     return value
 
 
-KernelKind = Annotated[str, Strict(), AfterValidator(_registered_kind)]  # a kind of kernelscope.kernels.registry
+KernelKind = Annotated[
+    str, Strict(), AfterValidator(_registered_kind), RegistryChoices(_kernel_names)
+]  # a kind of kernelscope.kernels.registry
 
 
 def _registered_format(value: Any) -> str:
@@ -89,7 +126,9 @@ def _registered_format(value: Any) -> str:
     return value
 
 
-DataFormat = Annotated[str, BeforeValidator(_registered_format)]  # a key of kernelscope.data.readers.READERS
+DataFormat = Annotated[
+    str, BeforeValidator(_registered_format), RegistryChoices(_reader_names)
+]  # a key of kernelscope.data.readers.READERS
 
 
 StructureSubject = DatasetName  # a dataset's model, or 'multitask' (the multitask model)
