@@ -53,8 +53,10 @@ def _result(proc: subprocess.Popen) -> dict:
 def test_two_attribution_runs_at_once_agree_with_a_lone_run(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
     together = [_launch(tmp_path, tmp_path / "shared-home", tmp_path / "shared") for _ in range(2)]
+    # The reference run has its own cache and folder, so it shares nothing with the pair and starts beside them.
+    reference = _launch(tmp_path, tmp_path / "own-home", tmp_path / "alone")
     first, second = (_result(p) for p in together)
-    alone = _result(_launch(tmp_path, tmp_path / "own-home", tmp_path / "alone"))
+    alone = _result(reference)
     assert first["tau_k"] == second["tau_k"] == alone["tau_k"]
     shared, alone_dir = tmp_path / "shared" / "digits2", tmp_path / "alone" / "digits2"
     for part in ("data", "model", "kernels"):  # byte-identical artifacts, nothing torn or mixed
