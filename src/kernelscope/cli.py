@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kernelscope.commands import (
+    cmd_counterfactual,
     cmd_data,
     cmd_explain,
     cmd_forensics,
@@ -100,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--source", default=None, help="source tag recorded in MLflow (default: dvc under dvc repro, else cli)"
     )
     p.set_defaults(func=cmd_loss_kernel)
+    p = sub.add_parser(
+        "counterfactual",
+        help="are the attributions right? retrain on subsets and score every attributor by its LDS",
+        description="Retrain counterfactual.m models on seeded subsets, compute every attributor's scores and write "
+        "OUT/<dataset>/counterfactual/ (lds.csv, lds.md, plots, scores/*.parquet). Needs the run's train, "
+        "kernel and kglm stages (for kglm:<kind> and kernel:<kind>).",
+    )
+    _common(p)
+    p.set_defaults(func=cmd_counterfactual)
     p = sub.add_parser(
         "multitask",
         help="the loss kernel's multitask validation: train the modular model, or sample and score it",

@@ -157,6 +157,13 @@ def cmd_loss_kernel(args: argparse.Namespace, params: Params) -> Any:
     return {**metrics, "warnings": summary["warnings"]}
 
 
+def cmd_counterfactual(args: argparse.Namespace, params: Params) -> Any:
+    from kernelscope.counterfactual.stages import counterfactual_stage
+
+    summary = counterfactual_stage(params, run_layout(args, params), progress=not args.quiet).summary
+    return [{k: row[k] for k in ("attributor", "lds", "ci_low", "ci_high", "seconds")} for row in summary["lds"]]
+
+
 def cmd_multitask(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.loss_kernel.multitask_stages import multitask_loss_stage, multitask_train_stage
 

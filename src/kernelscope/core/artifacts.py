@@ -51,6 +51,8 @@ WRITERS = {
     "jacobian-spectra": ("the structure stage", "kernelscope structure"),
     "metrics": ("the kglm stage", "kernelscope kglm"),
     "explanation": ("the explain step", "kernelscope explain"),
+    "retrained-outputs": ("the counterfactual stage", "kernelscope counterfactual"),
+    "attribution-scores": ("the counterfactual stage", "kernelscope counterfactual"),
     "table": ("the stage that writes the table", "kernelscope kglm, or the faithfulness-table flow"),
 }
 

@@ -57,5 +57,9 @@ class RunLayout:
         return self.root / "kglm" / kind
 
     @property
+    def counterfactual_dir(self) -> Path:
+        return self.root / "counterfactual"
+
+    @property
     def metrics_path(self) -> Path:
         return self.root / "metrics.json"

@@ -114,6 +114,38 @@ KernelKind = Annotated[
 ]  # a kind of kernelscope.kernels.registry
 
 
+# The attributors of kernelscope.counterfactual.attributors: these four, and <family>:<kernel kind> per family.
+GRADIENT_ATTRIBUTORS = ("trak", "tracin", "grad_dot", "grad_cos")
+KERNEL_ATTRIBUTORS = ("kglm", "kernel")
+
+
+def attributor_names() -> list[str]:
+    """Every attributor name (kernel kinds from the kernel registry, so a registered kind counts)."""
+    kinds = list(_kernel_names())
+    return [*GRADIENT_ATTRIBUTORS, *(f"{family}:{kind}" for family in KERNEL_ATTRIBUTORS for kind in kinds)]
+
+
+def _attributor_names() -> Iterable[str]:
+    return attributor_names()
+
+
+def _registered_attributor(value: str) -> str:
+    # Checked when params are validated: kglm:<kind> and kernel:<kind> follow the kernel registry.
+    names = list(_attributor_names())
+    if value not in names:
+        raise PydanticCustomError(
+            "attributor",
+            "Input should be an attributor: trak, tracin, grad_dot, grad_cos, kglm:<kind> or kernel:<kind> "
+            "with a kernel kind (kernelscope.counterfactual.attributors)",
+        )
+    return value
+
+
+AttributorName = Annotated[
+    str, Strict(), AfterValidator(_registered_attributor), RegistryChoices(_attributor_names)
+]  # a name of kernelscope.counterfactual.attributors.attributor_names()
+
+
 def _registered_format(value: Any) -> str:
     # Checked against READERS when params are validated (imported then: the readers import this module).
     from kernelscope.data.readers import READERS

@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from kernelscope.core.errors import ParamsError
 from kernelscope.core.fileio import sha256_json
+from kernelscope.core.param_counterfactual import CounterfactualParams
 from kernelscope.core.param_sections import (
     CNNParams,
     DataParams,
@@ -53,6 +54,7 @@ class Params(Section):
         description="Users' own data sets (and models) by name; each name can be used wherever a dataset name is.",
     )
     scale: ScaleParams = ScaleParams()
+    counterfactual: CounterfactualParams = CounterfactualParams()
 
     @model_validator(mode="after")
     def _known_datasets(self) -> Params:

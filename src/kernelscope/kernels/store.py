@@ -50,6 +50,7 @@ def write_kernel_blocks(
     n_query: int,
     train_ids: np.ndarray,
     provenance: dict[str, Any],
+    artifact: str = ARTIFACT,
 ) -> dict[str, Any]:
     """Stream (query_ids (b,), rows (b, n_train)) blocks into row groups of one Parquet artifact, atomically.
 
@@ -73,7 +74,7 @@ def write_kernel_blocks(
     with ParquetArtifactWriter(
         path,
         schema,
-        ARTIFACT,
+        artifact,
         provenance,
         use_dictionary=False,
         column_encoding={"query_id": "PLAIN", "values.list.element": "BYTE_STREAM_SPLIT"},
@@ -112,6 +113,7 @@ def write_kernel(
     train_ids: np.ndarray,
     provenance: dict[str, Any],
     rows_per_group: int = 1024,
+    artifact: str = ARTIFACT,
 ) -> dict[str, Any]:
     """Write a whole (n_query, n_train) kernel atomically in row groups; return the metadata written."""
     n_q, n_t = kernel.shape
@@ -122,7 +124,7 @@ def write_kernel(
     blocks = (
         (query_ids[s : s + rows_per_group], kernel[s : s + rows_per_group]) for s in range(0, n_q, rows_per_group)
     )
-    return write_kernel_blocks(path, blocks, n_q, train_ids, provenance)
+    return write_kernel_blocks(path, blocks, n_q, train_ids, provenance, artifact)
 
 
 def _check_shape(path: Path, meta: dict[str, Any], table: pa.Table) -> int:
@@ -156,12 +158,15 @@ def iter_kernel_blocks(
 
 
 def read_kernel(
-    path: str | Path, expect: dict[str, Any] | None = None, query_ids: np.ndarray | None = None
+    path: str | Path,
+    expect: dict[str, Any] | None = None,
+    query_ids: np.ndarray | None = None,
+    artifact: str = ARTIFACT,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Whole kernel as float32 (n_query, n_train) plus its metadata, verified; provenance checked against ``expect``
     and, when given, the rows' ids against ``query_ids`` (in order)."""
     path = Path(path)
-    table, meta = read_parquet(path, ARTIFACT, expect)
+    table, meta = read_parquet(path, artifact, expect)
     n_t = _check_shape(path, meta, table)
     values = table.column("values").combine_chunks().flatten().to_numpy().reshape(-1, n_t)
     ids = table.column("query_id").to_numpy()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -81,8 +81,16 @@ def imported_classifier(dataset: Dataset, spec: ModelSourceParams) -> TrainResul
     )
 
 
-def train_classifier(dataset: Dataset, params: Any, seed: int, progress: bool = True) -> TrainResult:
-    """Train the registry architecture (kernelscope.models.zoo.MODELS) whose params section ``params`` is."""
+def train_classifier(
+    dataset: Dataset,
+    params: Any,
+    seed: int,
+    progress: bool = True,
+    after_epoch: Callable[[int, nn.Module], None] | None = None,
+) -> TrainResult:
+    """Train the registry architecture (kernelscope.models.zoo.MODELS) whose params section ``params`` is.
+
+    ``after_epoch(epoch, model)`` is called after every epoch (TracIn keeps checkpoints with it)."""
     arch = architecture(dataset, params)
     with _INIT_LOCK, torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -113,6 +121,8 @@ def train_classifier(dataset: Dataset, params: Any, seed: int, progress: bool = 
                         f"with {section}.lr = "
                         f"{params.lr:g}; lower {section}.lr and train again."
                     )
+            if after_epoch is not None:
+                after_epoch(epoch, model)
             bar.update()
     model.eval()
     return TrainResult(

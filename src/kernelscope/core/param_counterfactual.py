@@ -1,0 +1,37 @@
+"""The counterfactual section of params.yaml (attributors, retraining on subsets, the LDS)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from kernelscope.core.param_types import AttributorName, Float, Int, Section
+
+
+class CounterfactualParams(Section):
+    """Counterfactual evaluation: attributors, retraining on subsets (datamodels) and the LDS."""
+
+    attributors: tuple[AttributorName, ...] = Field(
+        ("trak", "tracin", "grad_dot", "grad_cos", "kglm:trntk", "kglm:pntk", "kernel:trntk", "kernel:em"),
+        min_length=1,
+        description="Attributors compared: trak, tracin, grad_dot, grad_cos, kglm:<kind>, kernel:<kind>.",
+    )
+    m: Int = Field(100, ge=1, description="Training subsets drawn, one retrained model each (TRAK, dattri: 100).")
+    alpha: Float = Field(0.5, gt=0.0, lt=1.0, description="Fraction of the training set in each subset.")
+    models_per_stack: Int = Field(
+        16, ge=1, le=1024, description="Models trained at once in one stacked (vmap) step; also a cache block."
+    )
+    projection_dim: Int | None = Field(
+        512,
+        ge=1,
+        le=1 << 20,
+        description="K of the projected gradients of trak, tracin, grad_dot and grad_cos (kernel.projection's "
+        "projection); null: exact gradients.",
+    )
+    trak_models: Int = Field(5, ge=1, description="Models TRAK averages over (TRAK-M): the run's and M − 1 more.")
+    trak_lambda: Float = Field(
+        0.1,
+        ge=0.0,
+        description="Ridge of TRAK's (ΦᵀΦ + λI)⁻¹ as a fraction of the mean eigenvalue tr(ΦᵀΦ)/K (0: pseudo-inverse).",
+    )
+    tracin_every: Int = Field(20, ge=1, description="TracIn-CP keeps a checkpoint every this many epochs.")
+    bootstrap: Int = Field(1000, ge=10, description="Bootstrap resamples of the test points for the intervals.")

@@ -1,0 +1,1 @@
+"""Counterfactual evaluation: attributors beside the kernels, retraining on subsets, LDS and friends."""

@@ -1,0 +1,157 @@
+"""The retraining engine: many small models trained at once, one per training subset and seed.
+
+Parameters of m models are stacked along a leading axis (torch.func.stack_module_state) and one
+``vmap(functional_call)`` runs every model's minibatch step together. Each model k follows exactly
+the recipe of the single-model trainer (kernelscope.models.train.train_classifier) on its own
+subset: initialization seeded by seeds[k], minibatch order from a generator seeded seeds[k] + 1 over
+the subset in training order, the same loss and optimizer. The optimizers of torch update every
+element on its own, so one optimizer over the stacked tensors is m independent optimizers. Models
+with buffers (BatchNorm in training mode) are trained one after another instead.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from kernelscope.core.errors import ParamsError
+from kernelscope.core.progress import Progress
+from kernelscope.counterfactual import stacked_mlp
+from kernelscope.counterfactual.subsets import restricted
+from kernelscope.data.datasets import Dataset
+from kernelscope.models.heads import correct_class_logit, mean_loss, per_sample_loss
+from kernelscope.models.train import _INIT_LOCK, train_classifier
+from kernelscope.models.zoo import architecture, build_model, entry_for_section
+
+
+@dataclass
+class StackedModels:
+    """m trained models of one architecture: parameters and buffers stacked on a leading axis of size m."""
+
+    base: nn.Module  # the architecture on the meta device, in eval mode (holds no weights)
+    params: dict[str, torch.Tensor]  # name -> (m, *shape)
+    buffers: dict[str, torch.Tensor]
+
+    @property
+    def count(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    @torch.no_grad()
+    def logits(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """(n, d) inputs -> (m, n, C_out) float64 logits of every model."""
+        xt = torch.as_tensor(x, dtype=next(iter(self.params.values())).dtype)
+
+        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.base, (p, b), (xb,))
+
+        chunks = [
+            vmap(one, in_dims=(0, 0, None))(self.params, self.buffers, xt[i : i + batch_size])
+            for i in range(0, len(xt), batch_size)
+        ]
+        return torch.cat(chunks, dim=1).double().numpy()
+
+    def margins(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """(m, n) float64 correct-class margins log(p_y / (1 − p_y)) of every model on (x, y)."""
+        return np.stack([correct_class_logit(z, y) for z in self.logits(x)])
+
+    def model(self, k: int) -> nn.Module:
+        """Model k as an ordinary module (CPU, eval mode)."""
+        module = copy.deepcopy(self.base).to_empty(device="cpu")
+        state = {name: t[k].detach().clone() for name, t in {**self.params, **self.buffers}.items()}
+        module.load_state_dict(state)
+        return module.eval()
+
+
+def _stacked(models: list[nn.Module]) -> StackedModels:
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta").eval()
+    return StackedModels(base, params, buffers)
+
+
+def train_on_subsets(
+    dataset: Dataset, section: Any, rows: np.ndarray, seeds: np.ndarray, progress: bool = False
+) -> StackedModels:
+    """One model per subset: rows (m, size) int64 training rows (sorted), seeds (m,) ints -> m trained models."""
+    rows, seeds = np.asarray(rows, dtype=np.int64), [int(s) for s in np.asarray(seeds)]
+    if rows.ndim != 2 or rows.shape[0] != len(seeds):
+        raise ValueError(f"rows {rows.shape} and {len(seeds)} seeds do not describe the same models")
+    arch = architecture(dataset, section)
+    with _INIT_LOCK, torch.random.fork_rng():
+        models = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            models.append(build_model(arch))
+    if any(True for _ in models[0].buffers()):  # BatchNorm statistics: no stacked training step, train in turn
+        return _stacked([_single(dataset, section, r, s) for r, s in zip(rows, seeds)])
+    return _train_stacked(dataset, section, arch["name"], _stacked(models), rows, seeds, progress)
+
+
+def _single(dataset: Dataset, section: Any, rows: np.ndarray, seed: int) -> nn.Module:
+    mask = np.zeros(len(dataset.train.y), dtype=bool)
+    mask[rows] = True
+    return train_classifier(restricted(dataset, mask), section, seed, progress=False).model
+
+
+def _train_stacked(
+    dataset: Dataset,
+    section: Any,
+    name: str,
+    stack: StackedModels,
+    rows: np.ndarray,
+    seeds: list[int],
+    progress: bool,
+) -> StackedModels:
+    params = {k: v.detach().requires_grad_(True) for k, v in stack.params.items()}
+    if section.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(params.values(), lr=section.lr, momentum=section.momentum)
+    else:
+        optimizer = torch.optim.Adam(params.values(), lr=section.lr)
+    base = copy.deepcopy(stack.base).train()
+    x = torch.from_numpy(dataset.train.x)  # (N, d)
+    y = torch.from_numpy(dataset.train.y)  # (N,)
+    rows_t = torch.from_numpy(rows)  # (m, size)
+    shufflers = [torch.Generator().manual_seed(seed + 1) for seed in seeds]
+    size = rows.shape[1]
+
+    def loss_of_one(p: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return mean_loss(functional_call(base, p, (xb,)), yb)
+
+    def fast_loss(p: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        logits = stacked_mlp.forward(base, p, xb)  # (m, b, C_out)
+        m, b, c = logits.shape
+        return per_sample_loss(logits.reshape(m * b, c), yb.reshape(-1)).view(m, b).mean(1)
+
+    batched_loss = fast_loss if stacked_mlp.supports(base) else vmap(loss_of_one)
+    with Progress(
+        section.epochs, f"train {len(seeds)} {name}s on {dataset.name} subsets", "epoch", bar=progress
+    ) as bar:
+        for epoch in range(section.epochs):
+            order = torch.stack([torch.randperm(size, generator=g) for g in shufflers])  # (m, size)
+            picked = torch.gather(rows_t, 1, order)  # (m, size) training rows in each model's minibatch order
+            for start in range(0, size, section.batch_size):
+                idx = picked[:, start : start + section.batch_size]  # (m, b)
+                optimizer.zero_grad(set_to_none=True)
+                losses = batched_loss(params, x[idx], y[idx])  # (m,)
+                losses.sum().backward()  # model k's parameters get the gradient of its own mean loss
+                optimizer.step()
+            _require_finite(losses, seeds, section, epoch)
+            bar.update()
+    return StackedModels(stack.base, {k: v.detach() for k, v in params.items()}, stack.buffers)
+
+
+def _require_finite(losses: torch.Tensor, seeds: list[int], section: Any, epoch: int) -> None:
+    losses = losses.detach()
+    bad = ~torch.isfinite(losses)
+    if bool(bad.any()):
+        k = int(torch.nonzero(bad)[0])
+        field = entry_for_section(section)[1].section
+        raise ParamsError(
+            f"params: retraining diverged, model {k} (seed {seeds[k]}) reached loss {float(losses[k])} in epoch "
+            f"{epoch + 1} with {field}.lr = {section.lr:g}; lower {field}.lr and retrain."
+        )

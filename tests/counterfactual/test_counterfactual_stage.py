@@ -1,0 +1,84 @@
+"""The counterfactual stage on a tiny run: the LDS table, verified score files, cached blocks, and refusals."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from kernelscope.core.errors import ArtifactError
+from kernelscope.core.tensor_artifacts import read_safetensors, write_safetensors
+from kernelscope.counterfactual.datamodels import ARTIFACT
+from kernelscope.counterfactual.lds import lds_per_query
+from kernelscope.counterfactual.stages import SCORES_ARTIFACT, counterfactual_stage, scores_path
+from kernelscope.kernels.store import read_kernel
+from tests.support.cli import cli_args, edit_params, refused
+
+STAGES = ("data", "train", "kernel", "kglm")
+CF = {
+    "attributors": ["grad_dot", "grad_cos", "tracin", "trak", "kglm:trntk", "kernel:trntk"],
+    "m": 6,
+    "models_per_stack": 4,
+    "projection_dim": 64,
+    "trak_models": 2,
+    "tracin_every": 5,
+    "bootstrap": 50,
+}
+
+
+def test_lds_table_scores_and_cached_blocks(tiny_run):
+    run = tiny_run(STAGES)
+    params = run.params_with(counterfactual=CF)
+    summary = counterfactual_stage(params, run.layout).summary
+    out = run.layout.counterfactual_dir
+    with open(out / "lds.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert list(table[0]) == ["attributor", "lds", "ci_low", "ci_high", "seconds"]
+    assert sorted(r["attributor"] for r in table) == sorted(CF["attributors"])
+    for row in table:
+        assert -1 <= float(row["ci_low"]) <= float(row["lds"]) <= float(row["ci_high"]) <= 1
+        assert float(row["seconds"]) >= 0
+    assert (out / "lds.png").stat().st_size > 0 and (out / "lds_vs_cost.png").stat().st_size > 0
+
+    # the LDS recomputed from the stored, verified scores and retrained blocks is the table's
+    blocks = sorted((out / "retrain").glob("*/block-*.safetensors"))
+    assert len(blocks) == 2  # 6 models in stacks of 4
+    arrays = [read_safetensors(path, ARTIFACT)[0] for path in blocks]
+    masks = np.concatenate([a["masks"] for a in arrays]).astype(bool)
+    outputs = np.concatenate([a["outputs"] for a in arrays])
+    assert masks.shape[0] == 6 and (masks.sum(1) == masks.sum(1)[0]).all()  # every subset of round(α N)
+    ds_ids = read_kernel(scores_path(run.layout, "grad_dot"), artifact=SCORES_ARTIFACT)[1]["train_ids"]
+    assert masks.shape[1] == len(ds_ids)
+    for row in summary["lds"]:
+        values, meta = read_kernel(scores_path(run.layout, row["attributor"]), artifact=SCORES_ARTIFACT)
+        assert meta["attributor"] == row["attributor"]
+        assert np.nanmean(lds_per_query(values.astype(np.float64), masks, outputs)) == pytest.approx(
+            row["lds"], abs=1e-3
+        )
+
+    # a second run reuses every block (not retrained) and gives the same table
+    stamps = [p.stat().st_mtime_ns for p in blocks]
+    again = counterfactual_stage(params, run.layout).summary
+    assert [p.stat().st_mtime_ns for p in blocks] == stamps
+    assert [r["lds"] for r in again["lds"]] == pytest.approx([r["lds"] for r in summary["lds"]], abs=1e-3)
+
+    # a block from another dataset in the cache is refused, naming the file and the field
+    tensors, meta = read_safetensors(blocks[0], ARTIFACT)
+    provenance = {k: v for k, v in meta.items() if k not in ("artifact", "format", "version")}
+    write_safetensors(blocks[0], tensors, ARTIFACT, {**provenance, "dataset_hash": "0" * 64})
+    with pytest.raises(ArtifactError, match=r"block-0000\.safetensors.*'dataset_hash'"):
+        counterfactual_stage(params, run.layout)
+
+
+@pytest.mark.parametrize(
+    ("section", "fragments"),
+    [
+        ({"m": 0}, ("counterfactual.m",)),
+        ({"alpha": 1.5}, ("counterfactual.alpha",)),
+        ({"attributors": ["influence"]}, ("counterfactual.attributors", "attributor")),
+        ({"attributors": ["kglm:ck"]}, ("counterfactual.attributors", "kernel.kinds")),
+    ],
+)
+def test_bad_settings_are_refused_in_one_sentence(tiny_run, capsys, section, fragments):
+    run = tiny_run(("data", "train"))
+    edit_params(run.root, lambda raw: raw.update(counterfactual={**CF, **section}))
+    refused(cli_args(run.root, ["counterfactual"]), capsys, *fragments)
