@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 import flows  # noqa: F401  (applies the project-local tool defaults)
+from flows.counterfactual import counterfactual
 from flows.forensics import forensics
 from flows.loss_kernel import loss_kernel, multitask
 from flows.structure import structure
@@ -30,8 +31,8 @@ def _fmt(value: float, spec: str) -> str:
 @flow(name="kernelscope-pipeline")
 def pipeline(params: Params, outputs: str | None = None, track: bool = True) -> dict[str, Any]:
     """Every flow of the platform in order: attribution per dataset, the multi-seed table, forensics,
-    the loss kernel per dataset and its multitask validation, structure probes per model, then an
-    explanation and a report per dataset.
+    counterfactual evaluation (LDS) per dataset, the loss kernel per dataset and its multitask validation,
+    structure probes per model, then an explanation and a report per dataset.
 
     Args:
         params: every setting of the run (params.yaml's sections; the form starts from params.yaml).
@@ -45,6 +46,7 @@ def pipeline(params: Params, outputs: str | None = None, track: bool = True) -> 
         "attribution": {},
         "loss_kernel": {},
         "structure": {},
+        "counterfactual": {},
         "explain": {},
         "report": {},
         "elapsed": {},
@@ -59,6 +61,10 @@ def pipeline(params: Params, outputs: str | None = None, track: bool = True) -> 
     start = time.perf_counter()
     results["forensics"] = forensics(params=params, outputs=out, track=track)
     results["elapsed"]["forensics"] = time.perf_counter() - start
+    start = time.perf_counter()
+    for dataset in params.datasets:
+        results["counterfactual"][dataset] = counterfactual(params=params, dataset=dataset, outputs=out, track=track)
+    results["elapsed"]["counterfactual"] = time.perf_counter() - start
     for dataset in params.datasets:
         results["loss_kernel"][dataset] = loss_kernel(params=params, dataset=dataset, outputs=out, track=track)
     results["multitask"] = multitask(params=params, outputs=out, track=track)
@@ -192,6 +198,7 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
         f"{ms.get('trivial_to_others_corr', float('nan')):.2f} to the rest"
     )
     print_structure(console, results["structure"], results["elapsed"]["structure"])
+    print_counterfactual(console, params, results["counterfactual"], results["elapsed"]["counterfactual"])
     for dataset in params.datasets:
         explained, report = results["explain"][dataset], results["report"][dataset]
         console.print(
@@ -204,10 +211,30 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
     )
     console.print(f"Comparison tables, bar charts and residual plots: {params.outputs}/<dataset>/comparison/")
     console.print(
-        "MLflow: experiments 'attribution', 'faithfulness-table', 'forensics', 'loss-kernel', 'structure' "
+        "MLflow: experiments 'attribution', 'faithfulness-table', 'forensics', 'counterfactual', 'loss-kernel', "
+        "'structure' "
         f"and 'explain' in {tracking_uri()}\n"
         "  compare runs: kernelscope runs   |   browse: make ui (Prefect and MLflow UIs on 127.0.0.1)"
     )
+
+
+def print_counterfactual(console: Console, params: Params, runs: dict[str, Any], elapsed: float) -> None:
+    """Per dataset, every attributor's LDS with its 95% interval and cost, best first."""
+    cf = params.counterfactual
+    for dataset, summary in runs.items():
+        table = Table(
+            title=f"{dataset}: LDS over m = {cf.m} retrained models on α = {cf.alpha} subsets ({elapsed:.0f} s)"
+        )
+        for column in ("attributor", "LDS", "95% CI", "seconds"):
+            table.add_column(column)
+        for row in summary["lds"]:
+            table.add_row(
+                row["attributor"],
+                _fmt(row["lds"], ".3f"),
+                f"[{_fmt(row['ci_low'], '.3f')}, {_fmt(row['ci_high'], '.3f')}]",
+                _fmt(row["seconds"], ".2f"),
+            )
+        console.print(table)
 
 
 def print_structure(console: Console, runs: dict[str, Any], elapsed: float) -> None:

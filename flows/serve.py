@@ -19,6 +19,7 @@ from typing import Any
 from prefect.utilities.callables import ParameterSchema
 
 import flows  # noqa: F401  (applies the project-local tool defaults)
+from flows.counterfactual import counterfactual
 from flows.forensics import forensics
 from flows.loss_kernel import loss_kernel, multitask
 from flows.main import pipeline
@@ -53,6 +54,12 @@ def deployments(params: Params, params_file: str = "params.yaml") -> list[Any]:
             "forensics",
             {"params": defaults},
             "BadNets poisoning, detection by nearest training points, trace-back.",
+        ),
+        (
+            counterfactual,
+            "counterfactual",
+            {"params": defaults, "dataset": last},
+            "Retrain on subsets and rank every attributor by its LDS (run attribution first).",
         ),
         (
             loss_kernel,

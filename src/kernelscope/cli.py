@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         "kernel and kglm stages (for kglm:<kind> and kernel:<kind>).",
     )
     _common(p)
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.add_argument(
+        "--source", default=None, help="source tag recorded in MLflow (default: dvc under dvc repro, else cli)"
+    )
     p.set_defaults(func=cmd_counterfactual)
     p = sub.add_parser(
         "multitask",

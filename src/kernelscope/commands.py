@@ -158,9 +158,17 @@ def cmd_loss_kernel(args: argparse.Namespace, params: Params) -> Any:
 
 
 def cmd_counterfactual(args: argparse.Namespace, params: Params) -> Any:
-    from kernelscope.counterfactual.stages import counterfactual_stage
+    from kernelscope.core.fileio import write_dvc_metrics
+    from kernelscope.counterfactual.stages import counterfactual_stage, track_counterfactual
 
-    summary = counterfactual_stage(params, run_layout(args, params), progress=not args.quiet).summary
+    layout = run_layout(args, params)
+    summary = counterfactual_stage(params, layout, progress=not args.quiet).summary
+    write_dvc_metrics(
+        layout.root / "counterfactual_metrics.json",
+        {row["attributor"]: {k: row[k] for k in ("lds", "ci_low", "ci_high", "seconds")} for row in summary["lds"]},
+    )
+    if not args.no_track:
+        track_counterfactual(params, summary, source=args.source)
     return [{k: row[k] for k in ("attributor", "lds", "ci_low", "ci_high", "seconds")} for row in summary["lds"]]
 
 

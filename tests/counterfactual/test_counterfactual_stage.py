@@ -1,6 +1,7 @@
 """The counterfactual stage on a tiny run: the LDS table, verified score files, cached blocks, and refusals."""
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from kernelscope.counterfactual.datamodels import ARTIFACT
 from kernelscope.counterfactual.lds import lds_per_query
 from kernelscope.counterfactual.stages import SCORES_ARTIFACT, counterfactual_stage, scores_path
 from kernelscope.kernels.store import read_kernel
+from kernelscope.surrogate.report import build_report
 from tests.support.cli import cli_args, edit_params, refused
 
 STAGES = ("data", "train", "kernel", "kglm")
@@ -38,6 +40,9 @@ def test_lds_table_scores_and_cached_blocks(tiny_run):
         assert -1 <= float(row["ci_low"]) <= float(row["lds"]) <= float(row["ci_high"]) <= 1
         assert float(row["seconds"]) >= 0
     assert (out / "lds.png").stat().st_size > 0 and (out / "lds_vs_cost.png").stat().st_size > 0
+    report = build_report(run.layout.root)  # the HTML report gains the table and both figures
+    assert {"counterfactual/lds.png", "counterfactual/lds_vs_cost.png"} <= set(report["figures"])
+    assert "Counterfactual evaluation" in Path(report["path"]).read_text()
 
     # the LDS recomputed from the stored, verified scores and retrained blocks is the table's
     blocks = sorted((out / "retrain").glob("*/block-*.safetensors"))

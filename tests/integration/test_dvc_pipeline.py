@@ -1,5 +1,6 @@
 """`dvc repro` in a temporary git repository holding the project's pipeline files."""
 
+import csv
 import json
 import os
 import re
@@ -59,6 +60,13 @@ TINY_MULTITASK = {
     "steps_between": 2,
     "sgld_batch_size": 32,
 }
+TINY_COUNTERFACTUAL = {
+    "attributors": ["grad_dot", "kglm:trntk", "kernel:ck"],
+    "m": 4,
+    "models_per_stack": 4,
+    "projection_dim": 32,
+    "bootstrap": 20,
+}
 TINY_STRUCTURE = {"points": 40, "chunk_size": 16, "ablation_steps": 5, "check_points": 16}
 
 
@@ -99,6 +107,7 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     }
     tiny_params_dict["multitask"] = TINY_MULTITASK
     tiny_params_dict["structure"] = TINY_STRUCTURE
+    tiny_params_dict["counterfactual"] = TINY_COUNTERFACTUAL
     write_params(work / "params.yaml", tiny_params_dict)
     env = {
         **os.environ,
@@ -123,6 +132,7 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
         "kernel@digits2-trntk",
         "kernel@digits2-ck",
         "kglm@digits2",
+        "counterfactual@digits2",
         "poison",
         "poison_train",
         "poison_kernel@trntk",
@@ -167,8 +177,13 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     tiny_params_dict["kglm"]["alpha"] = 1e-2
     write_params(work / "params.yaml", tiny_params_dict)
     third = _run(dvc + ["repro"], work, env)
-    assert _stages_run(third) == {"kglm@digits2"}
+    assert _stages_run(third) == {"kglm@digits2", "counterfactual@digits2"}  # it reads the refitted kGLMs
     assert (work / "outputs/dvc/digits2/comparison/comparison.md").read_text().count("| ck |") == 1
 
     shown = json.loads(_run(dvc + ["metrics", "show", "--json"], work, env))
     assert "tau_k" in json.dumps(shown)
+    lds = json.loads((work / "outputs/dvc/digits2/counterfactual_metrics.json").read_text())
+    assert set(lds) == set(TINY_COUNTERFACTUAL["attributors"]) and "counterfactual_metrics.json" in json.dumps(shown)
+    with open(work / "outputs/dvc/digits2/counterfactual/lds.csv") as handle:
+        table = {row["attributor"]: float(row["lds"]) for row in csv.DictReader(handle)}
+    assert table == pytest.approx({name: row["lds"] for name, row in lds.items()}, abs=1e-4)

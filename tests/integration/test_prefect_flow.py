@@ -137,6 +137,37 @@ def test_loss_kernel_flow_after_attribution(harness, tmp_path, tiny_params_dict,
     assert again["cache_hits"] == again["tasks"]
 
 
+def test_counterfactual_flow_after_attribution(harness, tmp_path, tiny_params_dict, monkeypatch):
+    import csv
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tiny_params_dict["counterfactual"] = {
+        "attributors": ["grad_dot", "kglm:trntk"],
+        "m": 4,
+        "models_per_stack": 2,
+        "projection_dim": 32,
+        "bootstrap": 20,
+    }
+    params = params_from_dict(tiny_params_dict)
+    from flows.counterfactual import counterfactual
+    from flows.surrogate import attribution
+
+    out = str(tmp_path / "out")
+    attribution(dataset="digits2", params=params, outputs=out, track=False)
+    result = counterfactual(dataset="digits2", params=params, outputs=out)
+    assert result["tasks"] == 2 + 2 + 1  # two blocks, two attributors, the table
+    with open(tmp_path / "out/digits2/counterfactual/lds.csv") as handle:
+        table = {row["attributor"]: float(row["lds"]) for row in csv.DictReader(handle)}
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    logged = {
+        client.get_run(i).data.tags["attributor"]: client.get_run(i).data.metrics for i in result["mlflow_run_ids"]
+    }
+    assert {name: m["lds"] for name, m in logged.items()} == pytest.approx(table, abs=1e-4)
+    again = counterfactual(dataset="digits2", params=params, outputs=out, track=False)
+    assert again["cache_hits"] == 4  # blocks and scores reused; only the cheap table is recomputed
+    assert [r["lds"] for r in again["lds"]] == pytest.approx([r["lds"] for r in result["lds"]])
+
+
 def test_structure_flow_on_digits_and_the_modular_model(harness, tmp_path, tiny_params_dict, monkeypatch):
     from tests.integration.test_dvc_pipeline import TINY_MULTITASK, TINY_STRUCTURE
 

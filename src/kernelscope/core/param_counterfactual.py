@@ -15,7 +15,9 @@ class CounterfactualParams(Section):
         min_length=1,
         description="Attributors compared: trak, tracin, grad_dot, grad_cos, kglm:<kind>, kernel:<kind>.",
     )
-    m: Int = Field(100, ge=1, description="Training subsets drawn, one retrained model each (TRAK, dattri: 100).")
+    m: Int = Field(
+        32, ge=1, description="Training subsets drawn, one retrained model each (TRAK and dattri: 100; the benchmark)."
+    )
     alpha: Float = Field(0.5, gt=0.0, lt=1.0, description="Fraction of the training set in each subset.")
     models_per_stack: Int = Field(
         16, ge=1, le=1024, description="Models trained at once in one stacked (vmap) step; also a cache block."

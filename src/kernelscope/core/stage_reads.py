@@ -123,6 +123,15 @@ STRUCTURE = ("seed", *_all_but("structure", "subjects"))  # subjects: the models
 SURROGATE, STRUCTURE_STAGES = "kernelscope.surrogate.stages", "kernelscope.structure.stages"
 FORENSICS, FORENSICS_CODE = "kernelscope.forensics.stages", _code("forensics", "surrogate")
 MULTITASK = "kernelscope.loss_kernel.multitask_stages"
+COUNTERFACTUAL, COUNTERFACTUAL_CODE = "kernelscope.counterfactual.stages", _code("counterfactual", "surrogate")
+COUNTERFACTUAL_READS = (
+    "seed",
+    "counterfactual",
+    "kernel.kinds",
+    "kernel.projection",
+    "kernel.memory_budget_mb",
+    *CHECKPOINT[1:],  # the architecture's sections and sources: the retrained models follow the run's recipe
+)
 TASK_SURROGATE, TASK_FORENSICS = _code("surrogate", cli=False), _code("forensics", "surrogate", cli=False)
 
 STAGES: dict[str, StageReads] = {
@@ -136,6 +145,8 @@ STAGES: dict[str, StageReads] = {
     "multitask_loss_kernel": StageReads(MULTITASK, ("seed", "multitask"), code=_code()),
     "structure": StageReads(STRUCTURE_STAGES, STRUCTURE, CHECKPOINT, _code("structure")),
     "structure_multitask": StageReads(STRUCTURE_STAGES, STRUCTURE, MULTITASK_MODEL, _code("structure")),
+    # retrains the run's architecture on subsets (its sections), verifies the checkpoint, kernels and kGLMs it reads
+    "counterfactual": StageReads(COUNTERFACTUAL, COUNTERFACTUAL_READS, (KERNEL_OPTIONS, "kglm"), COUNTERFACTUAL_CODE),
     # sources: the poisoned set's name is looked up among them too (a bundled set has none)
     "poison": StageReads(FORENSICS, ("seed", "data", *POISONING, "sources"), code=FORENSICS_CODE),
     "poison_train": StageReads(FORENSICS, CHECKPOINT, ("data", *POISONING), FORENSICS_CODE),
@@ -162,6 +173,13 @@ STAGES: dict[str, StageReads] = {
     "seed_run": StageReads(SURROGATE, ("data", *CHECKPOINT, *KERNEL, "kglm"), (), TASK_SURROGATE, dvc=False),
     "forensic_kglm": StageReads(
         FORENSICS, ("seed", *KGLM_FIT, "poison.kglm_alpha"), KGLM_CHECKS, TASK_FORENSICS, dvc=False
+    ),
+    "counterfactual_tasks": StageReads(  # the counterfactual flow's tasks: the stage's reads, spread by scale
+        COUNTERFACTUAL,
+        (*COUNTERFACTUAL_READS, "scale.runner", "scale.dask_threads_per_worker"),
+        (KERNEL_OPTIONS, "kglm"),
+        _code("counterfactual", "surrogate", cli=False),
+        dvc=False,
     ),
     "detect_poison": StageReads(
         FORENSICS, ("poison.k", "poison.m"), ("seed", KERNEL_OPTIONS), TASK_FORENSICS, dvc=False

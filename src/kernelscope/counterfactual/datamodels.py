@@ -84,22 +84,34 @@ def read_block(path: Path, expect: dict[str, Any]) -> tuple[np.ndarray, np.ndarr
     return masks.astype(bool), outputs.astype(np.float64)
 
 
-def datamodels(params: Params, ds: Dataset, out_dir: Path, progress: bool = False) -> Datamodels:
-    """Every block's masks and outputs: verified from out_dir when present, trained (and written) when not."""
+def block_count(params: Params) -> int:
     cf = params.counterfactual
-    subset_size(len(ds.train.y), cf.alpha)  # refuse a bad alpha before any work
-    blocks = -(-cf.m // cf.models_per_stack)
+    return -(-cf.m // cf.models_per_stack)
+
+
+def ensure_block(params: Params, ds: Dataset, out_dir: Path, block: int) -> tuple[Path, np.ndarray, np.ndarray]:
+    """(path, masks, outputs) of one block: verified from out_dir when present, trained and written when not."""
+    subset_size(len(ds.train.y), params.counterfactual.alpha)  # refuse a bad alpha before any work
+    path, expect = block_path(out_dir, params, ds, block), block_provenance(params, ds, block)
+    if path.exists():
+        masks, outputs = read_block(path, expect)  # a block of other data or params is refused, not retrained over
+    else:
+        masks, outputs = retrain_block(params, ds, block)
+        write_safetensors(path, {"masks": masks.astype(np.uint8), "outputs": outputs}, ARTIFACT, expect)
+    return path, masks, outputs
+
+
+def datamodels(params: Params, ds: Dataset, out_dir: Path, progress: bool = False) -> Datamodels:
+    """Every block's masks and outputs (``ensure_block`` for each, in order)."""
+    cf = params.counterfactual
+    subset_size(len(ds.train.y), cf.alpha)
     masks, outputs, paths = [], [], []
+    blocks = block_count(params)
     with Progress(blocks, f"retrain {cf.m} models on {ds.name} subsets", "block", bar=progress) as bar:
         for block in range(blocks):
-            path, expect = block_path(out_dir, params, ds, block), block_provenance(params, ds, block)
-            if path.exists():
-                got = read_block(path, expect)  # a block of other data or params is refused here, not retrained over
-            else:
-                got = retrain_block(params, ds, block)
-                write_safetensors(path, {"masks": got[0].astype(np.uint8), "outputs": got[1]}, ARTIFACT, expect)
-            masks.append(got[0])
-            outputs.append(got[1])
+            path, got_masks, got_outputs = ensure_block(params, ds, out_dir, block)
+            masks.append(got_masks)
+            outputs.append(got_outputs)
             paths.append(path)
             bar.update()
     result = Datamodels(np.concatenate(masks), np.concatenate(outputs), paths)

@@ -15,11 +15,11 @@ from kernelscope.core.params import Params, params_hash
 from kernelscope.core.provenance import run_model
 from kernelscope.core.results import StageResult
 from kernelscope.core.tables import markdown_table, write_table_files
-from kernelscope.counterfactual.attributors import Run, Scores, attribute
-from kernelscope.counterfactual.datamodels import datamodels
+from kernelscope.counterfactual.attributors import Run, attribute
+from kernelscope.counterfactual.datamodels import datamodels, ensure_block
 from kernelscope.counterfactual.lds import bootstrap_mean, lds_per_query
 from kernelscope.counterfactual.plots import lds_against_cost, lds_bars
-from kernelscope.kernels.store import write_kernel
+from kernelscope.kernels.store import read_kernel, write_kernel
 
 SCORES_ARTIFACT = "attribution-scores"
 LDS_HEADER = ("attributor", "lds", "ci_low", "ci_high", "seconds")
@@ -40,35 +40,56 @@ def scores_path(layout: RunLayout, name: str) -> Path:
     return layout.counterfactual_dir / "scores" / f"{name.replace(':', '-')}.parquet"
 
 
-def write_scores(layout: RunLayout, run: Run, scores: Scores) -> Path:
-    ds = run.dataset
-    path = scores_path(layout, scores.name)
-    provenance = {
-        "attributor": scores.name,
+def scores_provenance(params: Params, name: str, checkpoint_hash: str, dataset_hash: str) -> dict[str, Any]:
+    """What a score file must record to be read back (its time and peak memory are recorded beside it)."""
+    return {
+        "attributor": name,
         "sign": "positive: training on x_j raises f(x) = log(p_y / (1 - p_y))",
-        "counterfactual": run.params.counterfactual.model_dump(mode="json"),
-        "checkpoint_hash": run.checkpoint.checkpoint_hash,
-        "dataset_hash": ds.dataset_hash,
+        "counterfactual": params.counterfactual.model_dump(mode="json"),
+        "checkpoint_hash": checkpoint_hash,
+        "dataset_hash": dataset_hash,
+    }
+
+
+def retrain_block_stage(params: Params, layout: RunLayout, block: int) -> StageResult:
+    """One block of retrained models (counterfactual.models_per_stack of them), cached as a verified file."""
+    from kernelscope.core.provenance import run_data
+
+    ds = run_data(params, layout)
+    path, masks, _ = ensure_block(params, ds, layout.counterfactual_dir / "retrain", block)
+    return StageResult.of({"block": block, "models": int(len(masks)), "path": str(path)}, [path])
+
+
+def attribute_stage(params: Params, layout: RunLayout, name: str) -> StageResult:
+    """One attributor's (test, train) scores, written as a verified Parquet file with its time and peak memory."""
+    check_attributors(params)
+    ds, ckpt = run_model(params, layout)
+    scores = attribute(Run(params, layout, ds, ckpt), name)
+    path = scores_path(layout, name)
+    provenance = {
+        **scores_provenance(params, name, ckpt.checkpoint_hash, ds.dataset_hash),
         "seconds": scores.seconds,
         "peak_mb": scores.peak_mb,
     }
     write_kernel(path, scores.values, ds.test.ids, ds.train.ids, provenance, artifact=SCORES_ARTIFACT)
-    return path
+    return StageResult.of({"attributor": name, "seconds": scores.seconds, "peak_mb": scores.peak_mb}, [path])
 
 
-def counterfactual_stage(params: Params, layout: RunLayout, progress: bool = False) -> StageResult:
-    """LDS of every attributor against models retrained on counterfactual.m subsets (Park et al. 2023)."""
-    check_attributors(params)
+def lds_stage(params: Params, layout: RunLayout) -> StageResult:
+    """The LDS table and plots from the retrained blocks and every attributor's stored scores."""
     cf = params.counterfactual
     ds, ckpt = run_model(params, layout)
     out = layout.counterfactual_dir
-    truth = datamodels(params, ds, out / "retrain", progress=progress)
-    run = Run(params, layout, ds, ckpt)
-    rows, written = [], list(truth.paths)
+    truth = datamodels(params, ds, out / "retrain")  # verified blocks (trained here only when missing)
+    rows = []
     for name in cf.attributors:
-        scores = attribute(run, name)
-        written.append(write_scores(layout, run, scores))
-        per_query = lds_per_query(scores.values, truth.masks, truth.outputs)
+        values, meta = read_kernel(
+            scores_path(layout, name),
+            expect=scores_provenance(params, name, ckpt.checkpoint_hash, ds.dataset_hash),
+            query_ids=ds.test.ids,
+            artifact=SCORES_ARTIFACT,
+        )
+        per_query = lds_per_query(values.astype(np.float64), truth.masks, truth.outputs)
         ci = bootstrap_mean(per_query, params.seed, cf.bootstrap)
         rows.append(
             {
@@ -76,8 +97,8 @@ def counterfactual_stage(params: Params, layout: RunLayout, progress: bool = Fal
                 "lds": ci.mean,
                 "ci_low": ci.low,
                 "ci_high": ci.high,
-                "seconds": scores.seconds,
-                "peak_mb": scores.peak_mb,
+                "seconds": float(meta["seconds"]),
+                "peak_mb": float(meta["peak_mb"]),
                 "test_points": ci.n,
             }
         )
@@ -86,22 +107,69 @@ def counterfactual_stage(params: Params, layout: RunLayout, progress: bool = Fal
         [r["attributor"], *(f"{r[k]:.4f}" for k in ("lds", "ci_low", "ci_high")), f"{r['seconds']:.2f}"] for r in rows
     ]
     title = f"{ds.name}: LDS over m = {cf.m} subsets of α = {cf.alpha}"
+    written = list(truth.paths)
     written += write_table_files(
-        out, "lds", markdown=markdown_table(LDS_HEADER, cells, title=title), csv=(LDS_HEADER, cells)
+        out,
+        "lds",
+        markdown=markdown_table(LDS_HEADER, cells, title=title),
+        csv=(LDS_HEADER, cells),
+        json_cells=(LDS_HEADER, cells),  # the report's table
     )
     names = [r["attributor"] for r in rows]
     array = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in ("lds", "ci_low", "ci_high", "seconds")}
-    written.append(lds_bars(out / "lds.png", names, array["lds"], array["ci_low"], array["ci_high"], title))
-    written.append(lds_against_cost(out / "lds_vs_cost.png", names, array["lds"], array["seconds"], title))
+    bars = lds_bars(out / "lds.png", names, array["lds"], array["ci_low"], array["ci_high"], title)
+    cost = lds_against_cost(out / "lds_vs_cost.png", names, array["lds"], array["seconds"], title)
+    written += [bars, cost]
     summary: dict[str, Any] = {
         "dataset": ds.name,
         "m": cf.m,
         "alpha": cf.alpha,
         "lds": rows,
         "best": rows[0]["attributor"],
+        "lds_plot": str(bars),
+        "cost_plot": str(cost),
         "checkpoint_hash": ckpt.checkpoint_hash,
-        "params_hash": params_hash(params),
         "version": __version__,
     }
     written.append(write_dvc_metrics(out / "metrics.json", summary))
     return StageResult.of(summary, written)
+
+
+def counterfactual_stage(params: Params, layout: RunLayout, progress: bool = False) -> StageResult:
+    """LDS of every attributor against models retrained on counterfactual.m subsets (Park et al. 2023): every
+    block, every attributor, then the table (what the CLI and DVC run; the flow runs the parts as tasks)."""
+    check_attributors(params)
+    ds = run_model(params, layout)[0]
+    datamodels(params, ds, layout.counterfactual_dir / "retrain", progress=progress)
+    parts = [attribute_stage(params, layout, name) for name in params.counterfactual.attributors]
+    table = lds_stage(params, layout)
+    return StageResult.of(table.summary, [], table, *parts)
+
+
+def track_counterfactual(params: Params, summary: dict[str, Any], source: str | None = None) -> list[str]:
+    """One run per attributor in the 'counterfactual' experiment: LDS with its interval, seconds, peak memory."""
+    from kernelscope.core.tracking import RunTags, log_run
+
+    run_ids = []
+    for row in summary["lds"]:
+        tags = RunTags(
+            "counterfactual",
+            summary["dataset"],
+            row["attributor"].partition(":")[2] or "none",
+            params.seed,
+            params_hash(params),
+            {"attributor": row["attributor"], "checkpoint_hash": summary["checkpoint_hash"], "m": str(summary["m"])},
+        )
+        metrics = {k: float(row[k]) for k in ("lds", "ci_low", "ci_high", "seconds", "peak_mb")}
+        run_ids.append(
+            log_run(
+                "counterfactual",
+                f"{summary['dataset']}-{row['attributor']}",
+                tags=tags,
+                params={"counterfactual": params.counterfactual.model_dump(mode="json"), "seed": params.seed},
+                metrics=metrics,
+                artifacts=[summary["lds_plot"], summary["cost_plot"]],
+                source=source,
+            )
+        )
+    return run_ids

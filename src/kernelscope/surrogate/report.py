@@ -84,6 +84,13 @@ def build_report(run_dir: str | Path, table_dir: str | Path | None = None) -> di
             if (kind_dir / name).is_file():
                 parts.append(_img(kind_dir / name, f"{kind_dir.name}: {caption}"))
                 figures.append(f"kglm/{kind_dir.name}/{name}")
+    counterfactual = run_dir / "counterfactual"
+    if (counterfactual / "lds.json").is_file():
+        parts += ["<h2>Counterfactual evaluation: LDS per attributor</h2>", _html_table(counterfactual / "lds.json")]
+        for name, caption in (("lds.png", "LDS with 95% intervals"), ("lds_vs_cost.png", "LDS against seconds")):
+            if (counterfactual / name).is_file():
+                parts.append(_img(counterfactual / name, caption))
+                figures.append(f"counterfactual/{name}")
     for explanation in (
         sorted((run_dir / "explain").glob("*/explanation.json")) if (run_dir / "explain").is_dir() else []
     ):
