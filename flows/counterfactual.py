@@ -11,7 +11,7 @@ from kernelscope.core.layout import RunLayout
 from kernelscope.core.param_types import DatasetName
 from kernelscope.core.params import Params
 from kernelscope.core.stage_reads import stage_sections
-from tasks.counterfactual import attribute, lds_table, retrain_block
+from tasks.counterfactual import attribute, brittleness, lds_table, retrain_block
 from tasks.fanout import Fanout
 
 
@@ -62,9 +62,13 @@ def counterfactual(
             )
             for name in params.counterfactual.attributors
         ]
-        for pending in blocks + scored:
+        for pending in blocks:
             fan.result(pending)
+        score_files = [o.sha256 for pending in scored for o in fan.result(pending).outputs]
         summary = fan.run(lds_table, sections=sections, root=root).summary
+        if params.counterfactual.brittleness_queries:
+            scores_hash = sha256_bytes(*(digest.encode() for digest in score_files))
+            summary.update(fan.run(brittleness, sections=sections, root=root, scores_hash=scores_hash).summary)
         hits, runs = fan.ledger.hits, fan.ledger.runs
     for row in summary["lds"]:
         logger.info(

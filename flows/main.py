@@ -219,20 +219,24 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
 
 
 def print_counterfactual(console: Console, params: Params, runs: dict[str, Any], elapsed: float) -> None:
-    """Per dataset, every attributor's LDS with its 95% interval and cost, best first."""
+    """Per dataset, every attributor's LDS with its 95% interval, cost and brittleness at the largest k."""
     cf = params.counterfactual
+    k = max(cf.brittleness_k)
     for dataset, summary in runs.items():
+        flips = {r["attributor"]: r["flipped"] for r in summary.get("brittleness", []) if r["k"] == k}
         table = Table(
             title=f"{dataset}: LDS over m = {cf.m} retrained models on α = {cf.alpha} subsets ({elapsed:.0f} s)"
         )
-        for column in ("attributor", "LDS", "95% CI", "seconds"):
+        for column in ("attributor", "LDS", "95% CI", "seconds", f"flipped, top {k} removed"):
             table.add_column(column)
         for row in summary["lds"]:
+            flip = flips.get(row["attributor"])
             table.add_row(
                 row["attributor"],
                 _fmt(row["lds"], ".3f"),
                 f"[{_fmt(row['ci_low'], '.3f')}, {_fmt(row['ci_high'], '.3f')}]",
                 _fmt(row["seconds"], ".2f"),
+                "–" if flip is None else f"{flip:.2f} (random {flips.get('random', float('nan')):.2f})",
             )
         console.print(table)
 

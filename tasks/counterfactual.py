@@ -45,3 +45,13 @@ def lds_table(sections: dict[str, Any], root: str) -> StageResult:
     from kernelscope.counterfactual.stages import lds_stage
 
     return lds_stage(params_for(sections, "counterfactual_tasks"), RunLayout(root))
+
+
+@task(name="brittleness", **CACHED_TASK)
+def brittleness(sections: dict[str, Any], root: str, scores_hash: str) -> StageResult:
+    """Predictions flipped after removing each attributor's top-k supporters (and k random points), retrained."""
+    from kernelscope.counterfactual.stages import brittleness_stage
+
+    params = params_for(sections, "counterfactual_tasks")
+    with torch_threads(params.scale):
+        return brittleness_stage(params, RunLayout(root))

@@ -163,10 +163,12 @@ def cmd_counterfactual(args: argparse.Namespace, params: Params) -> Any:
 
     layout = run_layout(args, params)
     summary = counterfactual_stage(params, layout, progress=not args.quiet).summary
-    write_dvc_metrics(
-        layout.root / "counterfactual_metrics.json",
-        {row["attributor"]: {k: row[k] for k in ("lds", "ci_low", "ci_high", "seconds")} for row in summary["lds"]},
-    )
+    metrics = {
+        row["attributor"]: {k: row[k] for k in ("lds", "ci_low", "ci_high", "seconds")} for row in summary["lds"]
+    }
+    for row in summary.get("brittleness", []):
+        metrics.setdefault(row["attributor"], {})[f"flipped_k{row['k']}"] = row["flipped"]
+    write_dvc_metrics(layout.root / "counterfactual_metrics.json", metrics)
     if not args.no_track:
         track_counterfactual(params, summary, source=args.source)
     return [{k: row[k] for k in ("attributor", "lds", "ci_low", "ci_high", "seconds")} for row in summary["lds"]]

@@ -24,6 +24,8 @@ CF = {
     "trak_models": 2,
     "tracin_every": 5,
     "bootstrap": 50,
+    "brittleness_queries": 3,
+    "brittleness_k": [5, 30],
 }
 
 
@@ -43,6 +45,14 @@ def test_lds_table_scores_and_cached_blocks(tiny_run):
     report = build_report(run.layout.root)  # the HTML report gains the table and both figures
     assert {"counterfactual/lds.png", "counterfactual/lds_vs_cost.png"} <= set(report["figures"])
     assert "Counterfactual evaluation" in Path(report["path"]).read_text()
+
+    with open(out / "brittleness.csv") as handle:
+        brittle = list(csv.DictReader(handle))
+    assert list(brittle[0]) == ["attributor", "k", "flipped", "ci_low", "ci_high"]
+    assert {(r["attributor"], int(r["k"])) for r in brittle} == {
+        (name, k) for name in [*CF["attributors"], "random"] for k in CF["brittleness_k"]
+    }
+    assert all(0 <= float(r["flipped"]) <= 1 for r in brittle) and summary["queries"] == 3
 
     # the LDS recomputed from the stored, verified scores and retrained blocks is the table's
     blocks = sorted((out / "retrain").glob("*/block-*.safetensors"))

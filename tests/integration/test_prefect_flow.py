@@ -147,6 +147,8 @@ def test_counterfactual_flow_after_attribution(harness, tmp_path, tiny_params_di
         "models_per_stack": 2,
         "projection_dim": 32,
         "bootstrap": 20,
+        "brittleness_queries": 2,
+        "brittleness_k": [5],
     }
     params = params_from_dict(tiny_params_dict)
     from flows.counterfactual import counterfactual
@@ -155,7 +157,7 @@ def test_counterfactual_flow_after_attribution(harness, tmp_path, tiny_params_di
     out = str(tmp_path / "out")
     attribution(dataset="digits2", params=params, outputs=out, track=False)
     result = counterfactual(dataset="digits2", params=params, outputs=out)
-    assert result["tasks"] == 2 + 2 + 1  # two blocks, two attributors, the table
+    assert result["tasks"] == 2 + 2 + 1 + 1  # two blocks, two attributors, the table, brittleness
     with open(tmp_path / "out/digits2/counterfactual/lds.csv") as handle:
         table = {row["attributor"]: float(row["lds"]) for row in csv.DictReader(handle)}
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -164,7 +166,8 @@ def test_counterfactual_flow_after_attribution(harness, tmp_path, tiny_params_di
     }
     assert {name: m["lds"] for name, m in logged.items()} == pytest.approx(table, abs=1e-4)
     again = counterfactual(dataset="digits2", params=params, outputs=out, track=False)
-    assert again["cache_hits"] == 4  # blocks and scores reused; only the cheap table is recomputed
+    assert again["cache_hits"] == 5  # blocks, scores and brittleness reused; only the cheap table is recomputed
+    assert "random_flipped_k5" in logged["grad_dot"] and 0 <= logged["grad_dot"]["flipped_k5"] <= 1
     assert [r["lds"] for r in again["lds"]] == pytest.approx([r["lds"] for r in result["lds"]])
 
 

@@ -41,3 +41,25 @@ def lds_against_cost(path: str | Path, names: list[str], lds: np.ndarray, second
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def brittleness_curves(path: str | Path, rows: list[dict], title: str) -> Path:
+    """Fraction of predictions flipped against k removed, one line per attributor (random removal dashed)."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for name in dict.fromkeys(r["attributor"] for r in rows):
+        mine = [r for r in rows if r["attributor"] == name]
+        ax.errorbar(
+            [r["k"] for r in mine],
+            [r["flipped"] for r in mine],
+            yerr=[[r["flipped"] - r["ci_low"] for r in mine], [r["ci_high"] - r["flipped"] for r in mine]],
+            label=name,
+            ls="--" if name == "random" else "-",
+            marker="o",
+            capsize=2,
+        )
+    ax.set_xlabel("training points removed (k)")
+    ax.set_ylabel("fraction of predictions flipped")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -16,12 +16,14 @@ from kernelscope.core.provenance import run_model
 from kernelscope.core.results import StageResult
 from kernelscope.core.tables import markdown_table, write_table_files
 from kernelscope.counterfactual.attributors import Run, attribute
+from kernelscope.counterfactual.brittleness import RANDOM, brittleness_queries, flipped, removal_orders
 from kernelscope.counterfactual.datamodels import datamodels, ensure_block
 from kernelscope.counterfactual.lds import bootstrap_mean, lds_per_query
-from kernelscope.counterfactual.plots import lds_against_cost, lds_bars
+from kernelscope.counterfactual.plots import brittleness_curves, lds_against_cost, lds_bars
 from kernelscope.kernels.store import read_kernel, write_kernel
 
 SCORES_ARTIFACT = "attribution-scores"
+BRITTLENESS_SEED_OFFSET = 5000  # retraining seeds of the brittleness models: seed + 5000 + r
 LDS_HEADER = ("attributor", "lds", "ci_low", "ci_high", "seconds")
 
 
@@ -135,6 +137,40 @@ def lds_stage(params: Params, layout: RunLayout) -> StageResult:
     return StageResult.of(summary, written)
 
 
+def brittleness_stage(params: Params, layout: RunLayout) -> StageResult:
+    """Fraction of correctly classified queries whose prediction flips when each attributor's top-k supporters
+    (or k random points) are removed and the model retrained; bootstrap intervals over queries."""
+    from kernelscope.core.provenance import training_section
+    from kernelscope.models.train import predict_logits
+
+    cf = params.counterfactual
+    ds, ckpt = run_model(params, layout)
+    out = layout.counterfactual_dir
+    queries = brittleness_queries(ds, predict_logits(ckpt.model, ds.test.x), cf.brittleness_queries, params.seed)
+    _, section = training_section(params, ds.name)
+    seeds = params.seed + BRITTLENESS_SEED_OFFSET + np.arange(cf.brittleness_seeds)
+    rows = []
+    for name in (*cf.attributors, RANDOM):
+        scores = None
+        if name != RANDOM:
+            expect = scores_provenance(params, name, ckpt.checkpoint_hash, ds.dataset_hash)
+            path = scores_path(layout, name)
+            scores = read_kernel(path, expect=expect, query_ids=ds.test.ids, artifact=SCORES_ARTIFACT)[0]
+        orders = removal_orders(scores, queries, len(ds.train.y), params.seed)
+        for k in cf.brittleness_k:
+            flips = flipped(ds, section, queries, orders, k, seeds, cf.models_per_stack).mean(1)  # (q,)
+            ci = bootstrap_mean(flips, params.seed, cf.bootstrap)
+            rows.append({"attributor": name, "k": k, "flipped": ci.mean, "ci_low": ci.low, "ci_high": ci.high})
+    header = ("attributor", "k", "flipped", "ci_low", "ci_high")
+    cells = [[r["attributor"], str(r["k"]), *(f"{r[c]:.4f}" for c in header[2:])] for r in rows]
+    title = f"{ds.name}: predictions flipped after removing k training points ({len(queries)} queries)"
+    written = write_table_files(
+        out, "brittleness", markdown=markdown_table(header, cells, text_columns=1, title=title), csv=(header, cells)
+    )
+    written.append(brittleness_curves(out / "brittleness.png", rows, title))
+    return StageResult.of({"dataset": ds.name, "queries": len(queries), "brittleness": rows}, written)
+
+
 def counterfactual_stage(params: Params, layout: RunLayout, progress: bool = False) -> StageResult:
     """LDS of every attributor against models retrained on counterfactual.m subsets (Park et al. 2023): every
     block, every attributor, then the table (what the CLI and DVC run; the flow runs the parts as tasks)."""
@@ -143,6 +179,9 @@ def counterfactual_stage(params: Params, layout: RunLayout, progress: bool = Fal
     datamodels(params, ds, layout.counterfactual_dir / "retrain", progress=progress)
     parts = [attribute_stage(params, layout, name) for name in params.counterfactual.attributors]
     table = lds_stage(params, layout)
+    if params.counterfactual.brittleness_queries:
+        brittle = brittleness_stage(params, layout)
+        return StageResult.of({**table.summary, **brittle.summary}, [], table, brittle, *parts)
     return StageResult.of(table.summary, [], table, *parts)
 
 
@@ -161,6 +200,10 @@ def track_counterfactual(params: Params, summary: dict[str, Any], source: str | 
             {"attributor": row["attributor"], "checkpoint_hash": summary["checkpoint_hash"], "m": str(summary["m"])},
         )
         metrics = {k: float(row[k]) for k in ("lds", "ci_low", "ci_high", "seconds", "peak_mb")}
+        for brittle in summary.get("brittleness", []):
+            if brittle["attributor"] in (row["attributor"], RANDOM):
+                prefix = "random_flipped" if brittle["attributor"] == RANDOM else "flipped"
+                metrics[f"{prefix}_k{brittle['k']}"] = float(brittle["flipped"])
         run_ids.append(
             log_run(
                 "counterfactual",

@@ -1,0 +1,55 @@
+"""Brittleness (Ilyas et al. 2022): remove the k training points an attributor says support a prediction most,
+retrain, and count how often the prediction flips, against removing k random points.
+
+For each query x (a seeded sample of correctly classified test points) and each k, the kept rows are every
+training point but the k with the largest τ(x, ·) (or k drawn at random). All models of one k train on
+N − k points, so they are trained together as one stack (kernelscope.counterfactual.retrain).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kernelscope.counterfactual.retrain import train_on_subsets
+from kernelscope.data.datasets import Dataset
+from kernelscope.models.heads import predictions
+
+RANDOM = "random"
+
+
+def brittleness_queries(ds: Dataset, test_logits: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """(≤ n,) test rows the model classifies correctly, a seeded sample in increasing order."""
+    correct = np.flatnonzero(predictions(test_logits) == ds.test.y)
+    rng = np.random.default_rng([seed, 0xB417])
+    return np.sort(rng.choice(correct, size=min(n, len(correct)), replace=False))
+
+
+def kept_rows(order: np.ndarray, k: int) -> np.ndarray:
+    """The training rows left when the first k of ``order`` are removed, sorted: (N − k,)."""
+    return np.sort(order[k:])
+
+
+def removal_orders(scores: np.ndarray | None, queries: np.ndarray, n_train: int, seed: int) -> np.ndarray:
+    """(q, N) training rows, most supportive first (largest τ(x, ·), ties by row), or a seeded random order."""
+    if scores is None:
+        rng = np.random.default_rng([seed, 0x8A4D])
+        return np.stack([rng.permutation(n_train) for _ in queries])
+    return np.stack([np.lexsort((np.arange(n_train), -scores[q])) for q in queries])
+
+
+def flipped(
+    ds: Dataset, section: Any, queries: np.ndarray, orders: np.ndarray, k: int, seeds: np.ndarray, stack: int
+) -> np.ndarray:
+    """(q, s) bool: query i's prediction is wrong after retraining (seed j) without the first k of orders[i]."""
+    rows = np.stack([kept_rows(order, k) for order in orders])  # (q, N − k)
+    jobs = [(i, j) for i in range(len(queries)) for j in range(len(seeds))]
+    out = np.zeros((len(queries), len(seeds)), dtype=bool)
+    for first in range(0, len(jobs), stack):
+        chunk = jobs[first : first + stack]
+        models = train_on_subsets(ds, section, rows[[i for i, _ in chunk]], np.array([seeds[j] for _, j in chunk]))
+        logits = models.logits(ds.test.x[queries])  # (models, q, C_out)
+        for model, (i, j) in enumerate(chunk):
+            out[i, j] = predictions(logits[model][i : i + 1])[0] != ds.test.y[queries[i]]
+    return out
