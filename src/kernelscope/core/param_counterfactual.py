@@ -41,6 +41,6 @@ class CounterfactualParams(Section):
         10, ge=0, description="Correctly classified test points (seeded sample) for brittleness; 0: skip it."
     )
     brittleness_k: tuple[Int, ...] = Field(
-        (10, 40), min_length=1, description="Training points removed per query (the curve's grid)."
+        (40,), min_length=1, description="Training points removed per query (the curve's grid, e.g. [10, 40, 80])."
     )
     brittleness_seeds: Int = Field(1, ge=1, description="Retraining seeds per query and k.")
