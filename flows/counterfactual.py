@@ -16,13 +16,10 @@ from tasks.fanout import Fanout
 
 
 def attributor_inputs_hash(layout: RunLayout, name: str) -> str:
-    """The checkpoint's hash and, for kglm:<kind> / kernel:<kind>, the files read: an attribute task's key."""
-    family, _, kind = name.partition(":")
-    files = []
-    if kind:
-        files.append(layout.kernel_path(kind, "test"))
-    if family == "kglm":
-        files.append(layout.kglm_dir(kind) / "kglm.safetensors")
+    """The checkpoint's hash and the hashes of the files the attributor reads: an attribute task's key."""
+    from kernelscope.counterfactual.attributors import attributor_inputs
+
+    files = attributor_inputs(layout, name)
     parts = [layout.checkpoint_hash(), *(sha256_file(path) if path.exists() else "missing" for path in files)]
     return sha256_bytes(*(part.encode() for part in parts))
 

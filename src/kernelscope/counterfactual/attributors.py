@@ -8,6 +8,7 @@ kernelscope.counterfactual.scores's sign convention; queries are the test split.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -154,6 +155,13 @@ def _tracin(run: Run, _: str) -> np.ndarray:
         test, train = run.gradients(model, projector)
         terms.append((lr, test.g, test.loss_scale, train.g, train.loss_scale))
     return scores.tracin(terms)
+
+
+def attributor_inputs(layout: RunLayout, name: str) -> list[Path]:
+    """The files an attributor reads besides the data and the checkpoint (a flow task's key hashes them)."""
+    family, _, kind = name.partition(":")
+    files = [layout.kernel_path(kind, "test")] if kind else []
+    return files + ([layout.kglm_dir(kind) / "kglm.safetensors"] if family == "kglm" else [])
 
 
 def _kernel_rows(run: Run, kind: str) -> np.ndarray:

@@ -26,7 +26,7 @@ from kernelscope.counterfactual import stacked_mlp
 from kernelscope.counterfactual.subsets import restricted
 from kernelscope.data.datasets import Dataset
 from kernelscope.models.heads import correct_class_logit, mean_loss, per_sample_loss
-from kernelscope.models.train import _INIT_LOCK, train_classifier
+from kernelscope.models.train import _INIT_LOCK, make_optimizer, train_classifier
 from kernelscope.models.zoo import architecture, build_model, entry_for_section
 
 
@@ -108,10 +108,7 @@ def _train_stacked(
     progress: bool,
 ) -> StackedModels:
     params = {k: v.detach().requires_grad_(True) for k, v in stack.params.items()}
-    if section.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(params.values(), lr=section.lr, momentum=section.momentum)
-    else:
-        optimizer = torch.optim.Adam(params.values(), lr=section.lr)
+    optimizer = make_optimizer(section, params.values())  # one optimizer over the stack: m independent ones
     base = copy.deepcopy(stack.base).train()
     x = torch.from_numpy(dataset.train.x)  # (N, d)
     y = torch.from_numpy(dataset.train.y)  # (N,)

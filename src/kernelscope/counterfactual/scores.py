@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from kernelscope.surrogate.attribution import attributions
 from kernelscope.surrogate.kglm import KGLM
 
 
@@ -77,13 +78,12 @@ def label_signed_kernel(kernel: np.ndarray, y_query: np.ndarray, y_train: np.nda
 
 
 def kglm_to_query_class(model: KGLM, kernel: np.ndarray, y_query: np.ndarray) -> np.ndarray:
-    """The NTK paper's Eq. 3 attribution W_{c,j} κ(x, x_j) + b_c / N to the logit of x's class c = y.
+    """The NTK paper's Eq. 3 attribution (kernelscope.surrogate.attribution) to the logit of x's class c = y.
 
     One logit (binary): the logit is the log-odds of class 1, so a query of class 0 takes its negative.
     """
-    k = np.asarray(kernel, dtype=np.float64)  # (n, N)
-    n_train = k.shape[1]
-    if model.weight.shape[0] == 1:
-        sign = np.where(y_query == 1, 1.0, -1.0)[:, None]
-        return sign * (model.weight[0][None, :] * k + model.bias[0] / n_train)
-    return model.weight[y_query] * k + (model.bias[y_query] / n_train)[:, None]
+    per_logit = attributions(model, kernel)  # (n, C_out, N)
+    rows = np.arange(len(y_query))
+    if per_logit.shape[1] == 1:
+        return np.where(y_query == 1, 1.0, -1.0)[:, None] * per_logit[:, 0]
+    return per_logit[rows, y_query]

@@ -53,6 +53,17 @@ def scores_provenance(params: Params, name: str, checkpoint_hash: str, dataset_h
     }
 
 
+def read_scores(params: Params, layout: RunLayout, ds: Any, checkpoint_hash: str, name: str) -> tuple[np.ndarray, dict]:
+    """An attributor's verified (test, train) scores as float64, and the file's metadata."""
+    values, meta = read_kernel(
+        scores_path(layout, name),
+        expect=scores_provenance(params, name, checkpoint_hash, ds.dataset_hash),
+        query_ids=ds.test.ids,
+        artifact=SCORES_ARTIFACT,
+    )
+    return values.astype(np.float64), meta
+
+
 def retrain_block_stage(params: Params, layout: RunLayout, block: int) -> StageResult:
     """One block of retrained models (counterfactual.models_per_stack of them), cached as a verified file."""
     from kernelscope.core.provenance import run_data
@@ -85,13 +96,8 @@ def lds_stage(params: Params, layout: RunLayout) -> StageResult:
     truth = datamodels(params, ds, out / "retrain")  # verified blocks (trained here only when missing)
     rows = []
     for name in cf.attributors:
-        values, meta = read_kernel(
-            scores_path(layout, name),
-            expect=scores_provenance(params, name, ckpt.checkpoint_hash, ds.dataset_hash),
-            query_ids=ds.test.ids,
-            artifact=SCORES_ARTIFACT,
-        )
-        per_query = lds_per_query(values.astype(np.float64), truth.masks, truth.outputs)
+        values, meta = read_scores(params, layout, ds, ckpt.checkpoint_hash, name)
+        per_query = lds_per_query(values, truth.masks, truth.outputs)
         ci = bootstrap_mean(per_query, params.seed, cf.bootstrap)
         rows.append(
             {
@@ -151,11 +157,7 @@ def brittleness_stage(params: Params, layout: RunLayout) -> StageResult:
     seeds = params.seed + BRITTLENESS_SEED_OFFSET + np.arange(cf.brittleness_seeds)
     rows = []
     for name in (*cf.attributors, RANDOM):
-        scores = None
-        if name != RANDOM:
-            expect = scores_provenance(params, name, ckpt.checkpoint_hash, ds.dataset_hash)
-            path = scores_path(layout, name)
-            scores = read_kernel(path, expect=expect, query_ids=ds.test.ids, artifact=SCORES_ARTIFACT)[0]
+        scores = None if name == RANDOM else read_scores(params, layout, ds, ckpt.checkpoint_hash, name)[0]
         orders = removal_orders(scores, queries, len(ds.train.y), params.seed)
         for k in cf.brittleness_k:
             flips = flipped(ds, section, queries, orders, k, seeds, cf.models_per_stack).mean(1)  # (q,)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -81,6 +82,14 @@ def imported_classifier(dataset: Dataset, spec: ModelSourceParams) -> TrainResul
     )
 
 
+def make_optimizer(params: Any, parameters: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+    """The section's optimizer (sgd with momentum, or adam) over these tensors (stacked ones too: both are
+    elementwise)."""
+    if params.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=params.lr, momentum=params.momentum)
+    return torch.optim.Adam(parameters, lr=params.lr)
+
+
 def train_classifier(
     dataset: Dataset,
     params: Any,
@@ -95,10 +104,7 @@ def train_classifier(
     with _INIT_LOCK, torch.random.fork_rng():
         torch.manual_seed(seed)
         model = build_model(arch)
-    if params.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=params.momentum)
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
+    optimizer = make_optimizer(params, model.parameters())
     x = torch.from_numpy(dataset.train.x)
     y = torch.from_numpy(dataset.train.y)
     shuffler = torch.Generator().manual_seed(seed + 1)
