@@ -18,12 +18,13 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 setup: $(STAMP)
 
 # Reinstalls only when the pins or the package metadata change; a second call is a no-op.
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml infra/pip_check.py
 	@echo "Setting up $(VENV) (first time: about 2 minutes)..."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install -qq --no-deps -r requirements-nodeps.txt -c constraints.txt
 	$(BIN)/python -m pip install -qq --no-deps -e .
-	$(BIN)/python -m pip check
+	$(BIN)/python infra/pip_check.py
 	touch $@
 
 run: setup

@@ -11,7 +11,7 @@ from kernelscope.core.layout import RunLayout
 from kernelscope.core.param_types import DatasetName
 from kernelscope.core.params import Params
 from kernelscope.core.stage_reads import stage_sections
-from tasks.counterfactual import attribute, brittleness, lds_table, retrain_block
+from tasks.counterfactual import attribute, brittleness, lds_table, mislabel, retrain_block
 from tasks.fanout import Fanout
 
 
@@ -29,7 +29,8 @@ def counterfactual(
     params: Params, dataset: DatasetName = "digits10", outputs: str | None = None, track: bool = True
 ) -> dict[str, Any]:
     """Retrain counterfactual.m models on seeded subsets (one task per block of stacked models), score every
-    attributor (one task each, with its time and peak memory) and rank them by LDS with 95% intervals. Run the
+    attributor (one task each, with its time and peak memory) and rank them by LDS with 95% intervals; then
+    brittleness and mislabel detection (counterfactual.brittleness_queries, .mislabel_fraction). Run the
     attribution flow on the dataset first (its model, kernels and kGLMs are read).
 
     Args:
@@ -59,6 +60,9 @@ def counterfactual(
             )
             for name in params.counterfactual.attributors
         ]
+        flips = None
+        if params.counterfactual.mislabel_fraction:
+            flips = fan.submit(mislabel, sections=sections, root=root, checkpoint_hash=layout.checkpoint_hash())
         for pending in blocks:
             fan.result(pending)
         score_files = [o.sha256 for pending in scored for o in fan.result(pending).outputs]
@@ -66,6 +70,8 @@ def counterfactual(
         if params.counterfactual.brittleness_queries:
             scores_hash = sha256_bytes(*(digest.encode() for digest in score_files))
             summary.update(fan.run(brittleness, sections=sections, root=root, scores_hash=scores_hash).summary)
+        if flips is not None:
+            summary.update(fan.result(flips).summary)
         hits, runs = fan.ledger.hits, fan.ledger.runs
     for row in summary["lds"]:
         logger.info(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from typing import Any
@@ -17,15 +16,12 @@ from flows.counterfactual import counterfactual
 from flows.forensics import forensics
 from flows.loss_kernel import loss_kernel, multitask
 from flows.structure import structure
+from flows.summary_tables import fmt, print_counterfactual, print_structure
 from flows.surrogate import attribution, explain_flow, faithfulness_table
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.params import Params, load_params
 from kernelscope.core.tracking import tracking_uri
 from kernelscope.surrogate.table import METRICS
-
-
-def _fmt(value: float, spec: str) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
 @flow(name="kernelscope-pipeline")
@@ -116,10 +112,10 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
         for s in result["summaries"]:
             table.add_row(
                 s["kind"],
-                _fmt(100 * s["kglm_accuracy"], ".2f"),
-                _fmt(s["tad"], "+.2f"),
-                _fmt(s["tau_k"], ".3f"),
-                _fmt(s["r_miss"], ".3f"),
+                fmt(100 * s["kglm_accuracy"], ".2f"),
+                fmt(s["tad"], "+.2f"),
+                fmt(s["tau_k"], ".3f"),
+                fmt(s["r_miss"], ".3f"),
             )
         console.print(table)
 
@@ -150,11 +146,11 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
     for row in found["rows"]:
         table3.add_row(
             row["kernel"],
-            _fmt(100 * row["precision"], ".2f"),
-            _fmt(100 * row["recall"], ".2f"),
-            _fmt(row["clean_tau_k"], ".3f"),
-            _fmt(row["poisoned_tau_k"], ".3f"),
-            _fmt(100 * row["trace_precision"], ".2f"),
+            fmt(100 * row["precision"], ".2f"),
+            fmt(100 * row["recall"], ".2f"),
+            fmt(row["clean_tau_k"], ".3f"),
+            fmt(row["poisoned_tau_k"], ".3f"),
+            fmt(100 * row["trace_precision"], ".2f"),
         )
     console.print(table3)
 
@@ -182,8 +178,8 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
             f"{s['label_agreement']:.3f}",
             f"{s['label_base_rate']:.3f}",
             f"{s['label_lift']:.2f}",
-            _fmt(s.get("taxonomic_lift", float("nan")), ".2f"),
-            _fmt(100 * lk["kglm"]["loss_corr"]["kglm_accuracy"], ".2f"),
+            fmt(s.get("taxonomic_lift", float("nan")), ".2f"),
+            fmt(100 * lk["kglm"]["loss_corr"]["kglm_accuracy"], ".2f"),
             str(len(s["warnings"])),
         )
     console.print(lk_table)
@@ -216,79 +212,6 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
         f"and 'explain' in {tracking_uri()}\n"
         "  compare runs: kernelscope runs   |   browse: make ui (Prefect and MLflow UIs on 127.0.0.1)"
     )
-
-
-def print_counterfactual(console: Console, params: Params, runs: dict[str, Any], elapsed: float) -> None:
-    """Per dataset, every attributor's LDS with its 95% interval, cost and brittleness at the largest k."""
-    cf = params.counterfactual
-    k = max(cf.brittleness_k)
-    for dataset, summary in runs.items():
-        flips = {r["attributor"]: r["flipped"] for r in summary.get("brittleness", []) if r["k"] == k}
-        table = Table(
-            title=f"{dataset}: LDS over m = {cf.m} retrained models on α = {cf.alpha} subsets ({elapsed:.0f} s)"
-        )
-        for column in ("attributor", "LDS", "95% CI", "seconds", f"flipped, top {k} removed"):
-            table.add_column(column)
-        for row in summary["lds"]:
-            flip = flips.get(row["attributor"])
-            table.add_row(
-                row["attributor"],
-                _fmt(row["lds"], ".3f"),
-                f"[{_fmt(row['ci_low'], '.3f')}, {_fmt(row['ci_high'], '.3f')}]",
-                _fmt(row["seconds"], ".2f"),
-                "–" if flip is None else f"{flip:.2f} (random {flips.get('random', float('nan')):.2f})",
-            )
-        console.print(table)
-
-
-def print_structure(console: Console, runs: dict[str, Any], elapsed: float) -> None:
-    """Per model: each layer pair's Jacobian rank, degeneracy per layer, ablation against PCA,
-    parameters against 2λ̂."""
-    table = Table(
-        title=f"Structure probes ({elapsed:.0f} s): layer Jacobian rank (stacked over points) / 99% mass / "
-        "participation; per layer: degenerate activation and gradient directions, dead / always-on / "
-        "synchronized ReLUs, directions for 99% of test accuracy (interaction basis vs PCA); "
-        "* activation rank capped by structure.points"
-    )
-    for column in (
-        "model",
-        "layer pair",
-        "rank / 99% / PR",
-        "layer",
-        "degenerate act / grad",
-        "ReLU dead/on/sync",
-        "ablation LIB vs PCA",
-    ):
-        table.add_column(column)
-    for subject, run in runs.items():
-        pairs, layers = run["spectra"]["pairs"], run["degeneracy"]["layers"]
-        ablation = {row["layer"]: row for row in run["interaction"]["layers"]}
-        for i, (pair, layer) in enumerate(zip(pairs, layers)):
-            relu = layer.get("relu")
-            table.add_row(
-                subject if i == 0 else "",
-                f"{pair['source']} → {pair['target']} {pair['shape'][0]}×{pair['shape'][1]}",
-                f"{pair['rank_stacked']} / {pair['rank_mass_stacked']} / {pair['participation_stacked']:.1f}",
-                layer["layer"],
-                f"{layer['activation']['degenerate_directions']}"
-                f"{'*' if layer['activation'].get('capped_by_points') else ''} / "
-                f"{layer['gradient']['degenerate_directions']}",
-                f"{relu['dead']}/{relu['always_on']}/{relu['sync_neurons']}" if relu else "–",
-                f"{ablation[layer['layer']]['needed_interaction']} vs {ablation[layer['layer']]['needed_pca']}",
-            )
-    console.print(table)
-    for subject, run in runs.items():
-        p, s = run["parameters"], run["summary"]
-        llc = (
-            f"LLC λ̂ {p['llc']:.4g}: effective parameters 2λ̂ = {p['effective_parameters']:.4g} of {p['raw_parameters']}"
-            if "llc" in p
-            else f"{p['raw_parameters']} parameters (no SGLD run of this checkpoint for the LLC)"
-        )
-        kept = "ranks kept" if s["coordinate_free_kept"] else "a rank moved beyond its bound"
-        console.print(
-            f"{subject}: {llc}; coordinate check (permutation, positive scaling): {kept}, "
-            f"neuron-basis measures changed: {', '.join(s['neuron_basis_changed']) or 'none'}"
-        )
 
 
 if __name__ == "__main__":

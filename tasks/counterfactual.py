@@ -1,4 +1,5 @@
-"""Tasks of the counterfactual flow: one per block of retrained models, one per attributor, then the LDS table.
+"""Tasks of the counterfactual flow: one per block of retrained models, one per attributor, then the LDS table;
+brittleness and mislabel detection.
 
 Each takes the counterfactual stage's params sections (core/stage_reads.py). A block's key holds the data's
 hash; an attributor's the checkpoint's and the hashes of the kernel and kGLM files it reads, so a refitted
@@ -55,3 +56,13 @@ def brittleness(sections: dict[str, Any], root: str, scores_hash: str) -> StageR
     params = params_for(sections, "counterfactual_tasks")
     with torch_threads(params.scale):
         return brittleness_stage(params, RunLayout(root))
+
+
+@task(name="mislabel-detection", **CACHED_TASK)
+def mislabel(sections: dict[str, Any], root: str, checkpoint_hash: str) -> StageResult:
+    """Labels flipped, a model retrained on them, and every attributor's self-scores ranked (ROC-AUC, top 10/20%)."""
+    from kernelscope.counterfactual.stages import mislabel_stage
+
+    params = params_for(sections, "counterfactual_tasks")
+    with torch_threads(params.scale):
+        return mislabel_stage(params, RunLayout(root))

@@ -168,6 +168,8 @@ def cmd_counterfactual(args: argparse.Namespace, params: Params) -> Any:
     }
     for row in summary.get("brittleness", []):
         metrics.setdefault(row["attributor"], {})[f"flipped_k{row['k']}"] = row["flipped"]
+    for row in summary.get("mislabel", []):
+        metrics[row["attributor"]].update({f"mislabel_{k}": row[k] for k in ("auc", "found_top10", "found_top20")})
     write_dvc_metrics(layout.root / "counterfactual_metrics.json", metrics)
     if not args.no_track:
         track_counterfactual(params, summary, source=args.source)

@@ -11,13 +11,14 @@ from kernelscope.core.tensor_artifacts import read_safetensors, write_safetensor
 from kernelscope.counterfactual.datamodels import ARTIFACT
 from kernelscope.counterfactual.lds import lds_per_query
 from kernelscope.counterfactual.stages import SCORES_ARTIFACT, counterfactual_stage, scores_path
+from kernelscope.data.datasets import read_dataset
 from kernelscope.kernels.store import read_kernel
 from kernelscope.surrogate.report import build_report
 from tests.support.cli import cli_args, edit_params, refused
 
 STAGES = ("data", "train", "kernel", "kglm")
 CF = {
-    "attributors": ["grad_dot", "grad_cos", "tracin", "trak", "kglm:trntk", "kernel:trntk"],
+    "attributors": ["grad_dot", "grad_cos", "tracin", "trak", "ekfac", "kglm:trntk", "kernel:trntk"],
     "m": 6,
     "models_per_stack": 4,
     "projection_dim": 64,
@@ -26,6 +27,7 @@ CF = {
     "bootstrap": 50,
     "brittleness_queries": 3,
     "brittleness_k": [5, 30],
+    "mislabel_fraction": 0.2,
 }
 
 
@@ -53,6 +55,27 @@ def test_lds_table_scores_and_cached_blocks(tiny_run):
         (name, k) for name in [*CF["attributors"], "random"] for k in CF["brittleness_k"]
     }
     assert all(0 <= float(r["flipped"]) <= 1 for r in brittle) and summary["queries"] == 3
+
+    with open(out / "mislabel.csv") as handle:
+        mislabel = {r["attributor"]: r for r in csv.DictReader(handle)}
+    assert list(next(iter(mislabel.values()))) == [
+        "attributor",
+        "auc",
+        "ci_low",
+        "ci_high",
+        "found_top10",
+        "found_top20",
+        "seconds",
+    ]
+    assert set(mislabel) == set(CF["attributors"]) and (out / "mislabel.png").stat().st_size > 0
+    n_train = len(read_dataset(run.layout.data_dir).train.y)
+    assert summary["flipped"] == round(0.2 * n_train)
+    for name, row in mislabel.items():
+        assert 0 <= float(row["ci_low"]) <= float(row["auc"]) <= float(row["ci_high"]) <= 1
+        assert 0 <= float(row["found_top10"]) <= float(row["found_top20"]) <= 1
+    for constant in ("grad_cos", "kernel:trntk"):  # self-similarity 1 for every point: chance by construction
+        assert float(mislabel[constant]["auc"]) == 0.5
+    assert float(mislabel["grad_dot"]["auc"]) > 0.7  # memorized flips have large self-influence
 
     # the LDS recomputed from the stored, verified scores and retrained blocks is the table's
     blocks = sorted((out / "retrain").glob("*/block-*.safetensors"))

@@ -115,7 +115,7 @@ KernelKind = Annotated[
 
 
 # The attributors of kernelscope.counterfactual.attributors: these four, and <family>:<kernel kind> per family.
-GRADIENT_ATTRIBUTORS = ("trak", "tracin", "grad_dot", "grad_cos")
+GRADIENT_ATTRIBUTORS = ("trak", "tracin", "grad_dot", "grad_cos", "ekfac")
 KERNEL_ATTRIBUTORS = ("kglm", "kernel")
 
 

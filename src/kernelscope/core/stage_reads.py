@@ -128,8 +128,10 @@ COUNTERFACTUAL_READS = (
     "seed",
     "counterfactual",
     "kernel.kinds",
-    "kernel.projection",
+    "kernel.chunk_size",  # mislabel detection computes the noisy model's kernels and fits their kGLMs
     "kernel.memory_budget_mb",
+    KERNEL_OPTIONS,
+    "kglm",
     *CHECKPOINT[1:],  # the architecture's sections and sources: the retrained models follow the run's recipe
 )
 TASK_SURROGATE, TASK_FORENSICS = _code("surrogate", cli=False), _code("forensics", "surrogate", cli=False)
@@ -146,7 +148,7 @@ STAGES: dict[str, StageReads] = {
     "structure": StageReads(STRUCTURE_STAGES, STRUCTURE, CHECKPOINT, _code("structure")),
     "structure_multitask": StageReads(STRUCTURE_STAGES, STRUCTURE, MULTITASK_MODEL, _code("structure")),
     # retrains the run's architecture on subsets (its sections), verifies the checkpoint, kernels and kGLMs it reads
-    "counterfactual": StageReads(COUNTERFACTUAL, COUNTERFACTUAL_READS, (KERNEL_OPTIONS, "kglm"), COUNTERFACTUAL_CODE),
+    "counterfactual": StageReads(COUNTERFACTUAL, COUNTERFACTUAL_READS, code=COUNTERFACTUAL_CODE),
     # sources: the poisoned set's name is looked up among them too (a bundled set has none)
     "poison": StageReads(FORENSICS, ("seed", "data", *POISONING, "sources"), code=FORENSICS_CODE),
     "poison_train": StageReads(FORENSICS, CHECKPOINT, ("data", *POISONING), FORENSICS_CODE),
@@ -177,8 +179,7 @@ STAGES: dict[str, StageReads] = {
     "counterfactual_tasks": StageReads(  # the counterfactual flow's tasks: the stage's reads, spread by scale
         COUNTERFACTUAL,
         (*COUNTERFACTUAL_READS, "scale.runner", "scale.dask_threads_per_worker"),
-        (KERNEL_OPTIONS, "kglm"),
-        _code("counterfactual", "surrogate", cli=False),
+        code=_code("counterfactual", "surrogate", cli=False),
         dvc=False,
     ),
     "detect_poison": StageReads(

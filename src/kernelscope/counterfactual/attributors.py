@@ -1,7 +1,7 @@
 """Attributors behind one interface: a name, and a function from a trained run to (query, train) scores.
 
-Names: ``trak``, ``tracin``, ``grad_dot``, ``grad_cos``, and per kernel kind ``kglm:<kind>`` (the
-NTK paper's Eq. 3) and ``kernel:<kind>`` (similarity signed by label agreement). Scores follow
+Names: ``trak``, ``tracin``, ``grad_dot``, ``grad_cos``, ``ekfac`` (kronfluence), and per kernel kind
+``kglm:<kind>`` (the NTK paper's Eq. 3) and ``kernel:<kind>`` (similarity signed by label agreement). Scores follow
 kernelscope.counterfactual.scores's sign convention; queries are the test split.
 """
 
@@ -27,6 +27,7 @@ from kernelscope.data.datasets import Dataset
 from kernelscope.kernels.projection import Projector
 from kernelscope.models.checkpoint import Checkpoint
 from kernelscope.models.train import train_classifier
+from kernelscope.surrogate.kglm import KGLM
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,27 @@ class Run:
             return None
         kernel = self.params.kernel
         return Projector(cf.projection_dim, self.params.seed, kernel.projection, kernel.memory_budget_mb)
+
+    def kernel_rows(self, kind: str) -> np.ndarray:
+        """(n_test, N) verified kernel of the run's test points against its training points."""
+        from kernelscope.kernels.store import read_kernel
+
+        ds, ckpt = self.dataset, self.checkpoint
+        values, _ = read_kernel(
+            self.layout.kernel_path(kind, "test"),
+            expect=kernel_expect(self.params, kind, ckpt.checkpoint_hash, ds, "test"),
+            query_ids=ds.test.ids,
+        )
+        return values
+
+    def kglm(self, kind: str) -> KGLM:
+        """The run's verified kGLM on the kind's kernel."""
+        from kernelscope.surrogate.kglm import load_kglm
+
+        return load_kglm(
+            self.layout.kglm_dir(kind) / "kglm.safetensors",
+            expect=kglm_provenance(self.params, kind, self.checkpoint.checkpoint_hash, self.dataset.dataset_hash),
+        )
 
     def gradients(self, model: nn.Module, projector: Projector | None) -> tuple[MarginGradients, MarginGradients]:
         """(test, train) margin gradients of a model."""
@@ -164,31 +186,27 @@ def attributor_inputs(layout: RunLayout, name: str) -> list[Path]:
     return files + ([layout.kglm_dir(kind) / "kglm.safetensors"] if family == "kglm" else [])
 
 
-def _kernel_rows(run: Run, kind: str) -> np.ndarray:
-    from kernelscope.kernels.store import read_kernel
-
-    ds, ckpt = run.dataset, run.checkpoint
-    values, _ = read_kernel(
-        run.layout.kernel_path(kind, "test"),
-        expect=kernel_expect(run.params, kind, ckpt.checkpoint_hash, ds, "test"),
-        query_ids=ds.test.ids,
-    )
-    return values
-
-
 def _kernel(run: Run, kind: str) -> np.ndarray:
-    return scores.label_signed_kernel(_kernel_rows(run, kind), run.dataset.test.y, run.dataset.train.y)
+    return scores.label_signed_kernel(run.kernel_rows(kind), run.dataset.test.y, run.dataset.train.y)
 
 
 def _kglm(run: Run, kind: str) -> np.ndarray:
-    from kernelscope.surrogate.kglm import load_kglm
+    return scores.kglm_to_query_class(run.kglm(kind), run.kernel_rows(kind), run.dataset.test.y)
 
-    ds, ckpt = run.dataset, run.checkpoint
-    model = load_kglm(
-        run.layout.kglm_dir(kind) / "kglm.safetensors",
-        expect=kglm_provenance(run.params, kind, ckpt.checkpoint_hash, ds.dataset_hash),
+
+def _ekfac(run: Run, _: str) -> np.ndarray:
+    from kernelscope.counterfactual.ekfac import influence_scores
+
+    ds = run.dataset
+    return influence_scores(
+        run.checkpoint.model,
+        ds.train.x,
+        ds.train.y,
+        ds.test.x,
+        ds.test.y,
+        seed=run.params.seed,
+        damping=run.params.counterfactual.ekfac_damping,
     )
-    return scores.kglm_to_query_class(model, _kernel_rows(run, kind), ds.test.y)
 
 
 _FAMILIES: dict[str, Callable[[Run, str], Any]] = {
@@ -196,6 +214,7 @@ _FAMILIES: dict[str, Callable[[Run, str], Any]] = {
     "tracin": _tracin,
     "grad_dot": _grad_dot,
     "grad_cos": _grad_cos,
+    "ekfac": _ekfac,
     "kglm": _kglm,
     "kernel": _kernel,
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,3 +50,17 @@ def bootstrap_mean(values: np.ndarray, seed: int, resamples: int = 1000, level: 
     means = v[rng.integers(0, len(v), size=(resamples, len(v)))].mean(1)
     tail = (1.0 - level) / 2
     return Interval(float(v.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail)), len(v))
+
+
+def bootstrap_statistic(
+    statistic: Callable[[np.ndarray], float], n: int, seed: int, resamples: int = 1000, level: float = 0.95
+) -> Interval:
+    """A statistic of n points (a function of their row indices) with a percentile bootstrap interval."""
+    rng = np.random.default_rng([seed, 0xB007, 1])
+    draws = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(resamples)])
+    draws = draws[np.isfinite(draws)]
+    tail = (1.0 - level) / 2
+    value = float(statistic(np.arange(n)))
+    if len(draws) == 0:
+        return Interval(value, float("nan"), float("nan"), n)
+    return Interval(value, float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail)), n)

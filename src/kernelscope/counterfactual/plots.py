@@ -1,4 +1,5 @@
-"""Figures of the counterfactual evaluation: LDS per attributor with intervals, LDS against compute time."""
+"""Figures of the counterfactual evaluation: LDS per attributor with intervals, LDS against compute time,
+brittleness curves, mislabel-detection curves."""
 
 from __future__ import annotations
 
@@ -59,6 +60,24 @@ def brittleness_curves(path: str | Path, rows: list[dict], title: str) -> Path:
         )
     ax.set_xlabel("training points removed (k)")
     ax.set_ylabel("fraction of predictions flipped")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def mislabel_curves(path: str | Path, curves: dict[str, np.ndarray], flipped: np.ndarray, title: str) -> Path:
+    """Fraction of flipped labels found against the fraction of the training set inspected (highest self-scores
+    first), one line per attributor; the diagonal is inspecting at random."""
+    from kernelscope.counterfactual.mislabel import found_fraction
+
+    grid = np.linspace(0.0, 1.0, 51)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for name, scores in curves.items():
+        ax.plot(grid, [found_fraction(scores, flipped, f) if f > 0 else 0.0 for f in grid], label=name)
+    ax.plot([0, 1], [0, 1], color="gray", ls="--", label="random")
+    ax.set_xlabel("fraction of the training set inspected")
+    ax.set_ylabel("fraction of flipped labels found")
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()

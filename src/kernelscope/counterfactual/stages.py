@@ -18,8 +18,9 @@ from kernelscope.core.tables import markdown_table, write_table_files
 from kernelscope.counterfactual.attributors import Run, attribute
 from kernelscope.counterfactual.brittleness import RANDOM, brittleness_queries, flipped, removal_orders
 from kernelscope.counterfactual.datamodels import datamodels, ensure_block
-from kernelscope.counterfactual.lds import bootstrap_mean, lds_per_query
-from kernelscope.counterfactual.plots import brittleness_curves, lds_against_cost, lds_bars
+from kernelscope.counterfactual.lds import bootstrap_mean, bootstrap_statistic, lds_per_query
+from kernelscope.counterfactual.mislabel import INSPECTED, found_fraction, noisy_run, roc_auc, self_scores
+from kernelscope.counterfactual.plots import brittleness_curves, lds_against_cost, lds_bars, mislabel_curves
 from kernelscope.kernels.store import read_kernel, write_kernel
 
 SCORES_ARTIFACT = "attribution-scores"
@@ -167,10 +168,58 @@ def brittleness_stage(params: Params, layout: RunLayout) -> StageResult:
     cells = [[r["attributor"], str(r["k"]), *(f"{r[c]:.4f}" for c in header[2:])] for r in rows]
     title = f"{ds.name}: predictions flipped after removing k training points ({len(queries)} queries)"
     written = write_table_files(
-        out, "brittleness", markdown=markdown_table(header, cells, text_columns=1, title=title), csv=(header, cells)
+        out,
+        "brittleness",
+        markdown=markdown_table(header, cells, text_columns=1, title=title),
+        csv=(header, cells),
+        json_cells=(header, cells),
     )
     written.append(brittleness_curves(out / "brittleness.png", rows, title))
     return StageResult.of({"dataset": ds.name, "queries": len(queries), "brittleness": rows}, written)
+
+
+def mislabel_stage(params: Params, layout: RunLayout) -> StageResult:
+    """ROC-AUC of each attributor's self-scores at finding the training labels flipped (a seeded
+    counterfactual.mislabel_fraction of them) after retraining on them, and the fraction found in the top
+    10% and 20%; bootstrap intervals over training points."""
+    cf = params.counterfactual
+    ds, ckpt = run_model(params, layout)
+    noisy, flips = noisy_run(Run(params, layout, ds, ckpt), cf.mislabel_fraction)
+    out = layout.counterfactual_dir
+    rows, curves = [], {}
+    for name in cf.attributors:
+        scores = attribute(noisy, name)
+        own = self_scores(scores.values)  # τ(x_j, x_j) (N,)
+        ci = bootstrap_statistic(lambda rows_: roc_auc(own[rows_], flips[rows_]), len(flips), params.seed, cf.bootstrap)
+        found = {f"found_top{round(100 * f)}": found_fraction(own, flips, f) for f in INSPECTED}
+        rows.append(
+            {
+                "attributor": name,
+                "auc": ci.mean,
+                "ci_low": ci.low,
+                "ci_high": ci.high,
+                **found,
+                "seconds": scores.seconds,
+            }
+        )
+        curves[name] = own
+    rows.sort(key=lambda r: -np.nan_to_num(r["auc"], nan=-1.0))
+    header = ("attributor", "auc", "ci_low", "ci_high", *(f"found_top{round(100 * f)}" for f in INSPECTED), "seconds")
+    cells = [[r["attributor"], *(f"{r[c]:.4f}" for c in header[1:-1]), f"{r['seconds']:.2f}"] for r in rows]
+    title = (
+        f"{ds.name}: flipped labels found by self-attribution ({int(flips.sum())} of {len(flips)} flipped, "
+        f"seed {params.seed})"
+    )
+    written = write_table_files(
+        out,
+        "mislabel",
+        markdown=markdown_table(header, cells, title=title),
+        csv=(header, cells),
+        json_cells=(header, cells),
+    )
+    written.append(mislabel_curves(out / "mislabel.png", curves, flips, title))
+    summary = {"dataset": ds.name, "flipped": int(flips.sum()), "mislabel": rows}
+    return StageResult.of(summary, written)
 
 
 def counterfactual_stage(params: Params, layout: RunLayout, progress: bool = False) -> StageResult:
@@ -181,10 +230,13 @@ def counterfactual_stage(params: Params, layout: RunLayout, progress: bool = Fal
     datamodels(params, ds, layout.counterfactual_dir / "retrain", progress=progress)
     parts = [attribute_stage(params, layout, name) for name in params.counterfactual.attributors]
     table = lds_stage(params, layout)
+    evaluations = [table]
     if params.counterfactual.brittleness_queries:
-        brittle = brittleness_stage(params, layout)
-        return StageResult.of({**table.summary, **brittle.summary}, [], table, brittle, *parts)
-    return StageResult.of(table.summary, [], table, *parts)
+        evaluations.append(brittleness_stage(params, layout))
+    if params.counterfactual.mislabel_fraction:
+        evaluations.append(mislabel_stage(params, layout))
+    summary = {key: value for part in evaluations for key, value in part.summary.items()}
+    return StageResult.of(summary, [], *evaluations, *parts)
 
 
 def track_counterfactual(params: Params, summary: dict[str, Any], source: str | None = None) -> list[str]:
@@ -206,6 +258,9 @@ def track_counterfactual(params: Params, summary: dict[str, Any], source: str | 
             if brittle["attributor"] in (row["attributor"], RANDOM):
                 prefix = "random_flipped" if brittle["attributor"] == RANDOM else "flipped"
                 metrics[f"{prefix}_k{brittle['k']}"] = float(brittle["flipped"])
+        for found in summary.get("mislabel", []):
+            if found["attributor"] == row["attributor"]:
+                metrics.update({f"mislabel_{k}": float(found[k]) for k in ("auc", "found_top10", "found_top20")})
         run_ids.append(
             log_run(
                 "counterfactual",

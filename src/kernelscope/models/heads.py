@@ -63,6 +63,15 @@ def correct_class_logit(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     return logits[rows, y] - logsumexp(others, axis=1)
 
 
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The torch (differentiable) form of ``correct_class_logit``: (n, C_out), (n,) -> (n,) log(p_y / (1 − p_y))."""
+    if is_binary(logits):
+        return torch.where(y == 1, logits[:, 0], -logits[:, 0])
+    rows = torch.arange(len(y))
+    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), -torch.inf)
+    return logits[rows, y] - torch.logsumexp(others, dim=1)
+
+
 def probabilities(logits: np.ndarray) -> np.ndarray:
     """(..., C_out) logits -> (..., classes) probabilities (numpy); one logit z: [1 − sigmoid(z), sigmoid(z)]."""
     logits = np.asarray(logits)

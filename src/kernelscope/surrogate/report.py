@@ -37,6 +37,13 @@ def _html_table(path: Path) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+COUNTERFACTUAL_SECTIONS = (  # (table, heading, (figure, caption) ...) of counterfactual/
+    ("lds", "LDS per attributor", (("lds.png", "LDS with 95% intervals"), ("lds_vs_cost.png", "LDS against seconds"))),
+    ("brittleness", "brittleness", (("brittleness.png", "predictions flipped against k removed"),)),
+    ("mislabel", "mislabel detection", (("mislabel.png", "flipped labels found against the fraction inspected"),)),
+)
+
+
 def build_report(run_dir: str | Path, table_dir: str | Path | None = None) -> dict[str, Any]:
     """Write <run_dir>/report.html; return its path and the figures it embeds."""
     run_dir = Path(run_dir)
@@ -85,12 +92,13 @@ def build_report(run_dir: str | Path, table_dir: str | Path | None = None) -> di
                 parts.append(_img(kind_dir / name, f"{kind_dir.name}: {caption}"))
                 figures.append(f"kglm/{kind_dir.name}/{name}")
     counterfactual = run_dir / "counterfactual"
-    if (counterfactual / "lds.json").is_file():
-        parts += ["<h2>Counterfactual evaluation: LDS per attributor</h2>", _html_table(counterfactual / "lds.json")]
-        for name, caption in (("lds.png", "LDS with 95% intervals"), ("lds_vs_cost.png", "LDS against seconds")):
-            if (counterfactual / name).is_file():
-                parts.append(_img(counterfactual / name, caption))
-                figures.append(f"counterfactual/{name}")
+    for table, heading, plots in COUNTERFACTUAL_SECTIONS:
+        if (counterfactual / f"{table}.json").is_file():
+            parts += [f"<h2>Counterfactual evaluation: {heading}</h2>", _html_table(counterfactual / f"{table}.json")]
+            for name, caption in plots:
+                if (counterfactual / name).is_file():
+                    parts.append(_img(counterfactual / name, caption))
+                    figures.append(f"counterfactual/{name}")
     for explanation in (
         sorted((run_dir / "explain").glob("*/explanation.json")) if (run_dir / "explain").is_dir() else []
     ):
