@@ -4,6 +4,7 @@ brittleness curves, mislabel-detection curves."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -58,12 +59,7 @@ def brittleness_curves(path: str | Path, rows: list[dict], title: str) -> Path:
             marker="o",
             capsize=2,
         )
-    ax.set_xlabel("training points removed (k)")
-    ax.set_ylabel("fraction of predictions flipped")
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, ax, path, "training points removed (k)", "fraction of predictions flipped", title)
 
 
 def mislabel_curves(path: str | Path, curves: dict[str, np.ndarray], flipped: np.ndarray, title: str) -> Path:
@@ -76,8 +72,13 @@ def mislabel_curves(path: str | Path, curves: dict[str, np.ndarray], flipped: np
     for name, scores in curves.items():
         ax.plot(grid, [found_fraction(scores, flipped, f) if f > 0 else 0.0 for f in grid], label=name)
     ax.plot([0, 1], [0, 1], color="gray", ls="--", label="random")
-    ax.set_xlabel("fraction of the training set inspected")
-    ax.set_ylabel("fraction of flipped labels found")
+    return _finish(fig, ax, path, "fraction of the training set inspected", "fraction of flipped labels found", title)
+
+
+def _finish(fig: Any, ax: Any, path: str | Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Labels, a legend of the lines and the title; the figure saved."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
