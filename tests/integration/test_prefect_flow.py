@@ -157,7 +157,7 @@ def test_counterfactual_flow_after_attribution(harness, tmp_path, tiny_params_di
     out = str(tmp_path / "out")
     attribution(dataset="digits2", params=params, outputs=out, track=False)
     result = counterfactual(dataset="digits2", params=params, outputs=out)
-    assert result["tasks"] == 2 + 2 + 1 + 1  # two blocks, two attributors, the table, brittleness
+    assert result["tasks"] == 2 + 2 + 1 + 1 + 1  # two blocks, two attributors, the table, brittleness, mislabel
     with open(tmp_path / "out/digits2/counterfactual/lds.csv") as handle:
         table = {row["attributor"]: float(row["lds"]) for row in csv.DictReader(handle)}
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -166,8 +166,9 @@ def test_counterfactual_flow_after_attribution(harness, tmp_path, tiny_params_di
     }
     assert {name: m["lds"] for name, m in logged.items()} == pytest.approx(table, abs=1e-4)
     again = counterfactual(dataset="digits2", params=params, outputs=out, track=False)
-    assert again["cache_hits"] == 5  # blocks, scores and brittleness reused; only the cheap table is recomputed
+    assert again["cache_hits"] == 6  # blocks, scores, brittleness, mislabel reused; only the cheap table is recomputed
     assert "random_flipped_k5" in logged["grad_dot"] and 0 <= logged["grad_dot"]["flipped_k5"] <= 1
+    assert 0 <= logged["grad_dot"]["mislabel_auc"] <= 1 and "mislabel_found_top10" in logged["kglm:trntk"]
     assert [r["lds"] for r in again["lds"]] == pytest.approx([r["lds"] for r in result["lds"]])
 
 
