@@ -210,6 +210,7 @@ class MultitaskParams(SGLDParams):
     heads: Int = Field(4, ge=1, le=MAX_WIDTH, description="Attention heads of the transformer (must divide embed).")
     probes_per_task: Int = Field(200, ge=2, description="Probe points per task (seeded sample of the test split).")
     sgld_batch_size: Int = Field(256, ge=1, description="SGLD minibatch size m.")
+    umap: StrictBool = Field(True, description="Draw the UMAP map of 1 − R (umap-learn, seeded).")
     # The sampler of this run, not SGLDParams' defaults: the setting that separates the tasks (README: it is narrow).
     gamma: Float = Field(300.0, gt=0.0, description="Localization strength γ.")
     nbeta: Float | None = Field(500.0, gt=0.0, description="Inverse temperature nβ; null: m / ln m.")

@@ -114,14 +114,17 @@ def multitask_loss_stage(params: Params, root: Path) -> StageResult:
         group_covariances(
             out / "covariance_groups.png", cov, probe_task, "multitask: covariance within and across tasks"
         ),
-        umap_map(
-            out / "umap.png",
-            corr,
-            groups,
-            "multitask: UMAP of 1 − R (0 add, 1 div, 3 div with a = 0)",
-            seed=params.seed,
-        ),
     ]
+    if mp.umap:
+        plots.append(
+            umap_map(
+                out / "umap.png",
+                corr,
+                groups,
+                "multitask: UMAP of 1 − R (0 add, 1 div, 3 div with a = 0)",
+                seed=params.seed,
+            )
+        )
     summary = {
         "task_auc": separation["auc"],
         "task_auc_within_chain": within["auc"],
