@@ -75,3 +75,10 @@ def test_health_flags_a_transient_spike_but_not_heavy_tailed_equilibrium():
     spiked = heavy.copy()
     spiked[1, 20] = 100 * heavy.max()
     assert any("early loss spike" in note for note in health_warnings(_result(spiked)))
+
+
+def test_a_diverging_setting_is_a_warned_nan_and_the_sweep_goes_on():
+    known = regular_regression(3, n=256)
+    diverged = estimate(known, replace(FAST, epsilon=5.0, draws=5, burn_in=50))
+    assert np.isnan(diverged.llc) and "diverged" in diverged.warnings[0] and "epsilon" in diverged.warnings[0]
+    assert calibrate([*_row(1.0, [0.40, 0.41]), replace(diverged, gamma=1.0)]).epsilon == 3e-4

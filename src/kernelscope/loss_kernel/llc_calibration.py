@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kernelscope.core.errors import KernelscopeError
 from kernelscope.loss_kernel.sgld import SGLDConfig, sample
 
 
@@ -87,8 +88,12 @@ class Estimate:
 
 
 def estimate(known: KnownModel, config: SGLDConfig) -> Estimate:
-    """λ̂ of a known model with one sampler setting (full-batch gradients when batch_size ≥ n)."""
-    result = sample(known.model, known.loss_fn, known.x, known.y, known.x[:1], known.y[:1], config)
+    """λ̂ of a known model with one sampler setting (full-batch gradients when batch_size ≥ n); a setting whose
+    chains diverge gives NaN with the sampler's message as its warning (a sweep goes on past it)."""
+    try:
+        result = sample(known.model, known.loss_fn, known.x, known.y, known.x[:1], known.y[:1], config)
+    except KernelscopeError as error:
+        return Estimate(config.epsilon, config.gamma, float("nan"), (), (str(error),))
     return Estimate(
         config.epsilon, config.gamma, result.llc, tuple(float(v) for v in result.llc_per_chain), tuple(result.warnings)
     )
