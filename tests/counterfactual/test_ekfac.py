@@ -66,5 +66,7 @@ def test_ekfac_ranks_training_points_as_the_exact_damped_inverse_does():
 
     assert np.mean(rho(blocks)) > 0.95 and min(rho(blocks)) > 0.9
     assert np.mean(rho(full)) > 0.8  # the cross-layer blocks EK-FAC leaves out cost some agreement
+    before = torch.random.get_rng_state()
     again = influence_scores(model, x, y, xq, yq, seed=0, damping=damping)
     assert np.array_equal(again, scores)  # the sampled Fisher labels are seeded
+    assert torch.equal(torch.random.get_rng_state(), before)  # from a generator of its own: threads may share

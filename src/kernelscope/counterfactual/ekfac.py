@@ -31,11 +31,11 @@ FACTOR_BATCH = 256  # samples per batch while fitting the factors and scoring tr
 QUERY_BATCH = 64
 
 
-def _sampled_labels(logits: torch.Tensor) -> torch.Tensor:
+def _sampled_labels(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """(b, C_out) -> (b,) labels drawn from the model's own predictive distribution (the true Fisher)."""
     if is_binary(logits):
-        return torch.bernoulli(torch.sigmoid(logits[:, 0])).long()
-    return torch.multinomial(torch.softmax(logits, dim=1), 1)[:, 0]
+        return torch.bernoulli(torch.sigmoid(logits[:, 0]), generator=generator).long()
+    return torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator)[:, 0]
 
 
 class _InputScale(nn.Module):
@@ -57,14 +57,17 @@ def plain_linear_copy(model: nn.Module) -> nn.Module:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, ScaledLinear):
-                plain = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                # built on the meta device: no draw from the global generator for weights replaced at once
+                plain = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None, device="meta")
                 plain.weight, plain.bias = child.weight, child.bias
                 setattr(parent, name, nn.Sequential(_InputScale(child.scale), plain))
     return model
 
 
-def margin_task() -> Any:
-    """The kronfluence Task of a kernelscope classifier: summed training loss, measurement −f."""
+def margin_task(generator: torch.Generator) -> Any:
+    """The kronfluence Task of a kernelscope classifier: summed training loss, measurement −f. The Fisher's
+    labels come from ``generator``, not torch's global generator (other tasks may be drawing from it in
+    other threads)."""
     from kronfluence.task import Task
 
     class MarginTask(Task):
@@ -73,7 +76,7 @@ def margin_task() -> Any:
             logits = model(x)
             if sample:
                 with torch.no_grad():
-                    y = _sampled_labels(logits.detach())
+                    y = _sampled_labels(logits.detach(), generator)
             return per_sample_loss(logits, y).sum()
 
         def compute_measurement(self, batch: Any, model: nn.Module) -> torch.Tensor:
@@ -102,21 +105,17 @@ def influence_scores(
     """
     from kronfluence.analyzer import Analyzer, prepare_model
     from kronfluence.arguments import FactorArguments, ScoreArguments
+    from kronfluence.utils.dataset import DataLoaderKwargs
 
     dtype = next(model.parameters()).dtype
-    task = margin_task()
+    task = margin_task(torch.Generator().manual_seed(seed))
     prepared = prepare_model(plain_linear_copy(model).eval(), task)
     train = TensorDataset(torch.as_tensor(x_train, dtype=dtype), torch.as_tensor(y_train, dtype=torch.int64))
     query = TensorDataset(torch.as_tensor(x_query, dtype=dtype), torch.as_tensor(y_query, dtype=torch.int64))
     factor_args = FactorArguments(strategy=strategy)
     score_args = ScoreArguments(damping_factor=damping)
-    with (
-        tempfile.TemporaryDirectory(prefix="kernelscope-ekfac-") as workdir,
-        torch.random.fork_rng(),
-        warnings.catch_warnings(),
-    ):
+    with tempfile.TemporaryDirectory(prefix="kernelscope-ekfac-") as workdir, warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module="kronfluence")  # its CUDA GradScaler call
-        torch.manual_seed(seed)  # the sampled labels of the true Fisher
         analyzer = Analyzer(
             "kernelscope",
             prepared,
@@ -126,6 +125,8 @@ def influence_scores(
             output_dir=workdir,
             log_level=logging.WARNING,
         )
+        # torch's DataLoader draws each iterator's base seed from this generator (else from the global one)
+        analyzer.set_dataloader_kwargs(DataLoaderKwargs(generator=torch.Generator().manual_seed(seed)))
         analyzer.fit_all_factors("factors", train, per_device_batch_size=FACTOR_BATCH, factor_args=factor_args)
         analyzer.compute_pairwise_scores(
             "scores",
