@@ -74,7 +74,7 @@ def traker_scores(models: list[torch.nn.Module], run: Run, proj_dim: int, ridge:
             traker.featurize(batch=(x_train[rows], y_train[rows]), num_samples=len(y_train[rows]))
     traker.saver.load_current_store(0)
     first = np.asarray(traker.saver.current_store["grads"], dtype=np.float64)  # (N, K) model 0's features
-    traker.score_computer.lambda_reg = ridge * float(np.einsum("ij,ij->", first, first)) / proj_dim
+    traker.score_computer.lambda_reg = scores.trak_ridge(first, ridge)
     traker.finalize_features()
     for model_id, model in enumerate(models):
         traker.start_scoring_checkpoint("bench", model.state_dict(), model_id=model_id, num_targets=len(y_test))
@@ -114,8 +114,8 @@ def main() -> None:
         for model in models:
             test, train = run.gradients(model, projector)
             per_model.append((test.g, train.g, train.loss_scale))
-        lam = params.counterfactual.trak_lambda * float(np.einsum("ij,ij->", per_model[0][1], per_model[0][1])) / k
-        ridge = [lam * k / float(np.einsum("ij,ij->", g, g)) for _, g, _ in per_model]  # the same absolute λ
+        lam = scores.trak_ridge(per_model[0][1], params.counterfactual.trak_lambda)  # model 0's, for every model
+        ridge = [lam / scores.trak_ridge(g, 1.0) for _, g, _ in per_model]  # as fractions of each model's own
         ours = np.mean([scores.trak_one_model(gq, gt, st, r) for (gq, gt, st), r in zip(per_model, ridge)], axis=0)
         ours_seconds = time.perf_counter() - start
         start = time.perf_counter()

@@ -43,6 +43,11 @@ def tracin(checkpoints: Iterable[tuple[float, np.ndarray, np.ndarray, np.ndarray
     return total
 
 
+def trak_ridge(g_train: np.ndarray, ridge: float) -> float:
+    """TRAK's absolute λ: ``ridge`` × tr(ΦᵀΦ) / K, a fraction of the mean eigenvalue of Φ (N, K)."""
+    return ridge * float(np.einsum("ij,ij->", g_train, g_train)) / g_train.shape[1]
+
+
 def trak_one_model(g_query: np.ndarray, g_train: np.ndarray, loss_scale_train: np.ndarray, ridge: float) -> np.ndarray:
     """TRAK for one model (Park et al. 2023): g(x) (ΦᵀΦ + λI)⁺ Φᵀ diag(1 − p_j), Φ = g_train (N, K).
 
@@ -51,7 +56,7 @@ def trak_one_model(g_query: np.ndarray, g_train: np.ndarray, loss_scale_train: n
     pseudo-inverse (eigenvalues below size·eps of the largest dropped) keeps λ = 0 defined.
     """
     n, k = g_train.shape
-    lam = ridge * float(np.einsum("ij,ij->", g_train, g_train)) / k
+    lam = trak_ridge(g_train, ridge)
     small = g_train.T @ g_train if k <= n else g_train @ g_train.T  # (K, K) or (N, N)
     evals, evecs = np.linalg.eigh(small + lam * np.eye(len(small)))
     keep = evals > max(evals.max(), 0.0) * len(small) * np.finfo(np.float64).eps

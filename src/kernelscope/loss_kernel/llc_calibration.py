@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from kernelscope.core.errors import KernelscopeError
-from kernelscope.loss_kernel.sgld import SGLDConfig, sample
+from kernelscope.loss_kernel.sgld import PerSampleLoss, SGLDConfig, sample
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class KnownModel:
 
     name: str
     model: nn.Module
-    loss_fn: object  # (outputs, targets) -> (b,) per-sample losses
+    loss_fn: PerSampleLoss
     x: torch.Tensor
     y: torch.Tensor
     true_llc: float
