@@ -104,8 +104,8 @@ def multitask(params: Params, outputs: str | None = None, track: bool = True) ->
     root = str(Path(outputs or params.outputs) / "multitask")
     with Fanout(params.scale) as fan:
         trained = fan.run(train_multitask_model, sections=stage_sections(params, "multitask_train"), root=root).summary
-        accuracy = {k: round(v, 4) for k, v in trained.items() if k != "checkpoint_hash"}
-        logger.info("modular model accuracy: %s", accuracy)
+        accuracy = {k: round(v, 4) for k, v in trained.items() if k.startswith(("train_", "test_"))}
+        logger.info("modular model accuracy: %s; grokked at step %s", accuracy, trained["steps_to_grok"])
         summary = fan.run(
             multitask_loss_kernel,
             sections=stage_sections(params, "multitask_loss_kernel"),
@@ -132,7 +132,7 @@ def multitask(params: Params, outputs: str | None = None, track: bool = True) ->
             tags=tags,
             params={"multitask": params.multitask.model_dump(mode="json"), "seed": params.seed},
             metrics=metrics,
-            artifacts=summary["plots"],
+            artifacts=[*summary["plots"], *grokking_plot(root)],
         )
     return {
         "accuracy": trained,
@@ -141,3 +141,9 @@ def multitask(params: Params, outputs: str | None = None, track: bool = True) ->
         "cache_hits": fan.ledger.hits,
         "tasks": fan.ledger.runs,
     }
+
+
+def grokking_plot(root: str) -> list[str]:
+    """The training curve's figure, when training evaluated as it went (multitask.eval_every > 0)."""
+    path = Path(root) / "training" / "grokking.png"
+    return [str(path)] if path.exists() else []

@@ -1,5 +1,7 @@
 """The modular-arithmetic multitask validation, on a tiny modulus."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -38,7 +40,8 @@ def test_multitask_stages_end_to_end(tmp_path, arch):
                 "arch": arch,
                 "p": 7,
                 "steps": 400,
-                "optimizer_restarts": [200],
+                "eval_every": 100,
+                "decay_fraction": 0.25,
                 "nbeta": None,
                 "gamma": 1000.0,
                 "lr": 1e-2,
@@ -57,6 +60,13 @@ def test_multitask_stages_end_to_end(tmp_path, arch):
     )
     trained = multitask_train_stage(params, tmp_path).summary
     assert trained["train_add"] > 0.9 and trained["train_div"] > 0.9
+    curve = json.loads((tmp_path / "training" / "curve.json").read_text())
+    assert curve["steps"] == [100, 200, 300, 400] and curve["checkpoint_hash"] == trained["checkpoint_hash"]
+    grokked = [a["test_add"] >= 0.99 and a["test_div"] >= 0.99 for a in curve["accuracies"]]
+    expected = curve["steps"][grokked.index(True)] if any(grokked) else None
+    assert curve["steps_to_grok"] == expected and trained["steps_to_grok"] == (expected and float(expected))
+    assert curve["accuracies"][-1]["train_add"] == pytest.approx(trained["train_add"])
+    assert (tmp_path / "training" / "grokking.png").exists()
     summary = multitask_loss_stage(params, tmp_path).summary
     # within one pair of the 10 × 10 add-div pairs (the file holds float32 losses)
     assert summary["task_auc"] == pytest.approx(_task_auc_of_written_losses(tmp_path, params), abs=0.011)
@@ -114,3 +124,64 @@ def test_transformer_attention_against_a_loop():
             res = r[-1] + model.o(torch.cat(heads))
             expected = model.unembed(res + model.fc2(F.relu(model.fc1(res))))
             torch.testing.assert_close(got[i], expected)
+
+
+def test_grokfast_filter_against_hand_computation():
+    """h₁ = g₁, h_t = α h_{t−1} + (1 − α) g_t, and the gradient handed on is g_t + λ h_t."""
+    import torch
+
+    from kernelscope.loss_kernel.multitask import GrokfastEMA
+
+    w = torch.nn.Parameter(torch.zeros(2))
+    grokfast = GrokfastEMA([w], alpha=0.5, lamb=2.0)
+    gradients = [torch.tensor([1.0, -2.0]), torch.tensor([3.0, 0.0]), torch.tensor([-1.0, 4.0])]
+    expected = [[3.0, -6.0], [3.0 + 2 * 2.0, 0.0 + 2 * -1.0], [-1.0 + 2 * 0.5, 4.0 + 2 * 1.5]]
+    for g, want in zip(gradients, expected):
+        w.grad = g.clone()
+        grokfast.filter()
+        torch.testing.assert_close(w.grad, torch.tensor(want))
+
+
+def test_learning_rate_decays_linearly_over_the_last_fraction():
+    from kernelscope.loss_kernel.multitask import learning_rate
+
+    got = [learning_rate(step, 8, 1.0, 0.25) for step in range(8)]
+    assert got == [1.0] * 6 + [1.0, 0.5]
+    assert [learning_rate(step, 4, 0.1, 0.0) for step in range(4)] == [0.1] * 4
+
+
+def test_multitask_training_is_bit_reproducible_on_two_threads():
+    """Same seed, same thread count: the same bytes (the transformer's token tables go through F.embedding,
+    whose backward does not depend on thread timing)."""
+    import torch
+
+    from kernelscope.loss_kernel.multitask import make_multitask_data, train_multitask
+
+    data = make_multitask_data(7, 0.5, seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runs = [
+            train_multitask(
+                data,
+                steps=60,
+                lr=1e-2,
+                weight_decay=1.0,
+                batch_size=32,
+                seed=3,
+                embed=8,
+                hidden=16,
+                arch="transformer",
+                heads=2,
+                grokfast_lamb=2.0,
+                decay_fraction=0.5,
+                eval_every=20,
+            )
+            for _ in range(2)
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    (first, acc, curve), (second, _, again) = runs
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert curve.steps == [20, 40, 60] and curve.accuracies == again.accuracies and curve.accuracies[-1] == acc

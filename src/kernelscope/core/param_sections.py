@@ -191,13 +191,26 @@ class MultitaskParams(SGLDParams):
     train_fraction: Float = Field(
         0.5, gt=0.0, lt=1.0, description="Fraction of all (a, b, task) triples used for training."
     )
-    steps: Int = Field(27000, ge=1, description="AdamW steps (the model must grok both tasks).")
-    optimizer_restarts: tuple[Int, ...] = Field(
-        (20000,),
-        description="Steps at which AdamW starts again with fresh moments "
-        "(the run that grokked both tasks restarted at 20000).",
+    steps: Int = Field(6000, ge=1, description="AdamW steps (the model must grok both tasks).")
+    grokfast_alpha: Float = Field(
+        0.98, ge=0.0, lt=1.0, description="Grokfast's gradient moving-average momentum α (Lee et al. 2024)."
     )
-    lr: Float = Field(1e-3, gt=0.0, description="AdamW learning rate.")
+    grokfast_lamb: Float = Field(
+        2.0, ge=0.0, description="Grokfast's amplification λ of the slow gradient (0: plain AdamW)."
+    )
+    decay_fraction: Float = Field(
+        0.25, ge=0.0, le=1.0, description="Last fraction of the steps over which the learning rate falls linearly to 0."
+    )
+    eval_every: Int = Field(
+        250, ge=0, description="Steps between test-accuracy evaluations (the grokking curve; 0: none)."
+    )
+    threads: Int = Field(
+        2,
+        ge=1,
+        description="Torch threads for training, whatever the machine: the run is bit-reproducible "
+        "for a seed and this count (another count sums in another order).",
+    )
+    lr: Float = Field(3e-3, gt=0.0, description="AdamW learning rate.")
     weight_decay: Float = Field(1.0, ge=0.0, description="AdamW weight decay (large: it drives generalization).")
     batch_size: Int = Field(1024, ge=1, description="Training minibatch size.")
     embed: Int = Field(

@@ -11,6 +11,7 @@ projected on the first principal component; the ROC-AUC of that coordinate for t
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,19 +93,80 @@ class MultitaskTransformer(nn.Module):
     structure_layers = ("resid_mid", "act", "output")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, 3) int64 -> (b, p)
-        tokens = torch.stack([x[:, 0], x[:, 1], x[:, 2] + self.p], 1)
-        r = self.embed(tokens) + self.pos  # (b, 3, d)
-        b, hd = r.shape[0], self.d // self.heads
-        q = self.q(r[:, -1]).view(b, self.heads, 1, hd)
-        k = self.k(r).view(b, 3, self.heads, hd).transpose(1, 2)  # (b, h, 3, hd)
-        v = self.v(r).view(b, 3, self.heads, hd).transpose(1, 2)
+        # Position j only ever holds one of p + 2 tokens, so keys and values are computed once per
+        # (position, token) and looked up: the same function as projecting every row, a fraction of the cost.
+        # F.embedding, not fancy indexing: its backward is deterministic on CPU (index_put's accumulate is not).
+        b, hd = x.shape[0], self.d // self.heads
+        table = self.embed.weight[None] + self.pos[:, None]  # (3, p + 2, d): every token at every position
+        keys, values = self.k(table), self.v(table)  # (3, p + 2, d)
+        tokens = (x[:, 0], x[:, 1], x[:, 2] + self.p)
+        k = torch.stack([F.embedding(t, keys[j]) for j, t in enumerate(tokens)], 1)  # (b, 3, d)
+        v = torch.stack([F.embedding(t, values[j]) for j, t in enumerate(tokens)], 1)
+        k = k.view(b, 3, self.heads, hd).transpose(1, 2)  # (b, h, 3, hd)
+        v = v.view(b, 3, self.heads, hd).transpose(1, 2)
+        last = table[2, self.p :]  # (2, d): the two task tokens at the last position
+        q = F.embedding(x[:, 2], self.q(last)).view(b, self.heads, 1, hd)
         attention = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd), -1)  # (b, h, 1, 3)
-        res = self.resid_mid(r[:, -1] + self.o((attention @ v).reshape(b, self.d)))  # (b, d)
+        res = self.resid_mid(F.embedding(x[:, 2], last) + self.o((attention @ v).reshape(b, self.d)))  # (b, d)
         return self.unembed(res + self.fc2(self.act(self.fc1(res))))
 
 
 def build_multitask_model(arch: str, p: int, embed: int, hidden: int, heads: int) -> nn.Module:
     return MultitaskTransformer(p, embed, heads, hidden) if arch == "transformer" else MultitaskMLP(p, embed, hidden)
+
+
+class GrokfastEMA:
+    """Grokfast's low-pass gradient filter (Lee et al. 2024, arXiv 2405.20233, Algorithm 2): an exponential
+    moving average h ← α h + (1 − α) g of each gradient, added back amplified, g ← g + λ h, before the
+    optimizer step. The slow component of the gradient is the one that drives generalization."""
+
+    def __init__(self, parameters: list[nn.Parameter], alpha: float, lamb: float) -> None:
+        self.parameters, self.alpha, self.lamb = parameters, alpha, lamb
+        self.average: list[torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def filter(self) -> None:
+        grads = [p.grad for p in self.parameters]
+        if self.average is None:
+            self.average = [g.clone() for g in grads]
+        else:
+            for h, g in zip(self.average, grads):
+                h.mul_(self.alpha).add_(g, alpha=1 - self.alpha)
+        for h, g in zip(self.average, grads):
+            g.add_(h, alpha=self.lamb)
+
+
+def learning_rate(step: int, steps: int, lr: float, decay_fraction: float) -> float:
+    """Constant, then linear to zero over the last ``decay_fraction`` of the steps (warmup-stable-decay
+    without warmup): the last steps settle the grokked solution instead of oscillating around it."""
+    decay_steps = int(round(decay_fraction * steps))
+    if decay_steps == 0 or step < steps - decay_steps:
+        return lr
+    return lr * (steps - step) / decay_steps
+
+
+GROKKED = 0.99  # test accuracy on both tasks that counts as grokked
+
+
+@dataclass(frozen=True)
+class TrainingCurve:
+    """Accuracies every ``eval_every`` steps; seconds are wall-clock and vary from run to run."""
+
+    steps: list[int]
+    seconds: list[float]
+    train_loss: list[float]  # the minibatch loss at that step
+    accuracies: list[dict[str, float]]  # accuracies() at that step
+
+    def steps_to_grok(self) -> int | None:
+        """The first evaluated step with test accuracy ≥ GROKKED on both tasks."""
+        for step, acc in zip(self.steps, self.accuracies):
+            if acc["test_add"] >= GROKKED and acc["test_div"] >= GROKKED:
+                return step
+        return None
+
+    def seconds_to_grok(self) -> float | None:
+        step = self.steps_to_grok()
+        return None if step is None else self.seconds[self.steps.index(step)]
 
 
 def train_multitask(
@@ -119,29 +181,45 @@ def train_multitask(
     hidden: int = 512,
     arch: str = "mlp",
     heads: int = 4,
-    restarts: tuple[int, ...] = (),
+    grokfast_alpha: float = 0.98,
+    grokfast_lamb: float = 0.0,
+    decay_fraction: float = 0.0,
+    eval_every: int = 0,
     progress: bool = False,
-) -> tuple[nn.Module, dict[str, float]]:
-    """AdamW with strong weight decay: the model memorizes, then generalizes (grokking). At each step
-    in ``restarts`` the optimizer starts again with fresh moments (the minibatch stream goes on)."""
+) -> tuple[nn.Module, dict[str, float], TrainingCurve]:
+    """AdamW with weight decay (the model memorizes, then generalizes: grokking), the Grokfast filter when
+    ``grokfast_lamb`` > 0, and a linear decay of the learning rate over the last ``decay_fraction`` of the
+    steps. Every ``eval_every`` steps (0: never) the accuracies go into the returned curve."""
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = build_multitask_model(arch, data.p, embed, hidden, heads)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
+    parameters = list(model.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
+    grokfast = GrokfastEMA(parameters, grokfast_alpha, grokfast_lamb) if grokfast_lamb > 0 else None
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
     train = torch.from_numpy(data.train)
+    curve = TrainingCurve([], [], [], [])
+    start = time.perf_counter()
     with Progress(steps, "multitask training", "step", bar=progress) as bar:
         for step in range(steps):
-            if step in restarts:
-                optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, steps, lr, decay_fraction)
             idx = train[torch.randint(0, len(train), (batch_size,), generator=gen)]
             optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            if grokfast is not None:
+                grokfast.filter()
             optimizer.step()
             bar.update()
+            if eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):
+                curve.steps.append(step + 1)
+                curve.seconds.append(time.perf_counter() - start)
+                curve.train_loss.append(loss.item())
+                curve.accuracies.append(accuracies(model, data))
     model.eval()
-    return model, accuracies(model, data)
+    return model, accuracies(model, data), curve
 
 
 @torch.no_grad()

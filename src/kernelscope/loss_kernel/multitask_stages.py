@@ -12,7 +12,15 @@ from kernelscope.core.params import Params
 from kernelscope.core.provenance import multitask_spec
 from kernelscope.core.results import StageResult
 from kernelscope.loss_kernel.kernel import loss_correlation, loss_covariance
-from kernelscope.loss_kernel.multitask import ADD, DIV, make_multitask_data, task_separation, train_multitask
+from kernelscope.loss_kernel.multitask import (
+    ADD,
+    DIV,
+    GROKKED,
+    TrainingCurve,
+    make_multitask_data,
+    task_separation,
+    train_multitask,
+)
 from kernelscope.loss_kernel.sgld import SGLDConfig, sample
 from kernelscope.loss_kernel.stages import write_probe_losses
 from kernelscope.models.checkpoint import load_checkpoint, save_checkpoint
@@ -21,14 +29,16 @@ from kernelscope.models.stages import checkpoint_files
 
 
 def multitask_train_stage(params: Params, root: Path) -> StageResult:
+    from kernelscope.loss_kernel.plots import grokking_curve
+
     mp = params.multitask
+    root = Path(root)
     data = make_multitask_data(mp.p, mp.train_fraction, params.seed)
-    # One torch thread, whatever the machine: float sums in another order give another grokking run,
-    # and this one (1 thread) is the run whose loss kernel separates the tasks.
+    # A fixed thread count, whatever the machine: float sums in another order give another training run.
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(mp.threads)
     try:
-        model, acc = train_multitask(
+        model, acc, curve = train_multitask(
             data,
             steps=mp.steps,
             lr=mp.lr,
@@ -39,14 +49,52 @@ def multitask_train_stage(params: Params, root: Path) -> StageResult:
             hidden=mp.hidden,
             arch=mp.arch,
             heads=mp.heads,
-            restarts=tuple(mp.optimizer_restarts),
+            grokfast_alpha=mp.grokfast_alpha,
+            grokfast_lamb=mp.grokfast_lamb,
+            decay_fraction=mp.decay_fraction,
+            eval_every=mp.eval_every,
         )
     finally:
         torch.set_num_threads(threads)
-    meta = save_checkpoint(
-        model, Path(root) / "model", multitask_spec(params), dataset_name=f"modular-{mp.p}", metrics=acc
+    meta = save_checkpoint(model, root / "model", multitask_spec(params), dataset_name=f"modular-{mp.p}", metrics=acc)
+    grok_step = curve.steps_to_grok()
+    outputs = checkpoint_files(root / "model")
+    if curve.steps:
+        # No seconds in the file: the same params give the same bytes (they are in the summary).
+        outputs.append(write_training_curve(root / "training" / "curve.json", curve, meta["weights_sha256"], grok_step))
+        outputs.append(
+            grokking_curve(
+                root / "training" / "grokking.png",
+                curve.steps,
+                curve.accuracies,
+                f"multitask training (seed {params.seed}): grokked at step {grok_step or 'never'}",
+            )
+        )
+    seconds = curve.seconds_to_grok()
+    summary = {
+        "checkpoint_hash": meta["weights_sha256"],
+        **acc,
+        "steps_to_grok": float(grok_step) if grok_step is not None else None,
+        "seconds_to_grok": seconds,
+        "training_seconds": curve.seconds[-1] if curve.seconds else None,
+    }
+    return StageResult.of(summary, outputs)
+
+
+def write_training_curve(path: Path, curve: TrainingCurve, checkpoint_hash: str, grok_step: int | None) -> Path:
+    write_json_artifact(
+        path,
+        {
+            "checkpoint_hash": checkpoint_hash,
+            "grokked_at": GROKKED,
+            "steps_to_grok": grok_step,
+            "steps": curve.steps,
+            "train_loss": curve.train_loss,
+            "accuracies": curve.accuracies,
+        },
+        "multitask-training-curve",
     )
-    return StageResult.of({"checkpoint_hash": meta["weights_sha256"], **acc}, checkpoint_files(Path(root) / "model"))
+    return path
 
 
 def multitask_loss_stage(params: Params, root: Path) -> StageResult:

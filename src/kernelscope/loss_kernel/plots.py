@@ -81,3 +81,20 @@ def group_covariances(path: str | Path, cov: np.ndarray, labels: np.ndarray, tit
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def grokking_curve(path: str | Path, steps: list[int], accuracies: list[dict[str, float]], title: str) -> Path:
+    """Train and test accuracy per task against step: memorization, then generalization."""
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    styles = {"train": "--", "test": "-"}
+    colors = {"add": "tab:blue", "div": "tab:orange"}
+    for split, ls in styles.items():
+        for task, color in colors.items():
+            ax.plot(steps, [a[f"{split}_{task}"] for a in accuracies], ls=ls, color=color, label=f"{split} {task}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return save_figure(fig, path)
