@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import flow
@@ -22,6 +24,14 @@ from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.params import Params, load_params
 from kernelscope.core.tracking import tracking_uri
 from kernelscope.surrogate.table import METRICS
+
+
+@contextmanager
+def timed(elapsed: dict[str, float], name: str) -> Iterator[None]:
+    """Seconds of the block under ``name`` (the main job prints them: it is meant to finish while you watch)."""
+    start = time.perf_counter()
+    yield
+    elapsed[name] = time.perf_counter() - start
 
 
 @flow(name="kernelscope-pipeline")
@@ -47,36 +57,37 @@ def pipeline(params: Params, outputs: str | None = None, track: bool = True) -> 
         "report": {},
         "elapsed": {},
     }
+    elapsed = results["elapsed"]
     for dataset in params.datasets:
-        start = time.perf_counter()
-        results["attribution"][dataset] = attribution(params=params, dataset=dataset, outputs=out, track=track)
-        results["elapsed"][f"attribution-{dataset}"] = time.perf_counter() - start
-    start = time.perf_counter()
-    results["table"] = faithfulness_table(params=params, outputs=out, track=track)
-    results["elapsed"]["table"] = time.perf_counter() - start
-    start = time.perf_counter()
-    results["forensics"] = forensics(params=params, outputs=out, track=track)
-    results["elapsed"]["forensics"] = time.perf_counter() - start
-    start = time.perf_counter()
-    for dataset in params.datasets:
-        results["counterfactual"][dataset] = counterfactual(params=params, dataset=dataset, outputs=out, track=track)
-    results["elapsed"]["counterfactual"] = time.perf_counter() - start
-    for dataset in params.datasets:
-        results["loss_kernel"][dataset] = loss_kernel(params=params, dataset=dataset, outputs=out, track=track)
-    results["multitask"] = multitask(params=params, outputs=out, track=track)
-    start = time.perf_counter()
-    for subject in params.structure.subjects:
-        if (
-            subject == "multitask" or subject in params.datasets
-        ):  # a digits model exists only for the datasets run above
-            results["structure"][subject] = structure(params=params, subject=subject, outputs=out, track=track)
-    results["elapsed"]["structure"] = time.perf_counter() - start
-    for dataset in params.datasets:
-        results["explain"][dataset] = explain_flow(params=params, dataset=dataset, index=0, outputs=out, track=track)
-        report = build_report(f"{out}/{dataset}", f"{out}/table")
-        if track:
-            track_report(params, dataset, report)
-        results["report"][dataset] = report
+        with timed(elapsed, f"attribution-{dataset}"):
+            results["attribution"][dataset] = attribution(params=params, dataset=dataset, outputs=out, track=track)
+    with timed(elapsed, "table"):
+        results["table"] = faithfulness_table(params=params, outputs=out, track=track)
+    with timed(elapsed, "forensics"):
+        results["forensics"] = forensics(params=params, outputs=out, track=track)
+    with timed(elapsed, "counterfactual"):
+        for dataset in params.datasets:
+            results["counterfactual"][dataset] = counterfactual(
+                params=params, dataset=dataset, outputs=out, track=track
+            )
+    with timed(elapsed, "loss-kernel"):
+        for dataset in params.datasets:
+            results["loss_kernel"][dataset] = loss_kernel(params=params, dataset=dataset, outputs=out, track=track)
+    with timed(elapsed, "multitask"):
+        results["multitask"] = multitask(params=params, outputs=out, track=track)
+    with timed(elapsed, "structure"):
+        for subject in params.structure.subjects:
+            if subject == "multitask" or subject in params.datasets:  # a digits model exists only for those run
+                results["structure"][subject] = structure(params=params, subject=subject, outputs=out, track=track)
+    with timed(elapsed, "explain-and-report"):
+        for dataset in params.datasets:
+            results["explain"][dataset] = explain_flow(
+                params=params, dataset=dataset, index=0, outputs=out, track=track
+            )
+            report = build_report(f"{out}/{dataset}", f"{out}/table")
+            if track:
+                track_report(params, dataset, report)
+            results["report"][dataset] = report
     return results
 
 
@@ -206,6 +217,10 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
         "TAD: kGLM minus NN test accuracy; R_Miss n/a: neither model misclassified anything."
     )
     console.print(f"Comparison tables, bar charts and residual plots: {params.outputs}/<dataset>/comparison/")
+    console.print(
+        f"Seconds per flow ({sum(results['elapsed'].values()):.0f} s in all): "
+        + ", ".join(f"{name} {seconds:.0f}" for name, seconds in results["elapsed"].items())
+    )
     console.print(
         "MLflow: experiments 'attribution', 'faithfulness-table', 'forensics', 'counterfactual', 'loss-kernel', "
         "'structure' "
