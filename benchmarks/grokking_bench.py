@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 from kernels_bench import machine  # the script's folder is on sys.path
 
+from kernelscope.core.param_loss_kernel import MultitaskParams
 from kernelscope.core.params import load_params
-from kernelscope.loss_kernel.multitask import make_multitask_data, train_multitask
+from kernelscope.loss_kernel.multitask_stages import train_by_section
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -29,24 +30,8 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return hashlib.sha256(b"".join(t.detach().numpy().tobytes() for t in model.state_dict().values())).hexdigest()
 
 
-def train_seed(mp, seed: int, grokfast_lamb: float) -> dict:
-    data = make_multitask_data(mp.p, mp.train_fraction, seed)
-    model, acc, curve = train_multitask(
-        data,
-        steps=mp.steps,
-        lr=mp.lr,
-        weight_decay=mp.weight_decay,
-        batch_size=mp.batch_size,
-        seed=seed,
-        embed=mp.embed,
-        hidden=mp.hidden,
-        arch=mp.arch,
-        heads=mp.heads,
-        grokfast_alpha=mp.grokfast_alpha,
-        grokfast_lamb=grokfast_lamb,
-        decay_fraction=mp.decay_fraction,
-        eval_every=mp.eval_every,
-    )
+def train_seed(mp: MultitaskParams, seed: int, grokfast_lamb: float) -> dict:
+    model, acc, curve = train_by_section(mp.model_copy(update={"grokfast_lamb": grokfast_lamb}), seed)
     return {
         "seed": seed,
         "steps_to_grok": curve.steps_to_grok(),
@@ -64,7 +49,6 @@ def main() -> None:
     parser.add_argument("--baseline", action="store_true", help="also train without Grokfast (λ = 0)")
     args = parser.parse_args()
     mp = load_params(args.params).multitask
-    torch.set_num_threads(mp.threads)
     settings = {"grokfast": mp.grokfast_lamb, **({"no_grokfast": 0.0} if args.baseline else {})}
     out: dict = {"machine": machine(), "threads": mp.threads, "multitask": mp.model_dump(mode="json"), "runs": {}}
     for name, lamb in settings.items():

@@ -13,13 +13,12 @@ from pydantic import Field, ValidationError, model_validator
 from kernelscope.core.errors import ParamsError
 from kernelscope.core.fileio import sha256_json
 from kernelscope.core.param_counterfactual import CounterfactualParams
+from kernelscope.core.param_loss_kernel import LossKernelParams, MultitaskParams
 from kernelscope.core.param_sections import (
     CNNParams,
     DataParams,
     KernelParams,
     KGLMParams,
-    LossKernelParams,
-    MultitaskParams,
     PoisonParams,
     ResNetParams,
     ScaleParams,

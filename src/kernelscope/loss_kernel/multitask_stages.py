@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from kernelscope.core.json_artifacts import write_json_artifact
+from kernelscope.core.param_loss_kernel import MultitaskParams
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import multitask_spec
 from kernelscope.core.results import StageResult
@@ -28,23 +30,20 @@ from kernelscope.models.heads import per_sample_loss
 from kernelscope.models.stages import checkpoint_files
 
 
-def multitask_train_stage(params: Params, root: Path) -> StageResult:
-    from kernelscope.loss_kernel.plots import grokking_curve
-
-    mp = params.multitask
-    root = Path(root)
-    data = make_multitask_data(mp.p, mp.train_fraction, params.seed)
+def train_by_section(mp: MultitaskParams, seed: int) -> tuple[nn.Module, dict[str, float], TrainingCurve]:
+    """The modular model trained by the multitask section's recipe, on its data split for ``seed``."""
+    data = make_multitask_data(mp.p, mp.train_fraction, seed)
     # A fixed thread count, whatever the machine: float sums in another order give another training run.
     threads = torch.get_num_threads()
     torch.set_num_threads(mp.threads)
     try:
-        model, acc, curve = train_multitask(
+        return train_multitask(
             data,
             steps=mp.steps,
             lr=mp.lr,
             weight_decay=mp.weight_decay,
             batch_size=mp.batch_size,
-            seed=params.seed,
+            seed=seed,
             embed=mp.embed,
             hidden=mp.hidden,
             arch=mp.arch,
@@ -56,6 +55,14 @@ def multitask_train_stage(params: Params, root: Path) -> StageResult:
         )
     finally:
         torch.set_num_threads(threads)
+
+
+def multitask_train_stage(params: Params, root: Path) -> StageResult:
+    from kernelscope.loss_kernel.plots import grokking_curve
+
+    mp = params.multitask
+    root = Path(root)
+    model, acc, curve = train_by_section(mp, params.seed)
     meta = save_checkpoint(model, root / "model", multitask_spec(params), dataset_name=f"modular-{mp.p}", metrics=acc)
     grok_step = curve.steps_to_grok()
     outputs = checkpoint_files(root / "model")
