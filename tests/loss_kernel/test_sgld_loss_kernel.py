@@ -1,5 +1,7 @@
 """SGLD against hand-computed steps and a Gaussian posterior with known moments; loss kernel vs numpy."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -73,6 +75,9 @@ def test_same_seed_same_draws_and_divergence_names_the_parameter():
     )
     with pytest.raises(KernelscopeError, match="lower loss_kernel.epsilon.*raise loss_kernel.gamma"):
         sample(Location(0.0), half_square, x, z, x[:3], z[:3], wild)
+    # The multitask validation's sampler lives in its own section, and the message says so.
+    with pytest.raises(KernelscopeError, match="lower multitask.epsilon.*raise multitask.gamma"):
+        sample(Location(0.0), half_square, x, z, x[:3], z[:3], dataclasses.replace(wild, section="multitask"))
 
 
 def test_vectorized_chains_on_a_classifier():

@@ -130,6 +130,7 @@ def multitask_loss_stage(params: Params, root: Path) -> StageResult:
         mp.steps_between,
         mp.sgld_batch_size,
         params.seed,
+        section="multitask",
     )
     result = sample(ckpt.model, per_sample_loss, x[train], y[train], x[probes], y[probes], config)
     out = root / "loss_kernel"

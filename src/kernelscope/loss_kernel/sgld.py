@@ -37,6 +37,7 @@ class SGLDConfig:
     steps_between: int = 5  # steps between draws
     batch_size: int = 256  # minibatch size m
     seed: int = 0
+    section: str = "loss_kernel"  # the params.yaml section these came from, named in error messages
 
     def resolved_nbeta(self) -> float:
         if self.nbeta is not None:
@@ -149,7 +150,7 @@ def sample(
             raise KernelscopeError(
                 f"SGLD diverged at step {step} "
                 f"(non-finite loss in chain {int(np.argmin(np.isfinite(trace[:, step])))}); "
-                f"lower loss_kernel.epsilon (now {config.epsilon:g}) or raise loss_kernel.gamma (now {config.gamma:g})."
+                f"lower {config.section}.epsilon (now {config.epsilon:g}) or raise {config.section}.gamma (now {config.gamma:g})."
             )
         with torch.no_grad():
             w = {
@@ -174,8 +175,8 @@ def sample(
     probe = np.stack(draws, axis=2).transpose(1, 0, 2)  # (n_probe, chains, draws)
     if not np.all(np.isfinite(probe)):
         raise KernelscopeError(
-            f"SGLD produced non-finite probe losses; lower loss_kernel.epsilon (now {config.epsilon:g}) "
-            f"or raise loss_kernel.gamma (now {config.gamma:g})."
+            f"SGLD produced non-finite probe losses; lower {config.section}.epsilon (now {config.epsilon:g}) "
+            f"or raise {config.section}.gamma (now {config.gamma:g})."
         )
     result = SGLDResult(probe, at_opt.numpy(), trace, train_at_opt, np.stack(draw_train, axis=1), nbeta)
     result.warnings.extend(health_warnings(result))
