@@ -150,7 +150,8 @@ def sample(
             raise KernelscopeError(
                 f"SGLD diverged at step {step} "
                 f"(non-finite loss in chain {int(np.argmin(np.isfinite(trace[:, step])))}); "
-                f"lower {config.section}.epsilon (now {config.epsilon:g}) or raise {config.section}.gamma (now {config.gamma:g})."
+                f"lower {config.section}.epsilon (now {config.epsilon:g}) "
+                f"or raise {config.section}.gamma (now {config.gamma:g})."
             )
         with torch.no_grad():
             w = {
