@@ -22,6 +22,7 @@ import flows  # noqa: F401  (applies the project-local tool defaults)
 from flows.counterfactual import counterfactual
 from flows.forensics import forensics
 from flows.loss_kernel import loss_kernel, multitask
+from flows.loss_kernel_sweep import loss_kernel_sweep
 from flows.main import pipeline
 from flows.structure import structure
 from flows.surrogate import attribution, explain_flow, faithfulness_table
@@ -72,6 +73,12 @@ def deployments(params: Params, params_file: str = "params.yaml") -> list[Any]:
             "loss-kernel-multitask",
             {"params": defaults},
             "The loss kernel's multitask validation on modular arithmetic.",
+        ),
+        (
+            loss_kernel_sweep,
+            "loss-kernel-sweep",
+            {"params": defaults},
+            "The multitask task separation over training seeds × ε × γ × nβ: AUC heat maps and sampler health.",
         ),
         (
             structure,

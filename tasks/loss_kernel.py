@@ -35,3 +35,23 @@ def multitask_loss_kernel(sections: dict[str, Any], root: str, checkpoint_hash: 
     from kernelscope.loss_kernel.multitask_stages import multitask_loss_stage
 
     return multitask_loss_stage(params_for(sections, "multitask_loss_kernel"), Path(root))
+
+
+@task(name="multitask-sweep-cell", **CACHED_TASK)
+def sweep_cell(sections: dict[str, Any], root: str, checkpoint_hash: str) -> StageResult:
+    """One grid cell of the sampler sweep: SGLD around one training seed's model, task separation, health."""
+    from pathlib import Path
+
+    from kernelscope.loss_kernel.sweep import sweep_cell_stage
+
+    return sweep_cell_stage(params_for(sections, "multitask_sweep_cell"), Path(root))
+
+
+@task(name="multitask-sweep-report", **CACHED_TASK)
+def sweep_report(sections: dict[str, Any], root: str, cells: list[dict[str, Any]]) -> StageResult:
+    """sweep.json and the AUC heat maps from every cell's summary."""
+    from pathlib import Path
+
+    from kernelscope.loss_kernel.sweep import sweep_report as report
+
+    return report(params_for(sections, "multitask_sweep_report"), Path(root), cells)

@@ -223,3 +223,53 @@ def test_structure_flow_on_digits_and_the_modular_model(harness, tmp_path, tiny_
     assert modular["summary"]["layers"] == ["resid_mid", "act", "output"]
     assert "effective_parameters" not in modular["parameters"] and modular["parameters"]["raw_parameters"] > 0
     assert [row["layer"] for row in modular["interaction"]["layers"]] == ["resid_mid", "act"]
+
+
+def test_loss_kernel_sweep_flow_heat_maps_verdicts_and_mlflow(harness, tmp_path, tiny_params_dict, monkeypatch):
+    import json
+
+    from flows.loss_kernel_sweep import loss_kernel_sweep
+    from kernelscope.loss_kernel.multitask_stages import multitask_loss_stage
+    from kernelscope.loss_kernel.sweep import Cell, cell_params
+    from tests.integration.test_dvc_pipeline import TINY_MULTITASK
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tiny_params_dict["multitask"] = {**TINY_MULTITASK, "epsilon": 1e-4, "gamma": 1000.0, "nbeta": 20.0}
+    # ε 10 with γ 1000 overshoots w* by a factor 5000 a step: a diverging cell, reported and not fatal
+    tiny_params_dict["loss_kernel_sweep"] = {
+        "seeds": [0, 1],
+        "epsilon": [1e-4, 10.0],
+        "gamma": [1000.0],
+        "nbeta": [20.0],
+    }
+    params = params_from_dict(tiny_params_dict)
+    out = tmp_path / "out"
+    result = loss_kernel_sweep(params=params, outputs=str(out))
+    report = result["report"]
+    assert result["tasks"] == 2 + 2 * 2 + 1
+    root = out / "multitask" / "sweep"
+    written = json.loads((root / "sweep.json").read_text())
+    assert written["robust_fraction"] == pytest.approx(report["robust_fraction"])
+    for seed in ("0", "1"):
+        cells = {c["epsilon"]: c for c in report["seeds"][seed]["cells"]}
+        assert (
+            cells[10.0]["task_auc"] is None and not cells[10.0]["healthy"] and "diverged" in cells[10.0]["warnings"][0]
+        )
+        robust = [c["healthy"] and c["task_auc"] >= 0.9 for c in cells.values() if c["task_auc"] is not None]
+        assert report["seeds"][seed]["robust_fraction"] == sum(robust) / 2
+        assert report["seeds"][seed]["default_auc"] == cells[1e-4]["task_auc"]
+        assert (root / f"heatmap_seed{seed}.png").is_file()
+    assert report["default_min_auc"] == min(report["seeds"][s]["default_auc"] for s in ("0", "1"))
+    # A cell is the multitask stage at that setting: the same AUC and LLC from the same model
+    stage = multitask_loss_stage(cell_params(params, 1, Cell(1e-4, 1000.0, 20.0)), root / "seed1").summary
+    cell = next(c for c in report["seeds"]["1"]["cells"] if c["epsilon"] == 1e-4)
+    assert (cell["task_auc"], cell["llc"]) == (stage["task_auc"], stage["llc"])
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("loss-kernel-sweep").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert sorted(r.info.run_id for r in parents) == sorted(result["mlflow_run_ids"]) and len(runs) == 2 + 4
+    child = next(r for r in runs if r.data.tags.get("mlflow.parentRunId") and r.data.params["epsilon"] == "0.0001")
+    assert child.data.tags["healthy"] in ("true", "false") and "task_auc" in child.data.metrics
+    again = loss_kernel_sweep(params=params, outputs=str(out), track=False)
+    assert again["cache_hits"] == again["tasks"] == result["tasks"]

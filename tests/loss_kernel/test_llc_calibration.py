@@ -82,3 +82,31 @@ def test_a_diverging_setting_is_a_warned_nan_and_the_sweep_goes_on():
     diverged = estimate(known, replace(FAST, epsilon=5.0, draws=5, burn_in=50))
     assert np.isnan(diverged.llc) and "diverged" in diverged.warnings[0] and "epsilon" in diverged.warnings[0]
     assert calibrate([*_row(1.0, [0.40, 0.41]), replace(diverged, gamma=1.0)]).epsilon == 3e-4
+
+
+def test_split_rhat_against_hand_computation():
+    from kernelscope.loss_kernel.sgld import split_rhat
+
+    x = np.array([[1.0, 2.0, 3.0, 4.0], [2.0, 3.0, 4.0, 5.0]])  # halves [1,2] [2,3] [3,4] [4,5]
+    # half length 2: within = mean of the halves' variances (0.5), between = 2 · var([1.5, 2.5, 3.5, 4.5]) = 2 · 5/3
+    within, between = 0.5, 2 * (5 / 3)
+    assert split_rhat(x) == pytest.approx(np.sqrt((0.5 * within + between / 2) / within))
+    rng = np.random.default_rng(0)
+    assert split_rhat(rng.normal(size=(4, 400))) == pytest.approx(1.0, abs=0.02)
+
+
+def test_health_flags_drifting_chains_and_draws_that_leave_the_low_loss_region():
+    rng = np.random.default_rng(0)
+    mixed = 0.01 + 1e-3 * rng.normal(size=(4, 200))
+    trace = np.full((4, 100), 0.01)
+    assert health_warnings(SGLDResult(np.zeros((1, 1, 1)), np.zeros(1), trace, 0.005, mixed, 10.0)) == []
+    drifting = mixed + np.linspace(0, 0.01, 200)  # every chain still climbing
+    notes = health_warnings(SGLDResult(np.zeros((1, 1, 1)), np.zeros(1), trace, 0.005, drifting, 10.0))
+    assert len(notes) == 1 and "R-hat" in notes[0]
+    apart = mixed + np.array([[0.0], [0.0], [0.0], [0.02]])  # one chain in another basin
+    assert any(
+        "R-hat" in n for n in health_warnings(SGLDResult(np.zeros((1, 1, 1)), np.zeros(1), trace, 0.005, apart, 10.0))
+    )
+    wandered = mixed + 3.0  # 3 nats above L_n(w*): the model no longer fits
+    notes = health_warnings(SGLDResult(np.zeros((1, 1, 1)), np.zeros(1), trace, 0.005, wandered, 10.0))
+    assert len(notes) == 1 and "low-loss region" in notes[0]

@@ -88,3 +88,16 @@ class MultitaskParams(SGLDParams):
     draws: Int = Field(400, ge=2, description="Draws per chain.")
     burn_in: Int = Field(100, ge=0, description="Steps before the first draw.")
     steps_between: Int = Field(3, ge=1, description="Steps between draws.")
+
+
+class LossKernelSweepParams(Section):
+    """The multitask sampler sweep (flow loss-kernel-sweep): task separation and sampler health over ε × γ × nβ for
+    several training seeds; the rest of the sampler and the model come from the multitask section."""
+
+    seeds: list[Int] = Field([0, 1, 2, 3, 4], min_length=1, description="Training seeds (one modular model each).")
+    epsilon: list[Float] = Field([1e-5, 3e-5, 1e-4], min_length=1, description="SGLD step sizes ε of the grid.")
+    gamma: list[Float] = Field([3e3, 1e4, 3e4], min_length=1, description="Localization strengths γ of the grid.")
+    nbeta: list[Float] = Field([200.0, 500.0, 1000.0], min_length=1, description="Inverse temperatures nβ of the grid.")
+    robust_auc: Float = Field(
+        0.9, gt=0.5, le=1.0, description="A cell is robust when its task-separation AUC reaches this, with no warning."
+    )

@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError, model_validator
 from kernelscope.core.errors import ParamsError
 from kernelscope.core.fileio import sha256_json
 from kernelscope.core.param_counterfactual import CounterfactualParams
-from kernelscope.core.param_loss_kernel import LossKernelParams, MultitaskParams
+from kernelscope.core.param_loss_kernel import LossKernelParams, LossKernelSweepParams, MultitaskParams
 from kernelscope.core.param_sections import (
     CNNParams,
     DataParams,
@@ -46,6 +46,7 @@ class Params(Section):
     poison: PoisonParams = PoisonParams()
     loss_kernel: LossKernelParams = LossKernelParams()
     multitask: MultitaskParams = MultitaskParams()
+    loss_kernel_sweep: LossKernelSweepParams = LossKernelSweepParams()
     structure: StructureParams = StructureParams()
     resnet: ResNetParams = ResNetParams()
     sources: dict[DatasetName, SourceParams] = Field(

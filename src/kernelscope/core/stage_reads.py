@@ -122,7 +122,7 @@ STRUCTURE = ("seed", *_all_but("structure", "subjects"))  # subjects: the models
 
 SURROGATE, STRUCTURE_STAGES = "kernelscope.surrogate.stages", "kernelscope.structure.stages"
 FORENSICS, FORENSICS_CODE = "kernelscope.forensics.stages", _code("forensics", "surrogate")
-MULTITASK = "kernelscope.loss_kernel.multitask_stages"
+MULTITASK, SWEEP = "kernelscope.loss_kernel.multitask_stages", "kernelscope.loss_kernel.sweep"
 COUNTERFACTUAL, COUNTERFACTUAL_CODE = "kernelscope.counterfactual.stages", _code("counterfactual", "surrogate")
 COUNTERFACTUAL_READS = (
     "seed",
@@ -180,6 +180,13 @@ STAGES: dict[str, StageReads] = {
         COUNTERFACTUAL,
         (*COUNTERFACTUAL_READS, "scale.runner", "scale.dask_threads_per_worker"),
         code=_code("counterfactual", "surrogate", cli=False),
+        dvc=False,
+    ),
+    "multitask_sweep_cell": StageReads(SWEEP, ("seed", "multitask"), code=_code(cli=False), dvc=False),
+    "multitask_sweep_report": StageReads(
+        SWEEP,
+        ("loss_kernel_sweep", "multitask.epsilon", "multitask.gamma", "multitask.nbeta"),
+        code=_code(cli=False),
         dvc=False,
     ),
     "detect_poison": StageReads(

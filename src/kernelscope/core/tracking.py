@@ -231,7 +231,15 @@ def log_parent_with_children(
         return parent.info.run_id
 
 
-EXPERIMENTS = ("attribution", "faithfulness-table", "forensics", "loss-kernel", "explain", "structure")
+EXPERIMENTS = (
+    "attribution",
+    "faithfulness-table",
+    "forensics",
+    "loss-kernel",
+    "loss-kernel-sweep",
+    "explain",
+    "structure",
+)
 TAG_COLUMNS = ("flow", "source", "dataset", "kernel", "seed", "params_hash", "git_commit")
 DEFAULT_METRICS = ("tau_k", "tad", "r_miss", "kglm_accuracy", "precision.trntk", "recall.trntk", "llc", "task_auc")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,15 +19,16 @@ from kernelscope.loss_kernel.multitask import (
     ADD,
     DIV,
     GROKKED,
+    MultitaskData,
     TrainingCurve,
     make_multitask_data,
     task_separation,
     train_multitask,
 )
-from kernelscope.loss_kernel.sgld import SGLDConfig, sample
+from kernelscope.loss_kernel.sgld import SGLDConfig, SGLDResult, sample
 from kernelscope.loss_kernel.stages import write_probe_losses
 from kernelscope.models.checkpoint import load_checkpoint, save_checkpoint
-from kernelscope.models.heads import per_sample_loss
+from kernelscope.models.heads import precise_per_sample_loss
 from kernelscope.models.stages import checkpoint_files
 
 
@@ -104,35 +106,52 @@ def write_training_curve(path: Path, curve: TrainingCurve, checkpoint_hash: str,
     return path
 
 
+def multitask_probes(data: MultitaskData, probes_per_task: int, seed: int) -> np.ndarray:
+    """(2 · probes_per_task,) sorted row ids: a seeded sample of each task's test points."""
+    rng = np.random.default_rng(seed)
+    task = data.x[:, 2]
+    per_task = [rng.choice(data.test[task[data.test] == t], probes_per_task, replace=False) for t in (ADD, DIV)]
+    return np.sort(np.concatenate(per_task))
+
+
+def sample_multitask(params: Params, root: Path) -> tuple[MultitaskData, np.ndarray, SGLDResult, str]:
+    """SGLD around the modular model under ``root``/model: (data, probe row ids, the sampler's result, checkpoint
+    hash)."""
+    mp = params.multitask
+    data = make_multitask_data(mp.p, mp.train_fraction, params.seed)
+    ckpt = load_checkpoint(Path(root) / "model", multitask_spec(params))
+    probes = multitask_probes(data, mp.probes_per_task, params.seed)
+    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+    train = torch.from_numpy(data.train)
+    config = SGLDConfig.from_section(mp, "multitask", mp.sgld_batch_size, params.seed)
+    result = sample(ckpt.model, precise_per_sample_loss, x[train], y[train], x[probes], y[probes], config)
+    return data, probes, result, ckpt.checkpoint_hash
+
+
+def separation_summary(result: SGLDResult, probe_task: np.ndarray) -> dict[str, Any]:
+    """Task separation of the probe losses (pooled over chains, and within chains), the LLC and the health notes."""
+    separation = task_separation(result.probe_losses, result.loss_at_optimum, probe_task)
+    within = task_separation(
+        result.probe_losses - result.probe_losses.mean(axis=2, keepdims=True) + result.loss_at_optimum[:, None, None],
+        result.loss_at_optimum,
+        probe_task,
+    )
+    return {
+        "task_auc": separation["auc"],
+        "task_auc_within_chain": within["auc"],
+        "pc1_explained": separation["pc1_explained"],
+        "llc": result.llc,
+        "warnings": result.warnings,
+    }
+
+
 def multitask_loss_stage(params: Params, root: Path) -> StageResult:
     from kernelscope.loss_kernel.plots import correlation_heatmap, group_covariances, umap_map
 
     mp = params.multitask
     root = Path(root)
-    data = make_multitask_data(mp.p, mp.train_fraction, params.seed)
-    ckpt = load_checkpoint(root / "model", multitask_spec(params))
-    rng = np.random.default_rng(params.seed)
+    data, probes, result, checkpoint_hash = sample_multitask(params, root)
     task = data.x[:, 2]
-    probes = np.sort(
-        np.concatenate(
-            [rng.choice(data.test[task[data.test] == t], mp.probes_per_task, replace=False) for t in (ADD, DIV)]
-        )
-    )
-    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
-    train = torch.from_numpy(data.train)
-    config = SGLDConfig(
-        mp.epsilon,
-        mp.gamma,
-        mp.nbeta,
-        mp.chains,
-        mp.draws,
-        mp.burn_in,
-        mp.steps_between,
-        mp.sgld_batch_size,
-        params.seed,
-        section="multitask",
-    )
-    result = sample(ckpt.model, per_sample_loss, x[train], y[train], x[probes], y[probes], config)
     out = root / "loss_kernel"
     write_probe_losses(
         out / "probe_losses.parquet",
@@ -140,19 +159,13 @@ def multitask_loss_stage(params: Params, root: Path) -> StageResult:
         result.loss_at_optimum,
         probes,
         {
-            "checkpoint_hash": ckpt.checkpoint_hash,
+            "checkpoint_hash": checkpoint_hash,
             "orientation": "(probe, chain, draw)",
             "sgld": mp.model_dump(mode="json"),
             "seed": params.seed,
         },
     )
     probe_task = task[probes]
-    separation = task_separation(result.probe_losses, result.loss_at_optimum, probe_task)
-    within = task_separation(
-        result.probe_losses - result.probe_losses.mean(axis=2, keepdims=True) + result.loss_at_optimum[:, None, None],
-        result.loss_at_optimum,
-        probe_task,
-    )
     cov = loss_covariance(result.probe_losses)
     corr = loss_correlation(cov)
     # The trivial division case a = 0 (answer 0 for every b): its own group if its mutual correlation stands out.
@@ -182,11 +195,7 @@ def multitask_loss_stage(params: Params, root: Path) -> StageResult:
             )
         )
     summary = {
-        "task_auc": separation["auc"],
-        "task_auc_within_chain": within["auc"],
-        "pc1_explained": separation["pc1_explained"],
-        "llc": result.llc,
-        "warnings": result.warnings,
+        **separation_summary(result, probe_task),
         **trivial_stats,
         "plots": [str(p) for p in plots],
         "path": str(out / "probe_losses.parquet"),

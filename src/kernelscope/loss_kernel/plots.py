@@ -98,3 +98,38 @@ def grokking_curve(path: str | Path, steps: list[int], accuracies: list[dict[str
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def sweep_heatmaps(
+    path: str | Path,
+    auc: np.ndarray,
+    healthy: np.ndarray,
+    epsilons: list[float],
+    gammas: list[float],
+    nbetas: list[float],
+    title: str,
+    threshold: float,
+) -> Path:
+    """One panel per nβ: task-separation AUC over ε (columns) × γ (rows), each cell annotated; a cell with a health
+    warning is hatched and its value marked '!'. auc, healthy: (nβ, γ, ε); NaN where the sampler diverged."""
+    fig, axes = plt.subplots(1, len(nbetas), figsize=(3.2 * len(nbetas) + 0.8, 3.2), dpi=110, squeeze=False)
+    image = None
+    for k, ax in enumerate(axes[0]):
+        image = ax.imshow(auc[k], cmap="viridis", vmin=0.5, vmax=1.0, origin="lower", aspect="auto")
+        for i in range(len(gammas)):
+            for j in range(len(epsilons)):
+                value = auc[k, i, j]
+                text = "div." if np.isnan(value) else f"{value:.2f}" + ("" if healthy[k, i, j] else "!")
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color="w" if value < 0.8 else "k")
+                if not healthy[k, i, j]:
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", color="r", lw=0))
+                if value >= threshold and healthy[k, i, j]:
+                    ax.add_patch(plt.Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, fill=False, color="w", lw=1.2))
+        ax.set_xticks(range(len(epsilons)), [f"{e:g}" for e in epsilons], fontsize=7)
+        ax.set_yticks(range(len(gammas)), [f"{g:g}" for g in gammas], fontsize=7)
+        ax.set_xlabel("ε")
+        ax.set_ylabel("γ")
+        ax.set_title(f"nβ = {nbetas[k]:g}", fontsize=9)
+    fig.colorbar(image, ax=axes[0].tolist(), label="task-separation AUC", shrink=0.9)
+    fig.suptitle(f"{title} (framed: AUC ≥ {threshold:g}, healthy; '!' hatched: a health warning)", fontsize=9)
+    return save_figure(fig, path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,22 @@ class SGLDConfig:
     batch_size: int = 256  # minibatch size m
     seed: int = 0
     section: str = "loss_kernel"  # the params.yaml section these came from, named in error messages
+
+    @classmethod
+    def from_section(cls, section: Any, name: str, batch_size: int, seed: int) -> SGLDConfig:
+        """The sampler of a params section (loss_kernel, multitask: an ``SGLDParams``) named ``name``."""
+        return cls(
+            epsilon=section.epsilon,
+            gamma=section.gamma,
+            nbeta=section.nbeta,
+            chains=section.chains,
+            draws=section.draws,
+            burn_in=section.burn_in,
+            steps_between=section.steps_between,
+            batch_size=batch_size,
+            seed=seed,
+            section=name,
+        )
 
     def resolved_nbeta(self) -> float:
         if self.nbeta is not None:
@@ -184,11 +201,45 @@ def sample(
     return result
 
 
+RHAT_LIMIT = 1.1  # split R-hat above this: the chains have not mixed (Gelman et al., Bayesian Data Analysis)
+EXCESS_LOSS_LIMIT = 1.0  # nats (or loss units) of mean excess training loss: the draws no longer preserve low loss
+
+
+def split_rhat(x: np.ndarray) -> float:
+    """Split R-hat of (chains, draws) values: each chain halved, between-half variance against within-half.
+
+    Near 1 when every half samples the same law; above 1 when chains disagree or drift (wander away).
+    """
+    half = x.shape[1] // 2
+    if half < 2:
+        return float("nan")
+    halves = np.concatenate([x[:, :half], x[:, half : 2 * half]])  # (2 · chains, half)
+    within = halves.var(axis=1, ddof=1).mean()
+    between = half * halves.mean(axis=1).var(ddof=1)
+    if within <= 0:
+        return 1.0 if between <= 0 else float("inf")
+    return float(np.sqrt(((half - 1) / half * within + between / half) / within))
+
+
 def health_warnings(result: SGLDResult) -> list[str]:
-    """Traces far below L_n(w*) or early spikes mean ε is too large or γ too small."""
+    """Traces far below L_n(w*) or early spikes mean ε is too large or γ too small; chains that disagree or drift
+    (split R-hat) or leave the low-loss region have not sampled the localized posterior."""
     # (checked in tests/loss_kernel/test_llc_calibration.py)
     notes = []
     draws = result.draw_train_losses
+    rhat = split_rhat(draws)
+    if draws.shape[0] > 1 and rhat > RHAT_LIMIT:
+        per_chain = ", ".join(f"{v:.3g}" for v in draws.mean(axis=1))
+        notes.append(
+            f"the chains disagree or drift (split R-hat of L_n over draws {rhat:.3g} > {RHAT_LIMIT}; chain means "
+            f"{per_chain}): raise gamma, or more burn_in and draws."
+        )
+    excess = draws.mean() - result.train_loss_at_optimum
+    if excess > EXCESS_LOSS_LIMIT:
+        notes.append(
+            f"the draws leave the low-loss region (mean L_n {draws.mean():.4g} against L_n(w*) = "
+            f"{result.train_loss_at_optimum:.4g}); raise gamma or lower nbeta."
+        )
     if draws.mean() < result.train_loss_at_optimum - 0.5 * abs(result.train_loss_at_optimum) - 1e-6:
         notes.append(
             f"the chains' mean loss {draws.mean():.4g} is far below L_n(w*) = {result.train_loss_at_optimum:.4g}: "

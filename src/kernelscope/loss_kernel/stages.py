@@ -23,7 +23,7 @@ from kernelscope.kernels.registry import kinds_written_by
 from kernelscope.kernels.store import write_kernel
 from kernelscope.loss_kernel.kernel import loss_correlation, loss_covariance
 from kernelscope.loss_kernel.sgld import SGLDConfig, sample
-from kernelscope.models.heads import per_sample_loss
+from kernelscope.models.heads import precise_per_sample_loss
 
 LOSS_KINDS = kinds_written_by("loss_kernel")  # loss_cov, loss_corr (kernelscope.kernels.builtin)
 
@@ -66,10 +66,8 @@ def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False)
     x_train, y_train = torch.from_numpy(ds.train.x).to(dtype), torch.from_numpy(ds.train.y)
     x_probe = torch.cat([x_train, torch.from_numpy(ds.test.x).to(dtype)])
     y_probe = torch.cat([y_train, torch.from_numpy(ds.test.y)])
-    config = SGLDConfig(
-        lk.epsilon, lk.gamma, lk.nbeta, lk.chains, lk.draws, lk.burn_in, lk.steps_between, lk.batch_size, params.seed
-    )
-    result = sample(model, per_sample_loss, x_train, y_train, x_probe, y_probe, config, progress=progress)
+    config = SGLDConfig.from_section(lk, "loss_kernel", lk.batch_size, params.seed)
+    result = sample(model, precise_per_sample_loss, x_train, y_train, x_probe, y_probe, config, progress=progress)
     n_train = len(ds.train.y)
     probe_ids = np.concatenate([ds.train.ids, ds.test.ids])
     out = layout.root / "loss_kernel"

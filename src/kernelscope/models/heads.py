@@ -96,6 +96,15 @@ def per_sample_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, reduction="none")
 
 
+def precise_per_sample_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``per_sample_loss`` evaluated in float64: (n, C_out) logits, (n,) labels -> (n,) float64 losses.
+
+    In float32 a confident model's losses (1e-7 and below) are rounded to multiples of 1.2e-7 (the spacing of
+    floats near the logsumexp they are subtracted from): a loss kernel of such a model is mostly rounding.
+    """
+    return per_sample_loss(logits.double(), y)
+
+
 def mean_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The training loss, the mean of ``per_sample_loss``: reduced inside torch's loss call, whose summation
     order the trained weights depend on (do not replace it by ``per_sample_loss(...).mean()``)."""
