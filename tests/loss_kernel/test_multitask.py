@@ -71,6 +71,7 @@ def test_multitask_stages_end_to_end(tmp_path, arch):
     # within one pair of the 10 × 10 add-div pairs (the file holds float32 losses)
     assert summary["task_auc"] == pytest.approx(_task_auc_of_written_losses(tmp_path, params), abs=0.011)
     assert np.isfinite(summary["llc"])
+    assert 0.0 <= summary["task_knn_purity"] <= 1.0 and -1.0 <= summary["umap_task_silhouette"] <= 1.0
     for name in ("correlation.png", "covariance_groups.png", "umap.png", "probe_losses.parquet", "summary.json"):
         assert (tmp_path / "loss_kernel" / name).exists(), name
     from kernelscope.core.provenance import multitask_spec

@@ -26,10 +26,12 @@ from kernelscope.loss_kernel.multitask import (
     train_multitask,
 )
 from kernelscope.loss_kernel.sgld import SGLDConfig, SGLDResult, sample
-from kernelscope.loss_kernel.stages import write_probe_losses
+from kernelscope.loss_kernel.stages import label_agreement, write_probe_losses
 from kernelscope.models.checkpoint import load_checkpoint, save_checkpoint
 from kernelscope.models.heads import precise_per_sample_loss
 from kernelscope.models.stages import checkpoint_files
+
+KNN_PURITY_K = 10  # neighbours under R for the task purity (the base rate of two equal tasks: 0.5)
 
 
 def train_by_section(mp: MultitaskParams, seed: int) -> tuple[nn.Module, dict[str, float], TrainingCurve]:
@@ -129,16 +131,19 @@ def sample_multitask(params: Params, root: Path) -> tuple[MultitaskData, np.ndar
 
 
 def separation_summary(result: SGLDResult, probe_task: np.ndarray) -> dict[str, Any]:
-    """Task separation of the probe losses (pooled over chains, and within chains), the LLC and the health notes."""
+    """Task separation of the probe losses (PC1 AUC pooled over chains, and within chains; the share of each
+    probe's 10 nearest under R of its own task), the LLC and the health notes."""
     separation = task_separation(result.probe_losses, result.loss_at_optimum, probe_task)
     within = task_separation(
         result.probe_losses - result.probe_losses.mean(axis=2, keepdims=True) + result.loss_at_optimum[:, None, None],
         result.loss_at_optimum,
         probe_task,
     )
+    purity = label_agreement(loss_correlation(loss_covariance(result.probe_losses)), probe_task, KNN_PURITY_K)
     return {
         "task_auc": separation["auc"],
         "task_auc_within_chain": within["auc"],
+        "task_knn_purity": purity["agreement"],
         "pc1_explained": separation["pc1_explained"],
         "llc": result.llc,
         "warnings": result.warnings,
@@ -146,7 +151,7 @@ def separation_summary(result: SGLDResult, probe_task: np.ndarray) -> dict[str, 
 
 
 def multitask_loss_stage(params: Params, root: Path) -> StageResult:
-    from kernelscope.loss_kernel.plots import correlation_heatmap, group_covariances, umap_map
+    from kernelscope.loss_kernel.plots import correlation_heatmap, group_covariances, umap_embedding, umap_map
 
     mp = params.multitask
     root = Path(root)
@@ -181,21 +186,29 @@ def multitask_loss_stage(params: Params, root: Path) -> StageResult:
     plots = [
         correlation_heatmap(out / "correlation.png", corr, groups, "multitask: loss correlation (add | div | div a=0)"),
         group_covariances(
-            out / "covariance_groups.png", cov, probe_task, "multitask: covariance within and across tasks"
+            out / "covariance_groups.png",
+            cov,
+            probe_task,
+            "multitask: covariance within and across tasks (the paper's Fig. 3D)",
+            names={ADD: "add", DIV: "div"},
         ),
     ]
+    cluster_stats = {}
     if mp.umap:
+        from sklearn.metrics import silhouette_score
+
+        embedding = umap_embedding(corr, seed=params.seed)  # (n_probe, 2)
+        colourings = {
+            "task (0 add, 1 div, 3 div with a = 0)": (groups, "tab10"),
+            "input b": (data.x[probes, 1], "viridis"),
+        }
         plots.append(
-            umap_map(
-                out / "umap.png",
-                corr,
-                groups,
-                "multitask: UMAP of 1 − R (0 add, 1 div, 3 div with a = 0)",
-                seed=params.seed,
-            )
+            umap_map(out / "umap.png", embedding, colourings, "multitask: UMAP of 1 − R (the paper's Fig. 3A, C)")
         )
+        cluster_stats["umap_task_silhouette"] = float(silhouette_score(embedding, probe_task))
     summary = {
         **separation_summary(result, probe_task),
+        **cluster_stats,
         **trivial_stats,
         "plots": [str(p) for p in plots],
         "path": str(out / "probe_losses.parquet"),

@@ -48,35 +48,69 @@ def correlation_heatmap(path: str | Path, r: np.ndarray, labels: np.ndarray, tit
     return save_figure(fig, path)
 
 
-def umap_map(path: str | Path, r: np.ndarray, labels: np.ndarray, title: str, seed: int = 0) -> Path:
-    """UMAP of the points with the precomputed distance 1 − R, coloured by label (seeded, so deterministic)."""
+def umap_embedding(r: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(n, n) loss correlation -> (n, 2) UMAP coordinates of the precomputed distance 1 − R (seeded: deterministic)."""
     import umap  # slow first import (numba compiles); only this figure needs it
 
     distance = np.clip(1.0 - np.asarray(r, dtype=np.float64), 0.0, 2.0)
     np.fill_diagonal(distance, 0.0)
-    embedding = umap.UMAP(metric="precomputed", random_state=seed, n_neighbors=15).fit_transform(distance)
-    fig, ax = plt.subplots(figsize=(5.4, 4.6), dpi=110)
-    scatter = ax.scatter(embedding[:, 0], embedding[:, 1], c=labels, cmap="tab10", s=6, vmin=0, vmax=9, linewidths=0)
-    fig.colorbar(scatter, ax=ax, label="label")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=10)
+    return umap.UMAP(metric="precomputed", random_state=seed, n_neighbors=15).fit_transform(distance)
+
+
+def umap_map(
+    path: str | Path, embedding: np.ndarray, colourings: dict[str, tuple[np.ndarray, str]], title: str
+) -> Path:
+    """The (n, 2) embedding once per colouring {name: ((n,) values, colormap)}: categorical labels with 'tab10'
+    (0-9), a continuous value (the paper's Fig. 3C: the input b) with any other colormap."""
+    fig, axes = plt.subplots(1, len(colourings), figsize=(5.0 * len(colourings) + 0.4, 4.6), dpi=110, squeeze=False)
+    for ax, (name, (values, cmap)) in zip(axes[0], colourings.items()):
+        limits = {"vmin": 0, "vmax": 9} if cmap == "tab10" else {}
+        scatter = ax.scatter(embedding[:, 0], embedding[:, 1], c=values, cmap=cmap, s=6, linewidths=0, **limits)
+        fig.colorbar(scatter, ax=ax, label=name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
 
 
-def group_covariances(path: str | Path, cov: np.ndarray, labels: np.ndarray, title: str) -> Path:
-    """Distributions of the loss covariance within and across label groups (the loss-kernel paper's Fig. 3D)."""
+def group_covariances(
+    path: str | Path, cov: np.ndarray, labels: np.ndarray, title: str, names: dict[int, str] | None = None
+) -> Path:
+    """Distributions of the loss covariance within and across label groups (the loss-kernel paper's Fig. 3D).
+
+    Without ``names``: pairs of the same label against pairs of different labels. With ``names`` ({label: name}):
+    one distribution per named group's within pairs, and the across-group pairs, on a symmetric-log axis (the
+    within-task covariances are heavy-tailed; the across-task ones concentrate near 0).
+    """
     same = labels[:, None] == labels[None, :]
     off = ~np.eye(len(labels), dtype=bool)
+    if names is None:
+        values = {"same label": cov[same & off], "different label": cov[~same]}
+    else:
+        values = {
+            f"{n} vs {n}": cov[np.ix_(labels == k, labels == k)][off[np.ix_(labels == k, labels == k)]]
+            for k, n in names.items()
+        }
+        values[" vs ".join(names.values()) + " (across)"] = cov[~same]
     fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=110)
-    values = [cov[same & off], cov[~same]]
-    lo, hi = np.percentile(np.concatenate(values), [0.5, 99.5])
-    bins = np.linspace(lo, hi, 80)
-    ax.hist(values[0], bins=bins, density=True, alpha=0.6, label="same label")
-    ax.hist(values[1], bins=bins, density=True, alpha=0.6, label="different label")
+    pooled = np.concatenate(list(values.values()))
+    if names is None:
+        lo, hi = np.percentile(pooled, [0.5, 99.5])
+        bins = np.linspace(lo, hi, 80)
+    else:
+        scale = max(float(np.percentile(np.abs(pooled), 10)), np.finfo(float).tiny)  # linear within ±scale
+        edge = max(float(np.abs(pooled).max()), 2 * scale)
+        ax.set_xscale("symlog", linthresh=scale)
+        ax.tick_params(axis="x", labelsize=7, rotation=45)
+        positive = np.geomspace(scale, edge, 40)
+        bins = np.concatenate([-positive[::-1], [0.0], positive])
+    for label, v in values.items():
+        ax.hist(v, bins=bins, density=names is None, alpha=0.55, label=label, histtype="stepfilled")
     ax.set_xlabel("loss covariance K(z, z')")
-    ax.set_ylabel("density")
+    ax.set_ylabel("density" if names is None else "pairs")
+    if names is not None:
+        ax.set_yscale("log")
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()

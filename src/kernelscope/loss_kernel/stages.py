@@ -57,7 +57,13 @@ def write_probe_losses(
 
 
 def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False) -> StageResult:
-    from kernelscope.loss_kernel.plots import correlation_heatmap, group_covariances, loss_traces, umap_map
+    from kernelscope.loss_kernel.plots import (
+        correlation_heatmap,
+        group_covariances,
+        loss_traces,
+        umap_embedding,
+        umap_map,
+    )
 
     lk = params.loss_kernel
     ds, ckpt = run_model(params, layout)  # finite weights, else SGLD "diverges" at step 0 and blames epsilon
@@ -115,7 +121,14 @@ def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False)
         out / "covariance_groups.png", cov, labels, f"{ds.name}: loss covariance within and across labels"
     )
     umap_plot = (
-        umap_map(out / "umap.png", corr, labels, f"{ds.name}: UMAP of 1 − R", seed=params.seed) if lk.umap else None
+        umap_map(
+            out / "umap.png",
+            umap_embedding(corr, seed=params.seed),
+            {"label": (labels, "tab10")},
+            f"{ds.name}: UMAP of 1 − R",
+        )
+        if lk.umap
+        else None
     )
     summary = {
         "checkpoint_hash": ckpt.checkpoint_hash,
