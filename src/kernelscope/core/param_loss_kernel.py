@@ -83,7 +83,7 @@ class MultitaskParams(SGLDParams):
     sgld_batch_size: Int = Field(256, ge=1, description="SGLD minibatch size m.")
     umap: StrictBool = Field(True, description="Draw the UMAP map of 1 − R (umap-learn, seeded).")
     # The sampler of this run, not SGLDParams' defaults: the setting that separates the tasks (README: it is narrow).
-    gamma: Float = Field(300.0, gt=0.0, description="Localization strength γ.")
+    gamma: Float = Field(1e4, gt=0.0, description="Localization strength γ.")
     nbeta: Float | None = Field(500.0, gt=0.0, description="Inverse temperature nβ; null: m / ln m.")
     draws: Int = Field(400, ge=2, description="Draws per chain.")
     burn_in: Int = Field(100, ge=0, description="Steps before the first draw.")
@@ -95,7 +95,7 @@ class LossKernelSweepParams(Section):
     several training seeds; the rest of the sampler and the model come from the multitask section."""
 
     seeds: list[Int] = Field([0, 1, 2, 3, 4], min_length=1, description="Training seeds (one modular model each).")
-    epsilon: list[Float] = Field([1e-5, 3e-5, 1e-4], min_length=1, description="SGLD step sizes ε of the grid.")
+    epsilon: list[Float] = Field([3e-5, 1e-4, 2e-4], min_length=1, description="SGLD step sizes ε of the grid.")
     gamma: list[Float] = Field([3e3, 1e4, 3e4], min_length=1, description="Localization strengths γ of the grid.")
     nbeta: list[Float] = Field([200.0, 500.0, 1000.0], min_length=1, description="Inverse temperatures nβ of the grid.")
     robust_auc: Float = Field(
