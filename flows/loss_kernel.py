@@ -132,7 +132,7 @@ def multitask(params: Params, outputs: str | None = None, track: bool = True) ->
             tags=tags,
             params={"multitask": params.multitask.model_dump(mode="json"), "seed": params.seed},
             metrics=metrics,
-            artifacts=[*summary["plots"], *grokking_plot(root)],
+            artifacts=[*summary["plots"], *trained.get("plots", [])],  # results cached before plots were listed: none
         )
     return {
         "accuracy": trained,
@@ -141,9 +141,3 @@ def multitask(params: Params, outputs: str | None = None, track: bool = True) ->
         "cache_hits": fan.ledger.hits,
         "tasks": fan.ledger.runs,
     }
-
-
-def grokking_plot(root: str) -> list[str]:
-    """The training curve's figure, when training evaluated as it went (multitask.eval_every > 0)."""
-    path = Path(root) / "training" / "grokking.png"
-    return [str(path)] if path.exists() else []

@@ -180,10 +180,8 @@ def cmd_multitask(args: argparse.Namespace, params: Params) -> Any:
     from kernelscope.loss_kernel.multitask_stages import multitask_loss_stage, multitask_train_stage
 
     root = Path(args.out) / "multitask"
-    if args.step == "train":
-        return multitask_train_stage(params, root).summary
-    summary = multitask_loss_stage(params, root).summary
-    return {k: v for k, v in summary.items() if k != "plots"}
+    stage = multitask_train_stage if args.step == "train" else multitask_loss_stage
+    return {k: v for k, v in stage(params, root).summary.items() if k != "plots"}
 
 
 def cmd_structure(args: argparse.Namespace, params: Params) -> Any:

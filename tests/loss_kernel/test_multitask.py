@@ -66,7 +66,10 @@ def test_multitask_stages_end_to_end(tmp_path, arch):
     expected = curve["steps"][grokked.index(True)] if any(grokked) else None
     assert curve["steps_to_grok"] == expected and trained["steps_to_grok"] == (expected and float(expected))
     assert curve["accuracies"][-1]["train_add"] == pytest.approx(trained["train_add"])
-    assert (tmp_path / "training" / "grokking.png").exists()
+    assert (
+        trained["plots"] == [str(tmp_path / "training" / "grokking.png")]
+        and (tmp_path / "training" / "grokking.png").exists()
+    )
     summary = multitask_loss_stage(params, tmp_path).summary
     # within one pair of the 10 × 10 add-div pairs (the file holds float32 losses)
     assert summary["task_auc"] == pytest.approx(_task_auc_of_written_losses(tmp_path, params), abs=0.011)

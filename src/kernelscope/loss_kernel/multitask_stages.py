@@ -70,10 +70,11 @@ def multitask_train_stage(params: Params, root: Path) -> StageResult:
     meta = save_checkpoint(model, root / "model", multitask_spec(params), dataset_name=f"modular-{mp.p}", metrics=acc)
     grok_step = curve.steps_to_grok()
     outputs = checkpoint_files(root / "model")
+    plots = []
     if curve.steps:
         # No seconds in the file: the same params give the same bytes (they are in the summary).
         outputs.append(write_training_curve(root / "training" / "curve.json", curve, meta["weights_sha256"], grok_step))
-        outputs.append(
+        plots.append(
             grokking_curve(
                 root / "training" / "grokking.png",
                 curve.steps,
@@ -88,8 +89,9 @@ def multitask_train_stage(params: Params, root: Path) -> StageResult:
         "steps_to_grok": float(grok_step) if grok_step is not None else None,
         "seconds_to_grok": seconds,
         "training_seconds": curve.seconds[-1] if curve.seconds else None,
+        "plots": [str(p) for p in plots],
     }
-    return StageResult.of(summary, outputs)
+    return StageResult.of(summary, [*outputs, *plots])
 
 
 def write_training_curve(path: Path, curve: TrainingCurve, checkpoint_hash: str, grok_step: int | None) -> Path:
