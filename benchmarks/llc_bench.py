@@ -23,6 +23,7 @@ from kernels_bench import machine  # the script's folder is on sys.path
 
 from kernelscope.loss_kernel.llc_calibration import (
     calibrate,
+    deep_linear_network,
     plot_llc_against_epsilon,
     polynomial_potential,
     regular_regression,
@@ -83,6 +84,9 @@ def main() -> None:
         polynomial_potential((1, 2), n=256),
         polynomial_potential((2, 3), n=256),
         polynomial_potential((1, 1, 2, 3), n=256),
+        deep_linear_network((4, 3, 4), rank=1, n=256),
+        deep_linear_network((3, 4, 3, 3), rank=1, n=256),
+        deep_linear_network((4, 4, 4, 4, 4), rank=2, n=256),
     ]
     rows = []
     for i, known in enumerate(models):

@@ -152,8 +152,8 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     assert structure["effective_parameters"] == pytest.approx(2 * llc, rel=1e-3, abs=4e-6)
     assert "llc" in json.loads((work / "outputs/dvc/multitask/structure_metrics.json").read_text())
     assert json.loads((work / "outputs/dvc/digits2/loss_kernel_metrics.json").read_text())["llc"] == pytest.approx(
-        json.loads((work / "outputs/dvc/digits2/loss_kernel/summary.json").read_text())["llc"], rel=1e-5
-    )
+        json.loads((work / "outputs/dvc/digits2/loss_kernel/summary.json").read_text())["llc"], abs=5e-7
+    )  # the metrics file rounds to 6 decimals (core.fileio.dvc_metrics)
     forensics = json.loads((work / "outputs/dvc/forensics/digits10/metrics.json").read_text())
     poison = params_from_dict(tiny_params_dict).poison
     assert forensics["trntk"]["precision"] == pytest.approx(

@@ -7,7 +7,9 @@ contributes ½ nβh / (nβh + γ) instead of ½) and by too few draws. Known ans
 with known answers"):
 
 * ``regular_regression(d)``: linear regression with unit Gaussian noise, d parameters: λ = d / 2;
-* ``polynomial_potential(ks)``: K(w) = ½ Σ w_i^{2 k_i}: λ = Σ 1 / (2 k_i) (k_i = 1 is a regular direction).
+* ``polynomial_potential(ks)``: K(w) = ½ Σ w_i^{2 k_i}: λ = Σ 1 / (2 k_i) (k_i = 1 is a regular direction);
+* ``deep_linear_network(widths, r)``: a product of linear layers at a rank-r factorization: Aoyagi's λ
+  (kernelscope.loss_kernel.known_llc).
 
 ``sweep`` runs ε × γ and ``calibrate`` keeps the setting a user would keep on a new model, from the
 estimates alone: for each γ, the largest ε of the first plateau of λ̂ against ε (healthy estimates that
@@ -18,6 +20,7 @@ discretization bias grows); among the γ, the smallest with a plateau (least loc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 
 from kernelscope.core.errors import KernelscopeError
+from kernelscope.loss_kernel.known_llc import deep_linear_network_llc
 from kernelscope.loss_kernel.sgld import PerSampleLoss, SGLDConfig, sample
 
 
@@ -76,6 +80,32 @@ def polynomial_potential(ks: tuple[int, ...], n: int = 1024) -> KnownModel:
     x = torch.zeros(n, 1, dtype=torch.float64)  # placeholders: the loss does not read the data
     name = "K(w) = ½ Σ w^" + "{" + ", ".join(str(2 * k) for k in ks) + "}"
     return KnownModel(name, _Potential(tuple(ks)), lambda out, _: out[:, 0], x, x[:, 0], sum(1 / (2 * k) for k in ks))
+
+
+def _summed_squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """½ ‖y − f‖² over the output coordinates: unit Gaussian noise on every output."""
+    return 0.5 * ((outputs - targets) ** 2).sum(dim=1)
+
+
+def deep_linear_network(widths: tuple[int, ...], rank: int, n: int = 1024, seed: int = 0) -> KnownModel:
+    """x ↦ W_L ⋯ W_1 x (no biases) at w* where every layer has rank ``rank`` (W_l = U_l V_lᵀ, Gaussian factors:
+    the most degenerate factorizations, where the local and the global learning coefficient agree); targets
+    are the network's own outputs at w* on x ~ N(0, I), so L_n(w*) = 0 and L_n − L_n(w*) is K_n itself.
+    λ from Aoyagi's formula (known_llc.deep_linear_network_llc)."""
+    gen = torch.Generator().manual_seed(seed)
+    layers = [nn.Linear(a, b, bias=False).double() for a, b in zip(widths, widths[1:])]
+    with torch.no_grad():
+        for layer in layers:
+            out_dim, in_dim = layer.weight.shape
+            u = torch.randn(out_dim, rank, generator=gen, dtype=torch.float64)
+            v = torch.randn(in_dim, rank, generator=gen, dtype=torch.float64)
+            layer.weight.copy_(u @ v.T / math.sqrt(rank * in_dim) if rank else torch.zeros(out_dim, in_dim))
+    model = nn.Sequential(*layers)
+    x = torch.randn(n, widths[0], generator=gen, dtype=torch.float64)  # (n, H_1)
+    with torch.no_grad():
+        y = model(x)  # (n, H_{L+1})
+    name = f"deep linear network {list(widths)}, rank {rank}"
+    return KnownModel(name, model, _summed_squared_error, x, y, deep_linear_network_llc(list(widths), rank))
 
 
 @dataclass(frozen=True)
