@@ -3,7 +3,13 @@
 import numpy as np
 
 from kernelscope.core.param_sections import TrainParams
-from kernelscope.counterfactual.brittleness import brittleness_queries, flipped, kept_rows, removal_orders
+from kernelscope.counterfactual.brittleness import (
+    brittleness_queries,
+    flipped,
+    flipped_by_attributor,
+    kept_rows,
+    removal_orders,
+)
 from kernelscope.counterfactual.subsets import restricted
 from kernelscope.data.datasets import make_digits
 from kernelscope.models.heads import predictions
@@ -43,3 +49,18 @@ def test_flips_match_explicit_retrainings():
         for j, seed in enumerate(seeds):
             model = train_classifier(restricted(ds, mask), section, int(seed), progress=False).model
             assert got[i, j] == (predictions(predict_logits(model, ds.test.x[q : q + 1]))[0] != ds.test.y[q])
+
+
+def test_attributors_share_stacks_and_agree_with_one_at_a_time():
+    ds = make_digits("digits2", 0.3, 0)
+    section = TrainParams(hidden=(8,), epochs=2, lr=0.5)
+    queries = np.array([0, 3, 7])
+    rng = np.random.default_rng(1)
+    a = np.stack([rng.permutation(len(ds.train.y)) for _ in queries])
+    b = a.copy()
+    b[1] = rng.permutation(len(ds.train.y))  # b agrees with a on queries 0 and 2: those models train once
+    seeds = np.array([5])
+    together = flipped_by_attributor(ds, section, queries, {"a": a, "b": b}, 50, seeds, stack=2)
+    assert together["a"].shape == (3, 1)
+    assert np.array_equal(together["a"], flipped(ds, section, queries, a, 50, seeds, stack=4))
+    assert np.array_equal(together["b"], flipped(ds, section, queries, b, 50, seeds, stack=1))

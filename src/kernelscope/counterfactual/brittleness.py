@@ -43,13 +43,41 @@ def flipped(
     ds: Dataset, section: Any, queries: np.ndarray, orders: np.ndarray, k: int, seeds: np.ndarray, stack: int
 ) -> np.ndarray:
     """(q, s) bool: query i's prediction is wrong after retraining (seed j) without the first k of orders[i]."""
-    rows = np.stack([kept_rows(order, k) for order in orders])  # (q, N − k)
-    jobs = [(i, j) for i in range(len(queries)) for j in range(len(seeds))]
-    out = np.zeros((len(queries), len(seeds)), dtype=bool)
-    for first in range(0, len(jobs), stack):
-        chunk = jobs[first : first + stack]
-        models = train_on_subsets(ds, section, rows[[i for i, _ in chunk]], np.array([seeds[j] for _, j in chunk]))
+    return flipped_by_attributor(ds, section, queries, {"": orders}, k, seeds, stack)[""]
+
+
+def flipped_by_attributor(
+    ds: Dataset,
+    section: Any,
+    queries: np.ndarray,
+    orders: dict[str, np.ndarray],
+    k: int,
+    seeds: np.ndarray,
+    stack: int,
+) -> dict[str, np.ndarray]:
+    """``flipped`` for every attributor's (q, N) orders at once: the models of all attributors share stacks of
+    ``stack`` (they all train on N − k rows), and a (kept rows, seed) pair two attributors agree on trains once."""
+    jobs: dict[tuple[bytes, int], tuple[np.ndarray, int]] = {}  # (rows, seed) -> (kept rows (N − k,), seed)
+    for per_query in orders.values():
+        for order in per_query:
+            rows = kept_rows(order, k)
+            for seed in seeds:
+                jobs.setdefault((rows.tobytes(), int(seed)), (rows, int(seed)))
+    keys = list(jobs)
+    wrong: dict[tuple[bytes, int], np.ndarray] = {}  # (rows, seed) -> (q,) bool: every query's prediction wrong
+    for first in range(0, len(keys), stack):
+        chunk = keys[first : first + stack]
+        models = train_on_subsets(ds, section, np.stack([jobs[c][0] for c in chunk]), np.array([c[1] for c in chunk]))
         logits = models.logits(ds.test.x[queries])  # (models, q, C_out)
-        for model, (i, j) in enumerate(chunk):
-            out[i, j] = predictions(logits[model][i : i + 1])[0] != ds.test.y[queries[i]]
-    return out
+        for model, key in enumerate(chunk):
+            wrong[key] = predictions(logits[model]) != ds.test.y[queries]
+    return {
+        name: np.array(
+            [
+                [wrong[(kept_rows(order, k).tobytes(), int(seed))][i] for seed in seeds]
+                for i, order in enumerate(per_query)
+            ],
+            dtype=bool,
+        ).reshape(len(queries), len(seeds))
+        for name, per_query in orders.items()
+    }

@@ -16,7 +16,7 @@ from kernelscope.core.provenance import run_model
 from kernelscope.core.results import StageResult
 from kernelscope.core.tables import markdown_table, write_table_files
 from kernelscope.counterfactual.attributors import Run, attribute
-from kernelscope.counterfactual.brittleness import RANDOM, brittleness_queries, flipped, removal_orders
+from kernelscope.counterfactual.brittleness import RANDOM, brittleness_queries, flipped_by_attributor, removal_orders
 from kernelscope.counterfactual.datamodels import datamodels, ensure_block
 from kernelscope.counterfactual.lds import bootstrap_mean, bootstrap_statistic, lds_per_query
 from kernelscope.counterfactual.mislabel import INSPECTED, found_fraction, noisy_run, roc_auc, self_scores
@@ -156,13 +156,22 @@ def brittleness_stage(params: Params, layout: RunLayout) -> StageResult:
     queries = brittleness_queries(ds, predict_logits(ckpt.model, ds.test.x), cf.brittleness_queries, params.seed)
     _, section = training_section(params, ds.name)
     seeds = params.seed + BRITTLENESS_SEED_OFFSET + np.arange(cf.brittleness_seeds)
+    orders = {
+        name: removal_orders(
+            None if name == RANDOM else read_scores(params, layout, ds, ckpt.checkpoint_hash, name)[0],
+            queries,
+            len(ds.train.y),
+            params.seed,
+        )
+        for name in (*cf.attributors, RANDOM)
+    }  # name -> (q, N)
+    flips = {
+        k: flipped_by_attributor(ds, section, queries, orders, k, seeds, cf.models_per_stack) for k in cf.brittleness_k
+    }
     rows = []
-    for name in (*cf.attributors, RANDOM):
-        scores = None if name == RANDOM else read_scores(params, layout, ds, ckpt.checkpoint_hash, name)[0]
-        orders = removal_orders(scores, queries, len(ds.train.y), params.seed)
+    for name in orders:
         for k in cf.brittleness_k:
-            flips = flipped(ds, section, queries, orders, k, seeds, cf.models_per_stack).mean(1)  # (q,)
-            ci = bootstrap_mean(flips, params.seed, cf.bootstrap)
+            ci = bootstrap_mean(flips[k][name].mean(1), params.seed, cf.bootstrap)  # over queries
             rows.append({"attributor": name, "k": k, "flipped": ci.mean, "ci_low": ci.low, "ci_high": ci.high})
     header = ("attributor", "k", "flipped", "ci_low", "ci_high")
     cells = [[r["attributor"], str(r["k"]), *(f"{r[c]:.4f}" for c in header[2:])] for r in rows]
