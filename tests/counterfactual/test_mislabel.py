@@ -64,3 +64,26 @@ def test_bootstrap_statistic_is_seeded_and_brackets_the_value():
     assert ci.low <= ci.mean <= ci.high and ci.mean == pytest.approx(roc_auc(scores, positive))
     assert bootstrap_statistic(stat, 200, seed=0, resamples=200) == ci
     assert 0.6 < ci.low and ci.high < 0.95
+
+
+def test_noisy_run_gradients_one_pass_for_both_sides_match_the_general_run():
+    import dataclasses
+
+    from kernelscope.core.param_sections import TrainParams
+    from kernelscope.core.params import params_from_dict
+    from kernelscope.counterfactual.attributors import Run, attribute
+    from kernelscope.counterfactual.mislabel import NoisyRun
+    from kernelscope.data.datasets import make_digits
+    from kernelscope.models.checkpoint import Checkpoint
+    from kernelscope.models.train import train_classifier
+
+    ds = make_digits("digits2", 0.3, 0)
+    ds = dataclasses.replace(ds, test=ds.train)  # what noisy_run builds: queries are the training points
+    model = train_classifier(ds, TrainParams(hidden=(8,), epochs=2, lr=0.5), 0, progress=False).model
+    params = params_from_dict({"counterfactual": {"projection_dim": 32}})
+    checkpoint = Checkpoint(model, {"weights_sha256": "0" * 64})
+    noisy = NoisyRun(params, None, ds, checkpoint)
+    general = Run(params, None, ds, checkpoint)
+    for name in ("grad_dot", "grad_cos"):
+        assert np.allclose(attribute(noisy, name).values, attribute(general, name).values, rtol=1e-12, atol=1e-12)
+    assert noisy.gradients(model, noisy.projector())[0] is noisy.gradients(model, noisy.projector())[1]

@@ -18,12 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.stats import rankdata
+from torch import nn
 
 from kernelscope.core.fileio import sha256_bytes
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import kernel_options, training_section
 from kernelscope.counterfactual.attributors import Run
+from kernelscope.counterfactual.gradients import MarginGradients, margin_gradients
 from kernelscope.data.datasets import Dataset
+from kernelscope.kernels.projection import Projector
 from kernelscope.models.checkpoint import Checkpoint
 from kernelscope.models.heads import predictions
 from kernelscope.models.train import predict_logits, train_classifier
@@ -95,6 +98,17 @@ class NoisyRun(Run):
         if f"kglm:{kind}" not in self.memo:
             self.memo[f"kglm:{kind}"] = self._fit_kglm(kind)
         return self.memo[f"kglm:{kind}"]
+
+    def gradients(self, model: nn.Module, projector: Projector | None) -> tuple[MarginGradients, MarginGradients]:
+        """Queries are the training points: one pass gives both sides; the noisy model's own gradients are kept
+        for every attributor that reads them (grad_dot, grad_cos, TRAK's first model)."""
+        own = model is self.checkpoint.model
+        if own and "gradients" in self.memo:
+            return self.memo["gradients"]
+        g = margin_gradients(model, self.dataset.train.x, self.dataset.train.y, projector)
+        if own:
+            self.memo["gradients"] = (g, g)
+        return g, g
 
     def _train_kernel(self, kind: str) -> np.ndarray:
         from kernelscope.kernels import kernel_spec
