@@ -4,7 +4,7 @@ For each known model (kernelscope.loss_kernel.llc_calibration) it sweeps ε × �
 sees only the estimates) and reports the kept setting's λ̂ against the true λ, with λ̂-against-ε plots.
 The goal: within 10% on every model. Run from the project root:
 
-    .venv/bin/python benchmarks/llc_bench.py                 # about 5 minutes on 2 cores
+    .venv/bin/python benchmarks/llc_bench.py                 # about 17 minutes on 2 cores (12 of them DLNs)
     .venv/bin/python benchmarks/llc_bench.py --network digits10   # and the same sweep on the trained MLP (+5 min)
 
 The network sweep has no true λ: it shows where a network's λ̂ has a plateau in ε, and how much of the
@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from kernels_bench import machine  # the script's folder is on sys.path
 
 from kernelscope.loss_kernel.llc_calibration import (
+    KnownModel,
     calibrate,
     deep_linear_network,
     plot_llc_against_epsilon,
@@ -34,6 +35,8 @@ from kernelscope.loss_kernel.sgld import SGLDConfig
 RESULTS = Path(__file__).resolve().parent / "results"
 EPSILONS = [3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
 GAMMAS = [0.01, 0.1, 1.0, 10.0]
+LINEAR_EPSILONS = [1e-4, 3e-4, 1e-3, 3e-3]
+LINEAR_GAMMAS = [0.01, 1.0]
 
 
 def network_sweep(dataset: str, params_file: str) -> dict:
@@ -44,7 +47,6 @@ def network_sweep(dataset: str, params_file: str) -> dict:
     from kernelscope.core.params import load_params
     from kernelscope.core.provenance import run_model
     from kernelscope.data.stages import data_stage
-    from kernelscope.loss_kernel.llc_calibration import KnownModel
     from kernelscope.models.heads import per_sample_loss
     from kernelscope.models.stages import train_stage
 
@@ -69,6 +71,39 @@ def network_sweep(dataset: str, params_file: str) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class Case:
+    """A known model and the grid it is swept over."""
+
+    known: KnownModel
+    base: SGLDConfig
+    epsilons: list[float]
+    gammas: list[float]
+    same_time: bool = False  # chains rescaled to base.epsilon's Langevin time at every ε (llc_calibration.equal_time)
+
+
+def cases() -> list[Case]:
+    smooth = SGLDConfig(chains=16, draws=200, burn_in=500, steps_between=20, batch_size=256, seed=0)
+    # linear networks mix slowly along their flat directions: 24,000 steps at ε = 3e-4, the same time at every ε
+    linear = SGLDConfig(chains=16, draws=200, burn_in=8000, steps_between=80, batch_size=256, seed=0, epsilon=3e-4)
+    return [
+        *(
+            Case(known, smooth, EPSILONS, GAMMAS)
+            for known in (
+                regular_regression(3, n=256),
+                regular_regression(10, n=256),
+                polynomial_potential((1, 2), n=256),
+                polynomial_potential((2, 3), n=256),
+                polynomial_potential((1, 1, 2, 3), n=256),
+            )
+        ),
+        *(
+            Case(known, linear, LINEAR_EPSILONS, LINEAR_GAMMAS, same_time=True)
+            for known in (deep_linear_network((4, 3, 4), rank=1, n=256), deep_linear_network((5, 2, 5), rank=1, n=256))
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(RESULTS / "llc_calibration.json"))
@@ -77,38 +112,30 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="the recipe of --network's model")
     args = parser.parse_args()
     torch.set_num_threads(1)  # tiny models: one thread is faster and steadier
-    base = SGLDConfig(chains=16, draws=200, burn_in=500, steps_between=20, batch_size=256, seed=0)
-    models = [
-        regular_regression(3, n=256),
-        regular_regression(10, n=256),
-        polynomial_potential((1, 2), n=256),
-        polynomial_potential((2, 3), n=256),
-        polynomial_potential((1, 1, 2, 3), n=256),
-        deep_linear_network((4, 3, 4), rank=1, n=256),
-        deep_linear_network((3, 4, 3, 3), rank=1, n=256),
-        deep_linear_network((4, 4, 4, 4, 4), rank=2, n=256),
-    ]
     rows = []
-    for i, known in enumerate(models):
-        estimates = sweep(known, base, EPSILONS, GAMMAS)
+    for i, case in enumerate(cases()):
+        known = case.known
+        estimates = sweep(known, case.base, case.epsilons, case.gammas, same_time=case.same_time)
         kept = calibrate(estimates)
         plot = plot_llc_against_epsilon(Path(args.plots) / f"model-{i}.png", known, estimates)
         rows.append(
             {
                 "model": known.name,
                 "true_llc": known.true_llc,
+                "parameters": sum(p.numel() for p in known.model.parameters()),
+                "sampler": {**asdict(case.base), "same_time": case.same_time},
                 "kept": None if kept is None else {"epsilon": kept.epsilon, "gamma": kept.gamma, "llc": kept.llc},
                 "relative_error": None if kept is None else (kept.llc - known.true_llc) / known.true_llc,
                 "grid": [asdict(e) for e in estimates],
                 "plot": str(plot.relative_to(Path(args.out).parent)),
             }
         )
-        print(known.name, known.true_llc, rows[-1]["kept"], rows[-1]["relative_error"])
+        print(known.name, known.true_llc, rows[-1]["kept"], rows[-1]["relative_error"], flush=True)
     network = network_sweep(args.network, args.params) if args.network else None
     report = {
         "machine": machine(),
-        "task": f"SGLD LLC on known models, ε ∈ {EPSILONS}, γ ∈ {GAMMAS}, 16 chains × 200 draws 20 steps apart, "
-        "nβ = m / ln m",
+        "task": "SGLD LLC on known models, swept over ε × γ (each model's sampler and grid beside it), 16 chains × "
+        "200 draws, nβ = m / ln m",
         "goal": "|relative error| <= 0.1 on every model",
         "models": rows,
         "network": network,

@@ -10,6 +10,7 @@ import torch
 from kernelscope.loss_kernel.llc_calibration import (
     Estimate,
     calibrate,
+    equal_time,
     estimate,
     polynomial_potential,
     regular_regression,
@@ -110,3 +111,11 @@ def test_health_flags_drifting_chains_and_draws_that_leave_the_low_loss_region()
     wandered = mixed + 3.0  # 3 nats above L_n(w*): the model no longer fits
     notes = health_warnings(SGLDResult(np.zeros((1, 1, 1)), np.zeros(1), trace, 0.005, wandered, 10.0))
     assert len(notes) == 1 and "low-loss region" in notes[0]
+
+
+def test_equal_time_keeps_the_langevin_time_of_the_base():
+    base = SGLDConfig(epsilon=3e-4, burn_in=8000, steps_between=80, draws=200)
+    smaller = equal_time(base, 1e-4)
+    assert (smaller.epsilon, smaller.burn_in, smaller.steps_between, smaller.draws) == (1e-4, 24000, 240, 200)
+    larger = equal_time(base, 3e-2)  # spacing never below one step
+    assert (larger.burn_in, larger.steps_between) == (80, 1)

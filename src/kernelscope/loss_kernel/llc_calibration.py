@@ -129,9 +129,29 @@ def estimate(known: KnownModel, config: SGLDConfig) -> Estimate:
     )
 
 
-def sweep(known: KnownModel, base: SGLDConfig, epsilons: list[float], gammas: list[float]) -> list[Estimate]:
-    """λ̂ over the grid of ε × γ (every other sampler setting from ``base``), ε ascending within each γ."""
-    return [estimate(known, replace(base, epsilon=e, gamma=g)) for g in gammas for e in sorted(epsilons)]
+def equal_time(base: SGLDConfig, epsilon: float) -> SGLDConfig:
+    """``base`` at step size ``epsilon`` with its burn-in and spacing rescaled by base.epsilon / epsilon: the same
+    Langevin time ε × steps (and so the same mixing) at every ε, which a singular model's flat directions need
+    (at a fixed step count a smaller ε has simply not mixed, and the ε-plateau is lost)."""
+    scale = base.epsilon / epsilon
+    return replace(
+        base,
+        epsilon=epsilon,
+        burn_in=max(1, round(base.burn_in * scale)),
+        steps_between=max(1, round(base.steps_between * scale)),
+    )
+
+
+def sweep(
+    known: KnownModel, base: SGLDConfig, epsilons: list[float], gammas: list[float], same_time: bool = False
+) -> list[Estimate]:
+    """λ̂ over the grid of ε × γ (every other sampler setting from ``base``), ε ascending within each γ;
+    ``same_time``: the chains' length scaled to base.epsilon's Langevin time (``equal_time``)."""
+
+    def at(e: float, g: float) -> SGLDConfig:
+        return replace(equal_time(base, e) if same_time else replace(base, epsilon=e), gamma=g)
+
+    return [estimate(known, at(e, g)) for g in gammas for e in sorted(epsilons)]
 
 
 def calibrate(estimates: list[Estimate], tolerance: float = 0.05) -> Estimate | None:
