@@ -5,7 +5,8 @@ sees only the estimates) and reports the kept setting's λ̂ against the true λ
 The goal: within 10% on every model. Run from the project root:
 
     .venv/bin/python benchmarks/llc_bench.py                 # about 17 minutes on 2 cores (12 of them DLNs)
-    .venv/bin/python benchmarks/llc_bench.py --network digits10   # and the same sweep on the trained MLP (+5 min)
+    .venv/bin/python benchmarks/llc_bench.py --network digits10   # and a sweep of the trained MLP (+8 min)
+    .venv/bin/python benchmarks/llc_bench.py --network digits10 --network-only   # the MLP alone, kept models kept
 
 The network sweep has no true λ: it shows where a network's λ̂ has a plateau in ε, and how much of the
 default estimate is set by γ.
@@ -37,9 +38,11 @@ EPSILONS = [3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
 GAMMAS = [0.01, 0.1, 1.0, 10.0]
 LINEAR_EPSILONS = [1e-4, 3e-4, 1e-3, 3e-3]
 LINEAR_GAMMAS = [0.01, 1.0]
+NETWORK_EPSILONS = [3e-5, 1e-4, 3e-4]
+NETWORK_GAMMAS = [1.0, 100.0, 1000.0]
 
 
-def network_sweep(dataset: str, params_file: str) -> dict:
+def network_sweep(dataset: str, params_file: str, plots: Path) -> dict:
     """λ̂ of the dataset's MLP (trained here by the params file's recipe) over ε × γ, minibatches of 256."""
     import tempfile
 
@@ -59,15 +62,20 @@ def network_sweep(dataset: str, params_file: str) -> dict:
         ds, ckpt = run_model(params, layout)
     x, y = torch.from_numpy(ds.train.x), torch.from_numpy(ds.train.y)
     known = KnownModel(f"{dataset} MLP", ckpt.model, per_sample_loss, x, y, float("nan"))
-    base = SGLDConfig(chains=8, draws=100, burn_in=300, steps_between=10, batch_size=256, seed=0)
-    estimates = sweep(known, base, [1e-5, 3e-5, 1e-4, 3e-4], [0.1, 1.0, 100.0, 1000.0])
+    # As for the deep linear networks: the same Langevin time at every ε (3,000 steps at ε = 1e-4), so that a
+    # small ε is not simply a chain that has not mixed yet.
+    base = SGLDConfig(chains=8, draws=100, burn_in=1000, steps_between=20, batch_size=256, seed=0, epsilon=1e-4)
+    estimates = sweep(known, base, NETWORK_EPSILONS, NETWORK_GAMMAS, same_time=True)
     kept = calibrate(estimates)
+    plot = plot_llc_against_epsilon(plots / f"network-{dataset}.png", known, estimates)
     torch.set_num_threads(1)
     return {
         "model": known.name,
         "parameters": sum(p.numel() for p in ckpt.model.parameters()),
+        "sampler": {**asdict(base), "same_time": True},
         "kept": None if kept is None else {"epsilon": kept.epsilon, "gamma": kept.gamma, "llc": kept.llc},
         "grid": [asdict(e) for e in estimates],
+        "plot": str(plot.relative_to(plots.parent)),
     }
 
 
@@ -104,20 +112,14 @@ def cases() -> list[Case]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(RESULTS / "llc_calibration.json"))
-    parser.add_argument("--plots", default=str(RESULTS / "llc_calibration"), help="folder for the λ̂-against-ε plots")
-    parser.add_argument("--network", choices=["digits2", "digits10"], help="also sweep this dataset's trained MLP")
-    parser.add_argument("--params", default="params.yaml", help="the recipe of --network's model")
-    args = parser.parse_args()
-    torch.set_num_threads(1)  # tiny models: one thread is faster and steadier
+def known_rows(out: Path, plots: Path) -> list[dict]:
+    """Every known model's sweep, the kept setting and its error, with a λ̂-against-ε plot each."""
     rows = []
     for i, case in enumerate(cases()):
         known = case.known
         estimates = sweep(known, case.base, case.epsilons, case.gammas, same_time=case.same_time)
         kept = calibrate(estimates)
-        plot = plot_llc_against_epsilon(Path(args.plots) / f"model-{i}.png", known, estimates)
+        plot = plot_llc_against_epsilon(plots / f"model-{i}.png", known, estimates)
         rows.append(
             {
                 "model": known.name,
@@ -127,11 +129,29 @@ def main() -> None:
                 "kept": None if kept is None else {"epsilon": kept.epsilon, "gamma": kept.gamma, "llc": kept.llc},
                 "relative_error": None if kept is None else (kept.llc - known.true_llc) / known.true_llc,
                 "grid": [asdict(e) for e in estimates],
-                "plot": str(plot.relative_to(Path(args.out).parent)),
+                "plot": str(plot.relative_to(out.parent)),
             }
         )
         print(known.name, known.true_llc, rows[-1]["kept"], rows[-1]["relative_error"], flush=True)
-    network = network_sweep(args.network, args.params) if args.network else None
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(RESULTS / "llc_calibration.json"))
+    parser.add_argument("--plots", default=str(RESULTS / "llc_calibration"), help="folder for the λ̂-against-ε plots")
+    parser.add_argument("--network", choices=["digits2", "digits10"], help="also sweep this dataset's trained MLP")
+    parser.add_argument("--params", default="params.yaml", help="the recipe of --network's model")
+    parser.add_argument(
+        "--network-only", action="store_true", help="sweep --network alone, keeping the known models of --out"
+    )
+    args = parser.parse_args()
+    out = Path(args.out)
+    if args.network_only and not args.network:
+        parser.error("--network-only needs --network")
+    torch.set_num_threads(1)  # tiny models: one thread is faster and steadier
+    rows = json.loads(out.read_text())["models"] if args.network_only else known_rows(out, Path(args.plots))
+    network = network_sweep(args.network, args.params, Path(args.plots)) if args.network else None
     report = {
         "machine": machine(),
         "task": "SGLD LLC on known models, swept over ε × γ (each model's sampler and grid beside it), 16 chains × "
@@ -140,7 +160,7 @@ def main() -> None:
         "models": rows,
         "network": network,
     }
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from kernelscope.loss_kernel.llc_calibration import (
     calibrate,
     equal_time,
     estimate,
+    plot_llc_against_epsilon,
     polynomial_potential,
     regular_regression,
 )
@@ -119,3 +120,12 @@ def test_equal_time_keeps_the_langevin_time_of_the_base():
     assert (smaller.epsilon, smaller.burn_in, smaller.steps_between, smaller.draws) == (1e-4, 24000, 240, 200)
     larger = equal_time(base, 3e-2)  # spacing never below one step
     assert (larger.burn_in, larger.steps_between) == (80, 1)
+
+
+def test_llc_plot_draws_the_true_value_only_when_one_is_known(tmp_path):
+    known = polynomial_potential((1, 2), n=8)
+    estimates = [Estimate(e, g, 0.7 + e, (), ()) for g in (0.01, 1.0) for e in (1e-3, 1e-2)]
+    with_truth = plot_llc_against_epsilon(tmp_path / "known.png", known, estimates)
+    network = plot_llc_against_epsilon(tmp_path / "network.png", replace(known, true_llc=float("nan")), estimates)
+    assert with_truth.read_bytes()[:8] == network.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert with_truth.read_bytes() != network.read_bytes()  # the dashed line and its legend entry

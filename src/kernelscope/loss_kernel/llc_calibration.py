@@ -186,7 +186,8 @@ def plot_llc_against_epsilon(path: str | Path, known: KnownModel, estimates: lis
     for gamma in sorted({e.gamma for e in estimates}):
         row = sorted((e for e in estimates if e.gamma == gamma), key=lambda e: e.epsilon)
         ax.plot([e.epsilon for e in row], [e.llc for e in row], marker="o", label=f"γ = {gamma:g}")
-    ax.axhline(known.true_llc, color="black", ls="--", label=f"true λ = {known.true_llc:.4g}")
+    if math.isfinite(known.true_llc):  # a network has no known λ (NaN)
+        ax.axhline(known.true_llc, color="black", ls="--", label=f"true λ = {known.true_llc:.4g}")
     ax.set_xscale("log")
     ax.set_xlabel("SGLD step size ε")
     ax.set_ylabel("estimated LLC λ̂")
