@@ -20,7 +20,7 @@ class CounterfactualParams(Section):
     )
     alpha: Float = Field(0.5, gt=0.0, lt=1.0, description="Fraction of the training set in each subset.")
     models_per_stack: Int = Field(
-        16, ge=1, le=1024, description="Models trained at once in one stacked (vmap) step; also a cache block."
+        32, ge=1, le=1024, description="Models trained at once in one stacked (vmap) step; also a cache block."
     )
     projection_dim: Int | None = Field(
         512,
