@@ -8,7 +8,7 @@ a few batches). The settings are the ones ``calibrate`` kept in ``benchmarks/res
 (run ``llc_bench.py`` first). What differs: the random streams, and devinterp runs its chains one after
 another where kernelscope vectorizes them, so the seconds are a same-process ratio.
 
-    .venv/bin/python benchmarks/llc_devinterp_peer.py          # about 4 minutes on 2 cores
+    .venv/bin/python benchmarks/llc_devinterp_peer.py          # about 15 minutes (devinterp: chains in turn)
 """
 
 from __future__ import annotations
@@ -71,13 +71,24 @@ def devinterp_llc(known: KnownModel, config, seed: int) -> tuple[float, list[flo
     return float(out["llc/mean"]), per_chain
 
 
+def write_report(path: Path, rows: list[dict]) -> None:
+    from importlib.metadata import version
+
+    report = {
+        "machine": machine(),
+        "task": "LLC of known models, kernelscope against devinterp at the same calibrated setting",
+        "devinterp": version("devinterp"),
+        "models": rows,
+    }
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calibration", default=str(RESULTS / "llc_calibration.json"))
     parser.add_argument("--out", default=str(RESULTS / "llc_devinterp_peer.json"))
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model names (default: all three)")
     args = parser.parse_args()
-    from importlib.metadata import version
-
     import devinterp  # noqa: F401  (fail before any work when the peer is missing)
 
     torch.set_num_threads(1)  # both estimators on one thread: a like-for-like ratio
@@ -85,7 +96,7 @@ def main() -> None:
     rows = []
     for case in cases():
         name = case.known.name
-        if name not in MODELS:
+        if name not in args.models.split(","):
             continue
         setting = kept[name]
         base = equal_time(case.base, setting["epsilon"]) if case.same_time else case.base
@@ -117,18 +128,12 @@ def main() -> None:
             "speedup": peer_s / ours_s,
         }
         rows.append(row)
+        write_report(Path(args.out), rows)  # after every model: a long run keeps what it has measured
         print(
             f"{name}: true {case.known.true_llc:.4g}, kernelscope {ours.llc:.4g} ({ours_s:.0f} s), "
             f"devinterp {peer:.4g} ({peer_s:.0f} s), {row['difference_in_standard_errors']:+.2f} s.e.",
             flush=True,
         )
-    out = {
-        "machine": machine(),
-        "task": "LLC of known models, kernelscope against devinterp at the same calibrated setting",
-        "devinterp": version("devinterp"),
-        "models": rows,
-    }
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
