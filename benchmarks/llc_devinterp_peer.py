@@ -87,7 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calibration", default=str(RESULTS / "llc_calibration.json"))
     parser.add_argument("--out", default=str(RESULTS / "llc_devinterp_peer.json"))
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model names (default: all three)")
+    parser.add_argument("--models", default=";".join(MODELS), help="model names separated by ';' (default: all three)")
     args = parser.parse_args()
     import devinterp  # noqa: F401  (fail before any work when the peer is missing)
 
@@ -96,7 +96,7 @@ def main() -> None:
     rows = []
     for case in cases():
         name = case.known.name
-        if name not in args.models.split(","):
+        if name not in args.models.split(";"):  # the names hold commas
             continue
         setting = kept[name]
         base = equal_time(case.base, setting["epsilon"]) if case.same_time else case.base
