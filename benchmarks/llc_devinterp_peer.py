@@ -18,7 +18,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ import torch
 from kernels_bench import machine  # the script's folder is on sys.path
 from llc_bench import cases
 
-from kernelscope.loss_kernel.llc_calibration import KnownModel, equal_time, estimate
+from kernelscope.loss_kernel.llc_calibration import KnownModel, estimate, setting
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("regular regression, d = 10", "K(w) = ½ Σ w^{2, 4}", "deep linear network [4, 3, 4], rank 1")
@@ -98,9 +98,7 @@ def main() -> None:
         name = case.known.name
         if name not in args.models.split(";"):  # the names hold commas
             continue
-        setting = kept[name]
-        base = equal_time(case.base, setting["epsilon"]) if case.same_time else case.base
-        config = replace(base, epsilon=setting["epsilon"], gamma=setting["gamma"])
+        config = setting(case.base, kept[name]["epsilon"], kept[name]["gamma"], case.same_time)
         start = time.perf_counter()
         ours = estimate(case.known, config)
         ours_s = time.perf_counter() - start
@@ -112,16 +110,7 @@ def main() -> None:
         row = {
             "model": name,
             "true_llc": case.known.true_llc,
-            "setting": {
-                "epsilon": config.epsilon,
-                "gamma": config.gamma,
-                "nbeta": config.resolved_nbeta(),
-                "chains": config.chains,
-                "draws": config.draws,
-                "burn_in": config.burn_in,
-                "steps_between": config.steps_between,
-                "batch_size": config.batch_size,
-            },
+            "setting": {**asdict(config), "nbeta": config.resolved_nbeta()},
             "kernelscope": {"llc": ours.llc, "error": ours.llc / case.known.true_llc - 1, "seconds": ours_s},
             "devinterp": {"llc": peer, "error": peer / case.known.true_llc - 1, "seconds": peer_s},
             "difference_in_standard_errors": (ours.llc - peer) / se,

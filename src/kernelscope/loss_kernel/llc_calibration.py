@@ -148,10 +148,12 @@ def sweep(
     """λ̂ over the grid of ε × γ (every other sampler setting from ``base``), ε ascending within each γ;
     ``same_time``: the chains' length scaled to base.epsilon's Langevin time (``equal_time``)."""
 
-    def at(e: float, g: float) -> SGLDConfig:
-        return replace(equal_time(base, e) if same_time else replace(base, epsilon=e), gamma=g)
+    return [estimate(known, setting(base, e, g, same_time)) for g in gammas for e in sorted(epsilons)]
 
-    return [estimate(known, at(e, g)) for g in gammas for e in sorted(epsilons)]
+
+def setting(base: SGLDConfig, epsilon: float, gamma: float, same_time: bool = False) -> SGLDConfig:
+    """``base`` at (ε, γ): one cell of ``sweep`` (its chains rescaled to base's Langevin time when ``same_time``)."""
+    return replace(equal_time(base, epsilon) if same_time else replace(base, epsilon=epsilon), gamma=gamma)
 
 
 def calibrate(estimates: list[Estimate], tolerance: float = 0.05) -> Estimate | None:
