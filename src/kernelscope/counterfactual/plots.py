@@ -12,9 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kernelscope.core.plotting import save_figure  # noqa: E402
+from kernelscope.core.plotting import figure_writer, save_figure  # noqa: E402
 
 
+@figure_writer
 def lds_bars(
     path: str | Path, names: list[str], lds: np.ndarray, low: np.ndarray, high: np.ndarray, title: str
 ) -> Path:
@@ -31,6 +32,7 @@ def lds_bars(
     return save_figure(fig, path)
 
 
+@figure_writer
 def lds_against_cost(path: str | Path, names: list[str], lds: np.ndarray, seconds: np.ndarray, title: str) -> Path:
     """The cost/accuracy front: LDS against each attributor's wall-clock seconds (log scale)."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
@@ -45,6 +47,7 @@ def lds_against_cost(path: str | Path, names: list[str], lds: np.ndarray, second
     return save_figure(fig, path)
 
 
+@figure_writer
 def brittleness_curves(path: str | Path, rows: list[dict], title: str) -> Path:
     """Fraction of predictions flipped against k removed, one line per attributor (random removal dashed)."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
@@ -62,6 +65,7 @@ def brittleness_curves(path: str | Path, rows: list[dict], title: str) -> Path:
     return _finish(fig, ax, path, "training points removed (k)", "fraction of predictions flipped", title)
 
 
+@figure_writer
 def mislabel_curves(path: str | Path, curves: dict[str, np.ndarray], flipped: np.ndarray, title: str) -> Path:
     """Fraction of flipped labels found against the fraction of the training set inspected (highest self-scores
     first), one line per attributor; the diagonal is inspecting at random."""

@@ -10,9 +10,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kernelscope.core.plotting import save_figure  # noqa: E402
+from kernelscope.core.plotting import figure_writer, save_figure  # noqa: E402
 
 
+@figure_writer
 def poisoned_neighbour_grid(
     path: str | Path, queries: np.ndarray, neighbours: np.ndarray, poisoned: np.ndarray, title: str
 ) -> Path:
@@ -38,6 +39,7 @@ def poisoned_neighbour_grid(
     return save_figure(fig, path)
 
 
+@figure_writer
 def trace_back_curves(path: str | Path, curves: dict[str, dict[str, np.ndarray]], n_poisoned: int) -> Path:
     """Precision–recall of recovering the poisoned training points, one curve per kernel."""
     fig, ax = plt.subplots(figsize=(5.2, 4.2), dpi=110)

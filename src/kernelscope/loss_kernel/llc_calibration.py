@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from kernelscope.core.errors import KernelscopeError
+from kernelscope.core.plotting import figure_writer, save_figure
 from kernelscope.loss_kernel.known_llc import deep_linear_network_llc
 from kernelscope.loss_kernel.sgld import PerSampleLoss, SGLDConfig, sample
 
@@ -175,14 +176,10 @@ def calibrate(estimates: list[Estimate], tolerance: float = 0.05) -> Estimate | 
     return None
 
 
+@figure_writer
 def plot_llc_against_epsilon(path: str | Path, known: KnownModel, estimates: list[Estimate]) -> Path:
     """λ̂ against ε (log scale), one line per γ, the true λ dashed: where the plateau is, and how far off."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from kernelscope.core.plotting import save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     for gamma in sorted({e.gamma for e in estimates}):

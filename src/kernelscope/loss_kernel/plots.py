@@ -10,9 +10,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kernelscope.core.plotting import save_figure  # noqa: E402
+from kernelscope.core.plotting import figure_writer, save_figure  # noqa: E402
 
 
+@figure_writer
 def loss_traces(path: str | Path, trace: np.ndarray, at_optimum: float, title: str) -> Path:
     """SGLD minibatch loss per chain against step, with L_n(w*) for reference."""
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
@@ -27,6 +28,7 @@ def loss_traces(path: str | Path, trace: np.ndarray, at_optimum: float, title: s
     return save_figure(fig, path)
 
 
+@figure_writer
 def correlation_heatmap(path: str | Path, r: np.ndarray, labels: np.ndarray, title: str, max_points: int = 600) -> Path:
     """The loss-correlation matrix with points sorted by label (a seeded subsample when large)."""
     idx = np.arange(len(labels))
@@ -57,6 +59,7 @@ def umap_embedding(r: np.ndarray, seed: int = 0) -> np.ndarray:
     return umap.UMAP(metric="precomputed", random_state=seed, n_neighbors=15).fit_transform(distance)
 
 
+@figure_writer
 def umap_map(
     path: str | Path, embedding: np.ndarray, colourings: dict[str, tuple[np.ndarray, str]], title: str
 ) -> Path:
@@ -74,6 +77,7 @@ def umap_map(
     return save_figure(fig, path)
 
 
+@figure_writer
 def group_covariances(
     path: str | Path, cov: np.ndarray, labels: np.ndarray, title: str, names: dict[int, str] | None = None
 ) -> Path:
@@ -117,6 +121,7 @@ def group_covariances(
     return save_figure(fig, path)
 
 
+@figure_writer
 def grokking_curve(path: str | Path, steps: list[int], accuracies: list[dict[str, float]], title: str) -> Path:
     """Train and test accuracy per task against step: memorization, then generalization."""
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
@@ -134,6 +139,7 @@ def grokking_curve(path: str | Path, steps: list[int], accuracies: list[dict[str
     return save_figure(fig, path)
 
 
+@figure_writer
 def sweep_heatmaps(
     path: str | Path,
     auc: np.ndarray,

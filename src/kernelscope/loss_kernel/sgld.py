@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad_and_value, vmap
 
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.progress import Progress
@@ -125,7 +125,8 @@ def sample(
     def per_sample(params: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         return loss_fn(functional_call(model, (params, frozen, buffers), (xb,)), yb)
 
-    grad_all = vmap(grad(batch_loss), in_dims=(0, 0, 0))  # chains × their own minibatches (vectorized: 7x per chain)
+    # chains × their own minibatches (vectorized: 7x per chain); the loss comes from the gradient's own forward
+    grad_all = vmap(grad_and_value(batch_loss), in_dims=(0, 0, 0))
     losses_all = vmap(per_sample, in_dims=(0, None, None))  # chains × one small shared batch
 
     def probe_losses(params: dict[str, torch.Tensor], xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
@@ -161,8 +162,8 @@ def sample(
     for step in range(total):
         idx = torch.stack([torch.randperm(n, generator=gen)[:m] for _ in range(c)])  # (chains, m)
         with torch.no_grad():
-            g = grad_all(w, x_train[idx], y_train[idx])
-            trace[:, step] = vmap(batch_loss, in_dims=(0, 0, 0))(w, x_train[idx], y_train[idx]).numpy()
+            g, batch_losses = grad_all(w, x_train[idx], y_train[idx])  # {name: (chains, *shape)}, (chains,)
+            trace[:, step] = batch_losses.numpy()
         if not np.all(np.isfinite(trace[:, step])):
             raise KernelscopeError(
                 f"SGLD diverged at step {step} "

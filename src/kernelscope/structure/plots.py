@@ -10,9 +10,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kernelscope.core.plotting import save_figure  # noqa: E402
+from kernelscope.core.plotting import figure_writer, save_figure  # noqa: E402
 
 
+@figure_writer
 def jacobian_spectra(path: str | Path, spectra: list[dict], title: str) -> Path:
     """Per layer pair: the stacked Jacobian's singular values and the mean per-point spectrum, each
     divided by its largest value, on a log scale (the rank shows as the drop to round-off)."""
@@ -37,6 +38,7 @@ def jacobian_spectra(path: str | Path, spectra: list[dict], title: str) -> Path:
     return save_figure(fig, path)
 
 
+@figure_writer
 def gram_spectra(path: str | Path, layers: list[dict], title: str) -> Path:
     """Activation and gradient Gram eigenvalues per layer, each divided by its largest, log scale."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
@@ -57,6 +59,7 @@ def gram_spectra(path: str | Path, layers: list[dict], title: str) -> Path:
     return save_figure(fig, path)
 
 
+@figure_writer
 def ablation_curves(path: str | Path, curves: dict[str, dict[str, dict[str, list]]], title: str) -> Path:
     """Test accuracy against directions kept, per layer: interaction basis against PCA."""
     fig, axes = plt.subplots(1, len(curves), figsize=(3.4 * len(curves), 3.4), dpi=110, squeeze=False)

@@ -11,9 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kernelscope.core.plotting import save_figure  # noqa: E402
+from kernelscope.core.plotting import figure_writer, save_figure  # noqa: E402
 
 
+@figure_writer
 def probability_scatter(
     path: str | Path, kglm_logit: np.ndarray, nn_logit: np.ndarray, labels: np.ndarray, title: str
 ) -> Path:
@@ -34,6 +35,7 @@ def probability_scatter(
     return save_figure(fig, path)
 
 
+@figure_writer
 def comparison_bars(path: str | Path, table: list[dict], title: str) -> Path:
     """τ_K and TAD per kernel, side by side."""
     kernels = [r["kernel"] for r in table]
@@ -51,6 +53,7 @@ def comparison_bars(path: str | Path, table: list[dict], title: str) -> Path:
     return save_figure(fig, path)
 
 
+@figure_writer
 def residual_cdf(path: str | Path, approx: np.ndarray, exact: np.ndarray, approx_kind: str, exact_kind: str) -> Path:
     """Cumulative histogram of |approx − exact| over off-diagonal entries (the paper's App. F)."""
     n = exact.shape[0]
@@ -67,6 +70,7 @@ def residual_cdf(path: str | Path, approx: np.ndarray, exact: np.ndarray, approx
     return save_figure(fig, path)
 
 
+@figure_writer
 def linearization_parity(path: str | Path, p_mapped: np.ndarray, p_nn: np.ndarray, title: str) -> Path:
     """Parity plot in logit scale: the linearized kGLM probability against the NN's."""
     eps = 1e-7
@@ -84,6 +88,7 @@ def linearization_parity(path: str | Path, p_mapped: np.ndarray, p_nn: np.ndarra
     return save_figure(fig, path)
 
 
+@figure_writer
 def attribution_heatmap(path: str | Path, summary: np.ndarray, title: str) -> Path:
     """Mean attribution from each training class (rows) to each logit (columns), the paper's Fig. 2B."""
     fig, ax = plt.subplots(figsize=(5.4, 4.4), dpi=110)
@@ -99,6 +104,7 @@ def attribution_heatmap(path: str | Path, summary: np.ndarray, title: str) -> Pa
     return save_figure(fig, path)
 
 
+@figure_writer
 def attribution_boxplot(
     path: str | Path, attribution: np.ndarray, train_labels: np.ndarray, n_classes: int, title: str
 ) -> Path:
@@ -116,6 +122,7 @@ def attribution_boxplot(
     return save_figure(fig, path)
 
 
+@figure_writer
 def neighbour_grid(
     path: str | Path,
     query: np.ndarray,
