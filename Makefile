@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kernelscope-installed
+# pytest-xdist workers for `make test`: much of the suite waits on servers and subprocesses.
+TEST_WORKERS ?= 2
 
 # Project-local homes and quiet defaults for the tools (see infra/kernelscope.env).
 export PREFECT_HOME ?= $(CURDIR)/.prefect
@@ -31,11 +33,11 @@ run: setup
 	$(BIN)/python -m flows.main
 
 test: setup browser lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 # The unit tests only (no Prefect, DVC or MLflow servers): a few minutes.
 test-fast: setup lint
-	$(BIN)/python -m pytest tests --ignore=tests/integration -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope tests --ignore=tests/integration -m "not integration" $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src flows tasks tests benchmarks infra

@@ -17,18 +17,52 @@ import torch
 
 from tests.support.runs import TINY_PARAMS, TinyRun, TinyRuns
 
-# Tool homes for the whole test session live in a temporary folder, never in the repo.
+# Tool homes for the whole test session live in a temporary folder, never in the repo. Under pytest-xdist
+# (`make test` runs two workers) each worker gets a folder of its own: two Prefect servers or MLflow stores on
+# one SQLite file would lock each other out, so a worker overrides what the controller process set.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 _SESSION_HOME = Path(
     os.environ.setdefault(
         "KERNELSCOPE_TEST_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"kernelscope-tests-{os.getpid()}")
     )
-)
-os.environ.setdefault("PREFECT_HOME", str(_SESSION_HOME / "prefect"))
-os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_SESSION_HOME / 'mlflow.db'}")
+) / (_WORKER or "main")
+
+
+def _session_env(name: str, value: str) -> None:
+    if _WORKER:
+        os.environ[name] = value
+    else:
+        os.environ.setdefault(name, value)
+
+
+_session_env("PREFECT_HOME", str(_SESSION_HOME / "prefect"))
+_session_env("MLFLOW_TRACKING_URI", f"sqlite:///{_SESSION_HOME / 'mlflow.db'}")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 _SESSION_HOME.mkdir(parents=True, exist_ok=True)
+
+# The longest modules first (about 1 to 3.5 minutes each on two cores): with two workers taking whole modules
+# (--dist loadscope) in collection order, a long one started last would leave the other worker idle at the end.
+SLOWEST_FIRST = (
+    "integration/test_dvc_pipeline.py",
+    "integration/test_services.py",
+    "integration/test_flow_concurrency.py",
+    "integration/test_cached_results.py",
+    "integration/test_worked_example.py",
+    "integration/test_dask_scaleout.py",
+    "integration/test_prefect_flow.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        hits = [i for i, suffix in enumerate(SLOWEST_FIRST) if path.endswith(suffix)]
+        return hits[0] if hits else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a module and among the rest is kept
+
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -26,7 +26,7 @@ class ScaledLinear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, ntk: bool) -> None:
         super().__init__(in_features, out_features)
         self.scale = 1.0 / math.sqrt(in_features) if ntk else 1.0
-        if ntk:
+        if ntk and not self.weight.is_meta:  # on meta (counting parameters) init would import torch._dynamo: 2 s
             nn.init.normal_(self.weight)
             nn.init.zeros_(self.bias)
 
