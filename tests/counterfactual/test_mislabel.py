@@ -87,3 +87,31 @@ def test_noisy_run_gradients_one_pass_for_both_sides_match_the_general_run():
     for name in ("grad_dot", "grad_cos"):
         assert np.allclose(attribute(noisy, name).values, attribute(general, name).values, rtol=1e-12, atol=1e-12)
     assert noisy.gradients(model, noisy.projector())[0] is noisy.gradients(model, noisy.projector())[1]
+
+
+def test_noisy_run_keeps_tracin_checkpoints_equal_to_a_replay_of_its_training():
+    import torch
+
+    from kernelscope.core.params import params_from_dict
+    from kernelscope.counterfactual.attributors import Run, attribute
+    from kernelscope.counterfactual.mislabel import noisy_run
+    from kernelscope.data.datasets import make_digits
+    from kernelscope.models.checkpoint import Checkpoint
+
+    ds = make_digits("digits2", 0.3, 0)
+    params = params_from_dict(
+        {"train": {"hidden": [8], "epochs": 4}, "counterfactual": {"tracin_every": 2, "projection_dim": 32}}
+    )
+    unused = Checkpoint(torch.nn.Linear(1, 1), {"weights_sha256": "0" * 64})  # noisy_run trains its own model
+    noisy, _ = noisy_run(Run(params, None, ds, unused), 0.1)
+    kept = noisy.tracin_checkpoints()
+    replayed = Run.tracin_checkpoints(noisy)  # the general path: train again on the noisy labels, seeded
+    assert [lr for lr, _ in kept] == [lr for lr, _ in replayed] and len(kept) == 2
+    for (_, ours), (_, theirs) in zip(kept, replayed):
+        for (name, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+            assert torch.equal(a, b), name
+    assert np.array_equal(attribute(noisy, "tracin").values, attribute(Run(*_fields(noisy)), "tracin").values)
+
+
+def _fields(run):
+    return run.params, run.layout, run.dataset, run.checkpoint

@@ -67,6 +67,10 @@ class Run:
             expect=kglm_provenance(self.params, kind, self.checkpoint.checkpoint_hash, self.dataset.dataset_hash),
         )
 
+    def tracin_checkpoints(self) -> list[tuple[float, nn.Module]]:
+        """(η_t, θ_t) every counterfactual.tracin_every epochs of the model's training (replayed)."""
+        return replay_tracin_checkpoints(self)
+
     def gradients(self, model: nn.Module, projector: Projector | None) -> tuple[MarginGradients, MarginGradients]:
         """(test, train) margin gradients of a model."""
         ds = self.dataset
@@ -139,17 +143,23 @@ def _trak(run: Run, _: str) -> np.ndarray:
     return scores.trak(per_model, run.params.counterfactual.trak_lambda)
 
 
-def tracin_checkpoints(run: Run) -> list[tuple[float, nn.Module]]:
+class TracInKeeper:
+    """An ``after_epoch`` hook of train_classifier: keeps (η, θ) every ``every`` epochs and after the last."""
+
+    def __init__(self, section: Any, every: int) -> None:
+        self.section, self.every = section, every
+        self.kept: list[tuple[float, nn.Module]] = []
+
+    def __call__(self, epoch: int, model: nn.Module) -> None:
+        if (epoch + 1) % self.every == 0 or epoch + 1 == self.section.epochs:
+            self.kept.append((float(self.section.lr), _frozen_copy(model)))
+
+
+def replay_tracin_checkpoints(run: Run) -> list[tuple[float, nn.Module]]:
     """(η_t, θ_t) every counterfactual.tracin_every epochs, replaying the run's training (seeded, so the last
     replayed model must be the checkpoint's; a replay that differs is refused)."""
-    every = run.params.counterfactual.tracin_every
     _, section = training_section(run.params, run.dataset.name)
-    kept: list[tuple[float, nn.Module]] = []
-
-    def keep(epoch: int, model: nn.Module) -> None:
-        if (epoch + 1) % every == 0 or epoch + 1 == section.epochs:
-            kept.append((float(section.lr), _frozen_copy(model)))
-
+    keep = TracInKeeper(section, run.params.counterfactual.tracin_every)
     final = train_classifier(run.dataset, section, run.params.seed, progress=False, after_epoch=keep).model
     saved = run.checkpoint.model.state_dict()
     drift = max(float((value - saved[key]).abs().max()) for key, value in final.state_dict().items())
@@ -158,7 +168,7 @@ def tracin_checkpoints(run: Run) -> list[tuple[float, nn.Module]]:
             f"{run.layout.model_dir}: replaying its training for TracIn gave other weights (largest difference "
             f"{drift:.3g}); the checkpoint was not trained by this params file's recipe, retrain it."
         )
-    return kept
+    return keep.kept
 
 
 def _frozen_copy(model: nn.Module) -> nn.Module:
@@ -173,7 +183,7 @@ def _frozen_copy(model: nn.Module) -> nn.Module:
 def _tracin(run: Run, _: str) -> np.ndarray:
     projector = run.projector()
     terms = []
-    for lr, model in tracin_checkpoints(run):
+    for lr, model in run.tracin_checkpoints():
         test, train = run.gradients(model, projector)
         terms.append((lr, test.g, test.loss_scale, train.g, train.loss_scale))
     return scores.tracin(terms)

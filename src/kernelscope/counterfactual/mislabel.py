@@ -23,7 +23,7 @@ from torch import nn
 from kernelscope.core.fileio import sha256_bytes
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import kernel_options, training_section
-from kernelscope.counterfactual.attributors import Run
+from kernelscope.counterfactual.attributors import Run, TracInKeeper
 from kernelscope.counterfactual.gradients import MarginGradients, margin_gradients
 from kernelscope.data.datasets import Dataset
 from kernelscope.kernels.projection import Projector
@@ -99,6 +99,10 @@ class NoisyRun(Run):
             self.memo[f"kglm:{kind}"] = self._fit_kglm(kind)
         return self.memo[f"kglm:{kind}"]
 
+    def tracin_checkpoints(self) -> list[tuple[float, nn.Module]]:
+        """Kept while ``noisy_run`` trained the model: the noisy training is not replayed."""
+        return self.memo["tracin"]
+
     def gradients(self, model: nn.Module, projector: Projector | None) -> tuple[MarginGradients, MarginGradients]:
         """Queries are the training points: one pass gives both sides; the noisy model's own gradients are kept
         for every attributor that reads them (grad_dot, grad_cos, TRAK's first model)."""
@@ -147,8 +151,9 @@ def noisy_run(run: Run, fraction: float) -> tuple[NoisyRun, np.ndarray]:
     train = dataclasses.replace(ds.train, y=noisy_y)
     noisy: Dataset = dataclasses.replace(ds, train=train, test=train)
     _, section = training_section(params, ds.name)
-    model = train_classifier(noisy, section, params.seed, progress=False).model
+    keep = TracInKeeper(section, params.counterfactual.tracin_every)  # TracIn's checkpoints, without a replay
+    model = train_classifier(noisy, section, params.seed, progress=False, after_epoch=keep).model
     state = model.state_dict()
     weights_hash = sha256_bytes(*(state[k].contiguous().numpy().tobytes() for k in sorted(state)))
     checkpoint = Checkpoint(model, {"weights_sha256": weights_hash, "noisy_labels": int(flipped.sum())})
-    return NoisyRun(params, run.layout, noisy, checkpoint), flipped
+    return NoisyRun(params, run.layout, noisy, checkpoint, memo={"tracin": keep.kept}), flipped

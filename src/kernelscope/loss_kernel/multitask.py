@@ -88,7 +88,7 @@ class MultitaskTransformer(nn.Module):
         self.act = nn.ReLU()
         self.fc2 = nn.Linear(mlp, d)
         self.unembed = nn.Linear(d, p, bias=False)
-        if not self.embed.weight.is_meta:  # values only: on meta (counting parameters) init costs a torch._dynamo import
+        if not self.embed.weight.is_meta:  # values only; on meta (counting parameters) init imports torch._dynamo
             nn.init.normal_(self.embed.weight, std=1 / math.sqrt(d))
 
     structure_layers = ("resid_mid", "act", "output")
