@@ -33,11 +33,11 @@ run: setup
 	$(BIN)/python -m flows.main
 
 test: setup browser lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The unit tests only (no Prefect, DVC or MLflow servers): a few minutes.
 test-fast: setup lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope tests --ignore=tests/integration -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder tests --ignore=tests/integration -m "not integration" $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src flows tasks tests benchmarks infra

@@ -43,7 +43,8 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 _SESSION_HOME.mkdir(parents=True, exist_ok=True)
 
 # The longest modules first (about 1 to 3.5 minutes each on two cores): with two workers taking whole modules
-# (--dist loadscope) in collection order, a long one started last would leave the other worker idle at the end.
+# (--dist loadscope --no-loadscope-reorder: in this order, not by test count), a long one started last would leave
+# the other worker idle at the end.
 SLOWEST_FIRST = (
     "integration/test_dvc_pipeline.py",
     "integration/test_services.py",
