@@ -20,9 +20,9 @@ from kernels_bench import machine  # the script's folder is on sys.path
 
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.params import load_params
+from kernelscope.counterfactual.brittleness_stages import brittleness_stage
 from kernelscope.counterfactual.stages import (
     attribute_stage,
-    brittleness_stage,
     check_attributors,
     lds_stage,
     mislabel_stage,

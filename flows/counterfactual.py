@@ -11,7 +11,15 @@ from kernelscope.core.layout import RunLayout
 from kernelscope.core.param_types import DatasetName
 from kernelscope.core.params import Params
 from kernelscope.core.stage_reads import stage_sections
-from tasks.counterfactual import attribute, brittleness, lds_table, mislabel, retrain_block
+from tasks.counterfactual import (
+    attribute,
+    brittleness,
+    brittleness_plan,
+    brittleness_stack,
+    lds_table,
+    mislabel,
+    retrain_block,
+)
 from tasks.fanout import Fanout
 
 
@@ -69,6 +77,15 @@ def counterfactual(
         summary = fan.run(lds_table, sections=sections, root=root).summary
         if params.counterfactual.brittleness_queries:
             scores_hash = sha256_bytes(*(digest.encode() for digest in score_files))
+            plan = fan.run(brittleness_plan, sections=sections, root=root).summary["stacks"]  # [[k, stacks], ...]
+            stacks = [
+                fan.submit(brittleness_stack, sections=sections, root=root, k=k, stack=b, scores_hash=scores_hash)
+                for k, count in plan
+                for b in range(count)
+            ]  # side by side, beside mislabel detection's retraining
+            for pending in stacks:
+                fan.result(pending)
+            summary["brittleness_stacks"] = len(stacks)
             summary.update(fan.run(brittleness, sections=sections, root=root, scores_hash=scores_hash).summary)
         if flips is not None:
             summary.update(fan.result(flips).summary)

@@ -48,10 +48,29 @@ def lds_table(sections: dict[str, Any], root: str) -> StageResult:
     return lds_stage(params_for(sections, "counterfactual_tasks"), RunLayout(root))
 
 
+@task(name="brittleness-plan", cache_policy=NO_CACHE, persist_result=False)
+def brittleness_plan(sections: dict[str, Any], root: str) -> StageResult:
+    """How many stacks of retrainings each k of counterfactual.brittleness_k takes (cheap: never cached)."""
+    from kernelscope.counterfactual.brittleness_stages import brittleness_plan_stage
+
+    return brittleness_plan_stage(params_for(sections, "counterfactual_tasks"), RunLayout(root))
+
+
+@task(name="brittleness-stack", **CACHED_TASK)
+def brittleness_stack(sections: dict[str, Any], root: str, k: int, stack: int, scores_hash: str) -> StageResult:
+    """One stack of brittleness retrainings (without k points each), as a verified file."""
+    from kernelscope.counterfactual.brittleness_stages import brittleness_stack_stage
+
+    params = params_for(sections, "counterfactual_tasks")
+    with torch_threads(params.scale):
+        return brittleness_stack_stage(params, RunLayout(root), k, stack)
+
+
 @task(name="brittleness", **CACHED_TASK)
 def brittleness(sections: dict[str, Any], root: str, scores_hash: str) -> StageResult:
-    """Predictions flipped after removing each attributor's top-k supporters (and k random points), retrained."""
-    from kernelscope.counterfactual.stages import brittleness_stage
+    """Predictions flipped after removing each attributor's top-k supporters (and k random points), from the
+    stacks (any missing one is trained here)."""
+    from kernelscope.counterfactual.brittleness_stages import brittleness_stage
 
     params = params_for(sections, "counterfactual_tasks")
     with torch_threads(params.scale):

@@ -120,3 +120,48 @@ def test_bad_settings_are_refused_in_one_sentence(tiny_run, capsys, section, fra
     run = tiny_run(("data", "train"))
     edit_params(run.root, lambda raw: raw.update(counterfactual={**CF, **section}))
     refused(cli_args(run.root, ["counterfactual"]), capsys, *fragments)
+
+
+def test_brittleness_stacks_as_separate_stages_give_the_one_stage_table(tiny_run, monkeypatch):
+    from kernelscope.counterfactual import brittleness_stages
+    from kernelscope.counterfactual.brittleness_stages import (
+        BRITTLENESS_ARTIFACT,
+        brittleness_plan_stage,
+        brittleness_stack_stage,
+        brittleness_stage,
+    )
+    from kernelscope.counterfactual.stages import attribute_stage
+
+    cf = {
+        "attributors": ["grad_dot", "kernel:trntk"],
+        "projection_dim": 32,
+        "bootstrap": 20,
+        "brittleness_queries": 2,
+        "brittleness_k": [5, 20],
+        "models_per_stack": 2,
+        "mislabel_fraction": 0.0,
+    }
+    alone, split = tiny_run(STAGES), tiny_run(STAGES)
+    for run in (alone, split):
+        for name in cf["attributors"]:
+            attribute_stage(run.params_with(counterfactual=cf), run.layout, name)
+    expected = brittleness_stage(alone.params_with(counterfactual=cf), alone.layout).summary
+
+    params = split.params_with(counterfactual=cf)
+    plan = brittleness_plan_stage(params, split.layout).summary["stacks"]
+    assert [k for k, _ in plan] == [5, 20] and all(count == 3 for _, count in plan)  # 6 jobs in stacks of 2
+    files = [brittleness_stack_stage(params, split.layout, k, b).outputs[0] for k, count in plan for b in range(count)]
+    assert len({f.path for f in files}) == 6
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a stack trained again")
+
+    monkeypatch.setattr(brittleness_stages, "stack_wrong", no_training)
+    assert brittleness_stage(params, split.layout).summary == expected  # read back, the same table
+
+    arrays, meta = read_safetensors(files[0].path, BRITTLENESS_ARTIFACT)
+    arrays["wrong"] = 1 - arrays["wrong"]  # flipped verdicts under the old provenance: a rewritten, valid file
+    tampered = {**meta, "queries": [0, 1]}
+    write_safetensors(files[0].path, arrays, BRITTLENESS_ARTIFACT, tampered)
+    with pytest.raises(ArtifactError, match="queries"):
+        brittleness_stage(params, split.layout)

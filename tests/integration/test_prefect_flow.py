@@ -157,7 +157,9 @@ def test_counterfactual_flow_after_attribution(harness, tmp_path, tiny_params_di
     out = str(tmp_path / "out")
     attribution(dataset="digits2", params=params, outputs=out, track=False)
     result = counterfactual(dataset="digits2", params=params, outputs=out)
-    assert result["tasks"] == 2 + 2 + 1 + 1 + 1  # two blocks, two attributors, the table, brittleness, mislabel
+    stacks = result["brittleness_stacks"]  # 2 queries x 3 orders (two attributors, random) in stacks of 2
+    assert stacks == 3 and result["tasks"] == 2 + 2 + 1 + 1 + stacks + 1 + 1  # blocks, attributors, the table,
+    # the brittleness plan, its stacks and table, mislabel detection
     with open(tmp_path / "out/digits2/counterfactual/lds.csv") as handle:
         table = {row["attributor"]: float(row["lds"]) for row in csv.DictReader(handle)}
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -166,7 +168,8 @@ def test_counterfactual_flow_after_attribution(harness, tmp_path, tiny_params_di
     }
     assert {name: m["lds"] for name, m in logged.items()} == pytest.approx(table, abs=1e-4)
     again = counterfactual(dataset="digits2", params=params, outputs=out, track=False)
-    assert again["cache_hits"] == 6  # blocks, scores, brittleness, mislabel reused; only the cheap table is recomputed
+    assert again["cache_hits"] == 6 + stacks  # blocks, scores, brittleness stacks and table, mislabel reused; only
+    # the cheap tables (LDS, the brittleness plan) are recomputed
     assert "random_flipped_k5" in logged["grad_dot"] and 0 <= logged["grad_dot"]["flipped_k5"] <= 1
     assert 0 <= logged["grad_dot"]["mislabel_auc"] <= 1 and "mislabel_found_top10" in logged["kglm:trntk"]
     assert [r["lds"] for r in again["lds"]] == pytest.approx([r["lds"] for r in result["lds"]])

@@ -53,6 +53,7 @@ WRITERS = {
     "explanation": ("the explain step", "kernelscope explain"),
     "retrained-outputs": ("the counterfactual stage", "kernelscope counterfactual"),
     "attribution-scores": ("the counterfactual stage", "kernelscope counterfactual"),
+    "brittleness-stack": ("the counterfactual stage", "kernelscope counterfactual"),
     "table": ("the stage that writes the table", "kernelscope kglm, or the faithfulness-table flow"),
 }
 

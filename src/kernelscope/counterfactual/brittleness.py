@@ -3,15 +3,18 @@ retrain, and count how often the prediction flips, against removing k random poi
 
 For each query x (a seeded sample of correctly classified test points) and each k, the kept rows are every
 training point but the k with the largest τ(x, ·) (or k drawn at random). All models of one k train on
-N − k points, so they are trained together as one stack (kernelscope.counterfactual.retrain).
+N − k points, so they are trained together in stacks (kernelscope.counterfactual.retrain), one task each in the
+counterfactual flow.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from kernelscope.core.fileio import sha256_bytes
 from kernelscope.counterfactual.retrain import train_on_subsets
 from kernelscope.data.datasets import Dataset
 from kernelscope.models.heads import predictions
@@ -46,6 +49,75 @@ def flipped(
     return flipped_by_attributor(ds, section, queries, {"": orders}, k, seeds, stack)[""]
 
 
+@dataclass(frozen=True)
+class RemovalJobs:
+    """The distinct (kept rows, seed) retrainings of one k over every attributor's orders, cut into stacks.
+
+    A (kept rows, seed) pair two attributors agree on trains once. The stacks are equal, of at most ``stack``
+    models (100 models at 32: four of 25, not 32 + 32 + 32 + 4): a stack of 8 takes about half the time of a
+    stack of 32 (benchmarks/retrain_bench.py), so a small last stack is wasteful.
+    """
+
+    k: int
+    rows: list[np.ndarray]  # job -> (N − k,) kept training rows, sorted
+    seeds: list[int]  # job -> retraining seed
+    index: dict[tuple[bytes, int], int]  # (kept rows bytes, seed) -> job
+    size: int  # models per stack
+
+    @property
+    def stacks(self) -> int:
+        return -(-len(self.rows) // self.size)
+
+    def stack(self, b: int) -> range:
+        return range(b * self.size, min((b + 1) * self.size, len(self.rows)))
+
+    def digest(self, b: int) -> str:
+        """sha256 of stack b's (kept rows, seed) jobs: what its retrained models depend on beside the recipe."""
+        return sha256_bytes(*(self.rows[j].tobytes() + str(self.seeds[j]).encode() for j in self.stack(b)))
+
+
+def removal_jobs(orders: dict[str, np.ndarray], k: int, seeds: np.ndarray, stack: int) -> RemovalJobs:
+    """Every attributor's (q, N) orders -> the distinct retrainings without each query's first k."""
+    rows: list[np.ndarray] = []
+    job_seeds: list[int] = []
+    index: dict[tuple[bytes, int], int] = {}
+    for per_query in orders.values():
+        for order in per_query:
+            kept = kept_rows(order, k)
+            for seed in seeds:
+                key = (kept.tobytes(), int(seed))
+                if key not in index:
+                    index[key] = len(rows)
+                    rows.append(kept)
+                    job_seeds.append(int(seed))
+    size = -(-len(rows) // -(-len(rows) // stack)) if rows else 1
+    return RemovalJobs(k, rows, job_seeds, index, size)
+
+
+def stack_wrong(ds: Dataset, section: Any, jobs: RemovalJobs, b: int, queries: np.ndarray) -> np.ndarray:
+    """(models of stack b, q) bool: each query's prediction is wrong after that model's retraining."""
+    picked = jobs.stack(b)
+    models = train_on_subsets(
+        ds, section, np.stack([jobs.rows[j] for j in picked]), np.array([jobs.seeds[j] for j in picked])
+    )
+    logits = models.logits(ds.test.x[queries])  # (models, q, C_out)
+    return np.stack([predictions(z) != ds.test.y[queries] for z in logits])
+
+
+def flips_from(
+    jobs: RemovalJobs, wrong: np.ndarray, orders: dict[str, np.ndarray], seeds: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Every attributor's (q, s) flips from the (jobs, q) wrong predictions of all stacks in order."""
+    out = {}
+    for name, per_query in orders.items():
+        table = [
+            [wrong[jobs.index[(kept_rows(order, jobs.k).tobytes(), int(seed))], i] for seed in seeds]
+            for i, order in enumerate(per_query)
+        ]
+        out[name] = np.array(table, dtype=bool).reshape(len(per_query), len(seeds))
+    return out
+
+
 def flipped_by_attributor(
     ds: Dataset,
     section: Any,
@@ -55,32 +127,9 @@ def flipped_by_attributor(
     seeds: np.ndarray,
     stack: int,
 ) -> dict[str, np.ndarray]:
-    """``flipped`` for every attributor's (q, N) orders at once: the models of all attributors share stacks of
-    ``stack`` (they all train on N − k rows), and a (kept rows, seed) pair two attributors agree on trains once."""
-    jobs: dict[tuple[bytes, int], tuple[np.ndarray, int]] = {}  # (rows, seed) -> (kept rows (N − k,), seed)
-    for per_query in orders.values():
-        for order in per_query:
-            rows = kept_rows(order, k)
-            for seed in seeds:
-                jobs.setdefault((rows.tobytes(), int(seed)), (rows, int(seed)))
-    keys = list(jobs)
-    wrong: dict[tuple[bytes, int], np.ndarray] = {}  # (rows, seed) -> (q,) bool: every query's prediction wrong
-    # Equal stacks of at most ``stack`` models (100 models at 32: four of 25, not 32 + 32 + 32 + 4): a stack of 8
-    # takes about half the time of a stack of 32 (benchmarks/retrain_bench.py): a small last stack is wasteful.
-    size = -(-len(keys) // -(-len(keys) // stack)) if keys else 1
-    for first in range(0, len(keys), size):
-        chunk = keys[first : first + size]
-        models = train_on_subsets(ds, section, np.stack([jobs[c][0] for c in chunk]), np.array([c[1] for c in chunk]))
-        logits = models.logits(ds.test.x[queries])  # (models, q, C_out)
-        for model, key in enumerate(chunk):
-            wrong[key] = predictions(logits[model]) != ds.test.y[queries]
-    return {
-        name: np.array(
-            [
-                [wrong[(kept_rows(order, k).tobytes(), int(seed))][i] for seed in seeds]
-                for i, order in enumerate(per_query)
-            ],
-            dtype=bool,
-        ).reshape(len(queries), len(seeds))
-        for name, per_query in orders.items()
-    }
+    """``flipped`` for every attributor's (q, N) orders at once, the models of all attributors in shared stacks
+    (they all train on N − k rows); the counterfactual stage trains the same stacks one task each."""
+    jobs = removal_jobs(orders, k, seeds, stack)
+    stacks = [stack_wrong(ds, section, jobs, b, queries) for b in range(jobs.stacks)]
+    wrong = np.concatenate(stacks) if stacks else np.zeros((0, len(queries)), dtype=bool)
+    return flips_from(jobs, wrong, orders, seeds)

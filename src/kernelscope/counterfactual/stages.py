@@ -16,15 +16,16 @@ from kernelscope.core.provenance import run_model
 from kernelscope.core.results import StageResult
 from kernelscope.core.tables import markdown_table, write_table_files
 from kernelscope.counterfactual.attributors import Run, attribute
-from kernelscope.counterfactual.brittleness import RANDOM, brittleness_queries, flipped_by_attributor, removal_orders
+from kernelscope.counterfactual.brittleness import (
+    RANDOM,
+)
 from kernelscope.counterfactual.datamodels import datamodels, ensure_block
 from kernelscope.counterfactual.lds import bootstrap_mean, bootstrap_statistic, lds_per_query
 from kernelscope.counterfactual.mislabel import INSPECTED, found_fraction, noisy_run, roc_auc, self_scores
-from kernelscope.counterfactual.plots import brittleness_curves, lds_against_cost, lds_bars, mislabel_curves
+from kernelscope.counterfactual.plots import lds_against_cost, lds_bars, mislabel_curves
 from kernelscope.kernels.store import read_kernel, write_kernel
 
 SCORES_ARTIFACT = "attribution-scores"
-BRITTLENESS_SEED_OFFSET = 5000  # retraining seeds of the brittleness models: seed + 5000 + r
 LDS_HEADER = ("attributor", "lds", "ci_low", "ci_high", "seconds")
 
 
@@ -144,49 +145,6 @@ def lds_stage(params: Params, layout: RunLayout) -> StageResult:
     return StageResult.of(summary, written)
 
 
-def brittleness_stage(params: Params, layout: RunLayout) -> StageResult:
-    """Fraction of correctly classified queries whose prediction flips when each attributor's top-k supporters
-    (or k random points) are removed and the model retrained; bootstrap intervals over queries."""
-    from kernelscope.core.provenance import training_section
-    from kernelscope.models.train import predict_logits
-
-    cf = params.counterfactual
-    ds, ckpt = run_model(params, layout)
-    out = layout.counterfactual_dir
-    queries = brittleness_queries(ds, predict_logits(ckpt.model, ds.test.x), cf.brittleness_queries, params.seed)
-    _, section = training_section(params, ds.name)
-    seeds = params.seed + BRITTLENESS_SEED_OFFSET + np.arange(cf.brittleness_seeds)
-    orders = {
-        name: removal_orders(
-            None if name == RANDOM else read_scores(params, layout, ds, ckpt.checkpoint_hash, name)[0],
-            queries,
-            len(ds.train.y),
-            params.seed,
-        )
-        for name in (*cf.attributors, RANDOM)
-    }  # name -> (q, N)
-    flips = {
-        k: flipped_by_attributor(ds, section, queries, orders, k, seeds, cf.models_per_stack) for k in cf.brittleness_k
-    }
-    rows = []
-    for name in orders:
-        for k in cf.brittleness_k:
-            ci = bootstrap_mean(flips[k][name].mean(1), params.seed, cf.bootstrap)  # over queries
-            rows.append({"attributor": name, "k": k, "flipped": ci.mean, "ci_low": ci.low, "ci_high": ci.high})
-    header = ("attributor", "k", "flipped", "ci_low", "ci_high")
-    cells = [[r["attributor"], str(r["k"]), *(f"{r[c]:.4f}" for c in header[2:])] for r in rows]
-    title = f"{ds.name}: predictions flipped after removing k training points ({len(queries)} queries)"
-    written = write_table_files(
-        out,
-        "brittleness",
-        markdown=markdown_table(header, cells, text_columns=1, title=title),
-        csv=(header, cells),
-        json_cells=(header, cells),
-    )
-    written.append(brittleness_curves(out / "brittleness.png", rows, title))
-    return StageResult.of({"dataset": ds.name, "queries": len(queries), "brittleness": rows}, written)
-
-
 def mislabel_stage(params: Params, layout: RunLayout) -> StageResult:
     """ROC-AUC of each attributor's self-scores at finding the training labels flipped (a seeded
     counterfactual.mislabel_fraction of them) after retraining on them, and the fraction found in the top
@@ -241,6 +199,8 @@ def counterfactual_stage(params: Params, layout: RunLayout, progress: bool = Fal
     table = lds_stage(params, layout)
     evaluations = [table]
     if params.counterfactual.brittleness_queries:
+        from kernelscope.counterfactual.brittleness_stages import brittleness_stage  # it reads this module's scores
+
         evaluations.append(brittleness_stage(params, layout))
     if params.counterfactual.mislabel_fraction:
         evaluations.append(mislabel_stage(params, layout))
