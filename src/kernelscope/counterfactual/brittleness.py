@@ -105,9 +105,10 @@ def stack_wrong(ds: Dataset, section: Any, jobs: RemovalJobs, b: int, queries: n
 
 
 def flips_from(
-    jobs: RemovalJobs, wrong: np.ndarray, orders: dict[str, np.ndarray], seeds: np.ndarray
+    jobs: RemovalJobs, stacks: list[np.ndarray], orders: dict[str, np.ndarray], seeds: np.ndarray, queries: int
 ) -> dict[str, np.ndarray]:
-    """Every attributor's (q, s) flips from the (jobs, q) wrong predictions of all stacks in order."""
+    """Every attributor's (q, s) flips from each stack's (models, q) wrong predictions, stacks in order."""
+    wrong = np.concatenate(stacks) if stacks else np.zeros((0, queries), dtype=bool)  # (jobs, q)
     out = {}
     for name, per_query in orders.items():
         table = [
@@ -131,5 +132,4 @@ def flipped_by_attributor(
     (they all train on N − k rows); the counterfactual stage trains the same stacks one task each."""
     jobs = removal_jobs(orders, k, seeds, stack)
     stacks = [stack_wrong(ds, section, jobs, b, queries) for b in range(jobs.stacks)]
-    wrong = np.concatenate(stacks) if stacks else np.zeros((0, len(queries)), dtype=bool)
-    return flips_from(jobs, wrong, orders, seeds)
+    return flips_from(jobs, stacks, orders, seeds, len(queries))

@@ -127,8 +127,7 @@ def brittleness_stage(params: Params, layout: RunLayout) -> StageResult:
     for k, jobs in setup.jobs(params).items():
         stacks = [ensure_brittleness_stack(layout, setup, jobs, b) for b in range(jobs.stacks)]
         stack_files += [path for path, _ in stacks]
-        wrong = np.concatenate([w for _, w in stacks]) if stacks else np.zeros((0, len(queries)), dtype=bool)
-        flips[k] = flips_from(jobs, wrong, orders, setup.seeds)
+        flips[k] = flips_from(jobs, [wrong for _, wrong in stacks], orders, setup.seeds, len(queries))
     rows = []
     for name in orders:
         for k in cf.brittleness_k:
