@@ -1,4 +1,5 @@
-"""The stacked retraining engine equals the single-model trainer, model by model."""
+"""The stacked retraining engine (autograd under Adam, the written-out SGD step otherwise) equals the
+single-model trainer, model by model."""
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ def digits():
         TrainParams(hidden=(12, 12), epochs=3, batch_size=16, lr=0.5),  # the paper's recipe, NTK parameterization
         TrainParams(hidden=(10,), epochs=2, optimizer="adam", lr=1e-2, parameterization="standard", batch_size=25),
         TrainParams(hidden=(10,), epochs=2, momentum=0.9, lr=0.05, batch_size=7),  # a last partial minibatch
+        TrainParams(hidden=(10, 6), epochs=2, lr=0.1, parameterization="standard"),  # written-out SGD, scale 1
     ],
 )
 def test_stacked_models_equal_single_trainings(digits, section):
