@@ -24,9 +24,9 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from kernelscope.core.errors import ParamsError
 from kernelscope.core.progress import Progress
-from kernelscope.counterfactual import stacked_mlp
 from kernelscope.counterfactual.subsets import restricted
 from kernelscope.data.datasets import Dataset
+from kernelscope.models import stacked_mlp
 from kernelscope.models.heads import correct_class_logit, mean_loss, per_sample_loss
 from kernelscope.models.train import _INIT_LOCK, make_optimizer, train_classifier
 from kernelscope.models.zoo import architecture, build_model, entry_for_section

@@ -16,6 +16,7 @@ from kernelscope.core.errors import CheckpointError, ParamsError
 from kernelscope.core.param_sources import ModelSourceParams
 from kernelscope.core.progress import Progress
 from kernelscope.data.datasets import Dataset
+from kernelscope.models import stacked_mlp
 from kernelscope.models.heads import accepted_outputs, mean_loss, predictions
 from kernelscope.models.zoo import architecture, build_model, entry_for_section
 
@@ -90,6 +91,36 @@ def make_optimizer(params: Any, parameters: Iterable[torch.Tensor]) -> torch.opt
     return torch.optim.Adam(parameters, lr=params.lr)
 
 
+Step = Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor | None]
+
+
+def _step_function(model: nn.Module, params: Any) -> Step:
+    """One minibatch step, (x, y, last) -> the mean loss before the step when ``last`` (else maybe None).
+
+    The registry MLP under SGD takes the written-out step of stacked_mlp (a stack of one model, its
+    tensors views of the module's parameters): the same update, about 1.6x faster than autograd and
+    torch.optim on these small layers. Everything else: autograd and the section's torch optimizer."""
+    if stacked_mlp.supports(model) and params.optimizer == "sgd":
+        views = {name: p.detach().unsqueeze(0) for name, p in model.named_parameters()}  # (1, *shape), shared
+        sgd = stacked_mlp.StackedSGD(model, views, params.lr, params.momentum)
+
+        def written_out(xb: torch.Tensor, yb: torch.Tensor, last: bool) -> torch.Tensor | None:
+            losses = sgd.step(xb.unsqueeze(0), yb.unsqueeze(0), with_loss=last)  # (1,) or None
+            return None if losses is None else losses[0]
+
+        return written_out
+    optimizer = make_optimizer(params, model.parameters())
+
+    def autograd(xb: torch.Tensor, yb: torch.Tensor, last: bool) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = mean_loss(model(xb), yb)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return autograd
+
+
 def train_classifier(
     dataset: Dataset,
     params: Any,
@@ -104,29 +135,28 @@ def train_classifier(
     with _INIT_LOCK, torch.random.fork_rng():
         torch.manual_seed(seed)
         model = build_model(arch)
-    optimizer = make_optimizer(params, model.parameters())
+    step = _step_function(model, params)
     x = torch.from_numpy(dataset.train.x)
     y = torch.from_numpy(dataset.train.y)
     shuffler = torch.Generator().manual_seed(seed + 1)
     loss_value = float("nan")
+    starts = range(0, len(x), params.batch_size)
     with Progress(params.epochs, f"train {arch['name']} on {dataset.name}", "epoch", bar=progress) as bar:
         for epoch in range(params.epochs):
             model.train()
             order = torch.randperm(len(x), generator=shuffler)
-            for start in range(0, len(x), params.batch_size):
+            for start in starts:
                 idx = order[start : start + params.batch_size]
-                optimizer.zero_grad(set_to_none=True)
-                loss = mean_loss(model(x[idx]), y[idx])
-                loss.backward()
-                optimizer.step()
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):  # diverged: stop before a checkpoint of NaN weights is written
-                    section = entry_for_section(params)[1].section
-                    raise ParamsError(
-                        f"params: training diverged, the loss became {loss_value} in epoch {epoch + 1} "
-                        f"with {section}.lr = "
-                        f"{params.lr:g}; lower {section}.lr and train again."
-                    )
+                loss = step(x[idx], y[idx], start == starts[-1])
+            assert loss is not None  # the epoch's last minibatch returns it
+            loss_value = float(loss)
+            if not math.isfinite(loss_value):  # diverged: stop before a checkpoint of NaN weights is written
+                section = entry_for_section(params)[1].section
+                raise ParamsError(
+                    f"params: training diverged, the loss became {loss_value} in epoch {epoch + 1} "
+                    f"with {section}.lr = "
+                    f"{params.lr:g}; lower {section}.lr and train again."
+                )
             if after_epoch is not None:
                 after_epoch(epoch, model)
             bar.update()
