@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -21,9 +22,11 @@ from flows.structure import structure
 from flows.summary_tables import fmt, print_counterfactual, print_structure
 from flows.surrogate import attribution, explain_flow, faithfulness_table
 from kernelscope.core.errors import KernelscopeError
+from kernelscope.core.param_sections import ScaleParams
 from kernelscope.core.params import Params, load_params
 from kernelscope.core.tracking import tracking_uri
 from kernelscope.surrogate.table import METRICS
+from tasks.fanout import DASK_ADDRESS_ENV, dask_address, local_cluster_kwargs
 
 
 @contextmanager
@@ -104,9 +107,30 @@ def main(argv: list[str] | None = None) -> int:
     console.print(
         f"[bold]kernelscope-pipeline[/bold] flow: every flow on {args.params} (runner: {params.scale.runner}) ..."
     )
-    results = pipeline(params=params)
+    with shared_dask_cluster(params.scale) as address:
+        if address:
+            console.print(f"Dask: one LocalCluster for every flow of the job at {address}")
+        results = pipeline(params=params)
     print_summary(console, params, results)
     return 0
+
+
+@contextmanager
+def shared_dask_cluster(scale: ScaleParams) -> Iterator[str | None]:
+    """With runner 'dask' and no cluster named, one LocalCluster serves every flow of the job (each flow
+    would otherwise start and stop its own, re-importing torch in every worker): its address is set in
+    KERNELSCOPE_DASK_ADDRESS while the job runs. Yields the address, or None when nothing was started."""
+    if scale.runner != "dask" or dask_address(scale):
+        yield None
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(**local_cluster_kwargs(scale)) as cluster:
+        os.environ[DASK_ADDRESS_ENV] = cluster.scheduler_address
+        try:
+            yield cluster.scheduler_address
+        finally:
+            os.environ.pop(DASK_ADDRESS_ENV, None)
 
 
 def print_summary(console: Console, params: Params, results: dict[str, Any]) -> None:

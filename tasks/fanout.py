@@ -39,17 +39,19 @@ def task_runner(scale: ScaleParams) -> TaskRunner | None:
     address = dask_address(scale)
     if address:
         return DaskTaskRunner(address=address)
-    # Loopback only: a LocalCluster's scheduler and dashboard must not listen on a public address.
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": scale.dask_workers,
-            "threads_per_worker": scale.dask_threads_per_worker,
-            "processes": True,
-            "host": "127.0.0.1",
-            "dashboard_address": "127.0.0.1:0",
-        },
-    )
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_kwargs(scale))
+
+
+def local_cluster_kwargs(scale: ScaleParams) -> dict[str, Any]:
+    """The LocalCluster of ``scale``: worker processes on loopback only (its scheduler and dashboard must not
+    listen on a public address)."""
+    return {
+        "n_workers": scale.dask_workers,
+        "threads_per_worker": scale.dask_threads_per_worker,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": "127.0.0.1:0",
+    }
 
 
 @contextmanager
