@@ -67,7 +67,7 @@ def test_calibrate_keeps_the_end_of_the_first_plateau_at_the_smallest_gamma():
 
 
 def _result(trace: np.ndarray) -> SGLDResult:
-    return SGLDResult(np.zeros((1, 1, 1)), np.zeros(1), trace, 0.0, np.full((1, 1), 0.01), 10.0)
+    return SGLDResult(np.zeros((1, 1, 1)), np.zeros(1), trace, 0.0, np.full((1, 1), 0.01), 10.0, 1e-4)
 
 
 def test_health_flags_a_transient_spike_but_not_heavy_tailed_equilibrium():
@@ -101,16 +101,17 @@ def test_health_flags_drifting_chains_and_draws_that_leave_the_low_loss_region()
     rng = np.random.default_rng(0)
     mixed = 0.01 + 1e-3 * rng.normal(size=(4, 200))
     trace = np.full((4, 100), 0.01)
-    assert health_warnings(SGLDResult(np.zeros((1, 1, 1)), np.zeros(1), trace, 0.005, mixed, 10.0)) == []
+    assert health_warnings(SGLDResult(np.zeros((1, 1, 1)), np.zeros(1), trace, 0.005, mixed, 10.0, 1e-4)) == []
     drifting = mixed + np.linspace(0, 0.01, 200)  # every chain still climbing
-    notes = health_warnings(SGLDResult(np.zeros((1, 1, 1)), np.zeros(1), trace, 0.005, drifting, 10.0))
+    notes = health_warnings(SGLDResult(np.zeros((1, 1, 1)), np.zeros(1), trace, 0.005, drifting, 10.0, 1e-4))
     assert len(notes) == 1 and "R-hat" in notes[0]
     apart = mixed + np.array([[0.0], [0.0], [0.0], [0.02]])  # one chain in another basin
     assert any(
-        "R-hat" in n for n in health_warnings(SGLDResult(np.zeros((1, 1, 1)), np.zeros(1), trace, 0.005, apart, 10.0))
+        "R-hat" in n
+        for n in health_warnings(SGLDResult(np.zeros((1, 1, 1)), np.zeros(1), trace, 0.005, apart, 10.0, 1e-4))
     )
     wandered = mixed + 3.0  # 3 nats above L_n(w*): the model no longer fits
-    notes = health_warnings(SGLDResult(np.zeros((1, 1, 1)), np.zeros(1), trace, 0.005, wandered, 10.0))
+    notes = health_warnings(SGLDResult(np.zeros((1, 1, 1)), np.zeros(1), trace, 0.005, wandered, 10.0, 1e-4))
     assert len(notes) == 1 and "low-loss region" in notes[0]
 
 

@@ -80,6 +80,32 @@ def test_same_seed_same_draws_and_divergence_names_the_parameter():
         sample(Location(0.0), half_square, x, z, x[:3], z[:3], dataclasses.replace(wild, section="multitask"))
 
 
+def test_divergence_restarts_at_half_the_step_size():
+    # Gradient steps on nβ·½(w − z̄)² multiply w − z̄ by 1 − ε nβ / 2: −2 at ε 6e-3 (diverges), −0.5 at 3e-3.
+    z = torch.randn(64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = torch.zeros(64, 1, dtype=torch.float64)
+    steep = SGLDConfig(
+        epsilon=6e-3, gamma=1e-6, nbeta=1e3, chains=2, draws=20, burn_in=1500, steps_between=2, batch_size=64, seed=2
+    )
+    with pytest.raises(KernelscopeError, match=r"SGLD diverged \(step \d+, chain \d.*\(now 0\.006\)"):
+        sample(Location(0.0), half_square, x, z, x[:3], z[:3], steep)
+    restarted = sample(Location(0.0), half_square, x, z, x[:3], z[:3], dataclasses.replace(steep, retries=2))
+    assert restarted.epsilon == 3e-3
+    assert restarted.warnings[0].startswith("the chains diverged at loss_kernel.epsilon = 0.006 (step ")
+    assert "the draws are at epsilon 0.003" in restarted.warnings[0]
+    # The restart is the run at the lower step size from w*, with the same seed: the same draws, bit for bit.
+    direct = sample(Location(0.0), half_square, x, z, x[:3], z[:3], dataclasses.replace(steep, epsilon=3e-3))
+    assert direct.epsilon == 3e-3 and not any("diverged" in w for w in direct.warnings)
+    assert np.array_equal(restarted.probe_losses, direct.probe_losses)
+    # Out of restarts: one message naming every step size tried and the section's own value.
+    with pytest.raises(
+        KernelscopeError,
+        match=r"diverged at loss_kernel.epsilon = 0.024 \(step .*, then 0.012 "
+        r"\(step .*; lower loss_kernel.epsilon \(now 0.024\)",
+    ):
+        sample(Location(0.0), half_square, x, z, x[:3], z[:3], dataclasses.replace(steep, epsilon=0.024, retries=1))
+
+
 def test_vectorized_chains_on_a_classifier():
     from kernelscope.models.zoo import build_mlp
 

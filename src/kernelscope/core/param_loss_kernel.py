@@ -21,6 +21,12 @@ class SGLDParams(Section):
     draws: Int = Field(100, ge=2, description="Draws per chain.")
     burn_in: Int = Field(50, ge=0, description="Steps before the first draw.")
     steps_between: Int = Field(5, ge=1, description="Steps between draws.")
+    divergence_retries: Int = Field(
+        2,
+        ge=0,
+        description="When a chain diverges, restart every chain from w* at half the step size, at most this many "
+        "times (each restart is a health warning naming the step size the draws used); 0: stop with an error.",
+    )
 
 
 class LossKernelParams(SGLDParams):

@@ -148,6 +148,7 @@ def separation_summary(result: SGLDResult, probe_task: np.ndarray) -> dict[str, 
         "task_knn_purity": purity["agreement"],
         "pc1_explained": separation["pc1_explained"],
         "llc": result.llc,
+        "epsilon": result.epsilon,  # the draws' step size: below the section's after a divergence
         "warnings": result.warnings,
     }
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ class SGLDConfig:
     batch_size: int = 256  # minibatch size m
     seed: int = 0
     section: str = "loss_kernel"  # the params.yaml section these came from, named in error messages
+    retries: int = 0  # divergences tolerated: each restarts every chain from w* at half the step size
 
     @classmethod
     def from_section(cls, section: Any, name: str, batch_size: int, seed: int) -> SGLDConfig:
@@ -54,6 +55,7 @@ class SGLDConfig:
             batch_size=batch_size,
             seed=seed,
             section=name,
+            retries=section.divergence_retries,
         )
 
     def resolved_nbeta(self) -> float:
@@ -84,6 +86,7 @@ class SGLDResult:
     train_loss_at_optimum: float  # L_n(w*) on the training set
     draw_train_losses: np.ndarray  # (chains, draws): L_n at each draw, estimated on a fixed evaluation batch
     nbeta: float
+    epsilon: float  # the step size of the draws (below the configured one after a divergence)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -94,6 +97,14 @@ class SGLDResult:
     @property
     def llc_per_chain(self) -> np.ndarray:
         return self.nbeta * (self.draw_train_losses.mean(axis=1) - self.train_loss_at_optimum)
+
+
+class Diverged(KernelscopeError):
+    """A chain's minibatch loss or a probe loss became non-finite; ``where`` says at which step and chain."""
+
+    def __init__(self, message: str, where: str) -> None:
+        super().__init__(message)
+        self.where = where
 
 
 def sample(
@@ -107,7 +118,50 @@ def sample(
     progress: bool = False,
     eval_batch: int = 1024,
 ) -> SGLDResult:
-    """Run ``config.chains`` vectorized SGLD chains from w*; evaluate the probe losses at every draw."""
+    """Run ``config.chains`` vectorized SGLD chains from w*; evaluate the probe losses at every draw.
+
+    A divergence with retries left restarts every chain from w* with the same seed at half the step size (a
+    model trained on another CPU can be sharper than the one the default was chosen on); the draws' step size
+    is ``result.epsilon`` and each restart is a health warning. Without retries left it raises ``Diverged``.
+    """
+    attempt = config
+    lowered: list[str] = []
+    while True:
+        try:
+            result = _sample_at(model, loss_fn, x_train, y_train, x_probe, y_probe, attempt, progress, eval_batch)
+        except Diverged as error:
+            lowered.append(f"{attempt.epsilon:g} ({error.where})")
+            if len(lowered) > config.retries:
+                if len(lowered) == 1:
+                    raise
+                raise Diverged(
+                    f"SGLD diverged at {config.section}.epsilon = {', then '.join(lowered)}; "
+                    f"lower {config.section}.epsilon (now {config.epsilon:g}) "
+                    f"or raise {config.section}.gamma (now {config.gamma:g}).",
+                    error.where,
+                ) from error
+            attempt = replace(attempt, epsilon=attempt.epsilon / 2)
+            continue
+        if lowered:
+            result.warnings.insert(
+                0,
+                f"the chains diverged at {config.section}.epsilon = {', then '.join(lowered)}; the draws are at "
+                f"epsilon {attempt.epsilon:g}: set {config.section}.epsilon to that to skip the restarts.",
+            )
+        return result
+
+
+def _sample_at(
+    model: nn.Module,
+    loss_fn: PerSampleLoss,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_probe: torch.Tensor,
+    y_probe: torch.Tensor,
+    config: SGLDConfig,
+    progress: bool,
+    eval_batch: int,
+) -> SGLDResult:
     model.eval()  # per-sample losses without dropout noise and with frozen batch-norm statistics
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     w_star = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -158,46 +212,48 @@ def sample(
     total = config.burn_in + config.draws * config.steps_between
     trace = np.empty((c, total))
     draws, draw_train = [], []
-    bar = Progress(total, f"SGLD ({c} chains)", "step", bar=progress)
-    for step in range(total):
-        idx = torch.stack([torch.randperm(n, generator=gen)[:m] for _ in range(c)])  # (chains, m)
-        with torch.no_grad():
-            g, batch_losses = grad_all(w, x_train[idx], y_train[idx])  # {name: (chains, *shape)}, (chains,)
-            trace[:, step] = batch_losses.numpy()
-        if not np.all(np.isfinite(trace[:, step])):
-            raise KernelscopeError(
-                f"SGLD diverged at step {step} "
-                f"(non-finite loss in chain {int(np.argmin(np.isfinite(trace[:, step])))}); "
-                f"lower {config.section}.epsilon (now {config.epsilon:g}) "
-                f"or raise {config.section}.gamma (now {config.gamma:g})."
-            )
-        with torch.no_grad():
-            w = {
-                k: sgld_step(
-                    w[k],
-                    g[k],
-                    w_star[k],
-                    config.epsilon,
-                    config.gamma,
-                    nbeta,
-                    torch.randn(w[k].shape, generator=gen, dtype=w[k].dtype),
-                )
-                for k in names
-            }
-        done = step + 1 - config.burn_in
-        if done > 0 and done % config.steps_between == 0:
+    with Progress(total, f"SGLD ({c} chains)", "step", bar=progress) as bar:
+        for step in range(total):
+            idx = torch.stack([torch.randperm(n, generator=gen)[:m] for _ in range(c)])  # (chains, m)
             with torch.no_grad():
-                draws.append(probe_losses(w, x_probe, y_probe).numpy())  # (chains, n_probe)
-                draw_train.append(losses_all(w, x_train[eval_idx], y_train[eval_idx]).mean(1).numpy())  # (chains,)
-        bar.update()
-    bar.close()
+                g, batch_losses = grad_all(w, x_train[idx], y_train[idx])  # {name: (chains, *shape)}, (chains,)
+                trace[:, step] = batch_losses.numpy()
+            if not np.all(np.isfinite(trace[:, step])):
+                where = f"step {step}, chain {int(np.argmin(np.isfinite(trace[:, step])))}"
+                raise Diverged(
+                    f"SGLD diverged ({where}: non-finite loss); "
+                    f"lower {config.section}.epsilon (now {config.epsilon:g}) "
+                    f"or raise {config.section}.gamma (now {config.gamma:g}).",
+                    where,
+                )
+            with torch.no_grad():
+                w = {
+                    k: sgld_step(
+                        w[k],
+                        g[k],
+                        w_star[k],
+                        config.epsilon,
+                        config.gamma,
+                        nbeta,
+                        torch.randn(w[k].shape, generator=gen, dtype=w[k].dtype),
+                    )
+                    for k in names
+                }
+            done = step + 1 - config.burn_in
+            if done > 0 and done % config.steps_between == 0:
+                with torch.no_grad():
+                    draws.append(probe_losses(w, x_probe, y_probe).numpy())  # (chains, n_probe)
+                    draw_train.append(losses_all(w, x_train[eval_idx], y_train[eval_idx]).mean(1).numpy())  # (chains,)
+            bar.update()
     probe = np.stack(draws, axis=2).transpose(1, 0, 2)  # (n_probe, chains, draws)
     if not np.all(np.isfinite(probe)):
-        raise KernelscopeError(
+        raise Diverged(
             f"SGLD produced non-finite probe losses; lower {config.section}.epsilon (now {config.epsilon:g}) "
-            f"or raise {config.section}.gamma (now {config.gamma:g})."
+            f"or raise {config.section}.gamma (now {config.gamma:g}).",
+            "a probe loss",
         )
-    result = SGLDResult(probe, at_opt.numpy(), trace, train_at_opt, np.stack(draw_train, axis=1), nbeta)
+    draw_train_losses = np.stack(draw_train, axis=1)
+    result = SGLDResult(probe, at_opt.numpy(), trace, train_at_opt, draw_train_losses, nbeta, config.epsilon)
     result.warnings.extend(health_warnings(result))
     return result
 

@@ -22,6 +22,7 @@ from kernelscope.core.json_artifacts import write_json_artifact
 from kernelscope.core.params import Params
 from kernelscope.core.results import StageResult
 from kernelscope.loss_kernel.multitask_stages import sample_multitask, separation_summary
+from kernelscope.loss_kernel.sgld import Diverged
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,16 @@ def seed_params(params: Params, seed: int) -> Params:
 
 
 def cell_params(params: Params, seed: int, cell: Cell) -> Params:
-    """The params of one cell: the training seed, the cell's ε, γ, nβ in the multitask section, no UMAP."""
+    """The params of one cell: the training seed, the cell's ε, γ, nβ in the multitask section, no UMAP, and no
+    restart at a lower ε on divergence (a diverging cell is the cell's result)."""
     multitask = params.multitask.model_copy(
-        update={"epsilon": cell.epsilon, "gamma": cell.gamma, "nbeta": cell.nbeta, "umap": False}
+        update={
+            "epsilon": cell.epsilon,
+            "gamma": cell.gamma,
+            "nbeta": cell.nbeta,
+            "umap": False,
+            "divergence_retries": 0,
+        }
     )
     return params.model_copy(update={"seed": seed, "multitask": multitask})
 
@@ -68,16 +76,12 @@ def sweep_cell_stage(params: Params, root: Path) -> StageResult:
 
     A diverging setting is a result (AUC null, its message as the warning), not a failure: the sweep goes on.
     """
-    from kernelscope.core.errors import KernelscopeError
-
     mp = params.multitask
     cell = Cell(mp.epsilon, mp.gamma, float(mp.nbeta))
     try:
         data, probes, result, checkpoint_hash = sample_multitask(params, Path(root))
         summary = separation_summary(result, data.x[probes, 2])
-    except KernelscopeError as error:
-        if "diverged" not in str(error) and "non-finite" not in str(error):
-            raise
+    except Diverged as error:
         summary = {"task_auc": None, "task_auc_within_chain": None, "llc": None}  # JSON has no NaN
         summary["warnings"], checkpoint_hash = [str(error)], None
     summary = {**asdict(cell), "seed": params.seed, "checkpoint_hash": checkpoint_hash, **summary}
