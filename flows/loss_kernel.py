@@ -115,6 +115,8 @@ def multitask(params: Params, outputs: str | None = None, track: bool = True) ->
     logger.info(
         "task separation ROC-AUC %.3f (within-chain %.3f)", summary["task_auc"], summary["task_auc_within_chain"]
     )
+    for warning in summary["warnings"]:
+        logger.warning("SGLD health: %s", warning)
     run_id = None
     if track:
         metrics = {k: v for k, v in {**trained, **summary}.items() if isinstance(v, float)}

@@ -226,8 +226,11 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
         f"task separation ROC-AUC {ms['task_auc']:.3f} (within-chain {ms['task_auc_within_chain']:.3f}; "
         f"the paper: 0.931); division a = 0 probes: {ms['n_trivial_probes']}, mutual loss correlation "
         f"{ms.get('trivial_within_corr', float('nan')):.2f} vs "
-        f"{ms.get('trivial_to_others_corr', float('nan')):.2f} to the rest"
+        f"{ms.get('trivial_to_others_corr', float('nan')):.2f} to the rest; SGLD at ε "
+        f"{ms.get('epsilon', params.multitask.epsilon):g}, {len(ms['warnings'])} health warning(s)"
     )
+    for warning in ms["warnings"]:
+        console.print(f"  SGLD health: {warning}")
     print_structure(console, results["structure"], results["elapsed"]["structure"])
     print_counterfactual(console, params, results["counterfactual"], results["elapsed"]["counterfactual"])
     for dataset in params.datasets:

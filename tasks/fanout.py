@@ -19,6 +19,7 @@ from prefect.states import State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from kernelscope.core.param_sections import ScaleParams
+from kernelscope.core.threads import fixed_threads
 from tasks.caching import CacheLedger
 
 DASK_ADDRESS_ENV = "KERNELSCOPE_DASK_ADDRESS"
@@ -57,17 +58,11 @@ def local_cluster_kwargs(scale: ScaleParams) -> dict[str, Any]:
 @contextmanager
 def torch_threads(scale: ScaleParams) -> Iterator[None]:
     """On a Dask worker, torch uses the worker's thread share instead of every core (restored afterwards)."""
-    import torch
-
     if scale.runner != "dask":
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(scale.dask_threads_per_worker)
-    try:
+    with fixed_threads(scale.dask_threads_per_worker):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class Pending:

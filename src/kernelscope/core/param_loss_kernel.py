@@ -33,6 +33,12 @@ class LossKernelParams(SGLDParams):
     """SGLD around the trained weights and the loss kernel (Adam, Furman, Hoogland 2025)."""
 
     batch_size: Int = Field(256, ge=1, description="SGLD minibatch size m.")
+    threads: Int = Field(
+        2,
+        ge=1,
+        description="Torch threads for SGLD, whatever the machine or runner: the draws are bit-reproducible for a "
+        "seed and this count.",
+    )
     center_chains: StrictBool = Field(False, description="Covariance within chains (each chain's mean removed first).")
     neighbours: Int = Field(10, ge=1, description="Neighbours under R for the label-agreement score.")
     umap: StrictBool = Field(True, description="Draw the UMAP map of 1 − R (umap-learn, seeded).")
@@ -71,8 +77,8 @@ class MultitaskParams(SGLDParams):
     threads: Int = Field(
         2,
         ge=1,
-        description="Torch threads for training, whatever the machine: the run is bit-reproducible "
-        "for a seed and this count (another count sums in another order).",
+        description="Torch threads for training and for SGLD, whatever the machine or runner: the run is "
+        "bit-reproducible for a seed and this count (another count sums in another order).",
     )
     lr: Float = Field(3e-3, gt=0.0, description="AdamW learning rate.")
     weight_decay: Float = Field(1.0, ge=0.0, description="AdamW weight decay (large: it drives generalization).")

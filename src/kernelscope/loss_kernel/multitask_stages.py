@@ -14,6 +14,7 @@ from kernelscope.core.param_loss_kernel import MultitaskParams
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import multitask_spec
 from kernelscope.core.results import StageResult
+from kernelscope.core.threads import fixed_threads
 from kernelscope.loss_kernel.kernel import loss_correlation, loss_covariance
 from kernelscope.loss_kernel.multitask import (
     ADD,
@@ -37,10 +38,7 @@ KNN_PURITY_K = 10  # neighbours under R for the task purity (the base rate of tw
 def train_by_section(mp: MultitaskParams, seed: int) -> tuple[nn.Module, dict[str, float], TrainingCurve]:
     """The modular model trained by the multitask section's recipe, on its data split for ``seed``."""
     data = make_multitask_data(mp.p, mp.train_fraction, seed)
-    # A fixed thread count, whatever the machine: float sums in another order give another training run.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(mp.threads)
-    try:
+    with fixed_threads(mp.threads):
         return train_multitask(
             data,
             steps=mp.steps,
@@ -57,8 +55,6 @@ def train_by_section(mp: MultitaskParams, seed: int) -> tuple[nn.Module, dict[st
             decay_fraction=mp.decay_fraction,
             eval_every=mp.eval_every,
         )
-    finally:
-        torch.set_num_threads(threads)
 
 
 def multitask_train_stage(params: Params, root: Path) -> StageResult:
@@ -128,7 +124,8 @@ def sample_multitask(params: Params, root: Path) -> tuple[MultitaskData, np.ndar
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
     train = torch.from_numpy(data.train)
     config = SGLDConfig.from_section(mp, "multitask", mp.sgld_batch_size, params.seed)
-    result = sample(ckpt.model, precise_per_sample_loss, x[train], y[train], x[probes], y[probes], config)
+    with fixed_threads(mp.threads):
+        result = sample(ckpt.model, precise_per_sample_loss, x[train], y[train], x[probes], y[probes], config)
     return data, probes, result, ckpt.checkpoint_hash
 
 
