@@ -16,7 +16,8 @@ from kernelscope.loss_kernel.llc_calibration import (
     polynomial_potential,
     regular_regression,
 )
-from kernelscope.loss_kernel.sgld import SGLDConfig, SGLDResult, health_warnings
+from kernelscope.loss_kernel.sampler_health import health_warnings
+from kernelscope.loss_kernel.sgld import SGLDConfig, SGLDResult
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +88,7 @@ def test_a_diverging_setting_is_a_warned_nan_and_the_sweep_goes_on():
 
 
 def test_split_rhat_against_hand_computation():
-    from kernelscope.loss_kernel.sgld import split_rhat
+    from kernelscope.loss_kernel.sampler_health import split_rhat
 
     x = np.array([[1.0, 2.0, 3.0, 4.0], [2.0, 3.0, 4.0, 5.0]])  # halves [1,2] [2,3] [3,4] [4,5]
     # half length 2: within = mean of the halves' variances (0.5), between = 2 · var([1.5, 2.5, 3.5, 4.5]) = 2 · 5/3

@@ -9,6 +9,7 @@ from torch import nn
 
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.loss_kernel.kernel import loss_correlation, loss_covariance
+from kernelscope.loss_kernel.sampler_health import top_curvature
 from kernelscope.loss_kernel.sgld import SGLDConfig, sample, sgld_step
 
 
@@ -104,6 +105,35 @@ def test_divergence_restarts_at_half_the_step_size():
         r"\(step .*; lower loss_kernel.epsilon \(now 0.024\)",
     ):
         sample(Location(0.0), half_square, x, z, x[:3], z[:3], dataclasses.replace(steep, epsilon=0.024, retries=1))
+
+
+def test_top_curvature_is_the_largest_hessian_eigenvalue_of_least_squares():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 3, generator=gen, dtype=torch.float64) * torch.tensor([3.0, 1.0, 0.5], dtype=torch.float64)
+    y = torch.randn(200, generator=gen, dtype=torch.float64)
+    model = nn.Linear(3, 1, bias=False).double()
+
+    def loss(p: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return (0.5 * (torch.func.functional_call(model, p, (xb,))[:, 0] - yb) ** 2).mean()
+
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    expected = np.linalg.eigvalsh((x.T @ x / len(x)).numpy()).max()  # ∇² of ½ mean (xᵀw − y)²: XᵀX / n
+    assert top_curvature(loss, params, x, y, seed=0) == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_step_too_large_for_the_curvature_is_a_health_warning():
+    # ε (nβ · 1 + γ) / 2: 1.5 at ε 3e-3 (stable, |1 − 1.5| < 1, but overshooting), 0.5 at 1e-3.
+    z = torch.randn(64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = torch.zeros(64, 1, dtype=torch.float64)
+    config = SGLDConfig(
+        epsilon=3e-3, gamma=1e-6, nbeta=1e3, chains=2, draws=20, burn_in=100, steps_between=2, batch_size=64, seed=2
+    )
+    rough = sample(Location(0.0), half_square, x, z, x[:3], z[:3], config)
+    assert rough.curvature == pytest.approx(1.0) and rough.stability == pytest.approx(1.5)
+    assert any("lower loss_kernel.epsilon to at most 0.002" in w for w in rough.warnings)
+    assert rough.step_summary() == {"epsilon": 3e-3, "curvature": rough.curvature, "stability": rough.stability}
+    fine = sample(Location(0.0), half_square, x, z, x[:3], z[:3], dataclasses.replace(config, epsilon=1e-3))
+    assert fine.stability == pytest.approx(0.5) and not any("curvature" in w for w in fine.warnings)
 
 
 def test_vectorized_chains_on_a_classifier():

@@ -77,8 +77,8 @@ class MultitaskParams(SGLDParams):
     threads: Int = Field(
         2,
         ge=1,
-        description="Torch threads for training and for SGLD, whatever the machine or runner: the run is "
-        "bit-reproducible for a seed and this count (another count sums in another order).",
+        description="Torch threads for training, whatever the machine or runner: the run is bit-reproducible "
+        "for a seed and this count (another count sums in another order).",
     )
     lr: Float = Field(3e-3, gt=0.0, description="AdamW learning rate.")
     weight_decay: Float = Field(1.0, ge=0.0, description="AdamW weight decay (large: it drives generalization).")
@@ -93,6 +93,12 @@ class MultitaskParams(SGLDParams):
     heads: Int = Field(4, ge=1, le=MAX_WIDTH, description="Attention heads of the transformer (must divide embed).")
     probes_per_task: Int = Field(200, ge=2, description="Probe points per task (seeded sample of the test split).")
     sgld_batch_size: Int = Field(256, ge=1, description="SGLD minibatch size m.")
+    sgld_threads: Int = Field(
+        2,
+        ge=1,
+        description="Torch threads for SGLD, whatever the machine or runner: the draws are bit-reproducible for a "
+        "seed and this count (apart from threads, which shapes the model: changing this one needs no retraining).",
+    )
     umap: StrictBool = Field(True, description="Draw the UMAP map of 1 − R (umap-learn, seeded).")
     # The sampler of this run, not SGLDParams' defaults: the setting that separates the tasks (README: it is narrow).
     gamma: Float = Field(1e4, gt=0.0, description="Localization strength γ.")

@@ -124,7 +124,7 @@ def sample_multitask(params: Params, root: Path) -> tuple[MultitaskData, np.ndar
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
     train = torch.from_numpy(data.train)
     config = SGLDConfig.from_section(mp, "multitask", mp.sgld_batch_size, params.seed)
-    with fixed_threads(mp.threads):
+    with fixed_threads(mp.sgld_threads):
         result = sample(ckpt.model, precise_per_sample_loss, x[train], y[train], x[probes], y[probes], config)
     return data, probes, result, ckpt.checkpoint_hash
 
@@ -145,7 +145,7 @@ def separation_summary(result: SGLDResult, probe_task: np.ndarray) -> dict[str, 
         "task_knn_purity": purity["agreement"],
         "pc1_explained": separation["pc1_explained"],
         "llc": result.llc,
-        "epsilon": result.epsilon,  # the draws' step size: below the section's after a divergence
+        **result.step_summary(),
         "warnings": result.warnings,
     }
 

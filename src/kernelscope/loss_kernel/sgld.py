@@ -23,6 +23,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.progress import Progress
+from kernelscope.loss_kernel.sampler_health import health_warnings, top_curvature
 
 PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs (b, ...), targets (b,)) -> (b,)
 
@@ -88,11 +89,22 @@ class SGLDResult:
     nbeta: float
     epsilon: float  # the step size of the draws (below the configured one after a divergence)
     warnings: list[str] = field(default_factory=list)
+    curvature: float = math.nan  # λ_max of the minibatch loss Hessian at the last draw of chain 0
+    stability: float = math.nan  # ε (nβ λ_max + γ) / 2: a gradient step overshoots above 1, diverges above 2
 
     @property
     def llc(self) -> float:
         """λ̂ = nβ (E_w[L_n(w)] − L_n(w*)), averaged over chains."""
         return float(self.nbeta * (self.draw_train_losses.mean() - self.train_loss_at_optimum))
+
+    def step_summary(self) -> dict[str, float | None]:
+        """The draws' step size (below the section's after a divergence) and its stability check, for JSON (which
+        has no NaN: None where the curvature could not be taken)."""
+
+        def finite(v: float) -> float | None:
+            return v if math.isfinite(v) else None
+
+        return {"epsilon": self.epsilon, "curvature": finite(self.curvature), "stability": finite(self.stability)}
 
     @property
     def llc_per_chain(self) -> np.ndarray:
@@ -254,58 +266,8 @@ def _sample_at(
         )
     draw_train_losses = np.stack(draw_train, axis=1)
     result = SGLDResult(probe, at_opt.numpy(), trace, train_at_opt, draw_train_losses, nbeta, config.epsilon)
-    result.warnings.extend(health_warnings(result))
+    last = {k: v[0] for k, v in w.items()}  # chain 0's last draw
+    result.curvature = top_curvature(batch_loss, last, x_train[eval_idx[:m]], y_train[eval_idx[:m]], config.seed)
+    result.stability = config.epsilon * (nbeta * result.curvature + config.gamma) / 2
+    result.warnings.extend(health_warnings(result, config.section))
     return result
-
-
-RHAT_LIMIT = 1.1  # split R-hat above this: the chains have not mixed (Gelman et al., Bayesian Data Analysis)
-EXCESS_LOSS_LIMIT = 1.0  # nats (or loss units) of mean excess training loss: the draws no longer preserve low loss
-
-
-def split_rhat(x: np.ndarray) -> float:
-    """Split R-hat of (chains, draws) values: each chain halved, between-half variance against within-half.
-
-    Near 1 when every half samples the same law; above 1 when chains disagree or drift (wander away).
-    """
-    half = x.shape[1] // 2
-    if half < 2:
-        return float("nan")
-    halves = np.concatenate([x[:, :half], x[:, half : 2 * half]])  # (2 · chains, half)
-    within = halves.var(axis=1, ddof=1).mean()
-    between = half * halves.mean(axis=1).var(ddof=1)
-    if within <= 0:
-        return 1.0 if between <= 0 else float("inf")
-    return float(np.sqrt(((half - 1) / half * within + between / half) / within))
-
-
-def health_warnings(result: SGLDResult) -> list[str]:
-    """Traces far below L_n(w*) or early spikes mean ε is too large or γ too small; chains that disagree or drift
-    (split R-hat) or leave the low-loss region have not sampled the localized posterior."""
-    # (checked in tests/loss_kernel/test_llc_calibration.py)
-    notes = []
-    draws = result.draw_train_losses
-    rhat = split_rhat(draws)
-    if draws.shape[0] > 1 and rhat > RHAT_LIMIT:
-        per_chain = ", ".join(f"{v:.3g}" for v in draws.mean(axis=1))
-        notes.append(
-            f"the chains disagree or drift (split R-hat of L_n over draws {rhat:.3g} > {RHAT_LIMIT}; chain means "
-            f"{per_chain}): raise gamma, or more burn_in and draws."
-        )
-    excess = draws.mean() - result.train_loss_at_optimum
-    if excess > EXCESS_LOSS_LIMIT:
-        notes.append(
-            f"the draws leave the low-loss region (mean L_n {draws.mean():.4g} against L_n(w*) = "
-            f"{result.train_loss_at_optimum:.4g}); raise gamma or lower nbeta."
-        )
-    if draws.mean() < result.train_loss_at_optimum - 0.5 * abs(result.train_loss_at_optimum) - 1e-6:
-        notes.append(
-            f"the chains' mean loss {draws.mean():.4g} is far below L_n(w*) = {result.train_loss_at_optimum:.4g}: "
-            "w* is not a local minimum at this temperature; raise gamma or lower epsilon."
-        )
-    # A spike is a transient: the first tenth of the steps reaching far above anything the last tenth (a window
-    # of the same length, so heavy-tailed equilibrium fluctuations count alike) reaches.
-    window = max(1, result.trace.shape[1] // 10)
-    early, late = result.trace[:, :window].max(), result.trace[:, -window:].max()
-    if early > 10 * max(late, 1e-8):
-        notes.append(f"early loss spike ({early:.4g} against at most {late:.4g} at the end); lower epsilon.")
-    return notes

@@ -135,7 +135,7 @@ def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False)
     summary = {
         "checkpoint_hash": ckpt.checkpoint_hash,
         "llc": result.llc,
-        "epsilon": result.epsilon,  # the draws' step size: below the section's after a divergence
+        **result.step_summary(),
         "llc_per_chain": result.llc_per_chain.tolist(),
         "nbeta": result.nbeta,
         "train_loss_at_optimum": result.train_loss_at_optimum,
