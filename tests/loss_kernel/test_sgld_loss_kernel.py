@@ -136,6 +136,27 @@ def test_a_step_too_large_for_the_curvature_is_a_health_warning():
     assert fine.stability == pytest.approx(0.5) and not any("curvature" in w for w in fine.warnings)
 
 
+def test_the_sampler_runs_on_its_own_thread_count_and_restores_the_callers():
+    from kernelscope.core.threads import fixed_threads
+
+    z = torch.randn(64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = torch.zeros(64, 1, dtype=torch.float64)
+    config = SGLDConfig(epsilon=1e-3, gamma=10, nbeta=10, chains=2, draws=5, burn_in=5, batch_size=16, threads=1)
+    seen: list[int] = []
+
+    def watching(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return half_square(out, target)
+
+    with fixed_threads(2):
+        result = sample(Location(0.0), watching, x, z, x[:3], z[:3], config)
+        assert torch.get_num_threads() == 2
+    assert seen and set(seen) == {1}
+    with fixed_threads(1):
+        direct = sample(Location(0.0), half_square, x, z, x[:3], z[:3], dataclasses.replace(config, threads=None))
+    assert np.array_equal(result.probe_losses, direct.probe_losses)
+
+
 def test_vectorized_chains_on_a_classifier():
     from kernelscope.models.zoo import build_mlp
 

@@ -123,9 +123,8 @@ def sample_multitask(params: Params, root: Path) -> tuple[MultitaskData, np.ndar
     probes = multitask_probes(data, mp.probes_per_task, params.seed)
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
     train = torch.from_numpy(data.train)
-    config = SGLDConfig.from_section(mp, "multitask", mp.sgld_batch_size, params.seed)
-    with fixed_threads(mp.sgld_threads):
-        result = sample(ckpt.model, precise_per_sample_loss, x[train], y[train], x[probes], y[probes], config)
+    config = SGLDConfig.from_section(mp, "multitask", mp.sgld_batch_size, params.seed, mp.sgld_threads)
+    result = sample(ckpt.model, precise_per_sample_loss, x[train], y[train], x[probes], y[probes], config)
     return data, probes, result, ckpt.checkpoint_hash
 
 

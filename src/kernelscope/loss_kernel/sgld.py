@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,6 +24,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.progress import Progress
+from kernelscope.core.threads import fixed_threads
 from kernelscope.loss_kernel.sampler_health import health_warnings, top_curvature
 
 PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs (b, ...), targets (b,)) -> (b,)
@@ -41,10 +43,12 @@ class SGLDConfig:
     seed: int = 0
     section: str = "loss_kernel"  # the params.yaml section these came from, named in error messages
     retries: int = 0  # divergences tolerated: each restarts every chain from w* at half the step size
+    threads: int | None = None  # torch threads while sampling (the draws depend on the count); None: the caller's
 
     @classmethod
-    def from_section(cls, section: Any, name: str, batch_size: int, seed: int) -> SGLDConfig:
-        """The sampler of a params section (loss_kernel, multitask: an ``SGLDParams``) named ``name``."""
+    def from_section(cls, section: Any, name: str, batch_size: int, seed: int, threads: int) -> SGLDConfig:
+        """The sampler of a params section (loss_kernel, multitask: an ``SGLDParams``) named ``name``; the section
+        names its minibatch size and thread count in its own way."""
         return cls(
             epsilon=section.epsilon,
             gamma=section.gamma,
@@ -57,6 +61,7 @@ class SGLDConfig:
             seed=seed,
             section=name,
             retries=section.divergence_retries,
+            threads=threads,
         )
 
     def resolved_nbeta(self) -> float:
@@ -135,12 +140,14 @@ def sample(
     A divergence with retries left restarts every chain from w* with the same seed at half the step size (a
     model trained on another CPU can be sharper than the one the default was chosen on); the draws' step size
     is ``result.epsilon`` and each restart is a health warning. Without retries left it raises ``Diverged``.
+    With ``config.threads`` set, torch runs on that many threads meanwhile (the threads runner gives a task one).
     """
     attempt = config
     lowered: list[str] = []
     while True:
         try:
-            result = _sample_at(model, loss_fn, x_train, y_train, x_probe, y_probe, attempt, progress, eval_batch)
+            with fixed_threads(config.threads) if config.threads else nullcontext():
+                result = _sample_at(model, loss_fn, x_train, y_train, x_probe, y_probe, attempt, progress, eval_batch)
         except Diverged as error:
             lowered.append(f"{attempt.epsilon:g} ({error.where})")
             if len(lowered) > config.retries:

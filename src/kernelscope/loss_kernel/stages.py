@@ -19,7 +19,6 @@ from kernelscope.core.layout import RunLayout
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import kernel_provenance, run_model
 from kernelscope.core.results import StageResult
-from kernelscope.core.threads import fixed_threads
 from kernelscope.kernels.registry import kinds_written_by
 from kernelscope.kernels.store import write_kernel
 from kernelscope.loss_kernel.kernel import loss_correlation, loss_covariance
@@ -73,9 +72,8 @@ def loss_kernel_stage(params: Params, layout: RunLayout, progress: bool = False)
     x_train, y_train = torch.from_numpy(ds.train.x).to(dtype), torch.from_numpy(ds.train.y)
     x_probe = torch.cat([x_train, torch.from_numpy(ds.test.x).to(dtype)])
     y_probe = torch.cat([y_train, torch.from_numpy(ds.test.y)])
-    config = SGLDConfig.from_section(lk, "loss_kernel", lk.batch_size, params.seed)
-    with fixed_threads(lk.threads):
-        result = sample(model, precise_per_sample_loss, x_train, y_train, x_probe, y_probe, config, progress=progress)
+    config = SGLDConfig.from_section(lk, "loss_kernel", lk.batch_size, params.seed, lk.threads)
+    result = sample(model, precise_per_sample_loss, x_train, y_train, x_probe, y_probe, config, progress=progress)
     n_train = len(ds.train.y)
     probe_ids = np.concatenate([ds.train.ids, ds.test.ids])
     out = layout.root / "loss_kernel"
