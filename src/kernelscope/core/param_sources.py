@@ -41,6 +41,11 @@ class DataSourceParams(Section):
     n_classes: Int | None = Field(
         None, ge=2, description="Number of classes; labels must lie in [0, n_classes). null: max label + 1."
     )
+    classes: tuple[Int, ...] | None = Field(
+        None,
+        description="Keep only these labels of the source (at least 2, each once), relabelled 0..k-1 in the "
+        "order listed, e.g. [0, 1] for MNIST2; applied before max_per_class. null: every class.",
+    )
     max_per_class: Int | None = Field(
         None, ge=1, description="Keep at most this many points per class (seeded), for a quick look at a large set."
     )

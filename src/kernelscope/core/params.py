@@ -4,6 +4,8 @@ The sections are in core.param_sections, their value types in core.param_types."
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,7 +117,47 @@ def _describe(error: ValidationError, source: str) -> str:
     return f"{source}: field '{field}' is invalid ({first['msg']}; got {got!r}); fix it in {source}."
 
 
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_source_paths(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
+    """``raw`` with each ``${NAME}`` in a ``sources.<name>.data.path`` replaced by the environment variable NAME,
+    so a committed params file names no machine path; an unset or empty variable is refused, naming it, the file
+    and the field. Nothing else of the file is expanded."""
+    sources = raw.get("sources")
+    if not isinstance(sources, dict):
+        return raw
+    expanded = dict(sources)
+    for name, entry in sources.items():
+        data = entry.get("data") if isinstance(entry, dict) else None
+        path = data.get("path") if isinstance(data, dict) else None
+        if not isinstance(path, str) or "${" not in path:
+            continue
+        field = f"sources.{name}.data.path"
+        if "${" in ENV_REFERENCE.sub("", path):
+            raise ParamsError(
+                f"{source}: {field} is {path!r}, whose '${{' starts no ${{NAME}} of letters, digits and "
+                f"underscores; write the variable as ${{NAME}} or the path itself, in {source}."
+            )
+
+        def value(match: re.Match[str], field: str = field, path: str = path) -> str:
+            var = match.group(1)
+            got = os.environ.get(var, "")
+            if not got:
+                state = "empty" if var in os.environ else "not set"
+                raise ParamsError(
+                    f"{source}: {field} is {path!r}, but the environment variable {var} is {state}; "
+                    f"set it to the folder or file to read (export {var}=/path/to/data), or write the path "
+                    f"into {source}."
+                )
+            return got
+
+        expanded[name] = {**entry, "data": {**data, "path": ENV_REFERENCE.sub(value, path)}}
+    return {**raw, "sources": expanded}
+
+
 def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
+    raw = expand_source_paths(raw, source)
     try:
         return Params.model_validate(raw)
     except ValidationError as error:

@@ -37,6 +37,34 @@ def _subsample(y: np.ndarray, n_classes: int, limit: int, seed: int) -> np.ndarr
     return keep
 
 
+def _select_classes(
+    classes: tuple[int, ...], y: np.ndarray, class_names: tuple[str, ...], source: str
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """(rows kept, their labels 0..k-1 in the order of ``classes``, the kept classes' names)."""
+    listed = list(classes)
+    if len(listed) < 2:
+        raise ArtifactError(
+            f"{source}: data.classes {listed} lists {len(listed)} label(s), but a classifier needs at least 2; "
+            "list two or more labels, or remove data.classes to keep every class."
+        )
+    twice = sorted({c for c in listed if listed.count(c) > 1})
+    if twice:
+        raise ArtifactError(f"{source}: data.classes {listed} lists label {twice[0]} more than once; list each once.")
+    present = np.unique(y)
+    absent = [c for c in listed if c not in present]
+    if absent:
+        shown = ", ".join(str(int(v)) for v in present[:12]) + (", ..." if present.size > 12 else "")
+        raise ArtifactError(
+            f"{source}: data.classes lists label {absent[0]}, which the data do not hold (labels present: "
+            f"{shown}); list only labels present in the source."
+        )
+    lookup = np.full(int(present.max()) + 1, -1, dtype=np.int64)
+    lookup[listed] = np.arange(len(listed))
+    new_y = lookup[y]
+    keep = new_y >= 0
+    return keep, new_y[keep], tuple(class_names[c] for c in listed)
+
+
 def read_source(spec: DataSourceParams, seed: int = 0) -> ArraySet:
     """Read the data set ``spec`` describes into checked arrays (no unpickling of arbitrary objects, no downloads)."""
     fmt = spec.format
@@ -83,6 +111,10 @@ def read_source(spec: DataSourceParams, seed: int = 0) -> ArraySet:
         )
     if class_names is None:
         class_names = tuple(str(i) for i in range(n_classes))
+    if spec.classes is not None:  # before max_per_class, which then counts the kept classes
+        keep, y, class_names = _select_classes(tuple(spec.classes), y, tuple(class_names), source)
+        x, n_classes = x[keep], len(class_names)
+        is_test = None if is_test is None else np.asarray(is_test)[keep]
     if spec.max_per_class is not None:
         keep = _subsample(y, n_classes, spec.max_per_class, seed)
         if not keep.all():
