@@ -1,12 +1,15 @@
 """EK-FAC influence through kronfluence: sign, orientation and the NTK-parameterized layers checked against
 exact gradients (kronfluence's identity strategy), and EK-FAC against the exact damped Gauss-Newton inverse."""
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 import torch
 from scipy.stats import spearmanr
 
-from kernelscope.counterfactual.ekfac import influence_scores, plain_linear_copy
+from kernelscope.counterfactual.ekfac import frozen_heap, influence_scores, plain_linear_copy
 from kernelscope.counterfactual.gradients import margin_gradients
 from kernelscope.kernels.jacobians import jacobian_rows
 from kernelscope.models.zoo import build_mlp
@@ -70,3 +73,29 @@ def test_ekfac_ranks_training_points_as_the_exact_damped_inverse_does():
     again = influence_scores(model, x, y, xq, yq, seed=0, damping=damping)
     assert np.array_equal(again, scores)  # the sampled Fisher labels are seeded
     assert torch.equal(torch.random.get_rng_state(), before)  # from a generator of its own: threads may share
+
+
+class _Node:
+    pass
+
+
+def test_frozen_heap_keeps_older_garbage_until_the_last_context_exits():
+    assert gc.get_freeze_count() == 0
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a  # a cycle: only the collector frees it
+    alive = weakref.ref(a)
+    with frozen_heap():
+        with frozen_heap():  # nested (two EK-FAC tasks side by side): still frozen after the inner exit
+            pass
+        del a, b
+        gc.collect()
+        assert alive() is not None and gc.get_freeze_count() > 0
+        fresh = _Node()
+        fresh.self = fresh
+        fresh_alive = weakref.ref(fresh)
+        del fresh
+        gc.collect()
+        assert fresh_alive() is None  # what is allocated inside is collected as usual
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert alive() is None

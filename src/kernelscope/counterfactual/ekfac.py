@@ -9,14 +9,24 @@ kernelscope.counterfactual.scores's sign convention (positive: training on x_j r
 kronfluence wraps the model's Linear and Conv2d layers in place, so it works on a copy (``plain_linear_copy``,
 which also makes the NTK-parameterized layers plain Linear ones kronfluence can read); its factors go
 to a temporary folder (the scores are stored by the counterfactual stage, like every attributor's).
+
+kronfluence runs ``gc.collect()`` before each query batch's dot products. In a long-lived process (a Prefect
+flow holding the server client, MLflow, matplotlib) each full collection walks every object the process holds,
+about a second each and with the GIL held: 50 s of the main job went there. ``frozen_heap`` moves the objects
+that exist before the call to the permanent generation while kronfluence runs, so its collections only walk
+what it allocates itself.
 """
 
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -29,6 +39,27 @@ from kernelscope.models.zoo import ScaledLinear
 
 FACTOR_BATCH = 256  # samples per batch while fitting the factors and scoring training points
 QUERY_BATCH = 64
+
+_FROZEN = threading.Lock()
+_frozen_depth = 0  # frozen_heap calls in flight (tasks side by side in one process share the one heap)
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """The objects alive now are left out of garbage collection until the last of these contexts exits
+    (``gc.freeze``; garbage among them is collected after ``gc.unfreeze``)."""
+    global _frozen_depth
+    with _FROZEN:
+        if _frozen_depth == 0:
+            gc.freeze()
+        _frozen_depth += 1
+    try:
+        yield
+    finally:
+        with _FROZEN:
+            _frozen_depth -= 1
+            if _frozen_depth == 0:
+                gc.unfreeze()
 
 
 def _sampled_labels(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -114,7 +145,11 @@ def influence_scores(
     query = TensorDataset(torch.as_tensor(x_query, dtype=dtype), torch.as_tensor(y_query, dtype=torch.int64))
     factor_args = FactorArguments(strategy=strategy)
     score_args = ScoreArguments(damping_factor=damping)
-    with tempfile.TemporaryDirectory(prefix="kernelscope-ekfac-") as workdir, warnings.catch_warnings():
+    with (
+        frozen_heap(),
+        tempfile.TemporaryDirectory(prefix="kernelscope-ekfac-") as workdir,
+        warnings.catch_warnings(),
+    ):
         warnings.filterwarnings("ignore", category=FutureWarning, module="kronfluence")  # its CUDA GradScaler call
         analyzer = Analyzer(
             "kernelscope",
