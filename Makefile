@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS ?= 1
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test test-fast lint repro ui ui-start ui-stop ui-status mlflow-ui browser clean
+.PHONY: setup run test test-fast lint repro push pull remote-status ui ui-start ui-stop ui-status mlflow-ui browser clean
 
 setup: $(STAMP)
 
@@ -50,6 +50,16 @@ browser:
 
 repro: setup
 	$(BIN)/dvc repro
+
+# DVC outputs to and from the project's remote (infra/dvc-remote/, or KERNELSCOPE_DVC_REMOTE: a folder or URL).
+push: setup
+	$(BIN)/python infra/dvc_remote.py push
+
+pull: setup
+	$(BIN)/python infra/dvc_remote.py pull
+
+remote-status: setup
+	$(BIN)/python infra/dvc_remote.py status
 
 # The Prefect server, the MLflow server and every flow served as a deployment; Ctrl-C stops them all.
 ui: setup

@@ -2,47 +2,22 @@
 
 import csv
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from kernelscope.core.params import params_from_dict
+from tests.support.dvc_repo import dvc_env, write_params
+from tests.support.dvc_repo import dvc_status as _status
+from tests.support.dvc_repo import run as _run
 from tests.support.expect import WRITTEN_TAU_TOLERANCE, written_tau
 from tests.support.runs import REPO
 
 pytestmark = pytest.mark.integration
-
-
-def _run(cmd: list[str], cwd: Path, env: dict) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
-
-
-def _status(work: Path, env: dict) -> dict:
-    """`dvc status --json`: the stages whose dependencies changed since the last repro (stdout only: no warnings)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "dvc", "status", "--json"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"dvc status failed:\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(proc.stdout)
-
-
-def write_params(path: Path, raw: dict) -> None:
-    """Every field written out, defaults included, as a user's params.yaml would have them."""
-    path.write_text(yaml.safe_dump(params_from_dict(raw).model_dump(mode="json"), sort_keys=False))
 
 
 TINY_MULTITASK = {
@@ -112,16 +87,7 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     tiny_params_dict["structure"] = TINY_STRUCTURE
     tiny_params_dict["counterfactual"] = TINY_COUNTERFACTUAL
     write_params(work / "params.yaml", tiny_params_dict)
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.invalid",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.invalid",
-    }
+    env = dvc_env(tmp_path)
     dvc = [sys.executable, "-m", "dvc"]
     _run(["git", "init", "-q"], work, env)
     _run(dvc + ["init", "-q"], work, env)
