@@ -46,7 +46,7 @@ def test_default_remote_then_a_fresh_clone_pulls_the_same_bytes(pushed, tmp_path
     origin, env = pushed
     remote = origin / "infra" / "dvc-remote"
     assert any((remote / "files" / "md5").rglob("*")), "nothing was pushed to the default remote"
-    assert "infra/dvc-remote" not in run(["git", "ls-files"], origin, env)  # the remote is not committed
+    assert "infra/dvc-remote/files" not in run(["git", "ls-files"], origin, env)  # the remote is not committed
 
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(origin), str(clone)], tmp_path, env)
