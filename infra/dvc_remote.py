@@ -1,7 +1,8 @@
 """`make push` / `make pull` / `make remote-status`: DVC's push, pull or status against the project's remote.
 
-The project's default remote is the folder infra/dvc-remote/ (.dvc/config: remote 'local', ignored by git), so
-a fresh clone pushes and pulls with no set-up. KERNELSCOPE_DVC_REMOTE names another one: a folder (relative
+The project's default remote is the folder ~/.cache/kernelscope/dvc-remote (.dvc/config: remote 'local'), outside
+every working tree and shared by every clone on the machine, so a fresh clone pushes and pulls with no set-up
+and a second clone pulls what the first pushed. KERNELSCOPE_DVC_REMOTE names another one: a folder (relative
 paths are taken from the working directory), or any URL DVC reads (s3://bucket/path with dvc-s3, ssh://...).
 It is written to .dvc/config.local (never committed) as the remote 'env' and used for this call.
 

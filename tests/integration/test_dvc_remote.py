@@ -1,8 +1,10 @@
 """DVC remotes: push, then pull in a fresh clone (the project's default remote and KERNELSCOPE_DVC_REMOTE),
-going back to an older commit's kernels, and an S3 API on loopback (moto's server, started and stopped here)."""
+going back to an older commit's kernels, and an S3 API on loopback (moto's server, started and stopped here).
+HOME is a temporary folder, so the default remote (~/.cache/kernelscope/dvc-remote) is the test's own."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,9 +33,10 @@ def tiny_params(**train: object) -> dict:
 @pytest.fixture(scope="module")
 def pushed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """A repository with the project's .dvc/config whose kernel chain ran, was committed and pushed to the default
-    remote (its own infra/dvc-remote/)."""
+    remote (under a temporary HOME)."""
     tmp = tmp_path_factory.mktemp("dvc-remote")
-    env = dvc_env(tmp)
+    (tmp / "home").mkdir()
+    env = {**dvc_env(tmp), "HOME": str(tmp / "home")}
     work = pipeline_repo(tmp / "origin", tiny_params(), env, project_dvc_config=True)
     run(DVC + ["repro", STAGE], work, env)
     run(["git", "add", "-A"], work, env)
@@ -44,29 +47,34 @@ def pushed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 def test_default_remote_then_a_fresh_clone_pulls_the_same_bytes(pushed, tmp_path):
     origin, env = pushed
-    remote = origin / "infra" / "dvc-remote"
+    remote = Path(env["HOME"]) / ".cache" / "kernelscope" / "dvc-remote"
     assert any((remote / "files" / "md5").rglob("*")), "nothing was pushed to the default remote"
-    assert "infra/dvc-remote/files" not in run(["git", "ls-files"], origin, env)  # the remote is not committed
+    assert run(["git", "status", "--porcelain"], origin, env) == ""  # the remote is outside the working tree
 
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(origin), str(clone)], tmp_path, env)
     assert not (clone / "outputs").exists() and not (clone / ".dvc" / "cache").exists()
-    run([sys.executable, "infra/dvc_remote.py", "pull", *CHAIN], clone, {**env, "KERNELSCOPE_DVC_REMOTE": str(remote)})
-
-    assert output_bytes(clone) == output_bytes(origin)
-    assert KERNEL in output_bytes(clone)
+    run([sys.executable, "infra/dvc_remote.py", "pull", *CHAIN], clone, env)
+    assert output_bytes(clone) == output_bytes(origin) and KERNEL in output_bytes(clone)
     assert dvc_status(clone, env, *CHAIN) == {}
-    assert dvc_status(clone, env, "--cloud", "--remote", "env", *CHAIN) == {}  # every output is on the remote
-    assert run(["git", "status", "--porcelain"], clone, env) == ""  # config.local is ignored, nothing else changed
+    assert dvc_status(clone, env, "--cloud", *CHAIN) == {}  # every output is on the remote
+
+    shutil.rmtree(clone / "outputs")
+    shutil.rmtree(clone / ".dvc" / "cache")
+    run([sys.executable, "infra/dvc_remote.py", "pull", *CHAIN], clone, env)
+    assert output_bytes(clone) == output_bytes(origin) and dvc_status(clone, env, *CHAIN) == {}
+    assert run(["git", "status", "--porcelain"], clone, env) == ""
 
 
 def test_checkout_of_an_older_commit_restores_its_kernels(pushed, tmp_path):
     origin, env = pushed
+    team = {**env, "KERNELSCOPE_DVC_REMOTE": str(tmp_path / "team-remote")}  # another folder, for one call each
+    run([sys.executable, "infra/dvc_remote.py", "push", *CHAIN], origin, team)
     work = tmp_path / "work"
     run(["git", "clone", "-q", str(origin), str(work)], tmp_path, env)
-    pull_env = {**env, "KERNELSCOPE_DVC_REMOTE": str(origin / "infra" / "dvc-remote")}
-    run([sys.executable, "infra/dvc_remote.py", "pull", *CHAIN], work, pull_env)
+    run([sys.executable, "infra/dvc_remote.py", "pull", *CHAIN], work, team)
     first = output_bytes(work)
+    assert first == output_bytes(origin) and dvc_status(work, team, "--cloud", "--remote", "env", *CHAIN) == {}
 
     write_params(work / "params.yaml", tiny_params(epochs=TINY_PARAMS["train"]["epochs"] + 1))
     run(DVC + ["repro", STAGE], work, env)
