@@ -516,7 +516,9 @@ def main() -> None:
         ],
     )
     parser.add_argument("--seed", type=int, default=0, help="model seed (the split stays params' seed 0)")
-    parser.add_argument("--scratch", default="outputs/benchmarks/mnist-cnn-faithfulness", help="cached checkpoints and kernels")
+    parser.add_argument(
+        "--scratch", default="outputs/benchmarks/mnist-cnn-faithfulness", help="cached checkpoints and kernels"
+    )
     parser.add_argument("--out", default=str(RESULTS / "mnist_cnn_faithfulness.json"))
     args = parser.parse_args()
     if args.part == "table":
