@@ -1,4 +1,4 @@
-"""Fixtures and the environment of the test session (tool homes in a temporary folder, two torch threads).
+"""Fixtures and the environment of the test session (tool homes in a temporary folder, torch threads).
 
 Shared test code (TINY_PARAMS, REPO, the tiny-run factory, fault helpers) lives in tests/support/.
 """
@@ -65,7 +65,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)  # stable: the order within a module and among the rest is kept
 
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One torch thread per xdist worker: two workers at two OpenMP threads each on two cores wait at every barrier
+# (tests/kernels, models, surrogate and counterfactual took 80 s that way, 24 s at one thread each).
+torch.set_num_threads(1 if _WORKER else min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture
