@@ -28,11 +28,12 @@ def remote_url(value: str) -> str:
 def dvc_command(action: str, extra: list[str], environ: dict[str, str]) -> list[list[str]]:
     """The dvc calls for ``action``: with KERNELSCOPE_DVC_REMOTE set, first (re)point the remote 'env' at it."""
     dvc = [sys.executable, "-m", "dvc"]
+    call = [*dvc, action, *(["--cloud"] if action == "status" else [])]
     value = environ.get(REMOTE_ENV, "").strip()
     if not value:
-        return [[*dvc, action, *(["--cloud"] if action == "status" else []), *extra]]
+        return [[*call, *extra]]
     add = [*dvc, "remote", "add", "--local", "--force", "env", remote_url(value)]
-    return [add, [*dvc, action, *(["--cloud"] if action == "status" else []), "--remote", "env", *extra]]
+    return [add, [*call, "--remote", "env", *extra]]
 
 
 def main(argv: list[str] | None = None) -> int:

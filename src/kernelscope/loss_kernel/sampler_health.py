@@ -69,8 +69,7 @@ def split_rhat(x: np.ndarray) -> float:
 
 
 def health_warnings(result: SGLDResult, section: str = "loss_kernel") -> list[str]:
-    """Traces far below L_n(w*) or early spikes mean ε is too large or γ too small; chains that disagree or drift
-    (split R-hat) or leave the low-loss region have not sampled the localized posterior."""
+    """The module's checks on one run, each failed one a sentence naming the fix (``section``: its settings)."""
     # (checked in tests/loss_kernel/test_llc_calibration.py)
     notes = []
     draws = result.draw_train_losses

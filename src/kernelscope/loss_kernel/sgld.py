@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -146,7 +145,7 @@ def sample(
     lowered: list[str] = []
     while True:
         try:
-            with fixed_threads(config.threads) if config.threads else nullcontext():
+            with fixed_threads(config.threads):
                 result = _sample_at(model, loss_fn, x_train, y_train, x_probe, y_probe, attempt, progress, eval_batch)
         except Diverged as error:
             lowered.append(f"{attempt.epsilon:g} ({error.where})")
