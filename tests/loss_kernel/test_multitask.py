@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from kernelscope.loss_kernel.multitask import ADD, DIV, make_multitask_data, task_separation
+from kernelscope.loss_kernel.multitask import ADD, DIV, make_multitask_data, task_contrast, task_separation
 
 
 def test_modular_labels_are_right():
@@ -27,6 +27,24 @@ def test_task_separation_on_constructed_losses():
     assert out["auc"] > 0.99
     shuffled = task_separation(1.0 + 0.05 * rng.normal(size=(60, 1, 40)), np.ones(60), task)
     assert shuffled["auc"] < 0.8
+
+
+def test_task_contrast_by_hand_and_against_a_weak_block():
+    # 4 probes, add = {0, 1}, div = {2, 3}: within-add pair 0.5, within-div pair 0.3, the four across pairs 0.1
+    corr = np.array([[1, 0.5, 0.1, 0.1], [0.5, 1, 0.1, 0.1], [0.1, 0.1, 1, 0.3], [0.1, 0.1, 0.3, 1]])
+    out = task_contrast(corr, np.array([ADD, ADD, DIV, DIV]), permutations=20)
+    assert (out["within_add_corr"], out["within_div_corr"], out["across_corr"]) == pytest.approx((0.5, 0.3, 0.1))
+    assert out["task_contrast"] == pytest.approx(0.3)
+    # a block of within-task correlation 0.01 under noise of 0.05 per pair: invisible pair by pair, clear on average
+    rng = np.random.default_rng(1)
+    task = np.repeat([ADD, DIV], 100)
+    noise = rng.normal(scale=0.05, size=(200, 200))
+    corr = np.where(task[:, None] == task[None], 0.01, 0.0) + (noise + noise.T) / np.sqrt(2)
+    np.fill_diagonal(corr, 1.0)
+    out = task_contrast(corr, task)
+    assert out["task_contrast"] == pytest.approx(0.01, abs=0.002) and out["task_contrast_z"] > 5
+    shuffled = task_contrast(corr, rng.permutation(task))
+    assert abs(shuffled["task_contrast_z"]) < 3
 
 
 @pytest.mark.parametrize("arch", ["transformer", "mlp"])
@@ -73,7 +91,7 @@ def test_multitask_stages_end_to_end(tmp_path, arch):
     summary = multitask_loss_stage(params, tmp_path).summary
     # within one pair of the 10 × 10 add-div pairs (the file holds float32 losses)
     assert summary["task_auc"] == pytest.approx(_task_auc_of_written_losses(tmp_path, params), abs=0.011)
-    assert np.isfinite(summary["llc"])
+    assert np.isfinite(summary["llc"]) and np.isfinite(summary["task_contrast_z"])
     assert 0.0 <= summary["task_knn_purity"] <= 1.0 and -1.0 <= summary["umap_task_silhouette"] <= 1.0
     for name in ("correlation.png", "covariance_groups.png", "umap.png", "probe_losses.parquet", "summary.json"):
         assert (tmp_path / "loss_kernel" / name).exists(), name

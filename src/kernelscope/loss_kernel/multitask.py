@@ -251,3 +251,36 @@ def task_separation(losses: np.ndarray, at_optimum: np.ndarray, task: np.ndarray
         "auc": max(auc, 1 - auc),
         "pc1_explained": float((np.linalg.svd(v, compute_uv=False) ** 2)[0] / (v**2).sum()),
     }
+
+
+def task_contrast(corr: np.ndarray, task: np.ndarray, permutations: int = 200, seed: int = 0) -> dict[str, float]:
+    """How much more the loss correlation R (probes × probes) is within a task than across: the mean off-diagonal
+    R within each task, across tasks, their contrast (mean within − across), and the contrast's z-score against
+    ``permutations`` seeded shufflings of the task labels. It averages over every pair, so it sees a block
+    structure far weaker than the first principal component needs to stand out from the sampling noise."""
+
+    def means(labels: np.ndarray) -> tuple[float, float, float]:
+        onehot = np.stack([labels == ADD, labels == DIV], axis=1).astype(np.float64)  # (n_probe, 2)
+        sums = onehot.T @ corr @ onehot  # (2, 2): sums of R over the pairs of each task pair
+        sizes = onehot.sum(axis=0)
+        diagonal = np.array([corr.diagonal()[labels == t].sum() for t in (ADD, DIV)])
+        within = (np.diag(sums) - diagonal) / (sizes * (sizes - 1))  # off-diagonal pairs only
+        return float(within[0]), float(within[1]), float(sums[0, 1] / (sizes[0] * sizes[1]))
+
+    def contrast(labels: np.ndarray) -> float:
+        add, div, across = means(labels)
+        return (add + div) / 2 - across
+
+    add, div, across = means(task)
+    observed = contrast(task)
+    rng = np.random.default_rng(seed)
+    null = np.array([contrast(rng.permutation(task)) for _ in range(permutations)])
+    spread = null.std()
+    return {
+        "within_add_corr": add,
+        "within_div_corr": div,
+        "across_corr": across,
+        "task_contrast": observed,
+        "task_contrast_z": float((observed - null.mean()) / spread) if spread > 0 else math.nan,
+    }
+

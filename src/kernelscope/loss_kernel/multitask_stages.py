@@ -23,6 +23,7 @@ from kernelscope.loss_kernel.multitask import (
     MultitaskData,
     TrainingCurve,
     make_multitask_data,
+    task_contrast,
     task_separation,
     train_multitask,
 )
@@ -130,19 +131,22 @@ def sample_multitask(params: Params, root: Path) -> tuple[MultitaskData, np.ndar
 
 def separation_summary(result: SGLDResult, probe_task: np.ndarray) -> dict[str, Any]:
     """Task separation of the probe losses (PC1 AUC pooled over chains, and within chains; the share of each
-    probe's 10 nearest under R of its own task), the LLC and the health notes."""
+    probe's 10 nearest under R of its own task; the mean R within and across tasks, with a permutation z-score),
+    the LLC and the health notes."""
     separation = task_separation(result.probe_losses, result.loss_at_optimum, probe_task)
     within = task_separation(
         result.probe_losses - result.probe_losses.mean(axis=2, keepdims=True) + result.loss_at_optimum[:, None, None],
         result.loss_at_optimum,
         probe_task,
     )
-    purity = label_agreement(loss_correlation(loss_covariance(result.probe_losses)), probe_task, KNN_PURITY_K)
+    corr = loss_correlation(loss_covariance(result.probe_losses))
+    purity = label_agreement(corr, probe_task, KNN_PURITY_K)
     return {
         "task_auc": separation["auc"],
         "task_auc_within_chain": within["auc"],
         "task_knn_purity": purity["agreement"],
         "pc1_explained": separation["pc1_explained"],
+        **task_contrast(corr, probe_task),
         "llc": result.llc,
         **result.step_summary(),
         "warnings": result.warnings,
