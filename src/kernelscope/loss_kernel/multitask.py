@@ -283,4 +283,3 @@ def task_contrast(corr: np.ndarray, task: np.ndarray, permutations: int = 200, s
         "task_contrast": observed,
         "task_contrast_z": float((observed - null.mean()) / spread) if spread > 0 else math.nan,
     }
-
