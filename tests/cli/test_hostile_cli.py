@@ -70,6 +70,7 @@ def test_params_file_that_is_not_utf8(run, capsys):
         ("train", {"lr": True}, ["train.lr", "not a boolean"]),
         ("kglm", {"standardize": 1}, ["kglm.standardize", "valid boolean"]),
         ("poison", {"k": 3, "m": 4}, ["poison.m", "poison.k", "at most"]),
+        ("multitask", {"settle_steps": 100, "eval_every": 0}, ["multitask.settle_steps", "eval_every above 0"]),
     ],
     ids=[
         "hidden-zero",
@@ -84,6 +85,7 @@ def test_params_file_that_is_not_utf8(run, capsys):
         "lr-true",
         "standardize-int",
         "m-above-k",
+        "settle-without-evaluations",
     ],
 )
 def test_params_values_are_refused_naming_the_field(run, capsys, section, values, fragments):

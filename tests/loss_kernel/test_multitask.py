@@ -207,3 +207,40 @@ def test_multitask_training_is_bit_reproducible_on_two_threads():
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), name
     assert curve.steps == [20, 40, 60] and curve.accuracies == again.accuracies and curve.accuracies[-1] == acc
+
+
+def test_settling_stops_a_fixed_number_of_steps_after_grokking(monkeypatch):
+    """With every evaluation counting as grokked, the first one (step 20) starts the settling: training ends
+    30 steps later whatever the budget, and the learning rate falls linearly to 0 over those steps."""
+    import torch
+
+    from kernelscope.loss_kernel import multitask
+
+    monkeypatch.setattr(multitask, "GROKKED", 0.0)
+    data = multitask.make_multitask_data(7, 0.5, seed=0)
+    rates: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+
+    def train(steps: int, settle: int):
+        recipe = dict(lr=1e-2, weight_decay=1.0, batch_size=32, seed=3, embed=8, hidden=16, arch="mlp")
+        return multitask.train_multitask(data, steps=steps, eval_every=20, settle_steps=settle, **recipe)
+
+    short, _, curve = train(100, 30)
+    assert curve.steps == [20, 40, 50]  # evaluations every 20 steps and at the last one
+    assert rates[:20] == [1e-2] * 20
+    assert rates[20:] == pytest.approx([1e-2 * (50 - s) / 30 for s in range(20, 50)])
+    long, _, again = train(1000, 30)
+    assert again.steps == curve.steps
+    for (name, a), b in zip(short.state_dict().items(), long.state_dict().values()):
+        assert torch.equal(a, b), name
+    rates.clear()
+    train(100, 0)
+    assert len(rates) == 100  # settle_steps 0: the whole budget
+    with pytest.raises(ValueError, match="eval_every"):
+        multitask.train_multitask(data, steps=10, lr=1e-2, weight_decay=1.0, batch_size=8, seed=0, settle_steps=5)

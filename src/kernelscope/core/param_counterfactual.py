@@ -43,7 +43,7 @@ class CounterfactualParams(Section):
     tracin_every: Int = Field(20, ge=1, description="TracIn-CP keeps a checkpoint every this many epochs.")
     bootstrap: Int = Field(1000, ge=10, description="Bootstrap resamples of the test points for the intervals.")
     brittleness_queries: Int = Field(
-        10, ge=0, description="Correctly classified test points (seeded sample) for brittleness; 0: skip it."
+        5, ge=0, description="Correctly classified test points (seeded sample) for brittleness; 0: skip it."
     )
     brittleness_k: tuple[Int, ...] = Field(
         (40,), min_length=1, description="Training points removed per query (the curve's grid, e.g. [10, 40, 80])."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, StrictBool
+from pydantic import Field, StrictBool, model_validator
 
 from kernelscope.core.param_types import MAX_WIDTH, Float, Int, Section
 
@@ -74,6 +74,12 @@ class MultitaskParams(SGLDParams):
     eval_every: Int = Field(
         250, ge=0, description="Steps between test-accuracy evaluations (the grokking curve; 0: none)."
     )
+    settle_steps: Int = Field(
+        500,
+        ge=0,
+        description="Once an evaluation sees both tasks grokked, this many more steps with the learning rate "
+        "falling linearly to 0, then stop (steps is the budget); 0: train all steps. Needs eval_every > 0.",
+    )
     threads: Int = Field(
         2,
         ge=1,
@@ -106,6 +112,15 @@ class MultitaskParams(SGLDParams):
     draws: Int = Field(400, ge=2, description="Draws per chain.")
     burn_in: Int = Field(100, ge=0, description="Steps before the first draw.")
     steps_between: Int = Field(3, ge=1, description="Steps between draws.")
+
+    @model_validator(mode="after")
+    def _settling_needs_evaluations(self) -> MultitaskParams:
+        if self.settle_steps and not self.eval_every:
+            raise ValueError(
+                f"multitask.settle_steps is {self.settle_steps} but multitask.eval_every is 0, and grokking is seen "
+                "only at an evaluation; set eval_every above 0 or settle_steps to 0"
+            )
+        return self
 
 
 class LossKernelSweepParams(Section):

@@ -36,6 +36,12 @@ class Progress:
             self.last_log = now
             LOGGER.info(self.line(now))
 
+    def shorten(self, total: int) -> None:
+        """The work ends early (at ``total``): the count, the bar and the ETA say so from now on."""
+        self.total = total
+        self.bar.total = total
+        self.bar.refresh()
+
     def line(self, now: float) -> str:
         elapsed = max(now - self.start, 1e-9)
         rate = self.done / elapsed

@@ -25,6 +25,7 @@ MULTITASK_TRAINING_FIELDS = (
     "grokfast_lamb",
     "decay_fraction",
     "eval_every",
+    "settle_steps",
     "threads",
     "lr",
     "weight_decay",

@@ -186,11 +186,19 @@ def train_multitask(
     grokfast_lamb: float = 0.0,
     decay_fraction: float = 0.0,
     eval_every: int = 0,
+    settle_steps: int = 0,
     progress: bool = False,
 ) -> tuple[nn.Module, dict[str, float], TrainingCurve]:
     """AdamW with weight decay (the model memorizes, then generalizes: grokking), the Grokfast filter when
     ``grokfast_lamb`` > 0, and a linear decay of the learning rate over the last ``decay_fraction`` of the
-    steps. Every ``eval_every`` steps (0: never) the accuracies go into the returned curve."""
+    steps. Every ``eval_every`` steps (0: never) the accuracies go into the returned curve.
+
+    ``settle_steps`` > 0 stops early: once an evaluation finds both tasks grokked, the learning rate falls
+    linearly to 0 over this many more steps (never above the ``decay_fraction`` schedule) and training ends
+    there, so ``steps`` is only the budget. The stop depends only on the evaluations, so a seed still gives
+    the same bytes."""
+    if settle_steps and not eval_every:
+        raise ValueError("settle_steps needs eval_every > 0: grokking is seen only at an evaluation")
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -202,10 +210,16 @@ def train_multitask(
     train = torch.from_numpy(data.train)
     curve = TrainingCurve([], [], [], [])
     start = time.perf_counter()
+    end, settle_from = steps, None  # the last step + 1, and where the settling decay began
     with Progress(steps, "multitask training", "step", bar=progress) as bar:
         for step in range(steps):
+            if step == end:
+                break
+            rate = learning_rate(step, steps, lr, decay_fraction)
+            if settle_from is not None:
+                rate = min(rate, lr * (end - step) / (end - settle_from))
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, steps, lr, decay_fraction)
+                group["lr"] = rate
             idx = train[torch.randint(0, len(train), (batch_size,), generator=gen)]
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x[idx]), y[idx])
@@ -214,11 +228,14 @@ def train_multitask(
                 grokfast.filter()
             optimizer.step()
             bar.update()
-            if eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):
+            if eval_every and ((step + 1) % eval_every == 0 or step + 1 == end):
                 curve.steps.append(step + 1)
                 curve.seconds.append(time.perf_counter() - start)
                 curve.train_loss.append(loss.item())
                 curve.accuracies.append(accuracies(model, data))
+                if settle_steps and settle_from is None and curve.steps_to_grok() is not None:
+                    settle_from, end = step + 1, min(steps, step + 1 + settle_steps)
+                    bar.shorten(end)
     model.eval()
     return model, accuracies(model, data), curve
 

@@ -55,6 +55,7 @@ def train_by_section(mp: MultitaskParams, seed: int) -> tuple[nn.Module, dict[st
             grokfast_lamb=mp.grokfast_lamb,
             decay_fraction=mp.decay_fraction,
             eval_every=mp.eval_every,
+            settle_steps=mp.settle_steps,
         )
 
 
