@@ -12,10 +12,11 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 60
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS ?= 1
+export NO_MKDOCS_2_WARNING ?= 1
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test test-fast lint repro push pull remote-status ui ui-start ui-stop ui-status mlflow-ui browser clean
+.PHONY: setup run test test-fast lint docs docs-serve repro push pull remote-status ui ui-start ui-stop ui-status mlflow-ui browser clean
 
 setup: $(STAMP)
 
@@ -38,6 +39,14 @@ test: setup browser lint
 # The unit tests only (no Prefect, DVC or MLflow servers): a few minutes.
 test-fast: setup lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder tests --ignore=tests/integration -m "not integration" $(PYTEST_ARGS)
+
+# The docs (mkdocs.yml): a strict build into site/, or served with live reload on 127.0.0.1:8000.
+docs: setup
+	$(BIN)/python infra/docs_reference.py
+	$(BIN)/mkdocs build --strict
+
+docs-serve: setup
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 lint: setup
 	$(BIN)/ruff check src flows tasks tests benchmarks infra

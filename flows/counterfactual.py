@@ -6,11 +6,13 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.summary_tables import counterfactual_table
 from kernelscope.core.fileio import sha256_bytes, sha256_file
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.param_types import DatasetName
 from kernelscope.core.params import Params
 from kernelscope.core.stage_reads import stage_sections
+from tasks.artifacts import publish_results
 from tasks.counterfactual import (
     attribute,
     brittleness,
@@ -101,4 +103,13 @@ def counterfactual(
             row["seconds"],
         )
     run_ids = track_counterfactual(params, summary) if track else []
+    best = max(summary["lds"], key=lambda row: row["lds"])
+    publish_results(
+        "counterfactual",
+        dataset,
+        [counterfactual_table(params, dataset, summary)],
+        {f"highest LDS ({best['attributor']})": best["lds"], "retrained models": params.counterfactual.m},
+        experiment="counterfactual",
+        run_ids=dict(zip([row["attributor"] for row in summary["lds"]], run_ids)),  # track_counterfactual's order
+    )
     return {**summary, "mlflow_run_ids": run_ids, "cache_hits": hits, "tasks": runs}

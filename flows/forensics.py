@@ -7,10 +7,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.summary_tables import forensics_table
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import POISONED_SUFFIX
 from kernelscope.core.stage_reads import stage_sections
 from kernelscope.forensics.stages import track_forensics
+from tasks.artifacts import publish_results
 from tasks.fanout import Fanout
 from tasks.forensics import assemble_forensic_kernel, detect, forensic_kglm, poison_data, train_poisoned
 
@@ -85,7 +87,7 @@ def forensics(params: Params, outputs: str | None = None, track: bool = True) ->
             extra_metrics={k: trained[k] for k in ("clean_test_accuracy", "attack_success_rate")},
         )
     run = fan.ledger
-    return {
+    found = {
         **result,
         "clean_test_accuracy": trained["clean_test_accuracy"],
         "attack_success_rate": trained["attack_success_rate"],
@@ -94,3 +96,18 @@ def forensics(params: Params, outputs: str | None = None, track: bool = True) ->
         "tasks": run.runs,
         "mlflow_run_id": run_id,
     }
+    best = max(found["rows"], key=lambda row: (row["precision"] + row["recall"], row["kernel"]))
+    publish_results(
+        "forensics",
+        p.dataset,
+        [forensics_table(params, found)],
+        {
+            "poisoned training points": found["n_poisoned"],
+            "attack success rate": found["attack_success_rate"],
+            f"best detection ({best['kernel']}): precision": best["precision"],
+            "recall": best["recall"],
+        },
+        experiment="forensics",
+        run_ids={"forensics": run_id} if run_id else None,
+    )
+    return found

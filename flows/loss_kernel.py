@@ -9,12 +9,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.sections import kglm_sections
+from flows.summary_tables import loss_kernel_table, multitask_table
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.param_types import DatasetName
 from kernelscope.core.params import Params, params_hash
 from kernelscope.core.stage_reads import stage_sections
 from kernelscope.core.tracking import RunTags, log_run
 from kernelscope.loss_kernel.stages import LOSS_KINDS, track_loss_kernel
+from tasks.artifacts import publish_results
 from tasks.fanout import Fanout
 from tasks.loss_kernel import multitask_loss_kernel, sample_probe_losses, train_multitask_model
 from tasks.surrogate import evaluate, train_kglm
@@ -81,13 +83,27 @@ def loss_kernel(
         summary["label_lift"],
     )
     run_id = track_loss_kernel(params, dataset, summary, kglm=results) if track else None
-    return {
+    result = {
         "summary": summary,
         "kglm": results,
         "cache_hits": fan.ledger.hits,
         "tasks": fan.ledger.runs,
         "mlflow_run_id": run_id,
     }
+    publish_results(
+        "loss-kernel",
+        dataset,
+        [loss_kernel_table({dataset: result})],
+        {
+            "LLC λ̂": summary["llc"],
+            "label agreement@10 under R": summary["label_agreement"],
+            "lift over the base rate": summary["label_lift"],
+            "sampler health warnings": len(summary["warnings"]),
+        },
+        experiment="loss-kernel",
+        run_ids={dataset: run_id} if run_id else None,
+    )
+    return result
 
 
 @flow(name="loss-kernel-multitask")
@@ -136,10 +152,24 @@ def multitask(params: Params, outputs: str | None = None, track: bool = True) ->
             metrics=metrics,
             artifacts=[*summary["plots"], *trained.get("plots", [])],  # results cached before plots were listed: none
         )
-    return {
+    result = {
         "accuracy": trained,
         "summary": summary,
         "mlflow_run_id": run_id,
         "cache_hits": fan.ledger.hits,
         "tasks": fan.ledger.runs,
     }
+    publish_results(
+        "loss-kernel-multitask",
+        f"modular-{params.multitask.p}",
+        [multitask_table(params, result)],
+        {
+            "steps to grok": trained["steps_to_grok"],
+            "task separation ROC-AUC": summary["task_auc"],
+            "task contrast z": summary.get("task_contrast_z", float("nan")),
+            "sampler health warnings": len(summary["warnings"]),
+        },
+        experiment="loss-kernel",
+        run_ids={"multitask": run_id} if run_id else None,
+    )
+    return result

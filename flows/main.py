@@ -19,13 +19,13 @@ from flows.counterfactual import counterfactual
 from flows.forensics import forensics
 from flows.loss_kernel import loss_kernel, multitask
 from flows.structure import structure
-from flows.summary_tables import fmt, print_counterfactual, print_structure
+from flows.summary_tables import summary_tables, write_job_summary
 from flows.surrogate import attribution, explain_flow, faithfulness_table
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.param_sections import ScaleParams
 from kernelscope.core.params import Params, load_params
+from kernelscope.core.tables import SummaryTable
 from kernelscope.core.tracking import tracking_uri
-from kernelscope.surrogate.table import METRICS
 from tasks.fanout import DASK_ADDRESS_ENV, dask_address, local_cluster_kwargs
 
 
@@ -107,11 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     console.print(
         f"[bold]kernelscope-pipeline[/bold] flow: every flow on {args.params} (runner: {params.scale.runner}) ..."
     )
+    start = time.perf_counter()
     with shared_dask_cluster(params.scale) as address:
         if address:
             console.print(f"Dask: one LocalCluster for every flow of the job at {address}")
         results = pipeline(params=params)
-    print_summary(console, params, results)
+    tables = print_summary(console, params, results)
+    path = write_job_summary(params, tables, results["elapsed"], time.perf_counter() - start, args.params)
+    console.print(f"Every table as JSON: {path} (python infra/docs_results.py {path} writes docs/results.md)")
     return 0
 
 
@@ -133,106 +136,22 @@ def shared_dask_cluster(scale: ScaleParams) -> Iterator[str | None]:
             os.environ.pop(DASK_ADDRESS_ENV, None)
 
 
-def print_summary(console: Console, params: Params, results: dict[str, Any]) -> None:
-    for dataset in params.datasets:
-        result = results["attribution"][dataset]
-        first = result["summaries"][0]
-        table = Table(
-            title=f"{dataset}: kernel comparison — NN test accuracy {100 * first['nn_accuracy']:.2f}%, "
-            f"{results['elapsed'][f'attribution-{dataset}']:.1f} s, "
-            f"{result['cache_hits']}/{result['tasks']} tasks from cache"
-        )
-        for column in ("kernel", "kGLM test acc", "TAD (pts)", "τ_K", "R_Miss"):
-            table.add_column(column, justify="left" if column == "kernel" else "right")
-        for s in result["summaries"]:
-            table.add_row(
-                s["kind"],
-                fmt(100 * s["kglm_accuracy"], ".2f"),
-                fmt(s["tad"], "+.2f"),
-                fmt(s["tau_k"], ".3f"),
-                fmt(s["r_miss"], ".3f"),
-            )
-        console.print(table)
+def rich_table(table: SummaryTable) -> Table:
+    shown = Table(title=table.title)
+    for i, column in enumerate(table.columns):
+        shown.add_column(column, justify="left" if i == 0 else "right")
+    for row in table.rows:
+        shown.add_row(*row)
+    return shown
 
-    seeds = results["table"]
-    summary = Table(
-        title=f"Multi-seed faithfulness ({params.table.kind}, {params.table.n_models} seeds × "
-        f"{list(params.table.archs)}, mean(SE) over seeds; {results['elapsed']['table']:.0f} s). "
-        "Paper (MNIST2): MLP τ_K 0.708(3), CNN τ_K 0.857(7)"
-    )
-    for column in ("model (dataset)", "# models", *(label for _, label, _, _ in METRICS)):
-        summary.add_column(column, justify="left" if column == "model (dataset)" else "right")
-    for row in seeds["table"]:
-        summary.add_row(
-            f"{row['arch'].upper()} ({row['dataset']})",
-            str(row["n_models"]),
-            *(row[key]["text"] for key, _, _, _ in METRICS),
-        )
-    console.print(summary)
 
-    p, found = params.poison, results["forensics"]
-    table3 = Table(
-        title=f"Forensics ({p.dataset}, {found['n_poisoned']} poisoned training points; clean test accuracy "
-        f"{100 * found['clean_test_accuracy']:.2f}%, attack success {100 * found['attack_success_rate']:.2f}%; "
-        f"{results['elapsed']['forensics']:.0f} s). Flag: ≥{p.m} of the {p.k} nearest training points poisoned"
-    )
-    for column in ("kernel", "precision", "recall", "τ_K", "poi. τ_K", "trace-back P=R"):
-        table3.add_column(column, justify="left" if column == "kernel" else "right")
-    for row in found["rows"]:
-        table3.add_row(
-            row["kernel"],
-            fmt(100 * row["precision"], ".2f"),
-            fmt(100 * row["recall"], ".2f"),
-            fmt(row["clean_tau_k"], ".3f"),
-            fmt(row["poisoned_tau_k"], ".3f"),
-            fmt(100 * row["trace_precision"], ".2f"),
-        )
-    console.print(table3)
-
-    lk_table = Table(
-        title="Loss kernel (SGLD around each dataset's MLP; "
-        "kGLM on loss kernels uses the test labels through the losses)"
-    )
-    for column in (
-        "dataset",
-        "LLC λ̂",
-        "label agreement@10",
-        "base rate",
-        "lift",
-        "taxonomic lift",
-        "kGLM acc (loss_corr)",
-        "warnings",
-    ):
-        lk_table.add_column(column, justify="left" if column == "dataset" else "right")
-    for dataset in params.datasets:
-        lk = results["loss_kernel"][dataset]
-        s = lk["summary"]
-        lk_table.add_row(
-            dataset,
-            f"{s['llc']:.3f}",
-            f"{s['label_agreement']:.3f}",
-            f"{s['label_base_rate']:.3f}",
-            f"{s['label_lift']:.2f}",
-            fmt(s.get("taxonomic_lift", float("nan")), ".2f"),
-            fmt(100 * lk["kglm"]["loss_corr"]["kglm_accuracy"], ".2f"),
-            str(len(s["warnings"])),
-        )
-    console.print(lk_table)
-    mt = results["multitask"]
-    acc, ms = mt["accuracy"], mt["summary"]
-    console.print(
-        f"Multitask (modular addition and division, p = {params.multitask.p}): "
-        f"test accuracy add {100 * acc['test_add']:.1f}%, div {100 * acc['test_div']:.1f}%; "
-        f"task separation ROC-AUC {ms['task_auc']:.3f} (within-chain {ms['task_auc_within_chain']:.3f}; "
-        f"the paper: 0.931); division a = 0 probes: {ms['n_trivial_probes']}, mutual loss correlation "
-        f"{ms.get('trivial_within_corr', float('nan')):.2f} vs "
-        f"{ms.get('trivial_to_others_corr', float('nan')):.2f} to the rest; SGLD at ε "
-        f"{ms.get('epsilon', params.multitask.epsilon):g}, {len(ms['warnings'])} health warning(s)"
-    )
-    for warning in ms["warnings"]:
-        console.print(f"  SGLD health: {warning}")
-    print_structure(console, results["structure"], results["elapsed"]["structure"])
-    print_counterfactual(console, params, results["counterfactual"], results["elapsed"]["counterfactual"])
+def print_summary(console: Console, params: Params, results: dict[str, Any]) -> list[SummaryTable]:
+    """Every result table on the console, then where the outputs are; returns the tables."""
+    tables = summary_tables(params, results)
+    for table in tables:
+        console.print(rich_table(table))
+        for note in table.notes:
+            console.print(note)
     for dataset in params.datasets:
         explained, report = results["explain"][dataset], results["report"][dataset]
         console.print(

@@ -6,9 +6,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.summary_tables import structure_table
 from kernelscope.core.param_types import StructureSubject
 from kernelscope.core.params import Params
 from kernelscope.core.stage_reads import stage_sections, structure_stage
+from tasks.artifacts import publish_results
 from tasks.fanout import Fanout
 from tasks.structure import coordinate_check, degeneracy, interaction_basis, layer_spectra
 
@@ -77,7 +79,7 @@ def structure(
             subject,
         )
     run_id = track_structure(params, summary) if track else None
-    return {
+    result = {
         "summary": summary,
         "spectra": spectra,
         "degeneracy": degenerate,
@@ -88,3 +90,16 @@ def structure(
         "tasks": fan.ledger.runs,
         "mlflow_run_id": run_id,
     }
+    publish_results(
+        "structure",
+        subject,
+        [structure_table({subject: result})],
+        {
+            "layers": len(spectra["pairs"]) + 1,
+            "parameters": parameters["raw_parameters"],
+            "coordinate check": "ranks kept" if summary["coordinate_free_kept"] else "a rank moved",
+        },
+        experiment="structure",
+        run_ids={subject: run_id} if run_id else None,
+    )
+    return result

@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.sections import kglm_sections, source_hash
+from flows.summary_tables import comparison_table, multi_seed_table
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.param_types import DatasetName
@@ -19,6 +20,7 @@ from kernelscope.data.datasets import read_dataset
 from kernelscope.surrogate.explain import Query, load_inputs, track_explain
 from kernelscope.surrogate.stages import track_attribution
 from kernelscope.surrogate.table import METRICS, seed_table, write_table
+from tasks.artifacts import publish_results
 from tasks.fanout import Fanout
 from tasks.surrogate import (
     assemble_kernels,
@@ -115,7 +117,7 @@ def attribution(
     run_ids = track_attribution(params, summaries, comparison_artifacts=artifacts) if track else []
     run = fan.ledger
     logger.info("%s: %d of %d tasks were cache hits", dataset, run.hits, run.runs)
-    return {
+    result = {
         "dataset": dataset,
         "summaries": summaries,
         "comparison": comparison.summary["table"],
@@ -124,6 +126,17 @@ def attribution(
         "tasks": run.runs,
         "mlflow_run_ids": run_ids,
     }
+    best = max(summaries, key=lambda s: s["tau_k"])
+    publish_results(
+        "attribution",
+        dataset,
+        [comparison_table(dataset, result)],
+        {"NN test accuracy": accuracy, f"best τ_K ({best['kind']})": best["tau_k"], "its TAD": best["tad"]},
+        report=report["path"],
+        experiment="attribution",
+        run_ids=dict(zip([*kinds, "comparison"], run_ids)),
+    )
+    return result
 
 
 @flow(name="explain")
@@ -258,4 +271,13 @@ def faithfulness_table(params: Params, outputs: str | None = None, track: bool =
             artifacts=artifacts,
             children=children,
         )
-    return {"table": table, "artifacts": artifacts, "mlflow_run_id": run_id}
+    result = {"table": table, "artifacts": artifacts, "mlflow_run_id": run_id}
+    publish_results(
+        "faithfulness-table",
+        ",".join(params.datasets),
+        [multi_seed_table(params, result)],
+        {f"τ_K {t['arch']} ({t['dataset']})": t["tau_k"]["text"] for t in table},
+        experiment="faithfulness-table",
+        run_ids={"parent run": run_id} if run_id else None,
+    )
+    return result

@@ -28,3 +28,15 @@ def test_progress_says_nothing_final_after_an_error(caplog):
         except RuntimeError:
             pass
     assert not caplog.records
+
+
+def test_listeners_hear_the_first_step_and_the_end(monkeypatch):
+    from kernelscope.core import progress
+
+    heard: list[tuple[int, int, bool]] = []
+    monkeypatch.setattr(progress, "LISTENERS", [lambda bar, finished: heard.append((bar.done, bar.total, finished))])
+    with progress.Progress(10, "steps", every=3600) as bar:
+        for _ in range(4):
+            bar.update()
+        bar.shorten(4)  # the loop ends early: the bar and the last notice say 4 of 4
+    assert heard == [(1, 10, False), (4, 4, True)]

@@ -137,7 +137,7 @@ def test_s3_remote_round_trip_on_loopback(pushed, s3_endpoint, tmp_path):
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
     }
 
-    def point_at_s3(repo: Path) -> None:  # what a team does once per clone (README, "Share and go back")
+    def point_at_s3(repo: Path) -> None:  # what a team does once per clone (docs/platform.md, "Share and go back")
         run(DVC + ["remote", "add", "--local", "team", "s3://kernels/store"], repo, s3_env)
         run(DVC + ["remote", "modify", "--local", "team", "endpointurl", s3_endpoint], repo, s3_env)
 

@@ -1,5 +1,6 @@
 """The attribution flow under Prefect's test harness: a second run is all cache hits."""
 
+import json
 import shutil
 import time
 
@@ -19,6 +20,17 @@ def harness():
         yield
 
 
+def prefect_artifacts(route: str, **where: list) -> list[dict]:
+    """Artifacts from the Prefect REST API: ``route`` "latest/filter" (the newest per key) or "filter"."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    body = {"artifacts": {field: {"any_": values} for field, values in where.items()}}
+    response = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/{route}", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
 def test_second_run_hits_the_cache_and_logs_to_mlflow(harness, tmp_path, tiny_params_dict, monkeypatch):
     db = tmp_path / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
@@ -29,6 +41,16 @@ def test_second_run_hits_the_cache_and_logs_to_mlflow(harness, tmp_path, tiny_pa
     kwargs = dict(dataset="digits2", params=params, outputs=str(tmp_path / "out"))
     started = time.time_ns()
     first = attribution(**kwargs)
+    # The Prefect UI's Artifacts page: the comparison table, the headline summary, the progress bars.
+    table_key, summary_key = "attribution-comparison-digits2", "attribution-digits2-summary"
+    latest = {a["key"]: a for a in prefect_artifacts("latest/filter", key=[table_key, summary_key])}
+    assert latest[table_key]["type"] == "table" and latest[summary_key]["type"] == "markdown"
+    rows = json.loads(latest[table_key]["data"])
+    assert [row["kernel"] for row in rows] == [s["kind"] for s in first["summaries"]]
+    assert rows[0]["τ_K"] == f"{first['summaries'][0]['tau_k']:.3f}"
+    assert "best τ_K" in latest[summary_key]["data"] and "report.html" in latest[summary_key]["data"]
+    bars = prefect_artifacts("filter", type=["progress"])
+    assert any(bar["data"] == 100.0 and bar["description"].startswith("train") for bar in bars), bars
     # Cached results are small records (kernel blocks are never persisted): a second copy of a kernel would be larger.
     records = [p for p in result_storage().rglob("*") if p.is_file() and p.stat().st_mtime_ns >= started]
     assert records, "the flow persisted no result"
@@ -92,6 +114,8 @@ def test_multi_seed_table_logs_parent_and_children(harness, tmp_path, tiny_param
     assert parent.data.metrics["tau_k.digits2.mlp.se"] == pytest.approx(se)
     assert len({c.data.tags["seed"] for c in children}) == 3
     assert "| MLP (digits2) | 3 |" in (tmp_path / "out" / "table" / "faithfulness_table.md").read_text()
+    (shown,) = prefect_artifacts("latest/filter", key=["faithfulness-table"])
+    assert json.loads(shown["data"])[0]["# models"] == "3" and row["tau_k"]["text"] in shown["data"]
 
 
 def test_forensics_flow_runs_and_logs(harness, tmp_path, tiny_params_dict, monkeypatch):
@@ -110,6 +134,9 @@ def test_forensics_flow_runs_and_logs(harness, tmp_path, tiny_params_dict, monke
     run = MlflowClient(tracking_uri=f"sqlite:///{db}").get_run(result["mlflow_run_id"])
     assert run.data.metrics["precision.trntk"] == pytest.approx(row["precision"])
     assert "attack_success_rate" in run.data.metrics
+    (shown,) = prefect_artifacts("latest/filter", key=["forensics"])
+    (shown_row,) = json.loads(shown["data"])
+    assert shown_row["kernel"] == "trntk" and shown_row["precision"] == f"{100 * row['precision']:.2f}"
     again = forensics(params=params, outputs=str(tmp_path / "out"))
     assert again["cache_hits"] == again["tasks"]
 
@@ -173,6 +200,8 @@ def test_counterfactual_flow_after_attribution(harness, tmp_path, tiny_params_di
     assert "random_flipped_k5" in logged["grad_dot"] and 0 <= logged["grad_dot"]["flipped_k5"] <= 1
     assert 0 <= logged["grad_dot"]["mislabel_auc"] <= 1 and "mislabel_found_top10" in logged["kglm:trntk"]
     assert [r["lds"] for r in again["lds"]] == pytest.approx([r["lds"] for r in result["lds"]])
+    (shown,) = prefect_artifacts("latest/filter", key=["counterfactual-digits2"])
+    assert {r["attributor"]: float(r["LDS"]) for r in json.loads(shown["data"])} == pytest.approx(table, abs=1e-3)
 
 
 def test_structure_flow_on_digits_and_the_modular_model(harness, tmp_path, tiny_params_dict, monkeypatch):
@@ -219,6 +248,11 @@ def test_structure_flow_on_digits_and_the_modular_model(harness, tmp_path, tiny_
     assert {"jacobian_spectra.png", "ablation_curves.png", "coordinate_check.json", "effective_ranks.csv"} <= artifacts
     again = structure(params=params, subject="digits2", outputs=out, track=False)
     assert again["cache_hits"] == again["tasks"] == 4
+    shown = {
+        a["key"]: a for a in prefect_artifacts("latest/filter", key=["structure-digits2", "structure-digits2-summary"])
+    }
+    assert [r["layer"] for r in json.loads(shown["structure-digits2"]["data"])] == ["input", "1", "3"]
+    assert "ranks kept" in shown["structure-digits2-summary"]["data"]
 
     # The modular transformer: integer inputs, so the probes start at its residual stream; no SGLD run, so no LLC.
     multitask_train_stage(params, tmp_path / "out" / "multitask")

@@ -55,6 +55,7 @@ WRITERS = {
     "attribution-scores": ("the counterfactual stage", "kernelscope counterfactual"),
     "brittleness-stack": ("the counterfactual stage", "kernelscope counterfactual"),
     "table": ("the stage that writes the table", "kernelscope kglm, or the faithfulness-table flow"),
+    "main-job-summary": ("the main job", "make run"),
 }
 
 

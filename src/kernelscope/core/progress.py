@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from tqdm.auto import tqdm
@@ -17,6 +18,11 @@ from tqdm.auto import tqdm
 LOGGER = logging.getLogger("kernelscope.core.progress")
 if LOGGER.level == logging.NOTSET:
     LOGGER.setLevel(logging.INFO)  # progress is information by default, whatever the root logger says
+
+
+# Called as listener(progress, finished) at the first update, with every logged line and at the end: tasks/ adds
+# one that shows each loop as a progress bar on the Prefect UI (the library itself never imports Prefect).
+LISTENERS: list[Callable[[Progress, bool], None]] = []
 
 
 class Progress:
@@ -29,12 +35,20 @@ class Progress:
         self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not bar, leave=False)
 
     def update(self, n: int = 1) -> None:
+        first = self.done == 0
         self.done += n
         self.bar.update(n)
         now = time.monotonic()
         if now - self.last_log >= self.every and self.done < self.total:
             self.last_log = now
             LOGGER.info(self.line(now))
+            self._notify(False)
+        elif first:
+            self._notify(False)
+
+    def _notify(self, finished: bool) -> None:
+        for listener in LISTENERS:
+            listener(self, finished)
 
     def shorten(self, total: int) -> None:
         """The work ends early (at ``total``): the count, the bar and the ETA say so from now on."""
@@ -55,6 +69,7 @@ class Progress:
         self.bar.close()
         if finished:
             LOGGER.info(self.line(time.monotonic()))
+        self._notify(finished)
 
     def __enter__(self) -> Progress:
         return self

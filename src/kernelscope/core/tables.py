@@ -4,7 +4,9 @@ report reads them, a verified JSON artifact of the cells."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kernelscope.core.fileio import write_text_atomic
 from kernelscope.core.json_artifacts import write_table_json
@@ -42,3 +44,30 @@ def write_table_files(
         header, rows = json_cells
         paths.append(str(write_table_json(out_dir / f"{stem}.json", list(header), [list(r) for r in rows])))
     return paths
+
+
+@dataclass
+class SummaryTable:
+    """One result table of the main job: a title, column names, rows of cells (text), lines after it."""
+
+    key: str  # stable name, e.g. "comparison-digits10"
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        """The title in bold, the table (a ``|`` inside a cell escaped), then the notes."""
+
+        def cells(row: Sequence[str]) -> list[str]:
+            return [text.replace("|", "\\|") for text in row]
+
+        table = markdown_table(cells(self.columns), [cells(row) for row in self.rows])
+        return "\n".join([f"**{self.title}**", "", table, *self.notes]).rstrip() + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> SummaryTable:
+        return cls(**raw)
