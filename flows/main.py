@@ -173,6 +173,7 @@ def print_summary(console: Console, params: Params, results: dict[str, Any]) -> 
         f"and 'explain' in {tracking_uri()}\n"
         "  compare runs: kernelscope runs   |   browse: make ui (Prefect and MLflow UIs on 127.0.0.1)"
     )
+    return tables
 
 
 if __name__ == "__main__":

@@ -45,17 +45,22 @@ def publish_table(flow: str, table: SummaryTable) -> str | None:
     return key
 
 
-def publish_summary(flow: str, subject: str, headline: list[str], links: dict[str, str] | None = None) -> str | None:
-    """A Markdown artifact: the run's headline numbers and where its report and MLflow runs are."""
+def summary_markdown(flow: str, subject: str, headline: list[str], links: dict[str, str] | None = None) -> str:
+    """What ran and its headline numbers, then where its report and MLflow runs are."""
+    lines = [f"# {flow}: {subject}", "", *(f"- {line}" for line in headline)]
+    if links:
+        lines += ["", "## Where to look", "", *(f"- {name}: {target}" for name, target in links.items())]
+    return "\n".join(lines) + "\n"
+
+
+def publish_summary(flow: str, subject: str, markdown: str) -> str | None:
+    """The run's summary as a Markdown artifact; returns its key."""
     if not _in_a_run():
         return None
     from prefect.artifacts import create_markdown_artifact
 
-    lines = [f"# {flow}: {subject}", "", *(f"- {line}" for line in headline)]
-    if links:
-        lines += ["", "## Where to look", "", *(f"- {name}: {target}" for name, target in links.items())]
     key = artifact_key(flow, subject, "summary")
-    create_markdown_artifact(markdown="\n".join(lines) + "\n", key=key, description=f"{flow} on {subject}")
+    create_markdown_artifact(markdown=markdown, key=key, description=f"{flow} on {subject}")
     return key
 
 
@@ -135,9 +140,14 @@ def publish_results(
     experiment: str | None = None,
     run_ids: dict[str, str] | None = None,
 ) -> list[str]:
-    """A flow run's tables and its Markdown summary (headline ``values``, report, MLflow runs); the keys."""
+    """A flow run's tables and its Markdown summary (headline ``values``, report, MLflow runs) on the Prefect UI,
+    the same summary as the description of its MLflow runs; returns the artifact keys."""
+    from kernelscope.core.tracking import describe_runs
+
     keys = [publish_table(flow, table) for table in tables]
     links = {"HTML report": report_link(report)} if report else {}
     links.update(mlflow_links(experiment, run_ids or {}) if experiment else {})
-    keys.append(publish_summary(flow, subject, headline(values), links))
+    markdown = summary_markdown(flow, subject, headline(values), links)
+    keys.append(publish_summary(flow, subject, markdown))
+    describe_runs([run_id for run_id in (run_ids or {}).values() if run_id], markdown)
     return [key for key in keys if key]

@@ -77,6 +77,8 @@ def test_second_run_hits_the_cache_and_logs_to_mlflow(harness, tmp_path, tiny_pa
     )
     assert len(runs) == 3
     comparison = client.search_runs([experiment.experiment_id], filter_string="tags.kernel = 'comparison'")
+    description = comparison[0].data.tags["mlflow.note.content"]  # the run page's Markdown description
+    assert description.startswith("# attribution: digits2") and "best τ_K" in description
     assert {a.path for a in client.list_artifacts(comparison[0].info.run_id)} >= {
         "comparison.csv",
         "comparison.md",

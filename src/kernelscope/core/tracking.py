@@ -205,6 +205,16 @@ def _log_contents(
         mlflow.log_artifact(str(artifact))
 
 
+def describe_runs(run_ids: list[str], markdown: str) -> None:
+    """The Markdown description MLflow shows at the top of each run's page (its tag ``mlflow.note.content``)."""
+    import mlflow
+
+    with _store_lock():
+        client = mlflow.MlflowClient(tracking_uri())
+        for run_id in run_ids:
+            client.set_tag(run_id, "mlflow.note.content", markdown)
+
+
 def log_parent_with_children(
     experiment: str,
     run_name: str,
