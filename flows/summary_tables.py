@@ -283,7 +283,7 @@ def write_job_summary(
     path = Path(params.outputs) / JOB_SUMMARY
     payload = {
         "tables": [table.to_dict() for table in tables],
-        "elapsed": elapsed,
+        "elapsed": [[name, seconds] for name, seconds in elapsed.items()],  # a list: the JSON's keys are sorted
         "seconds": seconds,
         "params_file": params_file,
         "date": datetime.date.today().isoformat(),

@@ -24,7 +24,7 @@ from kernelscope.core.tables import SummaryTable  # noqa: E402
 def render(tables: list[SummaryTable], run: dict[str, Any]) -> str:
     """The results page: where and when the job ran, its seconds per flow, then every table as it printed them."""
     machine = run["machine"]
-    elapsed: dict[str, float] = run["elapsed"]
+    elapsed = dict(run["elapsed"])  # [[flow, seconds], ...] in the order the job ran them
     lines = [
         "# Results of the main job",
         "",

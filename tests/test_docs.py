@@ -142,13 +142,14 @@ def test_the_results_page_is_rendered_from_the_jobs_verified_record(tmp_path, ca
     )
     table.notes.append("one line after the table")
     params = Params(outputs=str(tmp_path / "flows"))
-    path = write_job_summary(params, [table], {"attribution-digits2": 15.2, "table": 167.0}, 200.4, "params.yaml")
+    path = write_job_summary(params, [table], {"table": 167.0, "attribution-digits2": 15.2}, 200.4, "params.yaml")
     page = tmp_path / "results.md"
     assert main([str(path), "--out", str(page)]) == 0
     text = page.read_text()
     assert "| kernel | precision |\n|---|---:|\n| trntk | 97.50 |\n| a\\|b | n/a |\n" in text  # a pipe is escaped
     assert "**Forensics (digits10)**" in text and "one line after the table" in text
     assert "| attribution-digits2 | 15 |" in text and "| all flows | 182 |" in text and "200 s" in text
+    assert text.index("| table | 167 |") < text.index("| attribution-digits2 |")  # in the order the job ran them
     path.write_text(path.read_text().replace("97.50", "99.90"))  # a number changed by hand
     assert main([str(path), "--out", str(page)]) == 2
     assert str(path) in capsys.readouterr().err and "99.90" not in page.read_text()  # refused, page kept

@@ -310,3 +310,17 @@ def test_browser_shows_deployment_form_and_mlflow_comparison(services, completed
     ).replace(" ", "")
     text = render(browser, url, "tau_k", ARTIFACTS / "mlflow-compare.png")
     assert "digits2-trntk" in text and "params_hash" in text
+
+
+def test_artifacts_page_shows_the_flows_tables(services, completed_runs, browser):
+    """The runs started from the Run button published their comparison table: on the REST API, and on the
+    Artifacts page of the UI in headless Chromium."""
+    key = "attribution-comparison-digits2"
+    status, found = api(services["prefect"], "/api/artifacts/latest/filter", {"artifacts": {"key": {"any_": [key]}}})
+    assert status == 200 and [a["type"] for a in found] == ["table"], found
+    rows = json.loads(found[0]["data"])
+    assert {row["kernel"] for row in rows} >= {"trntk"} and "τ_K" in rows[0]
+    text = render(
+        browser, f"{services['prefect']}/artifacts/key/{key}", "kGLM test acc", ARTIFACTS / "prefect-artifacts.png"
+    )
+    assert key in text and "trntk" in text and "τ_K" in text
