@@ -17,9 +17,10 @@ from rich.table import Table
 import flows  # noqa: F401  (applies the project-local tool defaults)
 from flows.counterfactual import counterfactual
 from flows.forensics import forensics
+from flows.job_record import write_job_summary
 from flows.loss_kernel import loss_kernel, multitask
 from flows.structure import structure
-from flows.summary_tables import summary_tables, write_job_summary
+from flows.summary_tables import summary_tables
 from flows.surrogate import attribution, explain_flow, faithfulness_table
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.param_sections import ScaleParams

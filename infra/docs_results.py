@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: flows/ is a folder of the repository, not an installed package
     sys.path.insert(0, str(REPO))
 
-from flows.summary_tables import JOB_SUMMARY, read_job_summary  # noqa: E402
+from flows.job_record import JOB_SUMMARY, read_job_summary  # noqa: E402
 from kernelscope.core.tables import SummaryTable  # noqa: E402
 
 

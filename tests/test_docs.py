@@ -132,7 +132,7 @@ def test_the_docs_build_strictly(tmp_path):
 
 
 def test_the_results_page_is_rendered_from_the_jobs_verified_record(tmp_path, capsys):
-    from flows.summary_tables import write_job_summary
+    from flows.job_record import write_job_summary
     from infra.docs_results import main
     from kernelscope.core.params import Params
     from kernelscope.core.tables import SummaryTable

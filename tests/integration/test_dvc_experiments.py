@@ -44,17 +44,14 @@ def test_experiments_run_queue_show_and_diff_plots(tmp_path, tiny_params_dict):
     target = ["kglm@digits2"]  # the stage and everything it needs: data, train, kernel
 
     _run(DVC + ["exp", "run", "-n", "strong", "-S", "kglm.alpha=1e-1", *target], work, env)
-    _run(DVC + ["exp", "run", "-n", "weak", "-S", "kglm.alpha=1e-5", *target], work, env)
-    # A queued grid, run by DVC's own queue workers.
-    _run(DVC + ["exp", "run", "--queue", "-n", "middle", "-S", "kglm.alpha=1e-3", *target], work, env)
+    # A queued variant, run by DVC's own queue workers.
+    _run(DVC + ["exp", "run", "--queue", "-n", "weak", "-S", "kglm.alpha=1e-5", *target], work, env)
     _run(DVC + ["exp", "run", "--run-all"], work, env)
 
     shown = _experiments(json.loads(_stdout(DVC + ["exp", "show", "--json"], work, env)))
-    assert {"strong", "weak", "middle"} <= set(shown), shown.keys()
-    alphas = {
-        name: _value(shown[name], "params", "params.yaml", "kglm", "alpha") for name in ("strong", "weak", "middle")
-    }
-    assert alphas == {"strong": 0.1, "weak": 1e-5, "middle": 1e-3}
+    assert {"strong", "weak"} <= set(shown), shown.keys()
+    alphas = {name: _value(shown[name], "params", "params.yaml", "kglm", "alpha") for name in ("strong", "weak")}
+    assert alphas == {"strong": 0.1, "weak": 1e-5}
     taus = {
         name: _value(shown[name], "metrics", "outputs/dvc/digits2/metrics.json", "trntk", "tau_k") for name in alphas
     }

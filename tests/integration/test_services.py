@@ -320,7 +320,10 @@ def test_artifacts_page_shows_the_flows_tables(services, completed_runs, browser
     assert status == 200 and [a["type"] for a in found] == ["table"], found
     rows = json.loads(found[0]["data"])
     assert {row["kernel"] for row in rows} >= {"trntk"} and "τ_K" in rows[0]
-    text = render(
-        browser, f"{services['prefect']}/artifacts/key/{key}", "kGLM test acc", ARTIFACTS / "prefect-artifacts.png"
-    )
-    assert key in text and "trntk" in text and "τ_K" in text
+    # The key's page: the newest table's title, and its history (one entry per flow run: both runs).
+    text = render(browser, f"{services['prefect']}/artifacts/key/{key}", key, ARTIFACTS / "prefect-artifact-key.png")
+    assert "digits2: kernel comparison" in text and text.count("Flow run") == 2, text[:2000]
+    # The newest one: the table itself.
+    url = f"{services['prefect']}/artifacts/artifact/{found[0]['latest_id']}"  # the collection names its newest
+    text = render(browser, url, "trntk", ARTIFACTS / "prefect-artifact-table.png")
+    assert "kGLM test acc" in text and "τ_K" in text, text[:2000]

@@ -191,12 +191,9 @@ def train_multitask(
 ) -> tuple[nn.Module, dict[str, float], TrainingCurve]:
     """AdamW with weight decay (the model memorizes, then generalizes: grokking), the Grokfast filter when
     ``grokfast_lamb`` > 0, and a linear decay of the learning rate over the last ``decay_fraction`` of the
-    steps. Every ``eval_every`` steps (0: never) the accuracies go into the returned curve.
-
-    ``settle_steps`` > 0 stops early: once an evaluation finds both tasks grokked, the learning rate falls
-    linearly to 0 over this many more steps (never above the ``decay_fraction`` schedule) and training ends
-    there, so ``steps`` is only the budget. The stop depends only on the evaluations, so a seed still gives
-    the same bytes."""
+    steps. Every ``eval_every`` steps (0: never) the accuracies go into the returned curve. ``settle_steps``
+    > 0 stops early: once an evaluation sees both tasks grokked, the learning rate falls linearly to 0 over
+    this many more steps (never above the schedule) and training ends (``steps`` is the budget; same bytes)."""
     if settle_steps and not eval_every:
         raise ValueError("settle_steps needs eval_every > 0: grokking is seen only at an evaluation")
     gen = torch.Generator().manual_seed(seed)
