@@ -20,7 +20,7 @@ def comparison_table(dataset: str, result: dict[str, Any], seconds: float | None
     first = result["summaries"][0]
     timing = "" if seconds is None else f"{seconds:.1f} s, "
     return SummaryTable(
-        f"comparison-{dataset}",
+        f"attribution-comparison-{dataset}",
         f"{dataset}: kernel comparison — NN test accuracy {100 * first['nn_accuracy']:.2f}%, {timing}"
         f"{result['cache_hits']}/{result['tasks']} tasks from cache",
         ["kernel", "kGLM test acc", "TAD (pts)", "τ_K", "R_Miss"],
@@ -35,6 +35,11 @@ def comparison_table(dataset: str, result: dict[str, Any], seconds: float | None
             for s in result["summaries"]
         ],
     )
+
+
+def _key(name: str, runs: dict[str, Any]) -> str:
+    """A table of one run is keyed by its dataset or subject, a table of several (the main job's) by the name alone."""
+    return name if len(runs) > 1 else f"{name}-{next(iter(runs))}"
 
 
 def _seconds(seconds: float | None) -> str:
@@ -102,7 +107,7 @@ def loss_kernel_table(runs: dict[str, dict[str, Any]], seconds: float | None = N
         )
     warnings = [f"{dataset}: SGLD health: {w}" for dataset, lk in runs.items() for w in lk["summary"]["warnings"]]
     return SummaryTable(
-        "loss-kernel" + ("" if len(runs) > 1 else f"-{next(iter(runs))}"),
+        _key("loss-kernel", runs),
         f"Loss kernel (SGLD around each dataset's MLP{_seconds(seconds)}; "
         "kGLM on loss kernels uses the test labels through the losses)",
         [
@@ -221,7 +226,7 @@ def structure_table(runs: dict[str, Any], seconds: float | None = None) -> Summa
             f"neuron-basis measures changed: {', '.join(s['neuron_basis_changed']) or 'none'}"
         )
     return SummaryTable(
-        "structure" + ("" if len(runs) > 1 else f"-{next(iter(runs))}"),
+        _key("structure", runs),
         f"Structure probes{'' if seconds is None else f' ({seconds:.0f} s)'}: layer Jacobian rank "
         "(stacked over points) / 99% mass / "
         "participation; per layer: degenerate activation and gradient directions, dead / always-on / "

@@ -32,13 +32,13 @@ def _in_a_run() -> bool:
     return FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
 
-def publish_table(flow: str, table: SummaryTable) -> str | None:
+def publish_table(table: SummaryTable) -> str | None:
     """The table as a table artifact (one record per row, the column names as keys); returns its key."""
     if not _in_a_run():
         return None
     from prefect.artifacts import create_table_artifact
 
-    key = artifact_key(table.key if table.key.startswith(flow) else f"{flow}-{table.key}")
+    key = artifact_key(table.key)
     records = [dict(zip(table.columns, row)) for row in table.rows]
     description = "\n\n".join([f"**{table.title}**", *table.notes])
     create_table_artifact(table=records, key=key, description=description)
@@ -96,7 +96,7 @@ class ProgressArtifacts:
     def __init__(self) -> None:
         self.ids: dict[int, UUID] = {}
 
-    def __call__(self, bar: progress.Progress, finished: bool) -> None:
+    def __call__(self, bar: progress.Progress, ended: bool) -> None:
         from prefect.context import TaskRunContext
 
         if TaskRunContext.get() is None or bar.total <= 0:
@@ -111,8 +111,8 @@ class ProgressArtifacts:
                 update_progress_artifact(self.ids[id(bar)], percent, description=bar.desc)
         except Exception as error:  # the UI's progress bar is never worth failing the computation for
             LOGGER.debug("progress artifact not updated: %s", error)
-        if finished:
-            self.ids.pop(id(bar), None)
+        if ended:
+            self.ids.pop(id(bar), None)  # an id() is reused once its loop is gone
 
 
 def install_progress_artifacts() -> None:
@@ -144,7 +144,7 @@ def publish_results(
     the same summary as the description of its MLflow runs; returns the artifact keys."""
     from kernelscope.core.tracking import describe_runs
 
-    keys = [publish_table(flow, table) for table in tables]
+    keys = [publish_table(table) for table in tables]
     links = {"HTML report": report_link(report)} if report else {}
     links.update(mlflow_links(experiment, run_ids or {}) if experiment else {})
     markdown = summary_markdown(flow, subject, headline(values), links)

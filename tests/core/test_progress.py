@@ -40,3 +40,16 @@ def test_listeners_hear_the_first_step_and_the_end(monkeypatch):
             bar.update()
         bar.shorten(4)  # the loop ends early: the bar and the last notice say 4 of 4
     assert heard == [(1, 10, False), (4, 4, True)]
+
+
+def test_a_failed_loop_still_tells_its_listeners_it_ended(monkeypatch):
+    import pytest
+
+    from kernelscope.core import progress
+
+    heard: list[tuple[int, bool]] = []
+    monkeypatch.setattr(progress, "LISTENERS", [lambda bar, ended: heard.append((bar.done, ended))])
+    with pytest.raises(RuntimeError), progress.Progress(10, "steps", every=3600) as bar:
+        bar.update()
+        raise RuntimeError("the loop failed")
+    assert heard == [(1, False), (1, True)]

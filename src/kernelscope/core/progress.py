@@ -20,8 +20,9 @@ if LOGGER.level == logging.NOTSET:
     LOGGER.setLevel(logging.INFO)  # progress is information by default, whatever the root logger says
 
 
-# Called as listener(progress, finished) at the first update, with every logged line and at the end: tasks/ adds
-# one that shows each loop as a progress bar on the Prefect UI (the library itself never imports Prefect).
+# Called as listener(progress, ended) at the first update, with every logged line, and once with ended=True when
+# the loop is over, done or failed. tasks/ adds one that shows each loop as a progress bar on the Prefect UI (the
+# library itself never imports Prefect).
 LISTENERS: list[Callable[[Progress, bool], None]] = []
 
 
@@ -46,9 +47,9 @@ class Progress:
         elif first:
             self._notify(False)
 
-    def _notify(self, finished: bool) -> None:
+    def _notify(self, ended: bool) -> None:
         for listener in LISTENERS:
-            listener(self, finished)
+            listener(self, ended)
 
     def shorten(self, total: int) -> None:
         """The work ends early (at ``total``): the count, the bar and the ETA say so from now on."""
@@ -69,7 +70,7 @@ class Progress:
         self.bar.close()
         if finished:
             LOGGER.info(self.line(time.monotonic()))
-        self._notify(finished)
+        self._notify(True)
 
     def __enter__(self) -> Progress:
         return self

@@ -50,7 +50,7 @@ def write_table_files(
 class SummaryTable:
     """One result table of the main job: a title, column names, rows of cells (text), lines after it."""
 
-    key: str  # stable name, e.g. "comparison-digits10"
+    key: str  # stable name, e.g. "attribution-comparison-digits10" (the Prefect UI's artifact key)
     title: str
     columns: list[str]
     rows: list[list[str]]
