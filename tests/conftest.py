@@ -52,7 +52,6 @@ SLOWEST_FIRST = (
     "integration/test_cached_results.py",
     "integration/test_worked_example.py",
     "integration/test_dask_scaleout.py",
-    "integration/test_dvc_experiments.py",
     "integration/test_prefect_flow.py",
 )
 

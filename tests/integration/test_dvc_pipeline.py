@@ -1,21 +1,22 @@
 """`dvc repro` in a temporary git repository holding the project's pipeline files."""
 
+import copy
 import csv
 import json
 import re
-import shutil
-import sys
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kernelscope.core.params import params_from_dict
-from tests.support.dvc_repo import dvc_env, write_params
+from tests.support.dvc_repo import DVC, dvc_env, pipeline_repo, write_params
 from tests.support.dvc_repo import dvc_status as _status
 from tests.support.dvc_repo import run as _run
 from tests.support.expect import WRITTEN_TAU_TOLERANCE, written_tau
-from tests.support.runs import REPO
+from tests.support.runs import TINY_PARAMS
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +46,7 @@ TINY_COUNTERFACTUAL = {
     "brittleness_queries": 2,
     "brittleness_k": [5],
 }
+TINY_LOSS_KERNEL = {"chains": 2, "draws": 10, "burn_in": 5, "steps_between": 2, "batch_size": 64, "umap": False}
 TINY_STRUCTURE = {"points": 40, "chunk_size": 16, "ablation_steps": 5, "check_points": 16}
 
 
@@ -68,33 +70,37 @@ def _stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_dict):
-    work = tmp_path / "project"
-    work.mkdir()
-    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
-    shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    tiny_params_dict["kernel"]["kinds"] = ["trntk", "ck"]
-    tiny_params_dict["poison"] = {"kinds": ["trntk"]}
-    tiny_params_dict["loss_kernel"] = {
-        "chains": 2,
-        "draws": 10,
-        "burn_in": 5,
-        "steps_between": 2,
-        "batch_size": 64,
-        "umap": False,
-    }
-    tiny_params_dict["multitask"] = TINY_MULTITASK
-    tiny_params_dict["structure"] = TINY_STRUCTURE
-    tiny_params_dict["counterfactual"] = TINY_COUNTERFACTUAL
-    write_params(work / "params.yaml", tiny_params_dict)
-    env = dvc_env(tmp_path)
-    dvc = [sys.executable, "-m", "dvc"]
-    _run(["git", "init", "-q"], work, env)
-    _run(dvc + ["init", "-q"], work, env)
-    _run(["git", "add", "-A"], work, env)
-    _run(["git", "commit", "-qm", "pipeline"], work, env)
+def _tiny_pipeline_params() -> dict:
+    params = copy.deepcopy(TINY_PARAMS)
+    params["kernel"]["kinds"] = ["trntk", "ck"]
+    params["poison"] = {"kinds": ["trntk"]}
+    params["loss_kernel"] = TINY_LOSS_KERNEL
+    params["multitask"] = TINY_MULTITASK
+    params["structure"] = TINY_STRUCTURE
+    params["counterfactual"] = TINY_COUNTERFACTUAL
+    return params
 
-    first = _run(dvc + ["repro"], work, env)
+
+@dataclass
+class Reproduced:
+    work: Path
+    env: dict[str, str]
+    first: str  # what the first `dvc repro` printed
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory) -> Reproduced:
+    """The project's pipeline on tiny params in a fresh git + DVC repository, every stage reproduced once; shared by
+    this module's tests, which run in file order (the experiments start from what the first test left)."""
+    tmp = tmp_path_factory.mktemp("dvc-pipeline")
+    env = dvc_env(tmp)
+    work = pipeline_repo(tmp / "project", _tiny_pipeline_params(), env)
+    return Reproduced(work, env, _run(DVC + ["repro"], work, env))
+
+
+def test_repro_skips_when_unchanged_and_reruns_only_kglm(reproduced):
+    work, env, first = reproduced.work, reproduced.env, reproduced.first
+    tiny_params_dict = _tiny_pipeline_params()
     assert _stages_run(first) == {
         "data@digits2",
         "train@digits2",
@@ -130,7 +136,7 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
         written_tau(work / "outputs/dvc/digits2/kglm/trntk"), abs=WRITTEN_TAU_TOLERANCE
     )
 
-    second = _run(dvc + ["repro"], work, env)
+    second = _run(DVC + ["repro"], work, env)
     assert _stages_run(second) == set()
 
     # Another multitask architecture: dvc status (no repro) names the modular model's training, not the NTK kernels.
@@ -145,11 +151,11 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
 
     tiny_params_dict["kglm"]["alpha"] = 1e-2
     write_params(work / "params.yaml", tiny_params_dict)
-    third = _run(dvc + ["repro"], work, env)
+    third = _run(DVC + ["repro"], work, env)
     assert _stages_run(third) == {"kglm@digits2", "counterfactual@digits2"}  # it reads the refitted kGLMs
     assert (work / "outputs/dvc/digits2/comparison/comparison.md").read_text().count("| ck |") == 1
 
-    shown = json.loads(_run(dvc + ["metrics", "show", "--json"], work, env))
+    shown = json.loads(_run(DVC + ["metrics", "show", "--json"], work, env))
     assert "tau_k" in json.dumps(shown)
     lds = json.loads((work / "outputs/dvc/digits2/counterfactual_metrics.json").read_text())
     assert 0 <= lds["grad_dot"]["mislabel_auc"] <= 1  # mislabel detection's metrics beside the LDS
@@ -159,3 +165,59 @@ def test_repro_skips_when_unchanged_and_reruns_only_kglm(tmp_path, tiny_params_d
     with open(work / "outputs/dvc/digits2/counterfactual/lds.csv") as handle:
         table = {row["attributor"]: float(row["lds"]) for row in csv.DictReader(handle)}
     assert table == pytest.approx({name: row["lds"] for name, row in lds.items() if "lds" in row}, abs=1e-4)
+
+
+def _experiments(shown: list[dict]) -> dict[str, dict]:
+    """{experiment name: its data} from `dvc exp show --json` (the workspace and the baseline commit left out)."""
+    found = {}
+    for commit in shown:
+        for experiment in commit.get("experiments") or []:
+            for revision in experiment.get("revs", []):
+                if revision.get("name"):
+                    found[revision["name"]] = revision["data"]
+    return found
+
+
+def _stdout(cmd: list[str], work, env) -> str:
+    """A command's standard output alone (DVC writes its warnings to stderr)."""
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def _value(data: dict, kind: str, file: str, *path: str):
+    value = data[kind][file]["data"]
+    for key in path:
+        value = value[key]
+    return value
+
+
+def test_experiments_run_queue_show_and_diff_plots(reproduced):
+    """`dvc exp`: a named variant, a queued one run by DVC's queue workers, their params and metrics side by side, the
+    changed columns alone, and one plot drawn for both."""
+    work, env = reproduced.work, reproduced.env
+    _run(["git", "add", "-A"], work, env)
+    _run(["git", "commit", "-qm", "reproduced"], work, env)  # the baseline the experiments start from
+    target = ["kglm@digits2"]  # the stage and everything it needs (data, train, kernels: cached, so not rerun)
+
+    _run(DVC + ["exp", "run", "-n", "strong", "-S", "kglm.alpha=1e-1", *target], work, env)
+    # A queued variant, run by DVC's own queue workers.
+    _run(DVC + ["exp", "run", "--queue", "-n", "weak", "-S", "kglm.alpha=1e-5", *target], work, env)
+    _run(DVC + ["exp", "run", "--run-all"], work, env)
+
+    shown = _experiments(json.loads(_stdout(DVC + ["exp", "show", "--json"], work, env)))
+    assert {"strong", "weak"} <= set(shown), shown.keys()
+    alphas = {name: _value(shown[name], "params", "params.yaml", "kglm", "alpha") for name in ("strong", "weak")}
+    assert alphas == {"strong": 0.1, "weak": 1e-5}
+    taus = {
+        name: _value(shown[name], "metrics", "outputs/dvc/digits2/metrics.json", "trntk", "tau_k") for name in alphas
+    }
+    assert all(-1 <= tau <= 1 for tau in taus.values()) and taus["strong"] != taus["weak"]  # the fit followed alpha
+
+    table = _stdout(DVC + ["exp", "show", "--only-changed", "--csv"], work, env)
+    header = table.splitlines()[0]
+    assert "kglm.alpha" in header and "trntk.tau_k" in header  # what changed, and the metric it moved
+
+    diffed = json.loads(_stdout(DVC + ["plots", "diff", "strong", "weak", "--json"], work, env))["data"]
+    (scatter,) = diffed["kGLM vs NN correct-class logit (digits2, trNTK)"]  # the plot dvc.yaml declares
+    assert scatter["type"] == "vega" and set(scatter["revisions"]) == {"strong", "weak"}

@@ -8,8 +8,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from kernelscope.core.artifacts import read_parquet, write_parquet
 from kernelscope.core.errors import ArtifactError
@@ -53,6 +51,9 @@ def make_digits(name: str, test_fraction: float, seed: int) -> Dataset:
     """Bundled 8x8 digits, pixels scaled to [0, 1], stratified split seeded by ``seed``."""
     if name not in DATASET_CLASSES:
         raise ArtifactError(f"dataset '{name}' is unknown; choose one of {sorted(DATASET_CLASSES)}.")
+    from sklearn.datasets import load_digits  # here, not at the top: scikit-learn costs every CLI stage ~2 s to import
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     classes = DATASET_CLASSES[name]
     keep = np.isin(bunch.target, classes)
@@ -88,6 +89,8 @@ def dataset_from_arrays(name: str, arrays: Any, test_fraction: float, seed: int)
                 )
         tr, te = np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
     else:
+        from sklearn.model_selection import train_test_split
+
         counts = np.bincount(arrays.y, minlength=arrays.n_classes)
         if (counts < 2).any():
             raise ArtifactError(
