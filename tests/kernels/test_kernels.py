@@ -185,3 +185,47 @@ def test_kernel_leaves_model_mode_and_refuses_bad_requests():
         compute_kernel(model, torch.randn(3, 4), kind="loss_corr")
     with pytest.raises(KernelscopeError, match="method 'autograd' is unknown"):
         compute_kernel(model, torch.randn(3, 4), kind="ck", method="autograd")
+
+
+def test_fwht_is_the_sylvester_hadamard_product():
+    from kernelscope.kernels.projection import fwht
+
+    gen = torch.Generator().manual_seed(0)
+    for n in (1, 2, 64, 128, 1 << 13):  # one factor, two, three (factors of at most 64)
+        x = torch.randn(3, 2, n, generator=gen, dtype=torch.float64)
+        hadamard = torch.tensor([[1.0]], dtype=torch.float64)
+        while len(hadamard) < n:  # H_2n = [[H, H], [H, −H]], built the slow way
+            hadamard = torch.cat([torch.cat([hadamard, hadamard], 1), torch.cat([hadamard, -hadamard], 1)])
+        torch.testing.assert_close(fwht(x), x @ hadamard, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("projection", ["kron_hadamard", "rademacher"])
+def test_shared_layers_project_alike_formed_or_summed_over_positions(projection, monkeypatch):
+    """A convolution's projection from its formed gradient equals the position-by-position sum."""
+    from kernelscope.kernels import projection as proj
+    from kernelscope.kernels.layers import layer_factors
+
+    factors, _ = layer_factors(_cnn(3), _inputs(36)[0])
+    assert any(f.shared for f in factors if hasattr(f, "act"))
+    projected = []
+    for formed in (True, False):
+        monkeypatch.setattr(proj, "_hadamard_materializes", lambda f, k, formed=formed: formed)
+        monkeypatch.setattr(proj, "_dense_materializes", lambda f, k, formed=formed: formed)
+        projected.append(proj.Projector(96, seed=1, kind=projection).project(factors))
+    torch.testing.assert_close(projected[0], projected[1], rtol=1e-10, atol=1e-12)
+
+
+def test_weighted_factors_are_the_weighted_sum_of_per_class_gradients():
+    """layer_factors(weights=w): one backward pass of Σ_c w_c F_c gives Σ_c w_c ∇F_c, layer by layer (the
+    convolutions', the batch norms' and the autograd fallback's alike)."""
+    from kernelscope.kernels.layers import layer_factors
+
+    for name, model, d in models(3):
+        x = _inputs(d)[0]
+        w = torch.linspace(-1.0, 2.0, 15, dtype=torch.float64).reshape(5, 3)
+        per_class, logits = layer_factors(model, x)
+        combined, _ = layer_factors(model, x, weights=lambda z: w * torch.ones_like(z))
+        for f_all, f_one in zip(per_class, combined):
+            g_all = f_all.materialize() if hasattr(f_all, "act") else f_all.grad  # (b, C, p)
+            g_one = f_one.materialize() if hasattr(f_one, "act") else f_one.grad  # (b, 1, p)
+            torch.testing.assert_close(g_one[:, 0], torch.einsum("bcp,bc->bp", g_all, w), msg=f"{name} {f_all.name}")

@@ -72,10 +72,10 @@ def margin_gradients(
             per_class = jacobian_rows(model, xb)  # (b, C, P)
             with torch.no_grad():
                 logits = model(xb)
-        else:
-            factors, logits = layer_factors(model, xb)
-            per_class = projector.project(factors)  # (b, C, K)
-        w = margin_weights(logits.detach(), yb)  # (b, C)
-        blocks.append(torch.einsum("bck,bc->bk", per_class.detach(), w).double().numpy())
+            g = torch.einsum("bck,bc->bk", per_class, margin_weights(logits, yb))
+        else:  # one backward pass of the margin itself, Σ_c w_c F_c, then its projection: (b, K)
+            factors, logits = layer_factors(model, xb, weights=lambda z, yb=yb: margin_weights(z, yb))
+            g = projector.project(factors)[:, 0]
+        blocks.append(g.detach().double().numpy())
         margins.append(correct_class_logit(logits.detach().double().numpy(), yb.numpy()))
     return MarginGradients(np.concatenate(blocks), np.concatenate(margins))

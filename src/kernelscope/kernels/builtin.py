@@ -61,21 +61,28 @@ def _trace_ntk(kind: str, norm: str) -> Any:
     def build(model: nn.Module, options: dict[str, Any], memory_budget_mb: int, method: str) -> KernelSpec:
         if method == "jacobian":
             return _jacobian_reference(model, kind, norm, memory_budget_mb)
-        return KernelSpec(kind, norm, lambda x: layer_factors(model, x)[0], exact.trace_gram, exact.trace_diag)
+        return KernelSpec(
+            kind, norm, lambda x: exact.compact(layer_factors(model, x)[0]), exact.trace_gram, exact.trace_diag
+        )
 
     return build
+
+
+def summed_outputs(logits: torch.Tensor) -> torch.Tensor:
+    """Weights (b, C) of ones: the factors of Σ_c F_c, the pNTK's output."""
+    return torch.ones_like(logits)
 
 
 def _pntk(model: nn.Module, options: dict[str, Any], memory_budget_mb: int, method: str) -> KernelSpec:
     if method == "jacobian":
         return _jacobian_reference(model, "pntk", "none", memory_budget_mb)
-    n_classes = n_outputs(model)
+    scale = 1.0 / n_outputs(model)  # (1/C) ⟨∇ Σ_c F_c, ∇' Σ_c F_c⟩
     return KernelSpec(
         "pntk",
         "none",
-        lambda x: layer_factors(model, x)[0],
-        lambda q, t: exact.pseudo_gram(q, t, n_classes),
-        lambda q: exact.pseudo_diag(q, n_classes),
+        lambda x: exact.compact(layer_factors(model, x, weights=summed_outputs)[0]),
+        lambda q, t: exact.trace_gram(q, t) * scale,
+        lambda q: exact.trace_diag(q) * scale,
     )
 
 
@@ -100,7 +107,7 @@ def _proj_pntk(model: nn.Module, options: dict[str, Any], memory_budget_mb: int,
     projector = _projector(options, memory_budget_mb)
 
     def rep(x: torch.Tensor) -> torch.Tensor:
-        return projector.project(layer_factors(model, x)[0]).sum(1)  # (b, K): P Σ_c g_c
+        return projector.project(layer_factors(model, x, weights=summed_outputs)[0])[:, 0]  # (b, K): P Σ_c g_c
 
     return KernelSpec("proj_pntk", "cosine", rep, dot, sqnorm)
 

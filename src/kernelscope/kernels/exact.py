@@ -1,29 +1,40 @@
-"""Exact NTK-family Gram blocks from layer factors, without per-sample Jacobians.
+"""Exact NTK-family Gram blocks from layer factors, without full per-sample Jacobians.
 
 For an unshared linear layer, Σ_c ⟨δ_c aᵀ, δ'_c a'ᵀ⟩ = (a·a') Σ_c δ_c·δ'_c, so the layer's block
-is the Hadamard product of an activation Gram and a flattened δ Gram (MATH.md). Shared layers
-(convolutions) and small dense layers use their per-layer gradients. Layer contributions are
-summed in float64; each Gram product runs in the model's dtype.
+is the Hadamard product of an activation Gram and a flattened δ Gram (MATH.md). A layer that shares
+its weight over T positions (a convolution, a linear map over a sequence) has per-class gradient
+Σ_t δ_{c,t} a_tᵀ; ``compact`` keeps it as that materialized gradient whenever the gradient is smaller
+than its factors (C·d_out·d_in < T·(d_in + C·d_out): every convolution of a CIFAR ResNet), so a Gram
+block is one matrix product and the representation can be cached. Layer contributions are summed in
+float64; each Gram product runs in the model's dtype.
+
+The pNTK uses the same Gram on the factors of Σ_c F_c (``layer_factors(..., weights=ones)``, one
+class), divided by C.
 """
 
 from __future__ import annotations
 
 import torch
 
-from kernelscope.kernels.layers import Factor, Outer
+from kernelscope.kernels.layers import Dense, Factor, Outer
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
 
-def _summed_over_classes(f: Factor) -> torch.Tensor:
-    """Σ_c g_c per sample: (b, p) — the gradient of Σ_c F_c (pNTK)."""
-    if isinstance(f, Outer):
-        if not f.shared:
-            return _flat(torch.einsum("bo,bi->boi", f.delta.sum(1)[:, 0], f.act[:, 0]))
-        return f.materialize().sum(1)
-    return f.grad.sum(1)
+def _materialize_is_smaller(f: Outer) -> bool:
+    _, c, t, d_out = f.delta.shape
+    d_in = f.act.shape[2]
+    return c * d_out * d_in < t * (d_in + c * d_out)
+
+
+def compact(factors: list[Factor]) -> list[Factor]:
+    """The same factors, each shared layer as its materialized per-class gradient (b, C, d_out·d_in) when smaller."""
+    return [
+        Dense(f.name, f.materialize()) if isinstance(f, Outer) and f.shared and _materialize_is_smaller(f) else f
+        for f in factors
+    ]
 
 
 def trace_gram(q: list[Factor], t: list[Factor]) -> torch.Tensor:
@@ -52,26 +63,3 @@ def trace_diag(q: list[Factor]) -> torch.Tensor:
             d = (_flat(f.grad) ** 2).sum(1)
         total = d.double() if total is None else total + d.double()
     return total
-
-
-def pseudo_gram(q: list[Factor], t: list[Factor], n_classes: int) -> torch.Tensor:
-    """pNTK block (1/C) ⟨∇ Σ_c F_c(x_q), ∇ Σ_c F_c(x_t)⟩: (n_q, n_t) float64."""
-    total = None
-    for fq, ft in zip(q, t):
-        if isinstance(fq, Outer) and not fq.shared:
-            block = (fq.act[:, 0] @ ft.act[:, 0].T) * (fq.delta.sum(1)[:, 0] @ ft.delta.sum(1)[:, 0].T)
-        else:
-            block = _summed_over_classes(fq) @ _summed_over_classes(ft).T
-        total = block.double() if total is None else total + block.double()
-    return total / n_classes
-
-
-def pseudo_diag(q: list[Factor], n_classes: int) -> torch.Tensor:
-    total = None
-    for f in q:
-        if isinstance(f, Outer) and not f.shared:
-            d = (f.act[:, 0] ** 2).sum(1) * (f.delta.sum(1)[:, 0] ** 2).sum(1)
-        else:
-            d = (_summed_over_classes(f) ** 2).sum(1)
-        total = d.double() if total is None else total + d.double()
-    return total / n_classes

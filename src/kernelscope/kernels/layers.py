@@ -11,6 +11,7 @@ fallback that materializes their (small) per-sample Jacobians with ``torch.func`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -108,13 +109,20 @@ def _conv_patches(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def layer_factors(
-    model: nn.Module, x: torch.Tensor, exclude: frozenset[str] = frozenset()
+    model: nn.Module,
+    x: torch.Tensor,
+    exclude: frozenset[str] = frozenset(),
+    weights: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[list[Factor], torch.Tensor]:
     """Factors of every trainable parameter for a chunk x, and the logits (b, C).
 
     The model must be in eval mode, where samples do not interact, so one backward pass per
     class gives every sample's δ at once. A module called more than once per forward pass
     (shared weights) goes to the fallback.
+
+    ``weights``: logits (b, C) -> w (b, C), treated as constants: the factors of the one combined output
+    Σ_c w_c F_c per sample (class axis of length 1), in a single backward pass instead of C (pNTK: w = 1; a TRAK
+    margin: its softmax weights).
     """
     modules = supported_modules(model, exclude)
     inputs: dict[str, torch.Tensor] = {}
@@ -137,13 +145,17 @@ def layer_factors(
             if reused:
                 for handle in handles:
                     handle.remove()
-                return layer_factors(model, x, exclude | frozenset(reused))
+                return layer_factors(model, x, exclude | frozenset(reused), weights)
             names = list(modules)
             ys = [outputs[n] for n in names]
-            n_out = logits.shape[1]
+            if weights is None:
+                targets = [logits[:, c].sum() for c in range(logits.shape[1])]
+            else:
+                targets = [(logits * weights(logits.detach()).detach()).sum()]
+            n_out = len(targets)
             deltas: list[list[torch.Tensor]] = [[] for _ in names]
-            for c in range(n_out):
-                grads = torch.autograd.grad(logits[:, c].sum(), ys, retain_graph=c < n_out - 1, allow_unused=True)
+            for c, target in enumerate(targets):
+                grads = torch.autograd.grad(target, ys, retain_graph=c < n_out - 1, allow_unused=True)
                 for slot, (g, y) in enumerate(zip(grads, ys)):
                     deltas[slot].append(torch.zeros_like(y) if g is None else g)
     finally:
@@ -173,7 +185,10 @@ def layer_factors(
             factors.append(Dense(name, torch.cat([d_gamma, d_beta], dim=2)))
     leftover = fallback_parameters(model, exclude)
     if leftover:
-        factors.append(Dense("fallback", jacobian_rows(model, x, set(leftover))))  # (b, C, p) of those parameters only
+        jac = jacobian_rows(model, x, set(leftover))  # (b, C, p) of those parameters only
+        if weights is not None:
+            jac = torch.einsum("bcp,bc->bp", jac, weights(logits.detach())).unsqueeze(1)  # (b, 1, p)
+        factors.append(Dense("fallback", jac))
     return factors, logits.detach()
 
 

@@ -17,6 +17,7 @@ its batch. Layer projections are summed into one K-vector, as P g = Σ_l P_l g_l
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -27,22 +28,41 @@ from kernelscope.kernels.layers import Dense, Factor, Outer
 PROJECTIONS = ("kron_hadamard", "gaussian", "rademacher")
 _BLOCK_ROWS = 512  # rows of a dense P_l generated at once
 _CACHE_BLOCK = 128  # output coordinates accumulated over all layers at a time (fits in cache)
+_TRANSFORM_ELEMENTS = 1 << 23  # elements of one materialized, transformed gradient batch (32 MB in float32)
+_HADAMARD_BITS = 6  # Hadamard factors of at most 64 × 64 in fwht
+# Costs of the two ways to project a shared layer (ns per operation, 2 cores, float32): a gathered product, a
+# multiply-add inside a batched matrix product, one element through one Hadamard factor's matrix product.
+_GATHER_NS, _MATMUL_NS, _TRANSFORM_NS = 16.0, 0.025, 5.0
 
 
 def next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+@functools.lru_cache(maxsize=32)
+def sylvester_hadamard(n: int, dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> torch.Tensor:
+    """The n × n Hadamard matrix in Sylvester order (n a power of two), entries ±1."""
+    h = torch.ones(1, 1, dtype=dtype, device=device)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h
+
+
 def fwht(x: torch.Tensor) -> torch.Tensor:
-    """Unnormalized Walsh–Hadamard transform along the last dim (a power of two), Sylvester order."""
+    """Unnormalized Walsh–Hadamard transform along the last dim (a power of two), Sylvester order.
+
+    H_{ab} = H_a ⊗ H_b, so with the last dim viewed as axes (a, b, ...) of at most 2^_HADAMARD_BITS each, the
+    transform is one small matrix product along each axis: a few more multiply-adds per element than the butterfly,
+    but in BLAS and without a temporary per stage (4× faster on a (64, 10, 64, 1024) batch on 2 cores).
+    """
     n = x.shape[-1]
-    lead = x.shape[:-1]
-    h = 1
-    while h < n:
-        y = x.reshape(*lead, n // (2 * h), 2, h)
-        x = torch.stack((y[..., 0, :] + y[..., 1, :], y[..., 0, :] - y[..., 1, :]), dim=-2).reshape(*lead, n)
-        h *= 2
-    return x
+    bits = n.bit_length() - 1
+    sizes = [1 << min(_HADAMARD_BITS, bits - done) for done in range(0, bits, _HADAMARD_BITS)]
+    y = x.reshape(-1, *sizes)
+    for axis, size in enumerate(sizes, start=1):
+        h = sylvester_hadamard(size, x.dtype, x.device)  # symmetric
+        y = torch.movedim(torch.movedim(y, axis, -1) @ h, -1, axis)
+    return y.reshape(x.shape)
 
 
 def _generator(seed: int, *stream: int) -> torch.Generator:
@@ -130,8 +150,11 @@ class Projector:
                     torch.ones(f.grad.shape[0], 1, 1, dtype=f.grad.dtype, device=f.grad.device),
                     f.grad.unsqueeze(2),
                 )
+            if f.shared and _hadamard_materializes(f, self.dim):
+                out += self._hadamard_of_gradient(layer, f)
+                continue
             hd, ha, rows, cols = self._hadamard_factors(layer, f)
-            if f.act.shape[1] == 1:
+            if not f.shared:
                 unshared.append((hd[:, :, 0], torch.index_select(ha[:, 0], 1, cols), rows))
                 continue
             for start in range(0, self.dim, _BLOCK_ROWS):  # Σ_t over shared positions, K in blocks
@@ -156,8 +179,26 @@ class Projector:
         ha = fwht(_pad_last(f.act, s_in.numel()) * s_in)  # (b, T, pi)
         return hd, ha, rows, cols
 
+    def _hadamard_of_gradient(self, layer: int, f: Outer) -> torch.Tensor:
+        """(b, C, K) coordinates of (H D_out ⊗ H D_in) vec(g) from the materialized gradient g = Σ_t δ_t a_tᵀ:
+        the same numbers as the position-by-position sum, for a weight shared over many positions."""
+        b, c, _, d_out = f.delta.shape
+        s_out, s_in, rows, cols = self._hadamard_plan(layer, d_out, f.act.shape[2], f.act.device, f.act.dtype)
+        po, pi = s_out.numel(), s_in.numel()
+        picked = rows * pi + cols  # coordinate k of the transformed (po, pi) gradient
+        out = torch.empty(b, c, self.dim, dtype=f.act.dtype, device=f.act.device)
+        step = max(1, _TRANSFORM_ELEMENTS // (c * po * pi))  # samples per transform, bounding its temporaries
+        for s in range(0, b, step):
+            g = torch.einsum("bcto,bti->bcoi", f.delta[s : s + step], f.act[s : s + step])  # (b', C, d_out, d_in)
+            g = fwht(_pad_last(g, pi) * s_in)  # g D_in H: (b', C, d_out, pi)
+            g = fwht(_pad_last(g.transpose(2, 3), po) * s_out)  # (H D_out g D_in H)ᵀ: (b', C, pi, po)
+            out[s : s + step] = g.transpose(2, 3).reshape(len(g), c, po * pi)[:, :, picked]
+        return out
+
     def _add_dense(self, layer: int, f: Factor, out: torch.Tensor) -> None:
         starts = range(0, self.dim, _BLOCK_ROWS)
+        if isinstance(f, Outer) and f.shared and _dense_materializes(f, self.dim):
+            f = Dense(f.name, f.materialize())  # (b, C, d_out·d_in): the same product, far fewer operations
         if isinstance(f, Dense):
             p = f.grad.shape[2]
             for i, (start, n) in enumerate(zip(starts, _block_sizes(self.dim))):
@@ -171,6 +212,26 @@ class Projector:
             p = self._dense_block(layer, i, n, d_out * d_in, f.act.device, f.act.dtype).reshape(n, d_out, d_in)
             m = torch.einsum("koi,bti->btko", p, f.act)  # P_l[k] a_t: (b, T, n, d_out), shared by classes
             out[:, :, start : start + n] += torch.einsum("bcto,btko->bck", f.delta, m)
+
+
+def _hadamard_materializes(f: Outer, k: int) -> bool:
+    """Whether forming g = Σ_t δ_t a_tᵀ (one batched matrix product) and transforming it (a small matrix product per
+    Hadamard factor of each axis) beats summing K gathered products over the T positions. Per class, in nanoseconds
+    per operation measured on 2 cores (a ResNet's 64 × 576 layer at T = 64: 0.5 s against 1.3 s per 64 samples)."""
+    _, _, t, d_out = f.delta.shape
+    d_in = f.act.shape[2]
+    po, pi = next_pow2(d_out), next_pow2(d_in)
+    factors = sum(-(-(n.bit_length() - 1) // _HADAMARD_BITS) for n in (po, pi))
+    gathered = _GATHER_NS * t * k
+    formed = _MATMUL_NS * t * d_out * d_in + _TRANSFORM_NS * po * pi * factors
+    return formed < gathered
+
+
+def _dense_materializes(f: Outer, k: int) -> bool:
+    """Whether g @ P_lᵀ (C·K·d_out·d_in, after forming g) beats Σ_t δ_tᵀ P_l a_t (T·K·d_in·d_out + C·T·K·d_out)."""
+    _, c, t, d_out = f.delta.shape
+    d_in = f.act.shape[2]
+    return c * (t + k) * d_out * d_in < t * k * (d_in * d_out + c * d_out)
 
 
 def _block_sizes(k: int) -> list[int]:
