@@ -42,6 +42,7 @@ FORMAT = "kernelscope-artifact/1"
 WRITERS = {
     "dataset-split": ("the data stage", "kernelscope data"),
     "kernel": ("the kernel stage", "kernelscope kernel"),
+    "kernel-topk": ("the kernel stage", "kernelscope kernel"),
     "attributions": ("the kglm stage", "kernelscope kglm"),
     "kglm": ("the kglm stage", "kernelscope kglm"),
     "checkpoint-weights": ("the train stage", "kernelscope train"),

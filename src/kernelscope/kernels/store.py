@@ -25,7 +25,7 @@ ORIENTATION = "(query, train)"
 TEST_BLOCK_DELAY_ENV = "KERNELSCOPE_TEST_BLOCK_DELAY"  # tests only: seconds to sleep after each written block
 
 
-def _test_block_delay() -> None:
+def pause_after_block() -> None:
     """Sleep after each row group when KERNELSCOPE_TEST_BLOCK_DELAY is set, so a test can kill a writer mid-file."""
     delay = os.environ.get(TEST_BLOCK_DELAY_ENV)
     if delay:
@@ -85,15 +85,15 @@ def write_kernel_blocks(
                     f"block of shape {rows.shape} with {len(query_ids)} ids "
                     f"does not fit a kernel with {n_t} training columns"
                 )
-            _require_finite(path, rows, query_ids)
+            require_finite(path, rows, query_ids)
             writer.write(_row_group(rows, query_ids, schema))
-            _test_block_delay()
+            pause_after_block()
         if writer.rows != n_query:
             raise ValueError(f"{writer.rows} rows were written but the kernel has {n_query} query points")
     return {**writer.meta, "content_sha256": writer.meta_hash}
 
 
-def _require_finite(path: str | Path, rows: np.ndarray, query_ids: np.ndarray) -> None:
+def require_finite(path: str | Path, rows: np.ndarray, query_ids: np.ndarray) -> None:
     """Refuse a block with NaN or inf, or with values that overflow the stored float32."""
     with np.errstate(over="ignore", invalid="ignore"):
         bad = ~np.isfinite(np.asarray(rows, dtype=np.float32))

@@ -65,6 +65,11 @@ def fit_kglm(
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     if not np.array_equal(classifier.classes_, np.arange(len(classifier.classes_))):
         raise ValueError(f"labels must be 0..C-1, got classes {classifier.classes_}")
+    return folded(classifier, mean, scale, alpha, converged)
+
+
+def folded(classifier: SGDClassifier, mean: np.ndarray, scale: np.ndarray, alpha: float, converged: bool) -> KGLM:
+    """The kGLM on raw kernel values from a classifier fit on (K − mean) / scale, checked finite."""
     coef = classifier.coef_.astype(np.float64)  # (C_out, N), on standardized features
     weight = coef / scale  # W (x - m)/s + b0 = (W/s) x + (b0 - (W/s)·m)
     bias = classifier.intercept_.astype(np.float64) - weight @ mean

@@ -1,0 +1,143 @@
+"""Top-k sparse kernels on disk: each query row's k largest entries and the row's norm, for kernels too large
+to keep dense (N = 50,000 training points: 10 GB per split as dense float32).
+
+Schema: ``query_id`` int64, ``index`` fixed_size_list<int32, k> (columns into the training ids, by decreasing
+value, ties by lower index), ``value`` fixed_size_list<float32, k> and ``row_norm`` float64 (the L2 norm of the
+whole dense row, so a reader can tell how much of each row the k entries hold). Provenance and content hash as
+for the dense kernel (kernelscope.kernels.store), with ``topk`` recorded; every read verifies both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from kernelscope.core.artifacts import ParquetArtifactWriter, read_parquet, verified_row_groups
+from kernelscope.core.errors import ArtifactError
+from kernelscope.kernels.store import ORIENTATION, pause_after_block, require_finite
+
+ARTIFACT = "kernel-topk"
+
+
+def _schema(k: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("query_id", pa.int64()),
+            ("index", pa.list_(pa.int32(), k)),
+            ("value", pa.list_(pa.float32(), k)),
+            ("row_norm", pa.float64()),
+        ]
+    )
+
+
+def top_k_rows(rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(b, n) dense rows -> (indices (b, k) int32 by decreasing value, ties by lower index; their values (b, k)
+    float32; each row's L2 norm (b,) float64). The values are first rounded to the stored float32, so the choice
+    is the one a reader of the dense file would make."""
+    rows32 = np.asarray(rows, dtype=np.float32)
+    index = np.argsort(-rows32, axis=1, kind="stable")[:, :k].astype(np.int32)  # stable: ties keep column order
+    values = np.take_along_axis(rows32, index, axis=1)
+    norms = np.sqrt((rows32.astype(np.float64) ** 2).sum(axis=1))
+    return index, values, norms
+
+
+def write_topk_kernel_blocks(
+    path: str | Path,
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    n_query: int,
+    train_ids: np.ndarray,
+    k: int,
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
+    """Stream dense (query_ids (b,), rows (b, n_train)) blocks into a top-k artifact, atomically: one block in
+    memory at a time; a non-finite value or a wrong shape stops the write and leaves any previous file."""
+    n_t = len(train_ids)
+    if not 1 <= k <= n_t:
+        raise ValueError(f"kernel.topk {k} must lie in [1, {n_t}] (the number of training points)")
+    provenance = {
+        "orientation": ORIENTATION,
+        "n_query": int(n_query),
+        "n_train": int(n_t),
+        "train_ids": [int(i) for i in train_ids],
+        "topk": int(k),
+        **provenance,
+    }
+    schema = _schema(k)
+    with ParquetArtifactWriter(
+        path,
+        schema,
+        ARTIFACT,
+        provenance,
+        use_dictionary=False,
+        column_encoding={"query_id": "PLAIN", "value.list.element": "BYTE_STREAM_SPLIT"},
+    ) as writer:
+        for query_ids, rows in blocks:
+            if rows.shape[1] != n_t or len(query_ids) != len(rows):
+                raise ValueError(
+                    f"block of shape {rows.shape} with {len(query_ids)} ids does not fit a kernel with {n_t} "
+                    "training columns"
+                )
+            require_finite(path, rows, query_ids)
+            index, values, norms = top_k_rows(rows, k)
+            table = pa.Table.from_arrays(
+                [
+                    pa.array(np.asarray(query_ids, dtype=np.int64)),
+                    pa.FixedSizeListArray.from_arrays(pa.array(index.reshape(-1), pa.int32()), k),
+                    pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), k),
+                    pa.array(norms, pa.float64()),
+                ],
+                schema=schema,
+            )
+            writer.write(table)
+            pause_after_block()
+        if writer.rows != n_query:
+            raise ValueError(f"{writer.rows} rows were written but the kernel has {n_query} query points")
+    return {**writer.meta, "content_sha256": writer.meta_hash}
+
+
+def _block_arrays(path: Path, meta: dict[str, Any], table: pa.Table) -> tuple[np.ndarray, ...]:
+    k, n_t = meta.get("topk"), meta.get("n_train")
+    if not isinstance(k, int) or table.schema.field("index").type.list_size != k or not isinstance(n_t, int):
+        raise ArtifactError(f"{path}: metadata 'topk' ({k}) does not match the file's columns; rerun the kernel stage.")
+    index = table.column("index").combine_chunks().flatten().to_numpy().reshape(-1, k)
+    values = table.column("value").combine_chunks().flatten().to_numpy().reshape(-1, k)
+    return table.column("query_id").to_numpy(), index, values, table.column("row_norm").to_numpy()
+
+
+def _csr(index: np.ndarray, values: np.ndarray, n_train: int) -> sp.csr_matrix:
+    """(b, k) indices and values -> a (b, n_train) CSR matrix, columns sorted within each row."""
+    b, k = index.shape
+    data, columns = values.reshape(-1).copy(), index.reshape(-1).copy()  # Arrow's buffers are read-only
+    matrix = sp.csr_matrix((data, columns, np.arange(0, b * k + 1, k)), shape=(b, n_train), dtype=np.float32)
+    matrix.sort_indices()
+    return matrix
+
+
+def iter_topk_blocks(
+    path: str | Path, expect: dict[str, Any] | None = None
+) -> Iterator[tuple[np.ndarray, sp.csr_matrix, np.ndarray]]:
+    """Yield (query_ids (b,), rows as CSR (b, n_train), row norms (b,)) one row group at a time, after the whole
+    file is verified."""
+    meta, groups = verified_row_groups(path, ARTIFACT, expect)
+    for table in groups:
+        ids, index, values, norms = _block_arrays(Path(path), meta, table)
+        yield ids, _csr(index, values, meta["n_train"]), norms
+
+
+def read_topk_kernel(
+    path: str | Path, expect: dict[str, Any] | None = None
+) -> tuple[sp.csr_matrix, np.ndarray, dict[str, Any]]:
+    """The whole top-k kernel as CSR (n_query, n_train) float32, each row's norm, and the verified metadata."""
+    path = Path(path)
+    table, meta = read_parquet(path, ARTIFACT, expect)
+    _, index, values, norms = _block_arrays(path, meta, table)
+    if len(index) != meta.get("n_query"):
+        raise ArtifactError(
+            f"{path}: holds {len(index)} rows but its metadata says {meta.get('n_query')}; rerun the kernel stage."
+        )
+    return _csr(index, values, meta["n_train"]), norms, meta
