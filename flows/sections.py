@@ -42,6 +42,8 @@ def kernel_sections(params: Params, kind: str, dataset: str) -> dict[str, Any]:
     # Not the list of kinds, nor the options only other kinds read; what every kind reads (chunk_size, ...) stays.
     others = {key for other in KERNELS.values() for key in other.options} - set(entry.options)
     kernel = {key: value for key, value in picked["kernel"].items() if key != "kinds" and key not in others}
+    if kernel["storage"] == "dense":
+        del kernel["topk"]  # read only by top-k storage
     for _, section in entry.sections:
         picked[section] = getattr(params, section).model_dump(mode="json")
     # How the work is spread does not change the kernel: only the row ranges enter the cache key.

@@ -92,12 +92,14 @@ def test_registered_kind_records_only_what_it_reads(tiny_params_dict, toy_kind):
     assert params.table.kind == TOY and params.poison.kinds == ("trntk", TOY)
     assert kernel_options(params, TOY) == {}
     kernel = kernel_sections(params, TOY, "digits2")["kernel"]
-    assert kernel == {"chunk_size": 64, "memory_budget_mb": 64}  # no projection, em_layers nor the list of kinds
+    # no projection, em_layers, list of kinds nor topk (dense storage)
+    assert kernel == {"chunk_size": 64, "memory_budget_mb": 64, "storage": "dense"}
     assert kernel_sections(params, "proj_trntk", "digits2")["kernel"] == {
         "chunk_size": 64,
         "memory_budget_mb": 64,
         "projection_dim": 256,
         "projection": "kron_hadamard",
+        "storage": "dense",
     }
 
 

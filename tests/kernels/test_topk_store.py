@@ -24,7 +24,7 @@ def test_round_trip_keeps_each_rows_k_largest_and_its_norm(tmp_path):
     kernel = rng.standard_normal((23, 40))
     kernel[3, [5, 9, 30]] = 7.0  # a three-way tie: kept in column order
     ids, train_ids = np.arange(100, 123), np.arange(40) * 2
-    write_topk_kernel_blocks(tmp_path / "k.parquet", _blocks(kernel, ids, 8), 23, train_ids, 4, {"kind": "t"})
+    write_topk_kernel_blocks(tmp_path / "k.parquet", _blocks(kernel, ids, 8), 23, train_ids, {"kind": "t"}, k=4)
     matrix, norms, meta = read_topk_kernel(tmp_path / "k.parquet", expect={"kind": "t", "topk": 4})
     assert matrix.shape == (23, 40) and meta["train_ids"] == train_ids.tolist()
     for i, row in enumerate(kernel):
@@ -42,16 +42,16 @@ def test_round_trip_keeps_each_rows_k_largest_and_its_norm(tmp_path):
 def test_tampered_or_mismatched_file_is_refused_and_failed_write_keeps_the_old_one(tmp_path):
     path = tmp_path / "k.parquet"
     kernel = np.arange(12.0).reshape(3, 4)
-    write_topk_kernel_blocks(path, _blocks(kernel, np.arange(3), 2), 3, np.arange(4), 2, {"kind": "t"})
+    write_topk_kernel_blocks(path, _blocks(kernel, np.arange(3), 2), 3, np.arange(4), {"kind": "t"}, k=2)
     before = path.read_bytes()
     with pytest.raises(ArtifactError, match="topk"):
         read_topk_kernel(path, expect={"topk": 3})
     bad = kernel.copy()
     bad[1, 2] = np.nan
     with pytest.raises(KernelscopeError, match="NaN or inf"):
-        write_topk_kernel_blocks(path, _blocks(bad, np.arange(3), 2), 3, np.arange(4), 2, {"kind": "t"})
+        write_topk_kernel_blocks(path, _blocks(bad, np.arange(3), 2), 3, np.arange(4), {"kind": "t"}, k=2)
     with pytest.raises(ValueError, match="topk 5"):
-        write_topk_kernel_blocks(path, _blocks(kernel, np.arange(3), 2), 3, np.arange(4), 5, {"kind": "t"})
+        write_topk_kernel_blocks(path, _blocks(kernel, np.arange(3), 2), 3, np.arange(4), {"kind": "t"}, k=5)
     assert path.read_bytes() == before
     table = pq.read_table(path)  # one kept value changed, the footer (and its hash) written back as it was
     values = table.column("value").combine_chunks().flatten().to_numpy().copy()

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kernelscope import __version__
+from kernelscope.core.artifact_errors import NOT_READABLE_AS, fix_hint, mismatch_error, missing_error
 from kernelscope.core.errors import ArtifactError
 from kernelscope.core.fileio import atomic_path, json_safe
 
@@ -38,41 +39,10 @@ META_KEY = "kernelscope"
 HASH_KEY = "kernelscope_sha256"
 FORMAT = "kernelscope-artifact/1"
 
-# What writes each kind of artifact: the fix named when one is missing, corrupt or from another run.
-WRITERS = {
-    "dataset-split": ("the data stage", "kernelscope data"),
-    "kernel": ("the kernel stage", "kernelscope kernel"),
-    "kernel-topk": ("the kernel stage", "kernelscope kernel"),
-    "attributions": ("the kglm stage", "kernelscope kglm"),
-    "kglm": ("the kglm stage", "kernelscope kglm"),
-    "checkpoint-weights": ("the train stage", "kernelscope train"),
-    "checkpoint-sidecar": ("the train stage", "kernelscope train"),
-    "probe-losses": ("the loss-kernel stage", "kernelscope loss-kernel"),
-    "loss-kernel-summary": ("the loss-kernel stage", "kernelscope loss-kernel"),
-    "jacobian-spectra": ("the structure stage", "kernelscope structure"),
-    "metrics": ("the kglm stage", "kernelscope kglm"),
-    "explanation": ("the explain step", "kernelscope explain"),
-    "retrained-outputs": ("the counterfactual stage", "kernelscope counterfactual"),
-    "attribution-scores": ("the counterfactual stage", "kernelscope counterfactual"),
-    "brittleness-stack": ("the counterfactual stage", "kernelscope counterfactual"),
-    "table": ("the stage that writes the table", "kernelscope kglm, or the faithfulness-table flow"),
-    "main-job-summary": ("the main job", "make run"),
-}
-
 
 def canonical_json(payload: Any) -> bytes:
     """Sorted keys, no spaces, no NaN: the same payload always gives the same bytes."""
     return json.dumps(json_safe(payload), sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-
-
-def fix_hint(artifact: str) -> str:
-    stage, command = WRITERS.get(artifact, ("the stage that writes it", "see dvc.yaml"))
-    return f"rerun {stage} ({command})"
-
-
-def missing_error(path: Path, artifact: str) -> ArtifactError:
-    stage, command = WRITERS.get(artifact, ("the stage that writes it", "see dvc.yaml"))
-    return ArtifactError(f"{path}: {artifact} file not found; run {stage} first ({command}).")
 
 
 class ContentDigest:
@@ -158,19 +128,14 @@ def check_kind(path: Path, meta: Any, artifact: str) -> dict[str, Any]:
         raise ArtifactError(
             f"{path}: not a {FORMAT} file (no or unknown 'format' in its metadata); {fix_hint(artifact)}."
         )
+    if (artifact, meta.get("artifact")) in NOT_READABLE_AS:
+        raise ArtifactError(f"{path}: holds {NOT_READABLE_AS[artifact, meta.get('artifact')]}.")
     if meta.get("artifact") != artifact:
         raise ArtifactError(
             f"{path}: holds a {meta.get('artifact')!r} artifact where a {artifact!r} was expected; "
             f"point at the right file or {fix_hint(artifact)}."
         )
     return meta
-
-
-def mismatch_error(path: Path, artifact: str) -> ArtifactError:
-    return ArtifactError(
-        f"{path}: content does not match its recorded content hash (its values or metadata were modified or "
-        f"corrupted); {fix_hint(artifact)}."
-    )
 
 
 class ParquetArtifactWriter:

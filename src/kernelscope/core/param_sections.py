@@ -89,6 +89,13 @@ class KernelParams(Section):
     em_layers: tuple[str, ...] | None = Field(
         None, description="Module names whose outputs form the embedding kernel; null: every hidden layer's activation."
     )
+    storage: Literal["dense", "topk"] = Field(
+        "dense",
+        description="Kernel files: 'dense' (every entry) or 'topk' (each row's kernel.topk largest entries and the "
+        "row's norm, for tens of thousands of training points; the kGLM fit and evaluation read it as a sparse "
+        "matrix, the other steps need 'dense').",
+    )
+    topk: Int = Field(256, ge=1, description="Entries kept per kernel row with storage 'topk'.")
 
 
 class KGLMParams(Section):
@@ -103,7 +110,13 @@ class KGLMParams(Section):
     standardize: StrictBool = Field(
         True,
         description="Fit on kernel columns scaled to zero mean and unit variance, folded back into W and b "
-        "(false: the paper's raw fit).",
+        "(false: the paper's raw fit; a top-k kernel's columns are scaled, not centred).",
+    )
+    stream_epochs: Int = Field(
+        20,
+        ge=1,
+        description="SGD epochs when the dense train × train kernel is too large for kernel.memory_budget_mb and "
+        "the kGLM is fit from row blocks read from disk.",
     )
 
 

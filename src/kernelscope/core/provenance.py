@@ -160,11 +160,13 @@ def kernel_provenance(params: Params, kind: str, checkpoint_hash: str, dataset_h
     """A kernel file's provenance: the kind, its normalization, every option that shaped it, the model and the data."""
     from kernelscope.kernels.registry import kernel_kind
 
+    sparse = {"storage": "topk", "topk": params.kernel.topk} if params.kernel.storage == "topk" else {}
     return {
         "kind": kind,
         "normalization": kernel_kind(kind).normalization,
         "split": split,
         **kernel_options(params, kind),
+        **sparse,
         "checkpoint_hash": checkpoint_hash,
         "dataset_hash": dataset_hash,
     }

@@ -111,8 +111,9 @@ ARCH_SECTIONS = tuple(dict.fromkeys(entry.section for entry in MODELS.values()))
 # What rebuilds a dataset's model: the registry architecture's section (train.arch, or a source's model.registry:
 # any of them, so all) or the user's factory (sources), and the seed. Checked against the checkpoint it loads.
 CHECKPOINT = ("seed", *ARCH_SECTIONS, "sources")
-KERNEL = ("seed", "device", "kernel.chunk_size", "kernel.memory_budget_mb", KERNEL_OPTIONS)
-KGLM_CHECKS = (*CHECKPOINT, KERNEL_OPTIONS)  # a kGLM stage loads the checkpoint and its kernels
+KERNEL_STORAGE = ("kernel.storage", "kernel.topk")  # how a kernel file holds its rows: recorded, checked on read
+KERNEL = ("seed", "device", "kernel.chunk_size", "kernel.memory_budget_mb", KERNEL_OPTIONS, *KERNEL_STORAGE)
+KGLM_CHECKS = (*CHECKPOINT, KERNEL_OPTIONS, *KERNEL_STORAGE)  # a kGLM stage loads the checkpoint and its kernels
 KGLM_FIT = _all_but("kglm", "alpha")  # the forensic kGLMs take poison.kglm_alpha instead
 MULTITASK_MODEL = _keys(
     "multitask", MULTITASK_TRAINING_FIELDS
@@ -131,6 +132,7 @@ COUNTERFACTUAL_READS = (
     "kernel.chunk_size",  # mislabel detection computes the noisy model's kernels and fits their kGLMs
     "kernel.memory_budget_mb",
     KERNEL_OPTIONS,
+    *KERNEL_STORAGE,
     "kglm",
     *CHECKPOINT[1:],  # the architecture's sections and sources: the retrained models follow the run's recipe
 )

@@ -9,16 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from kernelscope.core.artifact_errors import fix_hint, mismatch_error, missing_error
 from kernelscope.core.artifacts import (
     META_KEY,
     ContentDigest,
     canonical_json,
     check_expected,
     check_kind,
-    fix_hint,
     full_meta,
-    mismatch_error,
-    missing_error,
     numpy_bytes,
 )
 from kernelscope.core.errors import ArtifactError

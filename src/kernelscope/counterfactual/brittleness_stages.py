@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from kernelscope.core.artifacts import mismatch_error
+from kernelscope.core.artifact_errors import mismatch_error
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import run_model

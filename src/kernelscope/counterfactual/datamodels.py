@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from kernelscope.core.artifacts import mismatch_error
+from kernelscope.core.artifact_errors import mismatch_error
 from kernelscope.core.errors import ArtifactError
 from kernelscope.core.fileio import sha256_json
 from kernelscope.core.params import Params

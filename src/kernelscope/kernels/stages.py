@@ -22,6 +22,7 @@ from kernelscope.kernels import kernel_spec
 from kernelscope.kernels.assembly import kernel_row_blocks, row_ranges
 from kernelscope.kernels.registry import kernel_kind
 from kernelscope.kernels.store import read_kernel_meta, write_kernel_blocks
+from kernelscope.kernels.topk import kernel_artifact, write_topk_kernel_blocks
 from kernelscope.models.zoo import pick_device
 
 
@@ -53,6 +54,11 @@ def kernel_job(
             f"more than the model's {n_params} parameters; "
             "a projection must be smaller than what it projects, "
             f"set it to at most {n_params} (or use the exact kernels)."
+        )
+    if params.kernel.storage == "topk" and params.kernel.topk > len(ds.train.ids):
+        raise ParamsError(
+            f"params: kernel.topk is {params.kernel.topk}, more than the {len(ds.train.ids)} training points of "
+            f"{ds.name}; set it to at most {len(ds.train.ids)} (or kernel.storage: dense)."
         )
     spec = kernel_spec(model, kind, memory_budget_mb=params.kernel.memory_budget_mb, **options)
     queries: dict[str, tuple[torch.Tensor | None, np.ndarray]] = {
@@ -122,7 +128,11 @@ def kernel_stage(
     for split, (_, query_ids) in job.queries.items():
         source = blocks(split) if blocks is not None else kernel_split_blocks(params, job, split, progress=progress)
         provenance = kernel_provenance(params, kind, job.checkpoint_hash, job.dataset_hash, split)
-        write_kernel_blocks(layout.kernel_path(kind, split), source, len(query_ids), job.train_ids, provenance)
+        path = layout.kernel_path(kind, split)
+        if params.kernel.storage == "topk":
+            write_topk_kernel_blocks(path, source, len(query_ids), job.train_ids, provenance, k=params.kernel.topk)
+        else:
+            write_kernel_blocks(path, source, len(query_ids), job.train_ids, provenance)
         written[split] = str(layout.kernel_path(kind, split))
     return kernel_result(kind, job.checkpoint_hash, job.dataset_hash, written)
 
@@ -140,7 +150,9 @@ def current_kernel(params: Params, layout: RunLayout, kind: str, checkpoint_hash
     written = {split: str(layout.kernel_path(kind, split)) for split in ("train", "test")}
     try:
         for split, path in written.items():
-            read_kernel_meta(path, expect=kernel_expect(params, kind, checkpoint_hash, ds, split))
+            read_kernel_meta(
+                path, kernel_expect(params, kind, checkpoint_hash, ds, split), kernel_artifact(params.kernel.storage)
+            )
     except ArtifactError:
         return None
     return kernel_result(kind, checkpoint_hash, ds.dataset_hash, written)

@@ -140,9 +140,11 @@ def _check_shape(path: Path, meta: dict[str, Any], table: pa.Table) -> int:
     return n_t
 
 
-def read_kernel_meta(path: str | Path, expect: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Provenance of a verified kernel file."""
-    return verify_parquet(path, ARTIFACT, expect)
+def read_kernel_meta(
+    path: str | Path, expect: dict[str, Any] | None = None, artifact: str = ARTIFACT
+) -> dict[str, Any]:
+    """Provenance of a verified kernel file (``artifact``: 'kernel-topk' for a top-k one)."""
+    return verify_parquet(path, artifact, expect)
 
 
 def iter_kernel_blocks(

@@ -19,7 +19,8 @@ import scipy.sparse as sp
 
 from kernelscope.core.artifacts import ParquetArtifactWriter, read_parquet, verified_row_groups
 from kernelscope.core.errors import ArtifactError
-from kernelscope.kernels.store import ORIENTATION, pause_after_block, require_finite
+from kernelscope.kernels.store import ARTIFACT as DENSE_ARTIFACT
+from kernelscope.kernels.store import ORIENTATION, pause_after_block, read_kernel, require_finite
 
 ARTIFACT = "kernel-topk"
 
@@ -51,8 +52,9 @@ def write_topk_kernel_blocks(
     blocks: Iterable[tuple[np.ndarray, np.ndarray]],
     n_query: int,
     train_ids: np.ndarray,
-    k: int,
     provenance: dict[str, Any],
+    *,
+    k: int,
 ) -> dict[str, Any]:
     """Stream dense (query_ids (b,), rows (b, n_train)) blocks into a top-k artifact, atomically: one block in
     memory at a time; a non-finite value or a wrong shape stops the write and leaves any previous file."""
@@ -130,14 +132,50 @@ def iter_topk_blocks(
 
 
 def read_topk_kernel(
-    path: str | Path, expect: dict[str, Any] | None = None
+    path: str | Path, expect: dict[str, Any] | None = None, query_ids: np.ndarray | None = None
 ) -> tuple[sp.csr_matrix, np.ndarray, dict[str, Any]]:
-    """The whole top-k kernel as CSR (n_query, n_train) float32, each row's norm, and the verified metadata."""
+    """The whole top-k kernel as CSR (n_query, n_train) float32, each row's norm, and the verified metadata;
+    when given, the rows' ids must be ``query_ids`` in order."""
     path = Path(path)
     table, meta = read_parquet(path, ARTIFACT, expect)
-    _, index, values, norms = _block_arrays(path, meta, table)
+    ids, index, values, norms = _block_arrays(path, meta, table)
     if len(index) != meta.get("n_query"):
         raise ArtifactError(
             f"{path}: holds {len(index)} rows but its metadata says {meta.get('n_query')}; rerun the kernel stage."
         )
+    if query_ids is not None and not np.array_equal(ids, np.asarray(query_ids, dtype=np.int64)):
+        raise ArtifactError(
+            f"{path}: its query rows are not this run's points in order; "
+            "the kernel comes from other data, rerun the kernel stage."
+        )
     return _csr(index, values, meta["n_train"]), norms, meta
+
+
+KernelMatrix = np.ndarray | sp.csr_matrix  # (n_query, n_train): dense, or the top-k entries of each row
+
+
+def kernel_artifact(storage: str) -> str:
+    """The artifact type of a kernel file for params.kernel.storage."""
+    return ARTIFACT if storage == "topk" else DENSE_ARTIFACT
+
+
+def read_kernel_matrix(
+    path: str | Path, storage: str, expect: dict[str, Any] | None = None, query_ids: np.ndarray | None = None
+) -> tuple[KernelMatrix, dict[str, Any]]:
+    """A verified kernel in the storage params.kernel.storage names: dense float32, or CSR of its top-k entries."""
+    if storage == "topk":
+        matrix, _, meta = read_topk_kernel(path, expect, query_ids)
+        return matrix, meta
+    return read_kernel(path, expect, query_ids)
+
+
+def dense_rows(k: KernelMatrix) -> np.ndarray:
+    """Rows as a dense float64 array (a top-k row's missing entries are 0)."""
+    return k.toarray().astype(np.float64) if sp.issparse(k) else np.asarray(k, dtype=np.float64)
+
+
+def row_blocks(k: KernelMatrix, rows: int = 512) -> Iterator[tuple[slice, np.ndarray]]:
+    """(row slice, dense rows) in blocks, so a sparse kernel is never densified whole."""
+    for start in range(0, k.shape[0], rows):
+        block = slice(start, min(start + rows, k.shape[0]))
+        yield block, dense_rows(k[block])

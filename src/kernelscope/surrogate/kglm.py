@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDClassifier
 
@@ -23,8 +24,10 @@ class KGLM:
     bias: np.ndarray
     converged: bool = True
 
-    def logits(self, k_query: np.ndarray) -> np.ndarray:
-        """(n_query, N_train) kernel -> (n_query, C_out) float64 logits."""
+    def logits(self, k_query: np.ndarray | sp.spmatrix) -> np.ndarray:
+        """(n_query, N_train) kernel, dense or sparse -> (n_query, C_out) float64 logits."""
+        if sp.issparse(k_query):
+            return np.asarray(k_query.astype(np.float64) @ self.weight.T) + self.bias
         return np.asarray(k_query, dtype=np.float64) @ self.weight.T + self.bias
 
 
@@ -43,12 +46,10 @@ def fit_kglm(
     A kernel with NaN or inf values, or a fit that diverges to non-finite weights, stops with a
     KernelscopeError rather than saving a surrogate whose logits would all be NaN.
     """
+    if sp.issparse(k_train):
+        return _fit_sparse(k_train, y, alpha=alpha, max_iter=max_iter, tol=tol, seed=seed, standardize=standardize)
     k_train = np.asarray(k_train, dtype=np.float64)  # (N, N)
-    if not np.all(np.isfinite(k_train)):
-        raise KernelscopeError(
-            f"the train × train kernel holds {int((~np.isfinite(k_train)).sum())} NaN or inf values; "
-            "recompute it (kernelscope kernel) from a checkpoint with finite weights."
-        )
+    _require_finite_kernel(k_train)
     if standardize:
         mean = k_train.mean(axis=0)  # (N,)
         scale = k_train.std(axis=0)
@@ -65,6 +66,40 @@ def fit_kglm(
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     if not np.array_equal(classifier.classes_, np.arange(len(classifier.classes_))):
         raise ValueError(f"labels must be 0..C-1, got classes {classifier.classes_}")
+    return folded(classifier, mean, scale, alpha, converged)
+
+
+def _require_finite_kernel(values: np.ndarray) -> None:
+    if not np.all(np.isfinite(values)):
+        raise KernelscopeError(
+            f"the train × train kernel holds {int((~np.isfinite(values)).sum())} NaN or inf values; "
+            "recompute it (kernelscope kernel) from a checkpoint with finite weights."
+        )
+
+
+def _fit_sparse(
+    k_train: sp.spmatrix, y: np.ndarray, *, alpha: float, max_iter: int, tol: float, seed: int, standardize: bool
+) -> KGLM:
+    """The fit on a top-k kernel (CSR, missing entries 0). Standardizing scales each column to unit variance without
+    centring it, which would fill in every missing entry; the scale is folded back into W as in the dense fit."""
+    k_train = sp.csr_matrix(k_train, dtype=np.float64)
+    _require_finite_kernel(k_train.data)
+    n = k_train.shape[1]
+    mean = np.zeros(n)
+    if standardize:
+        first = np.asarray(k_train.mean(axis=0)).ravel()
+        second = np.asarray(k_train.multiply(k_train).mean(axis=0)).ravel()
+        scale = np.sqrt(np.maximum(second - first**2, 0.0))
+        scale = np.where(scale > 0, scale, 1.0)
+    else:
+        scale = np.ones(n)
+    classifier = SGDClassifier(
+        loss="log_loss", penalty="l2", alpha=alpha, max_iter=max_iter, tol=tol, random_state=seed
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        classifier.fit(k_train @ sp.diags(1.0 / scale), y)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     return folded(classifier, mean, scale, alpha, converged)
 
 

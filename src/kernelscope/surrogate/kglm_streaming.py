@@ -10,11 +10,15 @@ values each), and the fit is folded back onto raw kernel values exactly as the i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.linear_model import SGDClassifier
 
-from kernelscope.core.errors import KernelscopeError
+from kernelscope.core.errors import ArtifactError, KernelscopeError
+from kernelscope.core.params import Params
+from kernelscope.kernels.store import iter_kernel_blocks, read_kernel_meta
 from kernelscope.surrogate.kglm import KGLM, folded
 
 # A fresh pass over the kernel: (positions of the rows among the training points (b,), rows (b, N)), in order.
@@ -79,3 +83,39 @@ def fit_kglm_streaming(
             change = np.abs(coef - previous).max() / max(np.abs(coef).max(), 1e-12)
         previous = coef
     return folded(classifier, mean, scale, alpha, converged=bool(change < tol))
+
+
+def streams(params: Params, n_train: int) -> bool:
+    """Whether the kGLM is fit from row blocks on disk: a dense train × train kernel whose float64 copy would pass
+    kernel.memory_budget_mb (a top-k kernel is read whole: k entries a row)."""
+    return params.kernel.storage == "dense" and n_train * n_train * 8 > params.kernel.memory_budget_mb * 2**20
+
+
+def fit_streamed(
+    path: Path, expect: dict[str, Any], train_ids: np.ndarray, targets: np.ndarray, params: Params
+) -> tuple[Any, dict[str, Any]]:
+    """The streamed fit (kernelscope.surrogate.kglm_streaming) over the verified file's row groups, which must hold
+    the training points in order; returns the kGLM and the file's metadata."""
+
+    def one_pass():
+        start = 0
+        for ids, rows in iter_kernel_blocks(path, expect):
+            positions = np.arange(start, start + len(ids))
+            if not np.array_equal(ids, train_ids[positions]):
+                raise ArtifactError(
+                    f"{path}: its query rows are not this run's training points in order; rerun the kernel stage."
+                )
+            start += len(ids)
+            yield positions, rows
+
+    kp = params.kglm
+    surrogate = fit_kglm_streaming(
+        one_pass,
+        targets,
+        alpha=kp.alpha,
+        epochs=kp.stream_epochs,
+        tol=kp.tol,
+        seed=params.seed,
+        standardize=kp.standardize,
+    )
+    return surrogate, read_kernel_meta(path, expect)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -106,3 +108,28 @@ def fit_linearization(p_kglm: np.ndarray, p_nn: np.ndarray, seed: int = 0) -> Li
     fn, _ = MAPS[name]
     holdout = r2_logit(np.clip(fn(p_kglm[hold_idx], *params.values()), 0, 1), p_nn[hold_idx])
     return Linearization(name, params, fits, holdout, len(usable), int(unsaturated[hold_idx].sum()))
+
+
+def linearize(points: dict[str, np.ndarray], plot_path: Path, title: str, tau: float) -> dict[str, Any]:
+    """Fit kGLM → NN probability maps (App. L) and draw the parity plot; n/a when too few points are unsaturated."""
+    from kernelscope.surrogate.plots import linearization_parity  # matplotlib only when drawing
+
+    p_kglm, p_nn = expit(points["kglm_logit"]), expit(points["nn_logit"])
+    try:
+        fit = fit_linearization(p_kglm, p_nn)
+    except ValueError as error:
+        return {"linearization": "n/a", "r2_linearization": float("nan"), "linearization_note": str(error)}
+    linearization_parity(
+        plot_path,
+        fit.apply(p_kglm),
+        p_nn,
+        f"{title}: {fit.name} map, R² = {fit.r2_holdout:.3f} ({fit.n_holdout} unsaturated held-out points), "
+        f"τ_K = {tau:.3f}",
+    )
+    return {
+        "linearization": fit.name,
+        "r2_linearization": fit.r2_holdout,
+        "linearization_params": fit.params,
+        "linearization_points": {"fit": fit.n_fit, "holdout": fit.n_holdout},
+        "linearization_plot": str(plot_path),
+    }

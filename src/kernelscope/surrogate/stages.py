@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
 
 from kernelscope import __version__
 from kernelscope.core.checks import require_finite_logits
@@ -23,13 +22,15 @@ from kernelscope.core.results import StageResult
 from kernelscope.kernels.registry import kernel_kind
 from kernelscope.kernels.stages import kernel_stage
 from kernelscope.kernels.store import read_kernel, read_kernel_meta
+from kernelscope.kernels.topk import kernel_artifact, read_kernel_matrix, row_blocks
 from kernelscope.models.stages import train_stage
 from kernelscope.models.train import predict_logits
 from kernelscope.surrogate.attribution import class_summary, write_attributions
 from kernelscope.surrogate.faithfulness import faithfulness, predictions
 from kernelscope.surrogate.kglm import fit_kglm, load_kglm, save_kglm
-from kernelscope.surrogate.linearization import fit_linearization
-from kernelscope.surrogate.plots import attribution_heatmap, linearization_parity, probability_scatter
+from kernelscope.surrogate.kglm_streaming import fit_streamed, streams
+from kernelscope.surrogate.linearization import linearize
+from kernelscope.surrogate.plots import attribution_heatmap, probability_scatter
 
 
 def check_kglm_inputs(params: Params, layout: RunLayout, kind: str) -> None:
@@ -38,18 +39,15 @@ def check_kglm_inputs(params: Params, layout: RunLayout, kind: str) -> None:
     ds, ckpt = run_model(params, layout)
     for split in ("train", "test"):  # hashed and checked only; the stages read the values (and check their query ids)
         read_kernel_meta(
-            layout.kernel_path(kind, split), expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, split)
+            layout.kernel_path(kind, split),
+            kernel_expect(params, kind, ckpt.checkpoint_hash, ds, split),
+            kernel_artifact(params.kernel.storage),
         )
 
 
 def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
     """Fit the kGLM on the train × train kernel and save it (safetensors)."""
     ds, ckpt = run_model(params, layout)
-    k_train, k_meta = read_kernel(
-        layout.kernel_path(kind, "train"),
-        expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, "train"),
-        query_ids=ds.train.ids,
-    )
     kp = params.kglm
     if kp.target == "labels":
         targets = ds.train.y
@@ -57,9 +55,20 @@ def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
         train_logits = predict_logits(ckpt.model, ds.train.x)
         require_finite_logits(train_logits, "training-set NN", layout.model_dir)
         targets = predictions(train_logits)
-    surrogate = fit_kglm(
-        k_train, targets, alpha=kp.alpha, max_iter=kp.max_iter, tol=kp.tol, seed=params.seed, standardize=kp.standardize
-    )
+    path, expect = layout.kernel_path(kind, "train"), kernel_expect(params, kind, ckpt.checkpoint_hash, ds, "train")
+    if streams(params, len(ds.train.ids)):
+        surrogate, k_meta = fit_streamed(path, expect, ds.train.ids, targets, params)
+    else:
+        k_train, k_meta = read_kernel_matrix(path, params.kernel.storage, expect=expect, query_ids=ds.train.ids)
+        surrogate = fit_kglm(
+            k_train,
+            targets,
+            alpha=kp.alpha,
+            max_iter=kp.max_iter,
+            tol=kp.tol,
+            seed=params.seed,
+            standardize=kp.standardize,
+        )
     path = layout.kglm_dir(kind) / "kglm.safetensors"
     save_kglm(
         surrogate,
@@ -83,7 +92,9 @@ def evaluate_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
     """
     ds, ckpt = run_model(params, layout)
     test_provenance = kernel_expect(params, kind, ckpt.checkpoint_hash, ds, "test")
-    k_test, _ = read_kernel(layout.kernel_path(kind, "test"), expect=test_provenance, query_ids=ds.test.ids)
+    k_test, _ = read_kernel_matrix(
+        layout.kernel_path(kind, "test"), params.kernel.storage, expect=test_provenance, query_ids=ds.test.ids
+    )
     out = layout.kglm_dir(kind)
     surrogate = load_kglm(
         out / "kglm.safetensors", expect=kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash)
@@ -108,11 +119,11 @@ def evaluate_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
     write_attributions(
         attributions_path,
         surrogate,
-        [(ds.test.ids, k_test)],
+        ((ds.test.ids[rows], block) for rows, block in row_blocks(k_test)),
         ds.train.ids,
         {**test_provenance, "kglm": params.kglm.model_dump(mode="json")},
     )
-    summary_by_class = class_summary(surrogate, [k_test], ds.train.y, ds.n_classes)
+    summary_by_class = class_summary(surrogate, (block for _, block in row_blocks(k_test)), ds.train.y, ds.n_classes)
     heatmap = attribution_heatmap(
         out / "attribution_by_class.png", summary_by_class, f"{ds.name} · {kind}: mean attribution"
     )
@@ -142,29 +153,6 @@ def evaluate_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
     return StageResult.of(summary, [path for path in written if path is not None])
 
 
-def linearize(points: dict[str, np.ndarray], plot_path: Path, title: str, tau: float) -> dict[str, Any]:
-    """Fit kGLM → NN probability maps (App. L) and draw the parity plot; n/a when too few points are unsaturated."""
-    p_kglm, p_nn = expit(points["kglm_logit"]), expit(points["nn_logit"])
-    try:
-        fit = fit_linearization(p_kglm, p_nn)
-    except ValueError as error:
-        return {"linearization": "n/a", "r2_linearization": float("nan"), "linearization_note": str(error)}
-    linearization_parity(
-        plot_path,
-        fit.apply(p_kglm),
-        p_nn,
-        f"{title}: {fit.name} map, R² = {fit.r2_holdout:.3f} ({fit.n_holdout} unsaturated held-out points), "
-        f"τ_K = {tau:.3f}",
-    )
-    return {
-        "linearization": fit.name,
-        "r2_linearization": fit.r2_holdout,
-        "linearization_params": fit.params,
-        "linearization_points": {"fit": fit.n_fit, "holdout": fit.n_holdout},
-        "linearization_plot": str(plot_path),
-    }
-
-
 def compare_stage(params: Params, layout: RunLayout, summaries: list[dict[str, Any]]) -> StageResult:
     """The kernel comparison (the paper's Table 2 shape) as CSV, Markdown and a bar chart, plus the
     residuals of every projected kernel against its exact counterpart, and the DVC metrics file."""
@@ -175,7 +163,8 @@ def compare_stage(params: Params, layout: RunLayout, summaries: list[dict[str, A
     artifacts = write_comparison(table, out, title=f"{summaries[0]['dataset']}: kernel comparison")
     for s in summaries:
         exact_kind = kernel_kind(s["kind"]).exact
-        if exact_kind and layout.kernel_path(exact_kind, "train").exists():
+        dense = params.kernel.storage == "dense"  # residuals compare every entry
+        if exact_kind and dense and layout.kernel_path(exact_kind, "train").exists():
             from kernelscope.surrogate.plots import residual_cdf
 
             hashes = (s["checkpoint_hash"], s["dataset_hash"], "train")
