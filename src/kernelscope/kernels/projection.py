@@ -6,9 +6,12 @@ Two families, both with E[PᵀP] = I after the 1/sqrt(K) scale, so ⟨Pg, Pg'⟩
   Kronecker structure. For g = Σ_t δ_t a_tᵀ, (H D_out ⊗ H D_in) vec(g) = vec(Σ_t (H D_out δ_t)(H D_in a_t)ᵀ),
   so each output coordinate k is Σ_t (H D_out δ_t)_{i_k} (H D_in a_t)_{j_k} for a seeded set of
   index pairs (i_k, j_k) drawn without replacement. Cost per sample and layer: two fast
-  Walsh–Hadamard transforms and K products per class; the gradient itself is never formed.
-- ``gaussian`` / ``rademacher`` (dense): P_l with i.i.d. entries, applied as Σ_t δ_tᵀ P_l[k] a_t,
-  generated in seeded blocks of rows so the whole P is never held unless it fits the budget.
+  Walsh–Hadamard transforms and K products per class per position. A layer shared over many
+  positions (a convolution) instead forms g in one batched product and transforms it,
+  H D_out g D_in H, whichever is cheaper by a cost model measured on 2 cores (the same numbers).
+- ``gaussian`` / ``rademacher`` (dense): P_l with i.i.d. entries, applied as Σ_t δ_tᵀ P_l[k] a_t
+  (or to the formed g of a convolution), generated in seeded blocks of rows so the whole P is
+  never held unless it fits the budget.
 
 Every random quantity is a function of (seed, layer index, block index) only, and every
 operation is per sample, so the features of a sample do not depend on which samples share
