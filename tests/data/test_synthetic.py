@@ -28,3 +28,16 @@ def test_classes_are_separable_by_nearest_prototype_and_samples_vary():
     assert accuracy > 0.9  # class structure a network can learn
     same_class = x[y == 0]
     assert np.abs(same_class[0] - same_class[1]).mean() > 0.1  # not copies of one image
+
+
+def test_synthetic_images_as_a_data_source_are_seeded_images_of_the_asked_shape():
+    from kernelscope.core.param_sources import DataSourceParams
+    from kernelscope.data.readers import read_source
+
+    spec = DataSourceParams(format="synthetic_images", synthetic_samples=100, n_classes=4, image_shape=(3, 8, 8))
+    a, again, other = read_source(spec, seed=2), read_source(spec, seed=2), read_source(spec, seed=3)
+    assert a.x.shape == (100, 192) and a.image_shape == (3, 8, 8) and a.n_classes == 4
+    assert np.bincount(a.y).tolist() == [25] * 4 and a.class_names == ("0", "1", "2", "3")
+    assert np.array_equal(a.x, again.x) and not np.array_equal(a.x, other.x)
+    default = read_source(DataSourceParams(format="synthetic_images", synthetic_samples=20), seed=0)
+    assert default.image_shape == (3, 32, 32) and default.n_classes == 10

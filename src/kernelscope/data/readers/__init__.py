@@ -1,4 +1,5 @@
-"""Readers of a user's data set (npz, Parquet, image folder, CIFAR-10, IDX, MNIST-1D) into checked arrays.
+"""Readers of a user's data set (npz, Parquet, image folder, CIFAR-10, IDX, MNIST-1D, synthetic images) into
+checked arrays.
 
 One module per format, each registering its read function in READERS (base.py); ``read_source`` looks the
 format up there and applies the checks every format shares. Nothing here unpickles arbitrary objects: npz
@@ -20,7 +21,7 @@ from kernelscope.data.readers.base import READERS, ArraySet, validate_arrays
 
 # Imported for their registration in READERS, in the order formats are listed in messages (so not sorted).
 # isort: off
-from kernelscope.data.readers import npz, parquet, image_folder, cifar10, idx, mnist1d  # noqa: F401
+from kernelscope.data.readers import npz, parquet, image_folder, cifar10, idx, mnist1d, synthetic  # noqa: F401
 # isort: on
 
 __all__ = ["READERS", "ArraySet", "read_source", "validate_arrays"]
