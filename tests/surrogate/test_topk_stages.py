@@ -37,7 +37,7 @@ def test_a_dense_kernel_too_large_for_memory_is_fit_from_row_blocks(tiny_run, mo
     params = run.params_with(kglm={"stream_epochs": 15})
     whole = fit_kglm_stage(params, run.layout, "trntk")
     in_memory = evaluate_stage(params, run.layout, "trntk").summary
-    monkeypatch.setattr(surrogate_stages, "streams", lambda params, n: True)
+    monkeypatch.setattr(surrogate_stages, "streams", lambda params, kind, n: True)
     streamed = fit_kglm_stage(params, run.layout, "trntk")
     assert streamed.summary["kglm_sha256"] != whole.summary["kglm_sha256"]  # another fit: partial_fit epochs
     summary = evaluate_stage(params, run.layout, "trntk").summary

@@ -160,7 +160,7 @@ def kernel_provenance(params: Params, kind: str, checkpoint_hash: str, dataset_h
     """A kernel file's provenance: the kind, its normalization, every option that shaped it, the model and the data."""
     from kernelscope.kernels.registry import kernel_kind
 
-    sparse = {"storage": "topk", "topk": params.kernel.topk} if params.kernel.storage == "topk" else {}
+    sparse = {"storage": "topk", "topk": params.kernel.topk} if kernel_storage(params, kind) == "topk" else {}
     return {
         "kind": kind,
         "normalization": kernel_kind(kind).normalization,
@@ -170,6 +170,14 @@ def kernel_provenance(params: Params, kind: str, checkpoint_hash: str, dataset_h
         "checkpoint_hash": checkpoint_hash,
         "dataset_hash": dataset_hash,
     }
+
+
+def kernel_storage(params: Params, kind: str) -> str:
+    """How a kind's kernel files hold their rows: params.kernel.storage for the kernel stage's kinds; the loss
+    kernels (written by their own stage) are always dense."""
+    from kernelscope.kernels.registry import kernel_kind
+
+    return params.kernel.storage if kernel_kind(kind).producer == "kernel" else "dense"
 
 
 def kernel_options(params: Params, kind: str) -> dict[str, Any]:

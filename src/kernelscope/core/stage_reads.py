@@ -113,7 +113,8 @@ ARCH_SECTIONS = tuple(dict.fromkeys(entry.section for entry in MODELS.values()))
 CHECKPOINT = ("seed", *ARCH_SECTIONS, "sources")
 KERNEL_STORAGE = ("kernel.storage", "kernel.topk")  # how a kernel file holds its rows: recorded, checked on read
 KERNEL = ("seed", "device", "kernel.chunk_size", "kernel.memory_budget_mb", KERNEL_OPTIONS, *KERNEL_STORAGE)
-KGLM_CHECKS = (*CHECKPOINT, KERNEL_OPTIONS, *KERNEL_STORAGE)  # a kGLM stage loads the checkpoint and its kernels
+# A kGLM stage loads the checkpoint and its kernels; the memory budget decides whether it streams the fit from disk.
+KGLM_CHECKS = (*CHECKPOINT, KERNEL_OPTIONS, *KERNEL_STORAGE, "kernel.memory_budget_mb")
 KGLM_FIT = _all_but("kglm", "alpha")  # the forensic kGLMs take poison.kglm_alpha instead
 MULTITASK_MODEL = _keys(
     "multitask", MULTITASK_TRAINING_FIELDS
@@ -173,7 +174,7 @@ STAGES: dict[str, StageReads] = {
     # kinds of another stage (the loss kernels) record that stage's section: KERNEL_SECTIONS
     "train_kglm": StageReads(SURROGATE, ("seed", "kglm"), (*KGLM_CHECKS, KERNEL_SECTIONS), TASK_SURROGATE, dvc=False),
     "evaluate": StageReads(SURROGATE, ("seed", "kglm"), (*KGLM_CHECKS, KERNEL_SECTIONS), TASK_SURROGATE, dvc=False),
-    "compare_kernels": StageReads(SURROGATE, (), ("seed", KERNEL_OPTIONS), TASK_SURROGATE, dvc=False),
+    "compare_kernels": StageReads(SURROGATE, (), ("seed", KERNEL_OPTIONS, *KERNEL_STORAGE), TASK_SURROGATE, dvc=False),
     "seed_run": StageReads(SURROGATE, ("data", *CHECKPOINT, *KERNEL, "kglm"), (), TASK_SURROGATE, dvc=False),
     "forensic_kglm": StageReads(
         FORENSICS, ("seed", *KGLM_FIT, "poison.kglm_alpha"), KGLM_CHECKS, TASK_FORENSICS, dvc=False
@@ -192,7 +193,7 @@ STAGES: dict[str, StageReads] = {
         dvc=False,
     ),
     "detect_poison": StageReads(
-        FORENSICS, ("poison.k", "poison.m"), ("seed", KERNEL_OPTIONS), TASK_FORENSICS, dvc=False
+        FORENSICS, ("poison.k", "poison.m"), ("seed", KERNEL_OPTIONS, *KERNEL_STORAGE), TASK_FORENSICS, dvc=False
     ),
 }
 

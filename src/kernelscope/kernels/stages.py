@@ -15,7 +15,14 @@ import torch
 from kernelscope.core.errors import ArtifactError, ParamsError
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.params import Params
-from kernelscope.core.provenance import kernel_expect, kernel_options, kernel_provenance, run_data, run_model
+from kernelscope.core.provenance import (
+    kernel_expect,
+    kernel_options,
+    kernel_provenance,
+    kernel_storage,
+    run_data,
+    run_model,
+)
 from kernelscope.core.results import StageResult
 from kernelscope.data.datasets import read_dataset
 from kernelscope.kernels import kernel_spec
@@ -55,7 +62,7 @@ def kernel_job(
             "a projection must be smaller than what it projects, "
             f"set it to at most {n_params} (or use the exact kernels)."
         )
-    if params.kernel.storage == "topk" and params.kernel.topk > len(ds.train.ids):
+    if kernel_storage(params, kind) == "topk" and params.kernel.topk > len(ds.train.ids):
         raise ParamsError(
             f"params: kernel.topk is {params.kernel.topk}, more than the {len(ds.train.ids)} training points of "
             f"{ds.name}; set it to at most {len(ds.train.ids)} (or kernel.storage: dense)."
@@ -129,7 +136,7 @@ def kernel_stage(
         source = blocks(split) if blocks is not None else kernel_split_blocks(params, job, split, progress=progress)
         provenance = kernel_provenance(params, kind, job.checkpoint_hash, job.dataset_hash, split)
         path = layout.kernel_path(kind, split)
-        if params.kernel.storage == "topk":
+        if kernel_storage(params, kind) == "topk":
             write_topk_kernel_blocks(path, source, len(query_ids), job.train_ids, provenance, k=params.kernel.topk)
         else:
             write_kernel_blocks(path, source, len(query_ids), job.train_ids, provenance)
@@ -151,7 +158,9 @@ def current_kernel(params: Params, layout: RunLayout, kind: str, checkpoint_hash
     try:
         for split, path in written.items():
             read_kernel_meta(
-                path, kernel_expect(params, kind, checkpoint_hash, ds, split), kernel_artifact(params.kernel.storage)
+                path,
+                kernel_expect(params, kind, checkpoint_hash, ds, split),
+                kernel_artifact(kernel_storage(params, kind)),
             )
     except ArtifactError:
         return None

@@ -18,6 +18,7 @@ from sklearn.linear_model import SGDClassifier
 
 from kernelscope.core.errors import ArtifactError, KernelscopeError
 from kernelscope.core.params import Params
+from kernelscope.core.provenance import kernel_storage
 from kernelscope.kernels.store import iter_kernel_blocks, read_kernel_meta
 from kernelscope.surrogate.kglm import KGLM, folded
 
@@ -85,10 +86,10 @@ def fit_kglm_streaming(
     return folded(classifier, mean, scale, alpha, converged=bool(change < tol))
 
 
-def streams(params: Params, n_train: int) -> bool:
+def streams(params: Params, kind: str, n_train: int) -> bool:
     """Whether the kGLM is fit from row blocks on disk: a dense train × train kernel whose float64 copy would pass
     kernel.memory_budget_mb (a top-k kernel is read whole: k entries a row)."""
-    return params.kernel.storage == "dense" and n_train * n_train * 8 > params.kernel.memory_budget_mb * 2**20
+    return kernel_storage(params, kind) == "dense" and n_train * n_train * 8 > params.kernel.memory_budget_mb * 2**20
 
 
 def fit_streamed(

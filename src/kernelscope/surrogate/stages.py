@@ -17,7 +17,7 @@ from kernelscope.core.fileio import atomic_path, sha256_file, write_dvc_metrics
 from kernelscope.core.json_artifacts import write_json_artifact
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.params import Params, params_hash
-from kernelscope.core.provenance import kernel_expect, kernel_provenance, kglm_provenance, run_model
+from kernelscope.core.provenance import kernel_expect, kernel_provenance, kernel_storage, kglm_provenance, run_model
 from kernelscope.core.results import StageResult
 from kernelscope.kernels.registry import kernel_kind
 from kernelscope.kernels.stages import kernel_stage
@@ -41,7 +41,7 @@ def check_kglm_inputs(params: Params, layout: RunLayout, kind: str) -> None:
         read_kernel_meta(
             layout.kernel_path(kind, split),
             kernel_expect(params, kind, ckpt.checkpoint_hash, ds, split),
-            kernel_artifact(params.kernel.storage),
+            kernel_artifact(kernel_storage(params, kind)),
         )
 
 
@@ -56,10 +56,10 @@ def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
         require_finite_logits(train_logits, "training-set NN", layout.model_dir)
         targets = predictions(train_logits)
     path, expect = layout.kernel_path(kind, "train"), kernel_expect(params, kind, ckpt.checkpoint_hash, ds, "train")
-    if streams(params, len(ds.train.ids)):
+    if streams(params, kind, len(ds.train.ids)):
         surrogate, k_meta = fit_streamed(path, expect, ds.train.ids, targets, params)
     else:
-        k_train, k_meta = read_kernel_matrix(path, params.kernel.storage, expect=expect, query_ids=ds.train.ids)
+        k_train, k_meta = read_kernel_matrix(path, kernel_storage(params, kind), expect=expect, query_ids=ds.train.ids)
         surrogate = fit_kglm(
             k_train,
             targets,
@@ -93,7 +93,7 @@ def evaluate_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
     ds, ckpt = run_model(params, layout)
     test_provenance = kernel_expect(params, kind, ckpt.checkpoint_hash, ds, "test")
     k_test, _ = read_kernel_matrix(
-        layout.kernel_path(kind, "test"), params.kernel.storage, expect=test_provenance, query_ids=ds.test.ids
+        layout.kernel_path(kind, "test"), kernel_storage(params, kind), expect=test_provenance, query_ids=ds.test.ids
     )
     out = layout.kglm_dir(kind)
     surrogate = load_kglm(
@@ -163,7 +163,7 @@ def compare_stage(params: Params, layout: RunLayout, summaries: list[dict[str, A
     artifacts = write_comparison(table, out, title=f"{summaries[0]['dataset']}: kernel comparison")
     for s in summaries:
         exact_kind = kernel_kind(s["kind"]).exact
-        dense = params.kernel.storage == "dense"  # residuals compare every entry
+        dense = kernel_storage(params, s["kind"]) == "dense"  # residuals compare every entry
         if exact_kind and dense and layout.kernel_path(exact_kind, "train").exists():
             from kernelscope.surrogate.plots import residual_cdf
 
