@@ -34,7 +34,9 @@ from kernelscope.models.zoo import MODELS
 
 # Placeholders for what the registered kernel kinds read, expanded when an entry is read, so a kind registered after
 # this module was imported counts (kernels.registry: a new kind is one register_kernel call).
-KERNEL_OPTIONS = "kernel.<options>"  # every params.kernel key some kind reads (kernel_sections sends a task its kind's)
+# every params.kernel key some kind reads (kernel_sections sends a task its kind's), and how a kernel file holds its
+# rows (kernel.storage, kernel.topk: recorded, checked on read)
+KERNEL_OPTIONS = "kernel.<options>"
 KERNEL_SECTIONS = "<kind sections>"  # every section some kind reads whole (the loss kernels: loss_kernel)
 
 
@@ -43,6 +45,7 @@ def _expand(keys: tuple[str, ...]) -> tuple[str, ...]:
     for key in keys:
         if key == KERNEL_OPTIONS:
             out += [f"kernel.{option}" for entry in KERNELS.values() for option in entry.options]
+            out += ["kernel.storage", "kernel.topk"]
         elif key == KERNEL_SECTIONS:
             out += [section for entry in KERNELS.values() for _, section in entry.sections]
         else:
@@ -111,10 +114,9 @@ ARCH_SECTIONS = tuple(dict.fromkeys(entry.section for entry in MODELS.values()))
 # What rebuilds a dataset's model: the registry architecture's section (train.arch, or a source's model.registry:
 # any of them, so all) or the user's factory (sources), and the seed. Checked against the checkpoint it loads.
 CHECKPOINT = ("seed", *ARCH_SECTIONS, "sources")
-KERNEL_STORAGE = ("kernel.storage", "kernel.topk")  # how a kernel file holds its rows: recorded, checked on read
-KERNEL = ("seed", "device", "kernel.chunk_size", "kernel.memory_budget_mb", KERNEL_OPTIONS, *KERNEL_STORAGE)
+KERNEL = ("seed", "device", "kernel.chunk_size", "kernel.memory_budget_mb", KERNEL_OPTIONS)
 # A kGLM stage loads the checkpoint and its kernels; the memory budget decides whether it streams the fit from disk.
-KGLM_CHECKS = (*CHECKPOINT, KERNEL_OPTIONS, *KERNEL_STORAGE, "kernel.memory_budget_mb")
+KGLM_CHECKS = (*CHECKPOINT, KERNEL_OPTIONS, "kernel.memory_budget_mb")
 KGLM_FIT = _all_but("kglm", "alpha")  # the forensic kGLMs take poison.kglm_alpha instead
 MULTITASK_MODEL = _keys(
     "multitask", MULTITASK_TRAINING_FIELDS
@@ -133,7 +135,6 @@ COUNTERFACTUAL_READS = (
     "kernel.chunk_size",  # mislabel detection computes the noisy model's kernels and fits their kGLMs
     "kernel.memory_budget_mb",
     KERNEL_OPTIONS,
-    *KERNEL_STORAGE,
     "kglm",
     *CHECKPOINT[1:],  # the architecture's sections and sources: the retrained models follow the run's recipe
 )
@@ -174,7 +175,7 @@ STAGES: dict[str, StageReads] = {
     # kinds of another stage (the loss kernels) record that stage's section: KERNEL_SECTIONS
     "train_kglm": StageReads(SURROGATE, ("seed", "kglm"), (*KGLM_CHECKS, KERNEL_SECTIONS), TASK_SURROGATE, dvc=False),
     "evaluate": StageReads(SURROGATE, ("seed", "kglm"), (*KGLM_CHECKS, KERNEL_SECTIONS), TASK_SURROGATE, dvc=False),
-    "compare_kernels": StageReads(SURROGATE, (), ("seed", KERNEL_OPTIONS, *KERNEL_STORAGE), TASK_SURROGATE, dvc=False),
+    "compare_kernels": StageReads(SURROGATE, (), ("seed", KERNEL_OPTIONS), TASK_SURROGATE, dvc=False),
     "seed_run": StageReads(SURROGATE, ("data", *CHECKPOINT, *KERNEL, "kglm"), (), TASK_SURROGATE, dvc=False),
     "forensic_kglm": StageReads(
         FORENSICS, ("seed", *KGLM_FIT, "poison.kglm_alpha"), KGLM_CHECKS, TASK_FORENSICS, dvc=False
@@ -193,7 +194,7 @@ STAGES: dict[str, StageReads] = {
         dvc=False,
     ),
     "detect_poison": StageReads(
-        FORENSICS, ("poison.k", "poison.m"), ("seed", KERNEL_OPTIONS, *KERNEL_STORAGE), TASK_FORENSICS, dvc=False
+        FORENSICS, ("poison.k", "poison.m"), ("seed", KERNEL_OPTIONS), TASK_FORENSICS, dvc=False
     ),
 }
 

@@ -30,7 +30,7 @@ from kernelscope.kernels.projection import Projector
 from kernelscope.models.checkpoint import Checkpoint
 from kernelscope.models.heads import predictions
 from kernelscope.models.train import predict_logits, train_classifier
-from kernelscope.surrogate.kglm import KGLM, fit_kglm
+from kernelscope.surrogate.kglm import KGLM, fit_kglm, kglm_fit_options
 
 INSPECTED = (0.1, 0.2)  # fractions of the training set inspected, highest self-scores first
 
@@ -131,15 +131,7 @@ class NoisyRun(Run):
         targets = (
             ds.train.y if kp.target == "labels" else predictions(predict_logits(self.checkpoint.model, ds.train.x))
         )
-        return fit_kglm(
-            self.kernel_rows(kind),
-            targets,
-            alpha=kp.alpha,
-            max_iter=kp.max_iter,
-            tol=kp.tol,
-            seed=self.params.seed,
-            standardize=kp.standardize,
-        )
+        return fit_kglm(self.kernel_rows(kind), targets, max_iter=kp.max_iter, **kglm_fit_options(self.params))
 
 
 def noisy_run(run: Run, fraction: float) -> tuple[NoisyRun, np.ndarray]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,36 @@ def write_kernel_blocks(
     provenance: dict[str, Any],
     artifact: str = ARTIFACT,
 ) -> dict[str, Any]:
-    """Stream (query_ids (b,), rows (b, n_train)) blocks into row groups of one Parquet artifact, atomically.
+    """Stream (query_ids (b,), rows (b, n_train)) blocks into row groups of one dense Parquet kernel, atomically
+    (see ``write_row_blocks``)."""
+    schema = _schema(len(train_ids))
+    return write_row_blocks(
+        path,
+        blocks,
+        n_query,
+        train_ids,
+        {"value_dtype": "float32", **provenance},
+        artifact=artifact,
+        schema=schema,
+        value_column="values",
+        table_of_block=lambda rows, query_ids: _row_group(rows, query_ids, schema),
+    )
+
+
+def write_row_blocks(
+    path: str | Path,
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    n_query: int,
+    train_ids: np.ndarray,
+    provenance: dict[str, Any],
+    *,
+    artifact: str,
+    schema: pa.Schema,
+    value_column: str,
+    table_of_block: Callable[[np.ndarray, np.ndarray], pa.Table],
+) -> dict[str, Any]:
+    """Stream dense (query_ids (b,), rows (b, n_train)) blocks into one Parquet artifact, a row group per block,
+    each made by ``table_of_block(rows, query_ids)`` (the dense rows or their top-k entries).
 
     Only one block is in memory at a time, so a kernel larger than memory can be written.
     A failure anywhere leaves any previous file at ``path`` untouched. A block holding NaN or inf
@@ -67,17 +96,15 @@ def write_kernel_blocks(
         "n_query": int(n_query),
         "n_train": int(n_t),
         "train_ids": [int(i) for i in train_ids],
-        "value_dtype": "float32",
         **provenance,
     }
-    schema = _schema(n_t)
     with ParquetArtifactWriter(
         path,
         schema,
         artifact,
         provenance,
         use_dictionary=False,
-        column_encoding={"query_id": "PLAIN", "values.list.element": "BYTE_STREAM_SPLIT"},
+        column_encoding={"query_id": "PLAIN", f"{value_column}.list.element": "BYTE_STREAM_SPLIT"},
     ) as writer:
         for query_ids, rows in blocks:
             if rows.shape[1] != n_t or len(query_ids) != len(rows):
@@ -86,7 +113,7 @@ def write_kernel_blocks(
                     f"does not fit a kernel with {n_t} training columns"
                 )
             require_finite(path, rows, query_ids)
-            writer.write(_row_group(rows, query_ids, schema))
+            writer.write(table_of_block(rows, query_ids))
             pause_after_block()
         if writer.rows != n_query:
             raise ValueError(f"{writer.rows} rows were written but the kernel has {n_query} query points")

@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from kernelscope.core.artifacts import ParquetArtifactWriter, read_parquet, verified_row_groups
+from kernelscope.core.artifacts import read_parquet, verified_row_groups
 from kernelscope.core.errors import ArtifactError
 from kernelscope.kernels.store import ARTIFACT as DENSE_ARTIFACT
-from kernelscope.kernels.store import ORIENTATION, pause_after_block, read_kernel, require_finite
+from kernelscope.kernels.store import read_kernel, write_row_blocks
 
 ARTIFACT = "kernel-topk"
 
@@ -61,45 +61,32 @@ def write_topk_kernel_blocks(
     n_t = len(train_ids)
     if not 1 <= k <= n_t:
         raise ValueError(f"kernel.topk {k} must lie in [1, {n_t}] (the number of training points)")
-    provenance = {
-        "orientation": ORIENTATION,
-        "n_query": int(n_query),
-        "n_train": int(n_t),
-        "train_ids": [int(i) for i in train_ids],
-        "topk": int(k),
-        **provenance,
-    }
     schema = _schema(k)
-    with ParquetArtifactWriter(
+    return write_row_blocks(
         path,
-        schema,
-        ARTIFACT,
-        provenance,
-        use_dictionary=False,
-        column_encoding={"query_id": "PLAIN", "value.list.element": "BYTE_STREAM_SPLIT"},
-    ) as writer:
-        for query_ids, rows in blocks:
-            if rows.shape[1] != n_t or len(query_ids) != len(rows):
-                raise ValueError(
-                    f"block of shape {rows.shape} with {len(query_ids)} ids does not fit a kernel with {n_t} "
-                    "training columns"
-                )
-            require_finite(path, rows, query_ids)
-            index, values, norms = top_k_rows(rows, k)
-            table = pa.Table.from_arrays(
-                [
-                    pa.array(np.asarray(query_ids, dtype=np.int64)),
-                    pa.FixedSizeListArray.from_arrays(pa.array(index.reshape(-1), pa.int32()), k),
-                    pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), k),
-                    pa.array(norms, pa.float64()),
-                ],
-                schema=schema,
-            )
-            writer.write(table)
-            pause_after_block()
-        if writer.rows != n_query:
-            raise ValueError(f"{writer.rows} rows were written but the kernel has {n_query} query points")
-    return {**writer.meta, "content_sha256": writer.meta_hash}
+        blocks,
+        n_query,
+        train_ids,
+        {"topk": int(k), **provenance},
+        artifact=ARTIFACT,
+        schema=schema,
+        value_column="value",
+        table_of_block=lambda rows, query_ids: _topk_table(rows, query_ids, k, schema),
+    )
+
+
+def _topk_table(rows: np.ndarray, query_ids: np.ndarray, k: int, schema: pa.Schema) -> pa.Table:
+    """(b, n_train) dense rows -> one row group of their top-k entries and norms."""
+    index, values, norms = top_k_rows(rows, k)
+    return pa.Table.from_arrays(
+        [
+            pa.array(np.asarray(query_ids, dtype=np.int64)),
+            pa.FixedSizeListArray.from_arrays(pa.array(index.reshape(-1), pa.int32()), k),
+            pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), k),
+            pa.array(norms, pa.float64()),
+        ],
+        schema=schema,
+    )
 
 
 def _block_arrays(path: Path, meta: dict[str, Any], table: pa.Table) -> tuple[np.ndarray, ...]:

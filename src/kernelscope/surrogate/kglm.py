@@ -13,6 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDClassifier
 
 from kernelscope.core.errors import ArtifactError, KernelscopeError
+from kernelscope.core.params import Params
 from kernelscope.core.tensor_artifacts import read_safetensors, write_safetensors
 
 
@@ -29,6 +30,13 @@ class KGLM:
         if sp.issparse(k_query):
             return np.asarray(k_query.astype(np.float64) @ self.weight.T) + self.bias
         return np.asarray(k_query, dtype=np.float64) @ self.weight.T + self.bias
+
+
+def kglm_fit_options(params: Params) -> dict[str, Any]:
+    """The settings every kGLM fit takes from params (the dense fit adds kglm.max_iter, the streamed fit
+    kglm.stream_epochs)."""
+    kp = params.kglm
+    return {"alpha": kp.alpha, "tol": kp.tol, "seed": params.seed, "standardize": kp.standardize}
 
 
 def fit_kglm(

@@ -20,7 +20,7 @@ from kernelscope.core.errors import ArtifactError, KernelscopeError
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import kernel_storage
 from kernelscope.kernels.store import iter_kernel_blocks, read_kernel_meta
-from kernelscope.surrogate.kglm import KGLM, folded
+from kernelscope.surrogate.kglm import KGLM, folded, kglm_fit_options
 
 # A fresh pass over the kernel: (positions of the rows among the training points (b,), rows (b, N)), in order.
 BlockPass = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
@@ -109,14 +109,5 @@ def fit_streamed(
             start += len(ids)
             yield positions, rows
 
-    kp = params.kglm
-    surrogate = fit_kglm_streaming(
-        one_pass,
-        targets,
-        alpha=kp.alpha,
-        epochs=kp.stream_epochs,
-        tol=kp.tol,
-        seed=params.seed,
-        standardize=kp.standardize,
-    )
+    surrogate = fit_kglm_streaming(one_pass, targets, epochs=params.kglm.stream_epochs, **kglm_fit_options(params))
     return surrogate, read_kernel_meta(path, expect)

@@ -27,7 +27,7 @@ from kernelscope.models.stages import train_stage
 from kernelscope.models.train import predict_logits
 from kernelscope.surrogate.attribution import class_summary, write_attributions
 from kernelscope.surrogate.faithfulness import faithfulness, predictions
-from kernelscope.surrogate.kglm import fit_kglm, load_kglm, save_kglm
+from kernelscope.surrogate.kglm import fit_kglm, kglm_fit_options, load_kglm, save_kglm
 from kernelscope.surrogate.kglm_streaming import fit_streamed, streams
 from kernelscope.surrogate.linearization import linearize
 from kernelscope.surrogate.plots import attribution_heatmap, probability_scatter
@@ -60,15 +60,7 @@ def fit_kglm_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
         surrogate, k_meta = fit_streamed(path, expect, ds.train.ids, targets, params)
     else:
         k_train, k_meta = read_kernel_matrix(path, kernel_storage(params, kind), expect=expect, query_ids=ds.train.ids)
-        surrogate = fit_kglm(
-            k_train,
-            targets,
-            alpha=kp.alpha,
-            max_iter=kp.max_iter,
-            tol=kp.tol,
-            seed=params.seed,
-            standardize=kp.standardize,
-        )
+        surrogate = fit_kglm(k_train, targets, max_iter=kp.max_iter, **kglm_fit_options(params))
     path = layout.kglm_dir(kind) / "kglm.safetensors"
     save_kglm(
         surrogate,
