@@ -19,6 +19,17 @@ def _reference_top_k(row: np.ndarray, k: int) -> list[tuple[int, float]]:
     return sorted(((int(j), float(v)) for j, v in enumerate(row)), key=lambda p: (-p[1], p[0]))[:k]
 
 
+@pytest.mark.parametrize("k", [1, 3, 7, 12])
+def test_top_k_rows_matches_the_sorted_reference_through_ties_at_the_cut(k):
+    rng = np.random.default_rng(k)
+    rows = rng.integers(-2, 3, size=(30, 12)).astype(np.float64) / 2  # many ties, many of them at the k-th value
+    rows[::4, ::3] = -0.0  # -0 and +0 are the same value: ties, kept in column order
+    index, values, _ = top_k_rows(rows, k)
+    assert index.dtype == np.int32 and values.dtype == np.float32 and index.shape == values.shape == (30, k)
+    for i, row in enumerate(rows):
+        assert list(zip(index[i].tolist(), values[i].tolist())) == _reference_top_k(row, k)
+
+
 def test_round_trip_keeps_each_rows_k_largest_and_its_norm(tmp_path):
     rng = np.random.default_rng(0)
     kernel = rng.standard_normal((23, 40))

@@ -39,12 +39,21 @@ def _schema(k: int) -> pa.Schema:
 def top_k_rows(rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(b, n) dense rows -> (indices (b, k) int32 by decreasing value, ties by lower index; their values (b, k)
     float32; each row's L2 norm (b,) float64). The values are first rounded to the stored float32, so the choice
-    is the one a reader of the dense file would make."""
+    is the one a reader of the dense file would make.
+
+    Linear in n per row (a partition, then a sort of the entries at or above each row's k-th largest value),
+    not n log n: a 50,000-column row block is selected in the time it takes to compute it."""
     rows32 = np.asarray(rows, dtype=np.float32)
-    index = np.argsort(-rows32, axis=1, kind="stable")[:, :k].astype(np.int32)  # stable: ties keep column order
-    values = np.take_along_axis(rows32, index, axis=1)
+    b = len(rows32)
+    kth = -np.partition(-rows32, k - 1, axis=1)[:, k - 1]  # (b,) each row's k-th largest value
+    r, c = np.nonzero(rows32 >= kth[:, None])  # every candidate, ties at the k-th value included; c ascending per row
+    v = rows32[r, c]
+    order = np.lexsort((c, -v, r))  # by row, then decreasing value, then lower column
+    c, v = c[order], v[order]
+    starts = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=b))[:-1]])  # (b,) first candidate of each row
+    take = starts[:, None] + np.arange(k)  # (b, k): each row has at least k candidates
     norms = np.sqrt((rows32.astype(np.float64) ** 2).sum(axis=1))
-    return index, values, norms
+    return c[take].astype(np.int32), v[take], norms
 
 
 def write_topk_kernel_blocks(
