@@ -229,3 +229,37 @@ def test_weighted_factors_are_the_weighted_sum_of_per_class_gradients():
             g_all = f_all.materialize() if hasattr(f_all, "act") else f_all.grad  # (b, C, p)
             g_one = f_one.materialize() if hasattr(f_one, "act") else f_one.grad  # (b, 1, p)
             torch.testing.assert_close(g_one[:, 0], torch.einsum("bcp,bc->bp", g_all, w), msg=f"{name} {f_all.name}")
+
+
+@pytest.mark.parametrize("kind", ["trntk", "trntk0"])
+def test_class_major_plan_when_only_one_class_fits_the_budget(kind, monkeypatch):
+    from kernelscope.kernels import assembly
+
+    taken = []
+    real = assembly.class_major_blocks
+    monkeypatch.setattr(assembly, "class_major_blocks", lambda *a, **k: taken.append(1) or real(*a, **k))
+    for name, model, d in models(3):
+        xq, xt = _inputs(d)
+        model.eval()
+        spec = kernel_spec(model, kind)
+        per_sample = assembly._nbytes(represent(spec, xt[:1]))  # every class
+        # One class of the training side and the (5, 7) output fit; all classes of a 3-row chunk do not.
+        budget_mb = (per_sample / 3 * len(xt) + 8 * len(xq) * len(xt)) * 1.01 / 2**20
+        assert 3 * per_sample * 3 > budget_mb * 2**20
+        want = ref.trntk0(model, xq, xt) if kind == "trntk0" else ref.cosine(ref.trntk0, model, xq, xt)
+        got = compute_kernel(model, xq, xt, kind=kind, chunk_size=3, memory_budget_mb=budget_mb)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=0, err_msg=f"{name} {kind}")
+        np.testing.assert_allclose(got, compute_kernel(model, xq, xt, kind=kind, chunk_size=3), rtol=1e-12)
+        # train x train, and a row-range task (as Dask runs them) gives the full pass's bytes for its rows
+        budget_mb = (per_sample / 3 * len(xt) + 8 * len(xt) ** 2) * 1.01 / 2**20
+        full = dict(
+            (s.start, b)
+            for s, b in assembly.kernel_row_blocks(spec, xt, None, chunk_size=2, memory_budget_mb=budget_mb)
+        )
+        ranged = assembly.kernel_row_blocks(spec, xt, None, chunk_size=2, memory_budget_mb=budget_mb, rows=(2, 6))
+        for rows, block in ranged:
+            assert rows.start in (2, 4) and block.tobytes() == full[rows.start].tobytes()
+        np.testing.assert_allclose(
+            np.concatenate(list(full.values())), compute_kernel(model, xt, kind=kind), rtol=1e-12
+        )
+    assert len(taken) == 3 * len(list(models(3)))  # every call above took the class-major plan

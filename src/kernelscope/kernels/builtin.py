@@ -61,11 +61,28 @@ def _trace_ntk(kind: str, norm: str) -> Any:
     def build(model: nn.Module, options: dict[str, Any], memory_budget_mb: int, method: str) -> KernelSpec:
         if method == "jacobian":
             return _jacobian_reference(model, kind, norm, memory_budget_mb)
+
+        def by_class(x: torch.Tensor, c: int) -> list:
+            return exact.compact(layer_factors(model, x, weights=lambda logits: one_hot_outputs(logits, c))[0])
+
         return KernelSpec(
-            kind, norm, lambda x: exact.compact(layer_factors(model, x)[0]), exact.trace_gram, exact.trace_diag
+            kind,
+            norm,
+            lambda x: exact.compact(layer_factors(model, x)[0]),
+            exact.trace_gram,
+            exact.trace_diag,
+            by_class=by_class,
+            n_classes=n_outputs(model),
         )
 
     return build
+
+
+def one_hot_outputs(logits: torch.Tensor, c: int) -> torch.Tensor:
+    """Weights (b, C) selecting class c: the factors of F_c alone (one class of a trace kernel)."""
+    weights = torch.zeros_like(logits)
+    weights[:, c] = 1
+    return weights
 
 
 def summed_outputs(logits: torch.Tensor) -> torch.Tensor:
