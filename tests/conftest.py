@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,13 @@ from tests.support.runs import TINY_PARAMS, TinyRun, TinyRuns
 # (`make test` runs two workers) each worker gets a folder of its own: two Prefect servers or MLflow stores on
 # one SQLite file would lock each other out, so a worker overrides what the controller process set.
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
-_SESSION_HOME = Path(
+_OWNS_HOME = "KERNELSCOPE_TEST_HOME" not in os.environ  # this process made the folder, so it removes it at the end
+_HOME = Path(
     os.environ.setdefault(
         "KERNELSCOPE_TEST_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"kernelscope-tests-{os.getpid()}")
     )
-) / (_WORKER or "main")
+)
+_SESSION_HOME = _HOME / (_WORKER or "main")
 
 
 def _session_env(name: str, value: str) -> None:
@@ -54,6 +57,11 @@ SLOWEST_FIRST = (
     "integration/test_dask_scaleout.py",
     "integration/test_prefect_flow.py",
 )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _OWNS_HOME and not _WORKER:  # the controller, after every worker has finished
+        shutil.rmtree(_HOME, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
