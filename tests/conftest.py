@@ -9,7 +9,7 @@ import copy
 import itertools
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # One torch thread per xdist worker: two workers at two OpenMP threads each on two cores wait at every barrier
 # (tests/kernels, models, surrogate and counterfactual took 80 s that way, 24 s at one thread each).
 torch.set_num_threads(1 if _WORKER else min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """Prefect's test harness (a temporary API server and database), started once per test process that asks for
+    it and kept to the end of the session: each start costs ~30 s on two cores."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 @pytest.fixture

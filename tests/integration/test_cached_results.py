@@ -91,11 +91,10 @@ def test_foreign_records_are_refused_by_their_bytes(tmp_path):
         check_record(tmp_path / "r", b"\x80\x04 a raw pickle")
 
 
-def test_a_tampered_cache_record_runs_nothing(tmp_path):
+def test_a_tampered_cache_record_runs_nothing(prefect_harness, tmp_path):
     """Run a cached task, replace its record with a pickle that would create a marker, run it again:
     refused, no marker."""
     from prefect import flow, task
-    from prefect.testing.utilities import prefect_test_harness
 
     from tasks.caching import CACHED_TASK, result_storage
 
@@ -110,33 +109,32 @@ def test_a_tampered_cache_record_runs_nothing(tmp_path):
         return probe(n)
 
     marker = tmp_path / "PWNED"
-    with prefect_test_harness(server_startup_timeout=120):
-        before = set(result_storage().glob("*")) if result_storage().exists() else set()
-        first = run(int(np.random.default_rng().integers(10**6, 10**7)))  # a fresh cache key
-        assert np.array_equal(first["values"], np.arange(first["n"], dtype=np.float32))
-        again = run(first["n"])  # a cache hit, decoded from plain JSON
-        assert again["n"] == first["n"] and np.array_equal(again["values"], first["values"])
-        written = sorted(set(result_storage().glob("*")) - before)
-        assert written, "the task persisted no result"
-        for path in written:
-            assert json.loads(path.read_text())["metadata"]["serializer"] == {"type": "kernelscope-json"}
-            _poison(path, marker)
-        third = run(first["n"])  # Prefect treats the refused record as a miss and runs the task afresh
-        assert np.array_equal(third["values"], first["values"]) and not marker.exists()
-        for path in written:  # and the record is kernelscope's again
-            assert json.loads(path.read_text())["metadata"]["serializer"] == {"type": "kernelscope-json"}
-            _poison(path, marker)
-        # The control: without the check, the same record does run its payload (so the test above can fail).
-        folders = set(results._RESULT_FOLDERS)
+    before = set(result_storage().glob("*")) if result_storage().exists() else set()
+    first = run(int(np.random.default_rng().integers(10**6, 10**7)))  # a fresh cache key
+    assert np.array_equal(first["values"], np.arange(first["n"], dtype=np.float32))
+    again = run(first["n"])  # a cache hit, decoded from plain JSON
+    assert again["n"] == first["n"] and np.array_equal(again["values"], first["values"])
+    written = sorted(set(result_storage().glob("*")) - before)
+    assert written, "the task persisted no result"
+    for path in written:
+        assert json.loads(path.read_text())["metadata"]["serializer"] == {"type": "kernelscope-json"}
+        _poison(path, marker)
+    third = run(first["n"])  # Prefect treats the refused record as a miss and runs the task afresh
+    assert np.array_equal(third["values"], first["values"]) and not marker.exists()
+    for path in written:  # and the record is kernelscope's again
+        assert json.loads(path.read_text())["metadata"]["serializer"] == {"type": "kernelscope-json"}
+        _poison(path, marker)
+    # The control: without the check, the same record does run its payload (so the test above can fail).
+    folders = set(results._RESULT_FOLDERS)
+    results._RESULT_FOLDERS.clear()
+    results._RESULT_FOLDERS.add(tmp_path / "elsewhere")
+    try:
+        run(first["n"])
+    except Exception:
+        pass
+    finally:
         results._RESULT_FOLDERS.clear()
-        results._RESULT_FOLDERS.add(tmp_path / "elsewhere")
-        try:
-            run(first["n"])
-        except Exception:
-            pass
-        finally:
-            results._RESULT_FOLDERS.clear()
-            results._RESULT_FOLDERS.update(folders)
+        results._RESULT_FOLDERS.update(folders)
     assert marker.exists()
 
 
@@ -150,11 +148,9 @@ def _poison(path: Path, marker: Path) -> None:
     path.write_text(json.dumps(record))
 
 
-def test_a_cache_hit_whose_outputs_changed_is_run_again(tmp_path, tiny_params_dict, monkeypatch):
+def test_a_cache_hit_whose_outputs_changed_is_run_again(prefect_harness, tmp_path, tiny_params_dict, monkeypatch):
     """Every output of a cached result is checked: a deleted or edited file the old guard never looked at (it checked
     one path per task) makes its task run again, and a kernel file that changed is recomputed, not trusted."""
-    from prefect.testing.utilities import prefect_test_harness
-
     from flows.surrogate import attribution
     from kernelscope.core.layout import RunLayout
     from kernelscope.core.params import params_from_dict
@@ -164,30 +160,29 @@ def test_a_cache_hit_whose_outputs_changed_is_run_again(tmp_path, tiny_params_di
     kwargs = dict(dataset="digits2", params=params, outputs=str(tmp_path / "out"), track=False)
     layout = RunLayout(tmp_path / "out" / "digits2")
     kglm = layout.kglm_dir("trntk")
-    with prefect_test_harness(server_startup_timeout=120):
-        attribution(**kwargs)
-        attributions = (kglm / "attributions.parquet").read_bytes()
-        metrics, points = kglm / "metrics.json", kglm / "probabilities.csv"
-        written = metrics.stat().st_mtime_ns
+    attribution(**kwargs)
+    attributions = (kglm / "attributions.parquet").read_bytes()
+    metrics, points = kglm / "metrics.json", kglm / "probabilities.csv"
+    written = metrics.stat().st_mtime_ns
 
-        # 1. attributions.parquet deleted, metrics.json kept: evaluate runs again (it alone writes both).
-        (kglm / "attributions.parquet").unlink()
-        again = attribution(**kwargs)
-        assert again["tasks"] == 7 and again["cache_hits"] == 6
-        assert (kglm / "attributions.parquet").read_bytes() == attributions and metrics.stat().st_mtime_ns > written
+    # 1. attributions.parquet deleted, metrics.json kept: evaluate runs again (it alone writes both).
+    (kglm / "attributions.parquet").unlink()
+    again = attribution(**kwargs)
+    assert again["tasks"] == 7 and again["cache_hits"] == 6
+    assert (kglm / "attributions.parquet").read_bytes() == attributions and metrics.stat().st_mtime_ns > written
 
-        # 2. One byte of an output edited: the same.
-        before = points.read_bytes()
-        points.write_bytes(before[:-2] + bytes([before[-2] ^ 1]) + before[-1:])
-        edited = attribution(**kwargs)
-        assert edited["tasks"] == 7 and edited["cache_hits"] == 6 and points.read_bytes() == before
+    # 2. One byte of an output edited: the same.
+    before = points.read_bytes()
+    points.write_bytes(before[:-2] + bytes([before[-2] ^ 1]) + before[-1:])
+    edited = attribution(**kwargs)
+    assert edited["tasks"] == 7 and edited["cache_hits"] == 6 and points.read_bytes() == before
 
-        # 3. One byte of a kernel file edited: its rows are computed again and written (the writer refreshes its cache).
-        kernel = layout.kernel_path("trntk", "test")
-        original = kernel.read_bytes()
-        kernel.write_bytes(original[:100] + bytes([original[100] ^ 1]) + original[101:])
-        recomputed = attribution(**kwargs)
-        assert recomputed["tasks"] == 9 and recomputed["cache_hits"] == 6  # 2 row tasks and the writer ran
-        assert kernel.read_bytes() == original
-        settled = attribution(**kwargs)
-        assert settled["cache_hits"] == settled["tasks"] == 7
+    # 3. One byte of a kernel file edited: its rows are computed again and written (the writer refreshes its cache).
+    kernel = layout.kernel_path("trntk", "test")
+    original = kernel.read_bytes()
+    kernel.write_bytes(original[:100] + bytes([original[100] ^ 1]) + original[101:])
+    recomputed = attribution(**kwargs)
+    assert recomputed["tasks"] == 9 and recomputed["cache_hits"] == 6  # 2 row tasks and the writer ran
+    assert kernel.read_bytes() == original
+    settled = attribution(**kwargs)
+    assert settled["cache_hits"] == settled["tasks"] == 7

@@ -16,14 +16,6 @@ pytestmark = pytest.mark.integration
 KINDS = ["trntk", "proj_trntk"]
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def sequential_kernels(params, run_root, tmp_path) -> dict[str, str]:
     """The same kernels from the plain in-process stage, on a copy of the run's data and model."""
     ref = tmp_path / "sequential"
@@ -44,7 +36,7 @@ def run_hashes(run_root) -> dict[str, str]:
     }
 
 
-def test_local_cluster_and_existing_cluster_give_the_sequential_bytes(harness, tmp_path, tiny_params_dict):
+def test_local_cluster_and_existing_cluster_give_the_sequential_bytes(prefect_harness, tmp_path, tiny_params_dict):
     from distributed import Client, LocalCluster, get_task_stream
 
     from flows.surrogate import attribution

@@ -12,14 +12,6 @@ from kernelscope.core.params import params_from_dict
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def prefect_artifacts(route: str, **where: list) -> list[dict]:
     """Artifacts from the Prefect REST API: ``route`` "latest/filter" (the newest per key) or "filter"."""
     import httpx
@@ -31,7 +23,7 @@ def prefect_artifacts(route: str, **where: list) -> list[dict]:
     return response.json()
 
 
-def test_second_run_hits_the_cache_and_logs_to_mlflow(harness, tmp_path, tiny_params_dict, monkeypatch):
+def test_second_run_hits_the_cache_and_logs_to_mlflow(prefect_harness, tmp_path, tiny_params_dict, monkeypatch):
     db = tmp_path / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     params = params_from_dict(tiny_params_dict)
@@ -92,7 +84,7 @@ def test_second_run_hits_the_cache_and_logs_to_mlflow(harness, tmp_path, tiny_pa
     shutil.rmtree(tmp_path / "out")
 
 
-def test_multi_seed_table_logs_parent_and_children(harness, tmp_path, tiny_params_dict, monkeypatch):
+def test_multi_seed_table_logs_parent_and_children(prefect_harness, tmp_path, tiny_params_dict, monkeypatch):
     db = tmp_path / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     tiny_params_dict["table"] = {"n_models": 3, "archs": ["mlp"], "kind": "trntk"}
@@ -120,7 +112,7 @@ def test_multi_seed_table_logs_parent_and_children(harness, tmp_path, tiny_param
     assert json.loads(shown["data"])[0]["# models"] == "3" and row["tau_k"]["text"] in shown["data"]
 
 
-def test_forensics_flow_runs_and_logs(harness, tmp_path, tiny_params_dict, monkeypatch):
+def test_forensics_flow_runs_and_logs(prefect_harness, tmp_path, tiny_params_dict, monkeypatch):
     db = tmp_path / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     tiny_params_dict["poison"] = {"kinds": ["trntk"]}
@@ -143,7 +135,7 @@ def test_forensics_flow_runs_and_logs(harness, tmp_path, tiny_params_dict, monke
     assert again["cache_hits"] == again["tasks"]
 
 
-def test_loss_kernel_flow_after_attribution(harness, tmp_path, tiny_params_dict, monkeypatch):
+def test_loss_kernel_flow_after_attribution(prefect_harness, tmp_path, tiny_params_dict, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     tiny_params_dict["loss_kernel"] = {
         "chains": 2,
@@ -166,7 +158,7 @@ def test_loss_kernel_flow_after_attribution(harness, tmp_path, tiny_params_dict,
     assert again["cache_hits"] == again["tasks"]
 
 
-def test_counterfactual_flow_after_attribution(harness, tmp_path, tiny_params_dict, monkeypatch):
+def test_counterfactual_flow_after_attribution(prefect_harness, tmp_path, tiny_params_dict, monkeypatch):
     import csv
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -206,7 +198,7 @@ def test_counterfactual_flow_after_attribution(harness, tmp_path, tiny_params_di
     assert {r["attributor"]: float(r["LDS"]) for r in json.loads(shown["data"])} == pytest.approx(table, abs=1e-3)
 
 
-def test_structure_flow_on_digits_and_the_modular_model(harness, tmp_path, tiny_params_dict, monkeypatch):
+def test_structure_flow_on_digits_and_the_modular_model(prefect_harness, tmp_path, tiny_params_dict, monkeypatch):
     from tests.integration.test_dvc_pipeline import TINY_MULTITASK, TINY_STRUCTURE
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -264,7 +256,7 @@ def test_structure_flow_on_digits_and_the_modular_model(harness, tmp_path, tiny_
     assert [row["layer"] for row in modular["interaction"]["layers"]] == ["resid_mid", "act"]
 
 
-def test_loss_kernel_sweep_flow_heat_maps_verdicts_and_mlflow(harness, tmp_path, tiny_params_dict, monkeypatch):
+def test_loss_kernel_sweep_flow_heat_maps_verdicts_and_mlflow(prefect_harness, tmp_path, tiny_params_dict, monkeypatch):
     import json
 
     from flows.loss_kernel_sweep import loss_kernel_sweep

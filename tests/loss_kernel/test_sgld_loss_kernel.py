@@ -201,15 +201,26 @@ def test_label_agreement_by_hand():
     assert out["lift"] == pytest.approx(0.8)
 
 
-def test_loss_kernel_stage_writes_kernels_the_kglm_can_use(tiny_run):
+def test_loss_kernel_stage_writes_kernels_the_kglm_can_use(tiny_run, monkeypatch):
     import pyarrow.parquet as pq
 
     from kernelscope.data.datasets import read_dataset
     from kernelscope.kernels.store import read_kernel
+    from kernelscope.loss_kernel import plots
     from kernelscope.loss_kernel.stages import loss_kernel_stage
     from kernelscope.surrogate.stages import evaluate_stage, fit_kglm_stage
     from tests.support.expect import written_binary_accuracy
 
+    # The UMAP map's own call (umap-learn compiles for ~30 s in every process) is drawn by test_multitask.py; here
+    # a classical-MDS stand-in checks what the stage hands it and that the map is drawn.
+    embedded = []
+
+    def mds(r: np.ndarray, seed: int = 0) -> np.ndarray:
+        embedded.append(r)
+        _, vectors = np.linalg.eigh(r)
+        return vectors[:, -2:]  # (n_probe, 2)
+
+    monkeypatch.setattr(plots, "umap_embedding", mds)
     made = tiny_run(("data", "train"))
     params = made.params_with(
         loss_kernel={"chains": 2, "draws": 8, "burn_in": 4, "steps_between": 2, "batch_size": 64, "umap": True}
@@ -224,6 +235,8 @@ def test_loss_kernel_stage_writes_kernels_the_kglm_can_use(tiny_run):
     assert probes.column("probe_id").to_numpy().tolist() == [*ds.train.ids, *ds.test.ids]
     labels = np.concatenate([ds.train.y, ds.test.y])
     r = np.corrcoef(losses)
+    (handed,) = embedded
+    np.testing.assert_allclose(handed, r, atol=1e-5)  # the map is of the probes' loss correlation
     np.fill_diagonal(r, -np.inf)
     nearest = np.argsort(-r, axis=1, kind="stable")[:, : params.loss_kernel.neighbours]
     assert summary["label_agreement"] == pytest.approx((labels[nearest] == labels[:, None]).mean(), abs=1e-3)
