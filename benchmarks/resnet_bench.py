@@ -16,6 +16,7 @@ the exact Gram's rate as a fraction of the machine's matmul rate, and peak resid
 
     .venv/bin/python benchmarks/resnet_bench.py                  # N = 1000, writes results/resnet.json
     .venv/bin/python benchmarks/resnet_bench.py --n 2000 --peer-n 256 --exact-n 400
+    .venv/bin/python benchmarks/resnet_bench.py --only-exact-large    # the exact trNTK of 5,000 samples alone
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from kernels_bench import machine  # the script's folder is on sys.path
 from traker_featurize import traker_features
 
 from kernelscope.kernels import kernel_spec
-from kernelscope.kernels.assembly import cosine_normalize, represent
+from kernelscope.kernels.assembly import cosine_normalize, kernel_row_blocks, represent
 from kernelscope.models.zoo import build_resnet
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -95,6 +96,31 @@ def exact_trntk(model: torch.nn.Module, x: torch.Tensor, matmul_gflops: float) -
     return timing, cosine_normalize(k0, diag, diag)
 
 
+def exact_trntk_large(model: torch.nn.Module, x: torch.Tensor, check_n: int, matmul_gflops: float) -> dict:
+    """The exact trNTK train x train of all of x through the kernel stage's own assembly (chunk 256, the default
+    2048 MB budget: every class of 5,000 samples is 15.6 GB, so it runs one class at a time), checked against the
+    kernel of its first ``check_n`` samples taken in one piece (all classes held)."""
+    _, small = exact_trntk(model, x[:check_n], matmul_gflops)
+    spec = kernel_spec(model, "trntk")
+    start = time.perf_counter()
+    k = np.empty((len(x), len(x)))
+    for rows, block in kernel_row_blocks(spec, x, None, chunk_size=256, memory_budget_mb=2048, progress=True):
+        k[rows] = block
+    seconds = time.perf_counter() - start
+    params = sum(p.numel() for p in model.parameters())
+    gflops = 2 * len(x) ** 2 * CLASSES * params / seconds / 1e9
+    m = len(small)
+    return {
+        "samples": len(x),
+        "seconds": round(seconds, 1),
+        "plan": "class-major (one class's gradients of every sample held, 1.6 GB at N = 5,000)",
+        "gram_gflops_overall": round(gflops, 1),
+        "fraction_of_matmul_rate_overall": round(gflops / matmul_gflops, 3),
+        "max_abs_diff_vs_small_exact": float(np.abs(k[:m, :m] - small).max()),
+        "symmetric_max_abs": float(np.abs(k - k.T).max()),
+    }
+
+
 def mean_off_diagonal_error(approx: np.ndarray, exact: np.ndarray) -> float:
     off = ~np.eye(len(exact), dtype=bool)
     return float(np.abs(approx - exact)[off].mean())
@@ -106,6 +132,10 @@ def main() -> None:
     parser.add_argument("--peer-n", type=int, default=128, help="samples featurized by traker (it is slower)")
     parser.add_argument("--exact-n", type=int, default=300, help="subsample of the exact trNTK and the errors")
     parser.add_argument("--k", type=int, default=2048, help="projection dimension")
+    parser.add_argument("--exact-large-n", type=int, default=5000, help="samples of the large exact trNTK (0: skip)")
+    parser.add_argument(
+        "--only-exact-large", action="store_true", help="run the large exact trNTK only and update its entry in --out"
+    )
     parser.add_argument("--out", default=str(RESULTS / "resnet.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -126,6 +156,16 @@ def main() -> None:
     matmul = report["machine"]["matmul_float32_gflops"]
 
     timing, exact = exact_trntk(model, x[: args.exact_n], matmul)
+    if args.exact_large_n:  # its own seeded images: synthetic_images of another n is another draw
+        x_large = torch.from_numpy(synthetic_images(args.exact_large_n, CLASSES, SHAPE, seed=1)[0])
+        large = exact_trntk_large(model, x_large, args.exact_n, matmul)
+        print(f"exact trNTK of {args.exact_large_n}: {large['seconds']} s", flush=True)
+        if args.only_exact_large:
+            saved = json.loads(Path(args.out).read_text())
+            saved["exact_trntk_large"] = {**large, "machine": report["machine"]}
+            Path(args.out).write_text(json.dumps(saved, indent=2) + "\n")
+            return
+        report["exact_trntk_large"] = large
     report["exact_trntk"] = timing
     rates, errors = {}, {}
     for name, kind, projection in (

@@ -60,6 +60,24 @@ def test_k_of_m_rule_on_a_hand_made_similarity_matrix():
         flag_by_neighbours(sims, poisoned, k=3, m=4)
 
 
+def test_nearest_points_of_a_top_k_kernel_are_the_dense_ones():
+    import scipy.sparse as sp
+
+    from kernelscope.core.errors import KernelscopeError
+    from kernelscope.forensics.detection import top_k_indices
+
+    dense = np.array([[0.2, 0.9, 0.9, -0.1, 0.0], [-0.5, -0.2, -0.3, -0.9, -0.4]])
+    # Its top-4 kernel: each row's smallest entry (column 3) not stored. Read as 0, column 3 would outrank every
+    # stored entry of the second row; a stored 0.0 (row one, column 4) is an entry like any other.
+    values = np.array([0.2, 0.9, 0.9, 0.0, -0.5, -0.2, -0.3, -0.4])
+    csr = sp.csr_matrix((values, np.array([0, 1, 2, 4, 0, 1, 2, 4]), np.array([0, 4, 8])), shape=(2, 5))
+    np.testing.assert_array_equal(top_k_indices(csr, 4), top_k_indices(dense, 4))
+    np.testing.assert_array_equal(top_k_indices(csr, 2), [[1, 2], [1, 2]])  # ties: lower column first
+    with pytest.raises(KernelscopeError, match="kernel.topk"):
+        top_k_indices(csr, 5)
+    np.testing.assert_allclose(trace_back_scores(csr[:1], csr[1:]), (csr[0] - csr[1]).toarray().ravel())
+
+
 def test_precision_recall_hand_counted():
     flagged = np.array([1, 1, 0, 0, 1], bool)
     truth = np.array([1, 0, 1, 0, 1], bool)
@@ -118,3 +136,16 @@ def test_end_to_end_detection_is_far_above_chance(tmp_path):
     assert (layout.root / "forensics" / "trace_back_pr.png").exists() and (
         layout.root / "forensics" / "neighbours_trntk.png"
     ).exists()
+
+    # The same run with top-k kernels (kernel.storage: topk): the same nearest points, so the same flags.
+    topk = params.model_copy(
+        update={
+            "kernel": params.kernel.model_copy(update={"storage": "topk", "topk": 40}),
+            "poison": params.poison.model_copy(update={"kinds": ["trntk"]}),
+        }
+    )
+    forensic_kernel_stage(topk, layout, "trntk")
+    sparse = detection_stage(topk, layout, [forensic_kglm_stage(topk, layout, "trntk").summary]).summary["rows"][0]
+    for key in ("precision", "recall", "tp", "fp", "fn"):
+        assert sparse[key] == trntk[key], key
+    assert sparse["trace_precision"] > 0.5  # from the stored entries only, still far above chance

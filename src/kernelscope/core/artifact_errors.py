@@ -32,7 +32,7 @@ WRITERS = {
 # An artifact found where a step expected another that it cannot stand in for, and what to do instead.
 NOT_READABLE_AS = {
     ("kernel", "kernel-topk"): "a top-k sparse kernel (kernel.storage: topk), and this step reads dense kernels "
-    "only (the kGLM fit and evaluation read both); set kernel.storage: dense and rerun the kernel stage "
+    "only (the kGLM fit, its evaluation and forensic detection read both); set kernel.storage: dense and rerun the kernel stage "
     "(kernelscope kernel)",
 }
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from kernelscope.core.fileio import write_json_atomic
 from kernelscope.core.layout import RunLayout
@@ -18,6 +19,7 @@ from kernelscope.core.params import Params
 from kernelscope.core.provenance import (
     data_provenance,
     kernel_expect,
+    kernel_storage,
     kglm_provenance,
     poisoning,
     run_checkpoint,
@@ -36,7 +38,7 @@ from kernelscope.forensics.detection import (
 )
 from kernelscope.forensics.poison import Trigger, attack_success_rate, badnets
 from kernelscope.kernels.stages import kernel_stage
-from kernelscope.kernels.store import read_kernel
+from kernelscope.kernels.topk import KernelMatrix, read_kernel_matrix
 from kernelscope.models.stages import train_stage
 from kernelscope.models.train import predict_logits
 from kernelscope.surrogate.faithfulness import faithfulness, predictions
@@ -112,8 +114,9 @@ def forensic_kglm_stage(params: Params, layout: RunLayout, kind: str) -> StageRe
     clean = evaluated.summary
     ds, ckpt = run_model(params, layout)
     stamped = poisoned_test(layout, ds.dataset_hash)
-    k_poisoned, _ = read_kernel(
+    k_poisoned, _ = read_kernel_matrix(
         layout.kernel_path(kind, POISONED_TEST),
+        kernel_storage(params, kind),
         query_ids=stamped.ids,
         expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, POISONED_TEST),
     )
@@ -130,6 +133,13 @@ def forensic_kglm_stage(params: Params, layout: RunLayout, kind: str) -> StageRe
     return StageResult.of(summary, [], fitted, evaluated)
 
 
+def _stacked(first: KernelMatrix, second: KernelMatrix) -> KernelMatrix:
+    """Rows of two kernels of one storage, dense or top-k (CSR), one after the other."""
+    if sp.issparse(first):
+        return sp.vstack([first, second], format="csr")
+    return np.concatenate([first, second])
+
+
 def detection_stage(params: Params, layout: RunLayout, faith: list[dict[str, Any]]) -> StageResult:
     """Per kernel: k-of-m flags over clean ∪ poisoned test points, precision/recall, trace-back, pictures."""
     from kernelscope.forensics.plots import poisoned_neighbour_grid, trace_back_curves
@@ -143,23 +153,27 @@ def detection_stage(params: Params, layout: RunLayout, faith: list[dict[str, Any
     rows, curves = [], {}
     for f in faith:
         kind = f["kind"]
-        k_clean, _ = read_kernel(
+        storage = kernel_storage(params, kind)  # dense, or top-k (ranked among the stored entries)
+        k_clean, _ = read_kernel_matrix(
             layout.kernel_path(kind, "test"),
+            storage,
             query_ids=ds.test.ids,
             expect=kernel_expect(params, kind, checkpoint_hash, ds, "test"),
         )
-        k_stamped, _ = read_kernel(
+        k_stamped, _ = read_kernel_matrix(
             layout.kernel_path(kind, POISONED_TEST),
+            storage,
             query_ids=stamped.ids,
             expect=kernel_expect(params, kind, checkpoint_hash, ds, POISONED_TEST),
         )
-        k_all = np.concatenate([k_clean, k_stamped])  # (n_test · 2, N): clean first, then stamped
-        truth = np.concatenate([np.zeros(len(k_clean), bool), np.ones(len(k_stamped), bool)])
+        k_all = _stacked(k_clean, k_stamped)  # (n_test · 2, N): clean first, then stamped
+        n_clean, n_stamped = k_clean.shape[0], k_stamped.shape[0]
+        truth = np.concatenate([np.zeros(n_clean, bool), np.ones(n_stamped, bool)])
         flags = flag_by_neighbours(k_all, is_poisoned, p.k, p.m)
         pr = precision_recall(flags, truth)
         # Stamped points whose true label is the target cannot show the attack: recall without them too.
         is_target = read_column(layout.data_dir / f"{POISONED_TEST}.parquet", "is_target_class").astype(bool)
-        attack_capable = np.concatenate([np.ones(len(k_clean), bool), ~is_target])
+        attack_capable = np.concatenate([np.ones(n_clean, bool), ~is_target])
         pr_capable = precision_recall(flags[attack_capable], truth[attack_capable])
         scores = trace_back_scores(k_all[flags], k_all[~flags]) if flags.any() else np.zeros(len(is_poisoned))
         traced = trace_back(scores, is_poisoned)
