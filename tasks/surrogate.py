@@ -21,10 +21,11 @@ from kernelscope.kernels.stages import (
     current_kernel,
     kernel_job,
     kernel_row_ranges,
-    kernel_split_blocks,
     kernel_split_sizes,
     kernel_stage,
+    stored_blocks,
 )
+from kernelscope.kernels.topk import TopkRows
 from kernelscope.models.stages import checkpoint_files, train_stage
 from kernelscope.surrogate.explain import Query, explain
 from kernelscope.surrogate.stages import compare_stage, evaluate_stage, fit_kglm_stage
@@ -64,15 +65,13 @@ def load_checkpoint(sections: dict[str, Any], root: str, checkpoint_hash: str, d
 )
 def kernel_rows(
     sections: dict[str, Any], root: str, kind: str, split: str, start: int, stop: int, checkpoint_hash: str
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Kernel rows [start, stop) of one split: (query ids, float32 rows) per block, as the file stores them."""
+) -> list[tuple[np.ndarray, np.ndarray | TopkRows]]:
+    """Kernel rows [start, stop) of one split: (query ids, rows) per block as the file stores them (float32 rows, or
+    their top-k entries with kernel.storage: topk)."""
     params = params_for(sections, "kernel_rows")
     with torch_threads(params.scale):
         job = kernel_job(params, RunLayout(root), kind)
-        return [
-            (ids, block.astype(np.float32))
-            for ids, block in kernel_split_blocks(params, job, split, rows=(start, stop))
-        ]
+        return list(stored_blocks(params, job, split, rows=(start, stop)))
 
 
 @task(name="write-kernel", task_run_name="write-kernel-{kind}", **cached_except("rows"))
@@ -81,7 +80,7 @@ def write_kernel(
     root: str,
     kind: str,
     checkpoint_hash: str,
-    rows: dict[str, list[list[tuple[np.ndarray, np.ndarray]]]] | None,
+    rows: dict[str, list[list[tuple[np.ndarray, np.ndarray | TopkRows]]]] | None,
 ) -> StageResult:
     """Write the row-block results of every split into the kind's Parquet kernels (atomically, in order).
 
@@ -94,7 +93,7 @@ def write_kernel(
         current = current_kernel(params, layout, kind, checkpoint_hash)
         return current if current is not None else kernel_stage(params, layout, kind, progress=False)
 
-    def blocks(split: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def blocks(split: str) -> Iterator[tuple[np.ndarray, np.ndarray | TopkRows]]:
         return (block for part in rows[split] for block in part)
 
     return kernel_stage(params, layout, kind, progress=False, blocks=blocks)

@@ -6,7 +6,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from kernelscope.core.errors import ArtifactError, KernelscopeError
-from kernelscope.kernels.topk import iter_topk_blocks, read_topk_kernel, top_k_rows, write_topk_kernel_blocks
+from kernelscope.kernels.topk import (
+    TopkRows,
+    iter_topk_blocks,
+    read_topk_kernel,
+    top_k_rows,
+    write_topk_kernel_blocks,
+)
 
 
 def _blocks(kernel: np.ndarray, ids: np.ndarray, rows: int):
@@ -71,3 +77,23 @@ def test_tampered_or_mismatched_file_is_refused_and_failed_write_keeps_the_old_o
     pq.write_table(edited.replace_schema_metadata(table.schema.metadata), path)
     with pytest.raises(ArtifactError, match="content hash|does not match|tampered|changed"):
         read_topk_kernel(path)
+
+
+def test_blocks_reduced_where_they_were_computed_write_the_same_bytes(tmp_path):
+    rng = np.random.default_rng(3)
+    kernel, ids, train_ids = rng.standard_normal((23, 40)), np.arange(23), np.arange(40)
+    write_topk_kernel_blocks(tmp_path / "dense-in.parquet", _blocks(kernel, ids, 8), 23, train_ids, {"kind": "t"}, k=4)
+    reduced = ((i, TopkRows.of(rows, 4)) for i, rows in _blocks(kernel, ids, 8))  # as a row-block task hands them over
+    write_topk_kernel_blocks(tmp_path / "reduced-in.parquet", reduced, 23, train_ids, {"kind": "t"}, k=4)
+    assert (tmp_path / "dense-in.parquet").read_bytes() == (tmp_path / "reduced-in.parquet").read_bytes()
+    bad = kernel.copy()
+    bad[9, 30] = np.inf  # the whole row's finiteness travels with its top-k entries
+
+    def reduced_blocks(rows: np.ndarray):
+        return ((i, TopkRows.of(r, 4)) for i, r in _blocks(rows, ids, 8))
+
+    with pytest.raises(KernelscopeError, match=r"kernel values of 1 rows are NaN or inf \(first at query id 9\)"):
+        write_topk_kernel_blocks(tmp_path / "bad.parquet", reduced_blocks(bad), 23, train_ids, {}, k=4)
+    with pytest.raises(ValueError, match="top 4 entries of its rows, not the top 5"):
+        write_topk_kernel_blocks(tmp_path / "k5.parquet", reduced_blocks(kernel), 23, train_ids, {}, k=5)
+    assert not (tmp_path / "bad.parquet").exists() and not (tmp_path / "k5.parquet").exists()

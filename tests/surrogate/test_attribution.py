@@ -46,3 +46,30 @@ def test_class_summary_matches_materialized_mean():
     a = attributions(model, k_query)  # (q, C_out, N)
     for t in range(3):
         np.testing.assert_allclose(summary[t], a[:, :, y == t].mean(axis=(0, 2)), rtol=1e-10)
+
+
+def test_top_k_attributions_sum_to_the_logits_of_the_kglm_on_the_top_k_kernel(tmp_path):
+    import scipy.sparse as sp
+
+    from kernelscope.kernels.topk import TopkRows
+    from kernelscope.surrogate.attribution import read_topk_attributions, write_topk_attributions
+
+    model, k_query, _ = _fitted(3)
+    reduced = TopkRows.of(k_query, 6)  # each row's 6 largest entries, as a top-k kernel file holds them
+    rows = np.repeat(np.arange(9), 6)
+    csr = sp.csr_matrix((reduced.value.ravel(), (rows, reduced.index.ravel())), shape=(9, 40))
+    blocks = [(np.arange(0, 5), csr[:5]), (np.arange(5, 9), csr[5:])]
+    meta = write_topk_attributions(tmp_path / "a.parquet", model, blocks, np.arange(40), {"kind": "t"}, k=6)
+    assert meta["n_query"] == 9 and meta["topk"] == 6
+    groups = list(read_topk_attributions(tmp_path / "a.parquet"))
+    ids, index, values = (np.concatenate([g[i] for g in groups]) for i in range(3))
+    rest = groups[0][3]  # (C_out,) b_c / N
+    np.testing.assert_array_equal(ids, np.arange(9))
+    dense = attributions(model, csr.toarray())  # (9, C_out, 40): the slow reference on the densified kernel
+    for q in range(9):
+        assert sorted(index[q].tolist()) == sorted(reduced.index[q].tolist())
+        np.testing.assert_allclose(values[q], dense[q][:, index[q]], rtol=1e-6, atol=1e-6)
+        others = np.setdiff1d(np.arange(40), index[q])
+        np.testing.assert_allclose(dense[q][:, others], np.repeat(rest[:, None], 34, axis=1), rtol=1e-12)
+    total = values.sum(axis=2) + (40 - 6) * rest
+    np.testing.assert_allclose(total, model.logits(csr), rtol=1e-5, atol=1e-5)

@@ -6,7 +6,7 @@ import pytest
 from kernelscope.core.errors import ArtifactError
 from kernelscope.kernels.stages import kernel_stage
 from kernelscope.kernels.store import read_kernel
-from kernelscope.kernels.topk import read_topk_kernel, top_k_rows
+from kernelscope.kernels.topk import TopkRows, read_topk_kernel, top_k_rows
 from kernelscope.surrogate import stages as surrogate_stages
 from kernelscope.surrogate.stages import evaluate_stage, fit_kglm_stage
 
@@ -42,3 +42,22 @@ def test_a_dense_kernel_too_large_for_memory_is_fit_from_row_blocks(tiny_run, mo
     assert streamed.summary["kglm_sha256"] != whole.summary["kglm_sha256"]  # another fit: partial_fit epochs
     summary = evaluate_stage(params, run.layout, "trntk").summary
     assert summary["kglm_accuracy"] >= in_memory["kglm_accuracy"] - 0.05 and summary["tau_k"] > 0.5
+
+
+def test_row_range_tasks_handing_over_top_k_entries_give_the_sequential_files(tiny_run):
+    """What the Dask flow does with kernel.storage: topk: each row-range task reduces its rows to their top-k entries
+    (stored_blocks), the writer gathers them in order; the files are the sequential stage's bytes."""
+    from kernelscope.kernels.stages import kernel_job, kernel_row_ranges, stored_blocks
+
+    run = tiny_run(stages=("data", "train"))
+    params = run.params_with(kernel={"storage": "topk", "topk": 7, "chunk_size": 32}, scale={"row_tasks": 3})
+    kernel_stage(params, run.layout, "trntk", progress=False)
+    sequential = {split: run.layout.kernel_path("trntk", split).read_bytes() for split in ("train", "test")}
+    job = kernel_job(params, run.layout, "trntk")
+    parts = {
+        split: [list(stored_blocks(params, job, split, rows=r)) for r in kernel_row_ranges(params, len(ids))]
+        for split, (_, ids) in job.queries.items()
+    }
+    assert len(parts["train"]) == 3 and all(isinstance(b, TopkRows) for _, b in parts["train"][0])
+    kernel_stage(params, run.layout, "trntk", progress=False, blocks=lambda s: (b for part in parts[s] for b in part))
+    assert {split: run.layout.kernel_path("trntk", split).read_bytes() for split in sequential} == sequential

@@ -13,6 +13,7 @@ WRITERS = {
     "kernel": ("the kernel stage", "kernelscope kernel"),
     "kernel-topk": ("the kernel stage", "kernelscope kernel"),
     "attributions": ("the kglm stage", "kernelscope kglm"),
+    "attributions-topk": ("the kglm stage", "kernelscope kglm"),
     "kglm": ("the kglm stage", "kernelscope kglm"),
     "checkpoint-weights": ("the train stage", "kernelscope train"),
     "checkpoint-sidecar": ("the train stage", "kernelscope train"),
@@ -32,8 +33,8 @@ WRITERS = {
 # An artifact found where a step expected another that it cannot stand in for, and what to do instead.
 NOT_READABLE_AS = {
     ("kernel", "kernel-topk"): "a top-k sparse kernel (kernel.storage: topk), and this step reads dense kernels "
-    "only (the kGLM fit, its evaluation and forensic detection read both); set kernel.storage: dense and rerun the kernel stage "
-    "(kernelscope kernel)",
+    "only (the kGLM fit, its evaluation and forensic detection read both); set kernel.storage: dense and rerun the "
+    "kernel stage (kernelscope kernel)",
 }
 
 

@@ -29,7 +29,7 @@ from kernelscope.kernels import kernel_spec
 from kernelscope.kernels.assembly import kernel_row_blocks, row_ranges
 from kernelscope.kernels.registry import kernel_kind
 from kernelscope.kernels.store import read_kernel_meta, write_kernel_blocks
-from kernelscope.kernels.topk import kernel_artifact, write_topk_kernel_blocks
+from kernelscope.kernels.topk import TopkRows, kernel_artifact, write_topk_kernel_blocks
 from kernelscope.models.zoo import pick_device
 
 
@@ -102,6 +102,16 @@ def kernel_split_blocks(
         yield query_ids[r], block
 
 
+def stored_blocks(
+    params: Params, job: KernelJob, split: str, rows: tuple[int, int] | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray | TopkRows]]:
+    """``kernel_split_blocks`` as the kernel file stores them: float32 rows, or (kernel.storage: topk) each row's
+    top-k entries, which is all a row-block task need hand over; written, either gives the sequential stage's bytes."""
+    topk = kernel_storage(params, job.kind) == "topk"
+    for ids, block in kernel_split_blocks(params, job, split, rows=rows):
+        yield ids, TopkRows.of(block, params.kernel.topk) if topk else block.astype(np.float32)
+
+
 def kernel_split_sizes(layout: RunLayout) -> dict[str, int]:
     """Query rows of the train and test kernels of a run."""
     ds = read_dataset(layout.data_dir)
@@ -113,7 +123,7 @@ def kernel_row_ranges(params: Params, n_query: int) -> list[tuple[int, int]]:
     return row_ranges(n_query, params.kernel.chunk_size, params.scale.row_tasks)
 
 
-BlockSource = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
+BlockSource = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray | TopkRows]]]
 
 
 def kernel_stage(

@@ -70,7 +70,7 @@ def write_kernel_blocks(
 
 def write_row_blocks(
     path: str | Path,
-    blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    blocks: Iterable[tuple[np.ndarray, Any]],
     n_query: int,
     train_ids: np.ndarray,
     provenance: dict[str, Any],
@@ -80,8 +80,9 @@ def write_row_blocks(
     value_column: str,
     table_of_block: Callable[[np.ndarray, np.ndarray], pa.Table],
 ) -> dict[str, Any]:
-    """Stream dense (query_ids (b,), rows (b, n_train)) blocks into one Parquet artifact, a row group per block,
-    each made by ``table_of_block(rows, query_ids)`` (the dense rows or their top-k entries).
+    """Stream (query_ids (b,), rows (b, n_train)) blocks into one Parquet artifact, a row group per block, each made
+    by ``table_of_block(rows, query_ids)`` (the dense rows or their top-k entries). ``rows`` is an array, or any
+    block with a ``shape`` and a ``finite`` mask (kernelscope.kernels.topk.TopkRows: reduced where it was computed).
 
     Only one block is in memory at a time, so a kernel larger than memory can be written.
     A failure anywhere leaves any previous file at ``path`` untouched. A block holding NaN or inf
@@ -120,15 +121,20 @@ def write_row_blocks(
     return {**writer.meta, "content_sha256": writer.meta_hash}
 
 
-def require_finite(path: str | Path, rows: np.ndarray, query_ids: np.ndarray) -> None:
-    """Refuse a block with NaN or inf, or with values that overflow the stored float32."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        bad = ~np.isfinite(np.asarray(rows, dtype=np.float32))
-    if bad.any():
-        first = int(np.asarray(query_ids)[np.argmax(bad.any(axis=1))])
+def require_finite(path: str | Path, rows: Any, query_ids: np.ndarray) -> None:
+    """Refuse a block with NaN or inf, or with values that overflow the stored float32: dense rows (b, n_train), or
+    rows already reduced to their top-k entries (``rows.finite``: (b,) whether each whole row was finite)."""
+    if isinstance(rows, np.ndarray):
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad = ~np.isfinite(np.asarray(rows, dtype=np.float32))
+        bad_rows, count = bad.any(axis=1), f"{int(bad.sum())} kernel values are"
+    else:
+        bad_rows = ~np.asarray(rows.finite)
+        count = f"kernel values of {int(bad_rows.sum())} rows are"
+    if bad_rows.any():
+        first = int(np.asarray(query_ids)[np.argmax(bad_rows)])
         raise KernelscopeError(
-            f"{path}: {int(bad.sum())} kernel values are NaN or inf (first at query id {first}), "
-            "so nothing was written; "
+            f"{path}: {count} NaN or inf (first at query id {first}), so nothing was written; "
             "the model's weights or gradients are non-finite or overflow float32, check or retrain the checkpoint."
         )
 

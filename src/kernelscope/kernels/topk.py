@@ -10,6 +10,7 @@ for the dense kernel (kernelscope.kernels.store), with ``topk`` recorded; every 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +57,45 @@ def top_k_rows(rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return c[take].astype(np.int32), v[take], norms
 
 
+@dataclass(frozen=True)
+class TopkRows:
+    """A block of kernel rows reduced to what a top-k file stores, where it was computed (a row-block task hands
+    over ~2 KB a row at k = 256 instead of 4 bytes per training point): index (b, k) int32, value (b, k) float32,
+    norm (b,) float64, of rows ``n_train`` wide; ``finite`` (b,): whether each whole row was finite."""
+
+    index: np.ndarray
+    value: np.ndarray
+    norm: np.ndarray
+    finite: np.ndarray
+    n_train: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.index), self.n_train
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @classmethod
+    def of(cls, rows: np.ndarray, k: int) -> TopkRows:
+        """(b, n_train) dense rows -> their top-k entries (``top_k_rows``): the same bytes once written."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            rows32 = np.asarray(rows, dtype=np.float32)  # (b, n_train) as the file would hold them
+        return cls(*top_k_rows(rows32, k), np.isfinite(rows32).all(axis=1), rows32.shape[1])
+
+
 def write_topk_kernel_blocks(
     path: str | Path,
-    blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    blocks: Iterable[tuple[np.ndarray, np.ndarray | TopkRows]],
     n_query: int,
     train_ids: np.ndarray,
     provenance: dict[str, Any],
     *,
     k: int,
 ) -> dict[str, Any]:
-    """Stream dense (query_ids (b,), rows (b, n_train)) blocks into a top-k artifact, atomically: one block in
-    memory at a time; a non-finite value or a wrong shape stops the write and leaves any previous file."""
+    """Stream (query_ids (b,), rows (b, n_train)) blocks, dense or already reduced (TopkRows of this k), into a top-k
+    artifact, atomically: one block in memory at a time; a non-finite value or a wrong shape stops the write and
+    leaves any previous file."""
     n_t = len(train_ids)
     if not 1 <= k <= n_t:
         raise ValueError(f"kernel.topk {k} must lie in [1, {n_t}] (the number of training points)")
@@ -84,9 +113,12 @@ def write_topk_kernel_blocks(
     )
 
 
-def _topk_table(rows: np.ndarray, query_ids: np.ndarray, k: int, schema: pa.Schema) -> pa.Table:
-    """(b, n_train) dense rows -> one row group of their top-k entries and norms."""
-    index, values, norms = top_k_rows(rows, k)
+def _topk_table(rows: np.ndarray | TopkRows, query_ids: np.ndarray, k: int, schema: pa.Schema) -> pa.Table:
+    """(b, n_train) rows, dense or reduced -> one row group of their top-k entries and norms."""
+    reduced = rows if isinstance(rows, TopkRows) else TopkRows.of(rows, k)
+    if reduced.index.shape[1] != k:
+        raise ValueError(f"a block holds the top {reduced.index.shape[1]} entries of its rows, not the top {k}")
+    index, values, norms = reduced.index, reduced.value, reduced.norm
     return pa.Table.from_arrays(
         [
             pa.array(np.asarray(query_ids, dtype=np.int64)),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from kernelscope import __version__
 from kernelscope.core.checks import require_finite_logits
@@ -25,7 +26,7 @@ from kernelscope.kernels.store import read_kernel, read_kernel_meta
 from kernelscope.kernels.topk import kernel_artifact, read_kernel_matrix, row_blocks
 from kernelscope.models.stages import train_stage
 from kernelscope.models.train import predict_logits
-from kernelscope.surrogate.attribution import class_summary, write_attributions
+from kernelscope.surrogate.attribution import class_summary, write_attributions, write_topk_attributions
 from kernelscope.surrogate.faithfulness import faithfulness, predictions
 from kernelscope.surrogate.kglm import fit_kglm, kglm_fit_options, load_kglm, save_kglm
 from kernelscope.surrogate.kglm_streaming import fit_streamed, streams
@@ -108,13 +109,14 @@ def evaluate_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
     )
     lin = linearize(points, out / "linearization.png", f"{ds.name} · {kind}", report.tau_k)
     attributions_path = out / "attributions.parquet"
-    write_attributions(
-        attributions_path,
-        surrogate,
-        ((ds.test.ids[rows], block) for rows, block in row_blocks(k_test)),
-        ds.train.ids,
-        {**test_provenance, "kglm": params.kglm.model_dump(mode="json")},
-    )
+    provenance = {**test_provenance, "kglm": params.kglm.model_dump(mode="json")}
+    if sp.issparse(k_test):  # only the stored entries' attributions, and the one value every other point has
+        starts = range(0, k_test.shape[0], 512)
+        blocks = ((ds.test.ids[i : i + 512], k_test[i : i + 512]) for i in starts)
+        write_topk_attributions(attributions_path, surrogate, blocks, ds.train.ids, provenance, k=params.kernel.topk)
+    else:
+        blocks = ((ds.test.ids[rows], block) for rows, block in row_blocks(k_test))
+        write_attributions(attributions_path, surrogate, blocks, ds.train.ids, provenance)
     summary_by_class = class_summary(surrogate, (block for _, block in row_blocks(k_test)), ds.train.y, ds.n_classes)
     heatmap = attribution_heatmap(
         out / "attribution_by_class.png", summary_by_class, f"{ds.name} · {kind}: mean attribution"
