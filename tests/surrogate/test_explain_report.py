@@ -53,6 +53,34 @@ def test_explain_new_input_from_npz_matches_test_point(saved_run, tmp_path):
     )
 
 
+def test_explain_on_a_top_k_kernel_ranks_the_stored_entries(saved_run, tmp_path):
+    """kernel.storage: topk: the most similar points are the dense kernel's top ones (a stored entry is never outranked
+    by a missing one), a new input keeps its own top k, and the kGLM on the top-k kernel explains it as stored."""
+    from kernelscope.data.datasets import read_dataset
+    from kernelscope.kernels.stages import kernel_stage
+    from kernelscope.kernels.store import read_kernel
+    from kernelscope.surrogate.stages import evaluate_stage, fit_kglm_stage
+
+    params, layout = saved_run
+    ds = read_dataset(layout.data_dir)
+    dense, _ = read_kernel(layout.kernel_path("trntk", "test"))
+    topk = params.model_copy(update={"kernel": params.kernel.model_copy(update={"storage": "topk", "topk": 12})})
+    kernel_stage(topk, layout, "trntk", progress=False)
+    fit_kglm_stage(topk, layout, "trntk")
+    evaluate_stage(topk, layout, "trntk")
+    stored = explain(topk, layout, ["trntk"], Query("test-3", ds.test.x[3], int(ds.test.y[3]), 3), 20)["kernels"]
+    similar = stored["trntk"]["most_similar"]
+    assert len(similar) == 12  # no more than the row stores, whatever top_k asks
+    want = np.argsort(-dense[3].astype(np.float32), kind="stable")[:12]
+    assert [s["train_id"] for s in similar] == ds.train.ids[want].tolist()
+    np.savez(tmp_path / "digit.npz", x=ds.test.x[3])
+    new = explain(topk, layout, ["trntk"], Query("digit", load_inputs(tmp_path / "digit.npz", 64)[0], None, None), 20)
+    assert [s["train_id"] for s in new["kernels"]["trntk"]["most_similar"]] == [s["train_id"] for s in similar]
+    np.testing.assert_allclose(
+        new["kernels"]["trntk"]["kglm_probabilities"], stored["trntk"]["kglm_probabilities"], atol=1e-4
+    )
+
+
 def test_bad_input_files_are_refused(tmp_path):
     np.savez(tmp_path / "short.npz", x=np.zeros(10))
     with pytest.raises(KernelscopeError, match="has 10 features per input but the model takes 64"):

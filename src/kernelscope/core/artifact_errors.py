@@ -32,9 +32,9 @@ WRITERS = {
 
 # An artifact found where a step expected another that it cannot stand in for, and what to do instead.
 NOT_READABLE_AS = {
-    ("kernel", "kernel-topk"): "a top-k sparse kernel (kernel.storage: topk), and this step reads dense kernels "
-    "only (the kGLM fit, its evaluation and forensic detection read both); set kernel.storage: dense and rerun the "
-    "kernel stage (kernelscope kernel)",
+    ("kernel", "kernel-topk"): "a top-k sparse kernel (kernel.storage: topk), and this reader takes dense kernels "
+    "only; read it with kernelscope.kernels.topk.read_kernel_matrix (every stage does), or set kernel.storage: dense "
+    "and rerun the kernel stage (kernelscope kernel)",
 }
 
 

@@ -93,7 +93,8 @@ class KernelParams(Section):
         "dense",
         description="Kernel files: 'dense' (every entry) or 'topk' (each row's kernel.topk largest entries and the "
         "row's norm, for tens of thousands of training points; the kGLM fit and evaluation read it as a sparse "
-        "matrix, forensic detection ranks nearest points among its entries, the other steps need 'dense').",
+        "matrix, forensic detection and explain rank nearest points among its entries; the kernel comparison's "
+        "residual plots need 'dense').",
     )
     topk: Int = Field(256, ge=1, description="Entries kept per kernel row with storage 'topk'.")
 

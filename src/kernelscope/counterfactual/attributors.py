@@ -47,16 +47,19 @@ class Run:
         return Projector(cf.projection_dim, self.params.seed, kernel.projection, kernel.memory_budget_mb)
 
     def kernel_rows(self, kind: str) -> np.ndarray:
-        """(n_test, N) verified kernel of the run's test points against its training points."""
-        from kernelscope.kernels.store import read_kernel
+        """(n_test, N) verified kernel of the run's test points against its training points, float64; from a top-k
+        kernel (kernel.storage: topk) the entries not stored are 0, as in the kGLM fit on it."""
+        from kernelscope.core.provenance import kernel_storage
+        from kernelscope.kernels.topk import dense_rows, read_kernel_matrix
 
         ds, ckpt = self.dataset, self.checkpoint
-        values, _ = read_kernel(
+        values, _ = read_kernel_matrix(
             self.layout.kernel_path(kind, "test"),
+            kernel_storage(self.params, kind),
             expect=kernel_expect(self.params, kind, ckpt.checkpoint_hash, ds, "test"),
             query_ids=ds.test.ids,
         )
-        return values
+        return dense_rows(values)
 
     def kglm(self, kind: str) -> KGLM:
         """The run's verified kGLM on the kind's kernel."""

@@ -21,10 +21,10 @@ from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.fileio import write_text_atomic
 from kernelscope.core.json_artifacts import write_json_artifact
 from kernelscope.core.params import Params
-from kernelscope.core.provenance import kernel_expect, kernel_options, kglm_provenance, run_model
+from kernelscope.core.provenance import kernel_expect, kernel_options, kernel_storage, kglm_provenance, run_model
 from kernelscope.data.datasets import Dataset
 from kernelscope.kernels import compute_kernel
-from kernelscope.kernels.store import read_kernel
+from kernelscope.kernels.topk import TopkRows, dense_rows, read_kernel_matrix
 from kernelscope.models.checkpoint import Checkpoint
 from kernelscope.models.heads import predictions, probabilities
 from kernelscope.models.train import predict_logits
@@ -93,23 +93,39 @@ class Query:
     test_index: int | None
 
 
-def kernel_row(params: Params, layout: Any, ds: Dataset, ckpt: Checkpoint, kind: str, query: Query) -> np.ndarray:
+def kernel_row(
+    params: Params, layout: Any, ds: Dataset, ckpt: Checkpoint, kind: str, query: Query
+) -> tuple[np.ndarray, np.ndarray | None]:
     """κ(query, training set) as (N,) — read from the verified test kernel of these params, or computed for a
-    new input."""
+    new input — and, for a top-k kernel (kernel.storage: topk), which entries it stores (N,) bool (the others are 0,
+    as in the kGLM fit on it; a new input keeps its own top k); None for a dense kernel."""
+    storage = kernel_storage(params, kind)
     if query.test_index is not None:
-        k_test, _ = read_kernel(
+        k_test, _ = read_kernel_matrix(
             layout.kernel_path(kind, "test"),
+            storage,
             expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, "test"),
             query_ids=ds.test.ids,
         )
-        return k_test[query.test_index].astype(np.float64)
-    return compute_kernel(
+        row = dense_rows(k_test[query.test_index : query.test_index + 1])[0]
+        if storage == "dense":
+            return row, None
+        stored = np.zeros(len(row), dtype=bool)
+        stored[k_test[query.test_index].indices] = True
+        return row, stored
+    row = compute_kernel(
         ckpt.model,
         torch.from_numpy(query.x[None]),
         torch.from_numpy(ds.train.x),
         kind=kind,
         **kernel_options(params, kind),
     )[0]
+    if storage == "dense":
+        return row, None
+    reduced = TopkRows.of(row[None], params.kernel.topk)  # what the kernel file would hold for it
+    kept, stored = np.zeros(len(row)), np.zeros(len(row), dtype=bool)
+    kept[reduced.index[0]], stored[reduced.index[0]] = reduced.value[0], True
+    return kept, stored
 
 
 def explain(params: Params, layout: Any, kinds: list[str], query: Query, top_k: int) -> dict[str, Any]:
@@ -138,11 +154,13 @@ def explain(params: Params, layout: Any, kinds: list[str], query: Query, top_k: 
         )
         for kind in kinds
     }
-    for kind, (row, surrogate) in inputs.items():
+    for kind, ((row, stored), surrogate) in inputs.items():
         logits = surrogate.logits(row[None])[0]
         prob, predicted = probabilities(logits), int(predictions(logits[None])[0])
         a = attributions(surrogate, row[None])[0]  # (C_out, N)
-        similar = np.argsort(-row, kind="stable")[:top_k]
+        # The most similar among the stored entries of a top-k kernel (a missing entry is not a similarity of 0).
+        rank = row if stored is None else np.where(stored, row, -np.inf)
+        similar = np.argsort(-rank, kind="stable")[: top_k if stored is None else min(top_k, int(stored.sum()))]
         top_attr = {
             int(c): [
                 {"train_id": int(ds.train.ids[j]), "label": int(ds.train.y[j]), "attribution": float(a[c, j])}
