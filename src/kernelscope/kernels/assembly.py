@@ -242,9 +242,15 @@ def class_major_blocks(
         bar.update()
     bar.close()
     diag_q = diag_t if same else diag_q
+    cosine = spec.normalization == "cosine"
+    if cosine and (n_zero := int(np.count_nonzero(diag_t == 0))):
+        _warn_zero_self_kernel(spec.kind, "training", n_zero, n_train)
     for qs in q_slices:
         row = k0[qs.start - first : qs.stop - first]
-        yield qs, cosine_normalize(row, diag_q[qs], diag_t) if spec.normalization == "cosine" else row.copy()
+        yield qs, cosine_normalize(row, diag_q[qs], diag_t) if cosine else row.copy()
+    rows_q = np.concatenate([diag_q[qs] for qs in q_slices])
+    if cosine and not same and (n_zero := int(np.count_nonzero(rows_q == 0))):
+        _warn_zero_self_kernel(spec.kind, "query", n_zero, len(rows_q))
 
 
 def cosine_normalize(k0: np.ndarray, diag_q: np.ndarray, diag_t: np.ndarray) -> np.ndarray:
