@@ -204,14 +204,18 @@ def read_kernel(
     table, meta = read_parquet(path, artifact, expect)
     n_t = _check_shape(path, meta, table)
     values = table.column("values").combine_chunks().flatten().to_numpy().reshape(-1, n_t)
-    ids = table.column("query_id").to_numpy()
-    if len(values) != meta.get("n_query"):
+    check_rows(path, meta, table.column("query_id").to_numpy(), query_ids)
+    return np.ascontiguousarray(values, dtype=np.float32), meta
+
+
+def check_rows(path: Path, meta: dict[str, Any], ids: np.ndarray, query_ids: np.ndarray | None) -> None:
+    """A kernel file's rows (ids (n,)) are as many as its metadata says and, when given, ``query_ids`` in order."""
+    if len(ids) != meta.get("n_query"):
         raise ArtifactError(
-            f"{path}: holds {len(values)} rows but its metadata says {meta.get('n_query')}; rerun the kernel stage."
+            f"{path}: holds {len(ids)} rows but its metadata says {meta.get('n_query')}; rerun the kernel stage."
         )
     if query_ids is not None and not np.array_equal(ids, np.asarray(query_ids, dtype=np.int64)):
         raise ArtifactError(
             f"{path}: its query rows are not this run's points in order; "
             "the kernel comes from other data, rerun the kernel stage."
         )
-    return np.ascontiguousarray(values, dtype=np.float32), meta

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from kernelscope.core.artifacts import read_parquet, verified_row_groups
 from kernelscope.core.errors import ArtifactError
 from kernelscope.kernels.store import ARTIFACT as DENSE_ARTIFACT
-from kernelscope.kernels.store import read_kernel, write_row_blocks
+from kernelscope.kernels.store import check_rows, read_kernel, write_row_blocks
 
 ARTIFACT = "kernel-topk"
 
@@ -167,15 +167,7 @@ def read_topk_kernel(
     path = Path(path)
     table, meta = read_parquet(path, ARTIFACT, expect)
     ids, index, values, norms = _block_arrays(path, meta, table)
-    if len(index) != meta.get("n_query"):
-        raise ArtifactError(
-            f"{path}: holds {len(index)} rows but its metadata says {meta.get('n_query')}; rerun the kernel stage."
-        )
-    if query_ids is not None and not np.array_equal(ids, np.asarray(query_ids, dtype=np.int64)):
-        raise ArtifactError(
-            f"{path}: its query rows are not this run's points in order; "
-            "the kernel comes from other data, rerun the kernel stage."
-        )
+    check_rows(path, meta, ids, query_ids)
     return _csr(index, values, meta["n_train"]), norms, meta
 
 
