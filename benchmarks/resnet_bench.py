@@ -25,6 +25,7 @@ import argparse
 import json
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +42,13 @@ SHAPE = (3, 32, 32)
 CLASSES = 10
 
 
-def trained_resnet(x: torch.Tensor, y: torch.Tensor, epochs: int = 2, seed: int = 0) -> torch.nn.Module:
-    """The registry ResNet after a few epochs of SGD (gradients of a trained model, not of an initialization)."""
+def trained_resnet(
+    x: torch.Tensor, y: torch.Tensor, epochs: int = 2, seed: int = 0, build: Callable[[], torch.nn.Module] | None = None
+) -> torch.nn.Module:
+    """The registry ResNet (or ``build()``'s model) after a few epochs of SGD (gradients of a trained model, not
+    of an initialization)."""
     torch.manual_seed(seed)
-    model = build_resnet(SHAPE, CLASSES)
+    model = build() if build else build_resnet(SHAPE, CLASSES)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
