@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from sklearn.linear_model import SGDClassifier
 
 from kernelscope.surrogate.kglm import fit_kglm, load_kglm, save_kglm
@@ -36,6 +37,15 @@ def test_raw_fit_matches_sklearn_and_is_seeded():
     np.testing.assert_allclose(model.logits(k), reference.decision_function(k), rtol=1e-12)
     again = fit_kglm(k, y, alpha=1e-3, max_iter=500, tol=1e-4, seed=1, standardize=False)
     assert np.array_equal(model.weight, again.weight)
+
+
+@pytest.mark.parametrize("form", ["dense", "top-k (CSR)"])
+def test_labels_with_a_missing_class_are_refused_before_fitting(form):
+    """W's rows are indexed by class: labels {1, 2} (class 0 absent) would shift every row by one."""
+    k, y = _toy(3)
+    k = sp.csr_matrix(k) if form != "dense" else k
+    with pytest.raises(ValueError, match=r"labels must be 0\.\.C-1, got classes \[1 2\]"):
+        fit_kglm(k, np.where(y == 0, 1, y), alpha=1e-3, max_iter=50, tol=1e-4, seed=0)
 
 
 def test_save_and_load_with_provenance(tmp_path):

@@ -54,10 +54,11 @@ def fit_kglm(
     A kernel with NaN or inf values, or a fit that diverges to non-finite weights, stops with a
     KernelscopeError rather than saving a surrogate whose logits would all be NaN.
     """
+    require_class_labels(y)
     if sp.issparse(k_train):
         return _fit_sparse(k_train, y, alpha=alpha, max_iter=max_iter, tol=tol, seed=seed, standardize=standardize)
     k_train = np.asarray(k_train, dtype=np.float64)  # (N, N)
-    _require_finite_kernel(k_train)
+    require_finite_kernel(k_train)
     if standardize:
         mean = k_train.mean(axis=0)  # (N,)
         scale = k_train.std(axis=0)
@@ -72,12 +73,19 @@ def fit_kglm(
         warnings.simplefilter("always", ConvergenceWarning)
         classifier.fit(features, y)
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    if not np.array_equal(classifier.classes_, np.arange(len(classifier.classes_))):
-        raise ValueError(f"labels must be 0..C-1, got classes {classifier.classes_}")
     return folded(classifier, mean, scale, alpha, converged)
 
 
-def _require_finite_kernel(values: np.ndarray) -> None:
+def require_class_labels(y: np.ndarray) -> np.ndarray:
+    """The classes of ``y``, which must be 0..C-1 (every class present): W's rows are indexed by them."""
+    classes = np.unique(y)
+    if not np.array_equal(classes, np.arange(len(classes))):
+        raise ValueError(f"labels must be 0..C-1, got classes {classes}")
+    return classes
+
+
+def require_finite_kernel(values: np.ndarray) -> None:
+    """Stop before fitting on a kernel with NaN or inf values (its kGLM's logits would all be NaN)."""
     if not np.all(np.isfinite(values)):
         raise KernelscopeError(
             f"the train × train kernel holds {int((~np.isfinite(values)).sum())} NaN or inf values; "
@@ -91,7 +99,7 @@ def _fit_sparse(
     """The fit on a top-k kernel (CSR, missing entries 0). Standardizing scales each column to unit variance without
     centring it, which would fill in every missing entry; the scale is folded back into W as in the dense fit."""
     k_train = sp.csr_matrix(k_train, dtype=np.float64)
-    _require_finite_kernel(k_train.data)
+    require_finite_kernel(k_train.data)
     n = k_train.shape[1]
     mean = np.zeros(n)
     if standardize:

@@ -20,7 +20,7 @@ from kernelscope.core.errors import ArtifactError, KernelscopeError
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import kernel_storage
 from kernelscope.kernels.store import iter_kernel_blocks, read_kernel_meta
-from kernelscope.surrogate.kglm import KGLM, folded, kglm_fit_options
+from kernelscope.surrogate.kglm import KGLM, folded, kglm_fit_options, require_class_labels, require_finite_kernel
 
 # A fresh pass over the kernel: (positions of the rows among the training points (b,), rows (b, N)), in order.
 BlockPass = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
@@ -59,9 +59,7 @@ def fit_kglm_streaming(
     """Fit kGLM(x) = W κ(x, X) + b by log-loss SGD with partial_fit over the blocks of ``blocks()``, ``epochs``
     passes. Converged: W's largest change over the last epoch is below ``tol`` times its largest entry."""
     y = np.asarray(y)
-    classes = np.unique(y)
-    if not np.array_equal(classes, np.arange(len(classes))):
-        raise ValueError(f"labels must be 0..C-1, got classes {classes}")
+    classes = require_class_labels(y)
     n = len(y)
     if standardize:
         mean, scale, _ = column_moments(blocks, n)
@@ -73,11 +71,7 @@ def fit_kglm_streaming(
     for _ in range(epochs):
         for positions, block in blocks():
             block = np.asarray(block, dtype=np.float64)
-            if not np.all(np.isfinite(block)):
-                raise KernelscopeError(
-                    "the train × train kernel holds NaN or inf values; recompute it (kernelscope kernel) from a "
-                    "checkpoint with finite weights."
-                )
+            require_finite_kernel(block)
             classifier.partial_fit((block - mean) / scale, y[positions], classes=classes)
         coef = classifier.coef_.copy()
         if previous is not None:
