@@ -194,8 +194,13 @@ def dense_rows(k: KernelMatrix) -> np.ndarray:
     return k.toarray().astype(np.float64) if sp.issparse(k) else np.asarray(k, dtype=np.float64)
 
 
+def row_slices(n: int, rows: int = 512) -> Iterator[slice]:
+    """Slices of ``rows`` rows (the last shorter) covering 0..n."""
+    for start in range(0, n, rows):
+        yield slice(start, min(start + rows, n))
+
+
 def row_blocks(k: KernelMatrix, rows: int = 512) -> Iterator[tuple[slice, np.ndarray]]:
     """(row slice, dense rows) in blocks, so a sparse kernel is never densified whole."""
-    for start in range(0, k.shape[0], rows):
-        block = slice(start, min(start + rows, k.shape[0]))
+    for block in row_slices(k.shape[0], rows):
         yield block, dense_rows(k[block])

@@ -23,7 +23,7 @@ from kernelscope.core.results import StageResult
 from kernelscope.kernels.registry import kernel_kind
 from kernelscope.kernels.stages import kernel_stage
 from kernelscope.kernels.store import read_kernel, read_kernel_meta
-from kernelscope.kernels.topk import kernel_artifact, read_kernel_matrix, row_blocks
+from kernelscope.kernels.topk import kernel_artifact, read_kernel_matrix, row_blocks, row_slices
 from kernelscope.models.stages import train_stage
 from kernelscope.models.train import predict_logits
 from kernelscope.surrogate.attribution import class_summary, write_attributions, write_topk_attributions
@@ -111,8 +111,7 @@ def evaluate_stage(params: Params, layout: RunLayout, kind: str) -> StageResult:
     attributions_path = out / "attributions.parquet"
     provenance = {**test_provenance, "kglm": params.kglm.model_dump(mode="json")}
     if sp.issparse(k_test):  # only the stored entries' attributions, and the one value every other point has
-        starts = range(0, k_test.shape[0], 512)
-        blocks = ((ds.test.ids[i : i + 512], k_test[i : i + 512]) for i in starts)
+        blocks = ((ds.test.ids[rows], k_test[rows]) for rows in row_slices(k_test.shape[0]))
         write_topk_attributions(attributions_path, surrogate, blocks, ds.train.ids, provenance, k=params.kernel.topk)
     else:
         blocks = ((ds.test.ids[rows], block) for rows, block in row_blocks(k_test))
