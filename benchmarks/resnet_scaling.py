@@ -38,9 +38,10 @@ MODELS = {  # name: (widths, blocks per stage)
     "registry": ((16, 32, 64), 1),
     "resnet18_width": ((64, 128, 256, 512), 2),
 }
+EPOCHS = {"registry": 2, "resnet18_width": 1}  # of SGD on 2,000 images before the kernels
 DEFAULT_SIZES = {
-    "registry": "proj_pntk=1000,5000,20000,50000;proj_trntk=1000,5000,20000;trntk=1000",
-    "resnet18_width": "proj_pntk=256;proj_trntk=256;trntk=64",
+    "registry": "proj_pntk=1000,5000,20000,50000;proj_trntk=1000,5000,10000;trntk=1000",
+    "resnet18_width": "proj_pntk=256;proj_trntk=128;trntk=64",
 }
 # traker holds its K × P projection (block_size K, its fastest) or regenerates it in blocks for every batch and
 # class: at P = 11 M that is 92 GB held, or 10 × 2048 × 11 M random numbers drawn per batch; not run there.
@@ -151,14 +152,14 @@ def main() -> None:
         write_images(image_file, max([n for rows in runs.values() for _, n in rows] + [args.peer_n or 128]))
         for name, sizes in runs.items():
             widths, blocks = MODELS[name]
-            torch.manual_seed(0)
-            model = trained_resnet(
-                x_train, y_train, build=lambda w=widths, b=blocks: build_resnet(SHAPE, CLASSES, w, b)
-            )
+            build = lambda w=widths, b=blocks: build_resnet(SHAPE, CLASSES, w, b)  # noqa: E731
+            model = trained_resnet(x_train, y_train, epochs=EPOCHS[name], build=build)
             model_file = Path(tmp) / f"{name}.pt"
             torch.save(model.state_dict(), model_file)
             peer_n = args.peer_n or DEFAULT_PEER_N[name]
             entry = {
+                "machine": report["machine"],  # this model's run (another model's may be another day's)
+                "training_epochs": EPOCHS[name],
                 "widths": list(widths),
                 "blocks_per_stage": blocks,
                 "parameters": sum(p.numel() for p in model.parameters()),

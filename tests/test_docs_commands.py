@@ -1,10 +1,11 @@
-"""Every command of the README's and the docs' ```bash blocks is one the project can run as written.
+"""Every command of the READMEs' (the project's, the benchmarks') and the docs' ```bash blocks is one the project
+can run as written.
 
 Most blocks are too long to run in a test (`make run`, `dvc repro`, a flow on digits10), so each command is
 checked against what would run it: a make target exists; a `kernelscope` command parses with the CLI's own
 parser and names a params file and a dataset that exist; a `python -c` program compiles, imports only names
-that exist and calls them with arguments their signatures take; a `python -m` module exists and its parser
-declares every option used; a `dvc` command's subcommand and options are in DVC's own --help, its `-S` keys
+that exist and calls them with arguments their signatures take; a `python -m` module or a script exists and its
+parser declares every option used; a `dvc` command's subcommand and options are in DVC's own --help, its `-S` keys
 are params.yaml's and its targets are stages of dvc.yaml; a params file written by a here-document loads.
 The worked example (docs/own-model-and-data.md) is also run in full, by tests/integration/test_worked_example.py.
 """
@@ -29,7 +30,7 @@ from kernelscope.core.params import load_params
 from tests.support.shell_blocks import Command, page_commands
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+PAGES = [REPO / "README.md", REPO / "benchmarks" / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 COMMANDS = [command for page in PAGES for command in page_commands(REPO, page)]
 ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")
 SHELL_ONLY = {"export", "git"}  # the shell's and git's own: nothing of the project to check
@@ -186,6 +187,13 @@ def _declared_options(source: Path) -> set[str]:
 
 
 def check_python(words: list[str], written: dict[str, Path]) -> None:
+    if words[1].endswith(".py"):  # a script of the repository (benchmarks/…)
+        script = REPO / words[1]
+        assert script.is_file(), f"{words[1]}: no such script"
+        declared = _declared_options(script)
+        for option in _options(words[2:]):
+            assert option in declared, f"{words[1]}: {option} is not among its options {sorted(declared)}"
+        return
     if words[1] == "-c":
         check_python_c(words[2], written)
         return
@@ -239,7 +247,7 @@ CHECKS = {
 
 
 def test_the_pages_have_commands_of_every_kind():
-    programs = {_without_assignments(command.words)[0] for command in COMMANDS}
+    programs = {_without_assignments(command.words)[0].removeprefix(".venv/bin/") for command in COMMANDS}
     assert {"make", "kernelscope", "python", "dvc"} <= programs
     assert programs <= set(CHECKS) | SHELL_ONLY, f"commands nobody checks: {programs - set(CHECKS) - SHELL_ONLY}"
 
@@ -247,6 +255,8 @@ def test_the_pages_have_commands_of_every_kind():
 @pytest.mark.parametrize("command", COMMANDS, ids=[command.label for command in COMMANDS])
 def test_documented_command_is_runnable_as_written(command: Command, tmp_path: Path):
     words = _without_assignments(command.words)
+    if words[0] == ".venv/bin/python":  # the venv's interpreter, as the benchmarks' README calls it
+        words = ["python", *words[1:]]
     check = CHECKS.get(words[0])
     if check is None:
         assert words[0] in SHELL_ONLY
@@ -264,6 +274,8 @@ def test_documented_command_is_runnable_as_written(command: Command, tmp_path: P
         ["python", "-c", "from flows.surrogate import attribution; attribution(no_such_argument=1)"],
         ["python", "-c", "from kernelscope.core.params import load_params; load_params('no-such.yaml')"],
         ["python", "-m", "flows.main", "--no-such-option"],
+        ["python", "benchmarks/no_such_bench.py"],
+        ["python", "benchmarks/resnet_bench.py", "--no-such-option"],
         ["dvc", "exp", "run", "--no-such-option"],
         ["dvc", "exp", "run", "-S", "kglm.no_such_key=1", "kglm@digits2"],
         ["dvc", "exp", "run", "kglm@no_such_dataset"],
