@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from kernels_bench import machine  # the script's folder is on sys.path
+from kernels_bench import machine, peak_rss_mb  # the script's folder is on sys.path
 from resnet_bench import CLASSES, SHAPE, accuracy, trained_resnet
 from traker_featurize import traker_features
 
@@ -61,14 +60,6 @@ def images(path: Path, n: int) -> torch.Tensor:
     return torch.from_numpy(np.array(np.load(path, mmap_mode="r")[:n]))
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM: getrusage's ru_maxrss can carry the parent's from the fork)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def one(
     model_file: Path, image_file: Path, widths: tuple[int, ...], blocks: int, kind: str, n: int, k: int, budget_mb: int
 ) -> dict:
@@ -95,8 +86,8 @@ def one(
         "seconds": round(seconds, 1),
         "samples_per_s": round(n / seconds, 2),
         "seconds_to_first_block": round(first_block_s or 0.0, 1),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "rss_mb_before_kernel": round(base_rss, 1),
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_mb_before_kernel": base_rss,
     }
 
 

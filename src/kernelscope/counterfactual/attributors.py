@@ -18,7 +18,7 @@ from kernelscope.core.errors import KernelscopeError, ParamsError
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.param_types import GRADIENT_ATTRIBUTORS, attributor_names
 from kernelscope.core.params import Params
-from kernelscope.core.provenance import kernel_expect, kglm_provenance, training_section
+from kernelscope.core.provenance import kglm_provenance, training_section
 from kernelscope.counterfactual import scores
 from kernelscope.counterfactual.cost import measured
 from kernelscope.counterfactual.gradients import MarginGradients, margin_gradients
@@ -49,16 +49,11 @@ class Run:
     def kernel_rows(self, kind: str) -> np.ndarray:
         """(n_test, N) verified kernel of the run's test points against its training points, float64; from a top-k
         kernel (kernel.storage: topk) the entries not stored are 0, as in the kGLM fit on it."""
-        from kernelscope.core.provenance import kernel_storage
-        from kernelscope.kernels.topk import dense_rows, read_kernel_matrix
+        from kernelscope.kernels.stages import read_run_kernel
+        from kernelscope.kernels.topk import dense_rows
 
         ds, ckpt = self.dataset, self.checkpoint
-        values, _ = read_kernel_matrix(
-            self.layout.kernel_path(kind, "test"),
-            kernel_storage(self.params, kind),
-            expect=kernel_expect(self.params, kind, ckpt.checkpoint_hash, ds, "test"),
-            query_ids=ds.test.ids,
-        )
+        values, _ = read_run_kernel(self.params, self.layout, ds, ckpt.checkpoint_hash, kind, "test", ds.test.ids)
         return dense_rows(values)
 
     def kglm(self, kind: str) -> KGLM:

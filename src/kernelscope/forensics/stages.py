@@ -18,8 +18,6 @@ from kernelscope.core.layout import RunLayout
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import (
     data_provenance,
-    kernel_expect,
-    kernel_storage,
     kglm_provenance,
     poisoning,
     run_checkpoint,
@@ -37,8 +35,8 @@ from kernelscope.forensics.detection import (
     trace_back_scores,
 )
 from kernelscope.forensics.poison import Trigger, attack_success_rate, badnets
-from kernelscope.kernels.stages import kernel_stage
-from kernelscope.kernels.topk import KernelMatrix, read_kernel_matrix
+from kernelscope.kernels.stages import kernel_stage, read_run_kernel
+from kernelscope.kernels.topk import KernelMatrix
 from kernelscope.models.stages import train_stage
 from kernelscope.models.train import predict_logits
 from kernelscope.surrogate.faithfulness import faithfulness, predictions
@@ -114,12 +112,7 @@ def forensic_kglm_stage(params: Params, layout: RunLayout, kind: str) -> StageRe
     clean = evaluated.summary
     ds, ckpt = run_model(params, layout)
     stamped = poisoned_test(layout, ds.dataset_hash)
-    k_poisoned, _ = read_kernel_matrix(
-        layout.kernel_path(kind, POISONED_TEST),
-        kernel_storage(params, kind),
-        query_ids=stamped.ids,
-        expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, POISONED_TEST),
-    )
+    k_poisoned, _ = read_run_kernel(params, layout, ds, ckpt.checkpoint_hash, kind, POISONED_TEST, stamped.ids)
     surrogate = load_kglm(
         layout.kglm_dir(kind) / "kglm.safetensors",
         expect=kglm_provenance(params, kind, ckpt.checkpoint_hash, ds.dataset_hash),
@@ -153,19 +146,9 @@ def detection_stage(params: Params, layout: RunLayout, faith: list[dict[str, Any
     rows, curves = [], {}
     for f in faith:
         kind = f["kind"]
-        storage = kernel_storage(params, kind)  # dense, or top-k (ranked among the stored entries)
-        k_clean, _ = read_kernel_matrix(
-            layout.kernel_path(kind, "test"),
-            storage,
-            query_ids=ds.test.ids,
-            expect=kernel_expect(params, kind, checkpoint_hash, ds, "test"),
-        )
-        k_stamped, _ = read_kernel_matrix(
-            layout.kernel_path(kind, POISONED_TEST),
-            storage,
-            query_ids=stamped.ids,
-            expect=kernel_expect(params, kind, checkpoint_hash, ds, POISONED_TEST),
-        )
+        # Dense, or top-k (ranked among the stored entries).
+        k_clean, _ = read_run_kernel(params, layout, ds, checkpoint_hash, kind, "test", ds.test.ids)
+        k_stamped, _ = read_run_kernel(params, layout, ds, checkpoint_hash, kind, POISONED_TEST, stamped.ids)
         k_all = _stacked(k_clean, k_stamped)  # (n_test · 2, N): clean first, then stamped
         n_clean, n_stamped = k_clean.shape[0], k_stamped.shape[0]
         truth = np.concatenate([np.zeros(n_clean, bool), np.ones(n_stamped, bool)])

@@ -24,12 +24,18 @@ from kernelscope.core.provenance import (
     run_model,
 )
 from kernelscope.core.results import StageResult
-from kernelscope.data.datasets import read_dataset
+from kernelscope.data.datasets import Dataset, read_dataset
 from kernelscope.kernels import kernel_spec
 from kernelscope.kernels.assembly import kernel_row_blocks, row_ranges
 from kernelscope.kernels.registry import kernel_kind
 from kernelscope.kernels.store import read_kernel_meta, write_kernel_blocks
-from kernelscope.kernels.topk import TopkRows, kernel_artifact, write_topk_kernel_blocks
+from kernelscope.kernels.topk import (
+    KernelMatrix,
+    TopkRows,
+    kernel_artifact,
+    read_kernel_matrix,
+    write_topk_kernel_blocks,
+)
 from kernelscope.models.zoo import pick_device
 
 
@@ -175,3 +181,16 @@ def current_kernel(params: Params, layout: RunLayout, kind: str, checkpoint_hash
     except ArtifactError:
         return None
     return kernel_result(kind, checkpoint_hash, ds.dataset_hash, written)
+
+
+def read_run_kernel(
+    params: Params, layout: RunLayout, ds: Dataset, checkpoint_hash: str, kind: str, split: str, query_ids: np.ndarray
+) -> tuple[KernelMatrix, dict[str, Any]]:
+    """The run's verified kernel of ``split`` (rows ``query_ids`` in order, columns ds's training points) in the
+    storage params name: dense float32, or the CSR matrix of each row's top-k entries."""
+    return read_kernel_matrix(
+        layout.kernel_path(kind, split),
+        kernel_storage(params, kind),
+        expect=kernel_expect(params, kind, checkpoint_hash, ds, split),
+        query_ids=query_ids,
+    )

@@ -21,10 +21,11 @@ from kernelscope.core.errors import KernelscopeError
 from kernelscope.core.fileio import write_text_atomic
 from kernelscope.core.json_artifacts import write_json_artifact
 from kernelscope.core.params import Params
-from kernelscope.core.provenance import kernel_expect, kernel_options, kernel_storage, kglm_provenance, run_model
+from kernelscope.core.provenance import kernel_options, kernel_storage, kglm_provenance, run_model
 from kernelscope.data.datasets import Dataset
 from kernelscope.kernels import compute_kernel
-from kernelscope.kernels.topk import TopkRows, dense_rows, read_kernel_matrix
+from kernelscope.kernels.stages import read_run_kernel
+from kernelscope.kernels.topk import TopkRows, dense_rows
 from kernelscope.models.checkpoint import Checkpoint
 from kernelscope.models.heads import predictions, probabilities
 from kernelscope.models.train import predict_logits
@@ -101,12 +102,7 @@ def kernel_row(
     as in the kGLM fit on it; a new input keeps its own top k); None for a dense kernel."""
     storage = kernel_storage(params, kind)
     if query.test_index is not None:
-        k_test, _ = read_kernel_matrix(
-            layout.kernel_path(kind, "test"),
-            storage,
-            expect=kernel_expect(params, kind, ckpt.checkpoint_hash, ds, "test"),
-            query_ids=ds.test.ids,
-        )
+        k_test, _ = read_run_kernel(params, layout, ds, ckpt.checkpoint_hash, kind, "test", ds.test.ids)
         row = dense_rows(k_test[query.test_index : query.test_index + 1])[0]
         if storage == "dense":
             return row, None
