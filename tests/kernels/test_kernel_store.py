@@ -66,13 +66,13 @@ def test_kernel_larger_than_a_block_streams_and_reads_back_exactly(tmp_path):
     spec = kernel_spec(model, "trntk")
     blocks = (
         (np.arange(23)[rows], block)
-        for rows, block in kernel_row_blocks(spec, xq, xt, chunk_size=5, memory_budget_mb=0)
+        for rows, block in kernel_row_blocks(spec, xq, xt, chunk_size=5, memory_budget_mb=1)  # held
     )
     write_kernel_blocks(tmp_path / "k.parquet", blocks, 23, np.arange(17), {"kind": "trntk"})
     back, meta = read_kernel(tmp_path / "k.parquet")
     assert len(list(iter_kernel_blocks(tmp_path / "k.parquet"))) == 5  # one row group per block of 5
     np.testing.assert_array_equal(
-        back, compute_kernel(model, xq, xt, kind="trntk", chunk_size=5, memory_budget_mb=0).astype(np.float32)
+        back, compute_kernel(model, xq, xt, kind="trntk", chunk_size=5, memory_budget_mb=1).astype(np.float32)
     )
 
 

@@ -1,5 +1,7 @@
 """Every kernel kind against a slow reference on small random models (float64)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from torch import nn
 
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.kernels import compute_kernel, kernel_spec
-from kernelscope.kernels.assembly import represent
+from kernelscope.kernels.assembly import KernelMemoryWarning, represent
 from kernelscope.models.zoo import build_cnn, build_mlp
 from tests.support import kernel_reference as ref
 
@@ -145,7 +147,8 @@ def test_blockwise_equals_one_shot_and_budget_path():
     )
     for kind in ("trntk", "pntk", "proj_trntk", "em"):
         one_shot = compute_kernel(model, xq, xt, kind=kind, chunk_size=1000)
-        blockwise = compute_kernel(model, xq, xt, kind=kind, chunk_size=4, memory_budget_mb=0)
+        with pytest.warns(KernelMemoryWarning, match="kernel.memory_budget_mb = 0"):  # recomputed chunks
+            blockwise = compute_kernel(model, xq, xt, kind=kind, chunk_size=4, memory_budget_mb=0)
         np.testing.assert_allclose(blockwise, one_shot, rtol=1e-12, atol=1e-14, err_msg=kind)
 
 
@@ -243,15 +246,17 @@ def test_class_major_plan_when_only_one_class_fits_the_budget(kind, monkeypatch)
         model.eval()
         spec = kernel_spec(model, kind)
         per_sample = assembly._nbytes(represent(spec, xt[:1]))  # every class
-        # One class of the training side and the (5, 7) output fit; all classes of a 3-row chunk do not.
-        budget_mb = (per_sample / 3 * len(xt) + 8 * len(xq) * len(xt)) * 1.01 / 2**20
-        assert 3 * per_sample * 3 > budget_mb * 2**20
+        per_class = assembly._nbytes(represent(spec, xt[:1], 0))  # one class
+        assert assembly.sample_bytes(spec, xt) == (per_sample, per_class)  # sized on one unpadded sample
+        # One class of the training side and the (5, 7) output fit; all classes of the training side do not.
+        budget_mb = (per_class * len(xt) + 8 * len(xq) * len(xt)) * 1.01 / 2**20
+        assert per_sample * len(xt) > budget_mb * 2**20
         want = ref.trntk0(model, xq, xt) if kind == "trntk0" else ref.cosine(ref.trntk0, model, xq, xt)
         got = compute_kernel(model, xq, xt, kind=kind, chunk_size=3, memory_budget_mb=budget_mb)
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=0, err_msg=f"{name} {kind}")
         np.testing.assert_allclose(got, compute_kernel(model, xq, xt, kind=kind, chunk_size=3), rtol=1e-12)
         # train x train, and a row-range task (as Dask runs them) gives the full pass's bytes for its rows
-        budget_mb = (per_sample / 3 * len(xt) + 8 * len(xt) ** 2) * 1.01 / 2**20
+        budget_mb = (per_class * len(xt) + 8 * len(xt) ** 2) * 1.01 / 2**20
         full = dict(
             (s.start, b)
             for s, b in assembly.kernel_row_blocks(spec, xt, None, chunk_size=2, memory_budget_mb=budget_mb)
@@ -263,3 +268,28 @@ def test_class_major_plan_when_only_one_class_fits_the_budget(kind, monkeypatch)
             np.concatenate(list(full.values())), compute_kernel(model, xt, kind=kind), rtol=1e-12
         )
     assert len(taken) == 3 * len(list(models(3)))  # every call above took the class-major plan
+
+
+def test_plan_is_sized_on_one_sample_before_any_all_class_micro_batch(monkeypatch):
+    """A network whose all-class representation of a micro-batch passes the budget takes the class-major plan
+    without ever forming one (the defect found on a ResNet18-width network: 15.7 GB against a 4 GB budget)."""
+    from kernelscope.kernels import assembly
+
+    torch.manual_seed(0)
+    model = build_mlp(5, [7], 4, "ntk").double().eval()
+    xq, xt = torch.randn(6, 5, dtype=torch.float64), torch.randn(9, 5, dtype=torch.float64)
+    spec = kernel_spec(model, "trntk")
+    per_sample, per_class = assembly.sample_bytes(spec, xt)
+    budget_mb = (per_class * len(xt) + 8 * len(xq) * len(xt)) * 1.01 / 2**20
+    assert assembly.MICRO_BATCH * per_sample > budget_mb * 2**20  # one all-class micro-batch would pass it
+    batches = []
+    all_classes = spec.represent
+    spec = dataclasses.replace(spec, represent=lambda x: batches.append(len(x)) or all_classes(x))
+    got = np.concatenate(
+        [b for _, b in assembly.kernel_row_blocks(spec, xq, xt, chunk_size=4, memory_budget_mb=budget_mb)]
+    )
+    assert batches == [1]  # the one-sample size probe, nothing padded to a micro-batch
+    np.testing.assert_allclose(got, ref.cosine(ref.trntk0, model, xq, xt), rtol=1e-10)
+    # Without by_class, a budget below every plan warns and names what it would take.
+    with pytest.warns(KernelMemoryWarning, match=r"Raise kernel.memory_budget_mb, or lower kernel.chunk_size\."):
+        assembly.plan_assembly(kernel_spec(model, "proj_pntk"), xt, len(xq), 4, 1e-6)

@@ -149,26 +149,20 @@ def kernel_row_blocks(
         if start % chunk_size or (stop % chunk_size and stop != len(x_query)) or not 0 <= start < stop <= len(x_query):
             raise ValueError(f"rows {rows} are not whole blocks of {chunk_size} within {len(x_query)} query rows")
         q_slices = [s for s in q_slices if start <= s.start < stop]
-    budget = memory_budget_mb * 2**20
+    # Decided on the whole query side, not this task's rows: every row-range task takes the same plan (bytes).
+    plan = plan_assembly(spec, x_train, len(x_query), chunk_size, memory_budget_mb)
+    if plan == "class_major":
+        yield from class_major_blocks(spec, x_query, None if same else x_train, q_slices, t_slices, progress)
+        return
 
-    # Pass 1 over the training side: self-kernels, and representations kept while they fit.
-    cached: list[Any] | None = []
+    # Pass 1 over the training side: self-kernels, and representations kept when the plan holds them.
+    cached: list[Any] | None = [] if plan == "hold" else None
     diag_t = np.empty(len(x_train), dtype=np.float64)
     for s in t_slices:
         rep = represent(spec, x_train[s])
-        # Decided on the whole query side, not this task's rows: every row-range task takes the same plan (bytes).
-        if (
-            s.start == 0
-            and _nbytes(rep) * len(t_slices) > budget
-            and _class_major_fits(spec, _nbytes(rep) / (s.stop - s.start), len(x_train), len(x_query), budget)
-        ):
-            yield from class_major_blocks(spec, x_query, None if same else x_train, q_slices, t_slices, progress)
-            return
         diag_t[s] = spec.diag(rep).cpu().numpy()
         if cached is not None:
             cached.append(rep)
-            if _nbytes(rep) * len(t_slices) > budget:
-                cached = None  # too big: recompute training chunks for every query chunk
     # With the training side in memory, one Gram call per query chunk: (rows, all training points).
     train_all = _cat(cached) if cached is not None else None
     del cached  # the concatenated copy replaces the per-chunk pieces
@@ -200,10 +194,48 @@ def kernel_row_blocks(
         _warn_zero_self_kernel(spec.kind, "query", zero_q, n_q)
 
 
-def _class_major_fits(spec: KernelSpec, sample_bytes: float, n_train: int, n_rows: int, budget: float) -> bool:
-    """Whether one class's training representations (``sample_bytes``: one sample's, every class) and the
-    accumulated (n_rows, n_train) float64 output fit the budget together."""
-    return spec.by_class is not None and sample_bytes / spec.n_classes * n_train + 8 * n_rows * n_train <= budget
+class KernelMemoryWarning(UserWarning):
+    """No assembly plan fits ``kernel.memory_budget_mb``; the kernel is assembled with the smallest one."""
+
+
+def sample_bytes(spec: KernelSpec, x_train: torch.Tensor) -> tuple[int, int | None]:
+    """Bytes of one training sample's representation: (every class, one class alone or None without ``by_class``).
+    Measured on a batch of one sample, not a padded micro-batch: a micro-batch of a ResNet18-width network's exact
+    trNTK factors, all ten classes, is 15.7 GB, and the plan must be chosen before anything that size is formed."""
+    every = _nbytes(spec.represent(x_train[:1]))
+    return every, None if spec.by_class is None else _nbytes(spec.by_class(x_train[:1], 0))
+
+
+def plan_assembly(
+    spec: KernelSpec, x_train: torch.Tensor, n_query: int, chunk_size: int, memory_budget_mb: float
+) -> str:
+    """How to assemble a (n_query, n_train) kernel within the budget, decided before any chunk is represented:
+
+    - "hold": every training representation (all classes) held, one Gram call per query chunk;
+    - "class_major": one class of the training side held at a time, the (n_query, n_train) float64 output
+      accumulated (trace kernels only; ``class_major_blocks``);
+    - "recompute": a training chunk's representation recomputed for every query chunk (two chunks in memory).
+
+    When even the chosen plan's estimate passes the budget, a ``KernelMemoryWarning`` says what it needs."""
+    budget = memory_budget_mb * 2**20
+    (per_sample, per_class), n_train = sample_bytes(spec, x_train), len(x_train)
+    if per_sample * n_train <= budget:
+        return "hold"
+    class_major = None if per_class is None else per_class * n_train + 8 * n_query * n_train
+    if class_major is not None and class_major <= budget:
+        return "class_major"
+    needed = 2 * per_sample * min(chunk_size, max(n_train, n_query))
+    if needed > budget:
+        one_class = "" if class_major is None else f", one class at a time {class_major / 2**20:,.1f} MB"
+        projected = " or a projected kind (proj_trntk)" if class_major is not None else ""
+        warnings.warn(
+            f"{spec.kind} kernel: no assembly plan fits kernel.memory_budget_mb = {memory_budget_mb:g}: recomputing "
+            f"training chunks needs about {needed / 2**20:,.1f} MB ({per_sample / 2**20:,.3f} MB a sample, chunks of "
+            f"{chunk_size}){one_class}. Raise kernel.memory_budget_mb, or lower kernel.chunk_size{projected}.",
+            KernelMemoryWarning,
+            stacklevel=3,
+        )
+    return "recompute"
 
 
 def class_major_blocks(
