@@ -49,6 +49,9 @@ class KernelSpec:
     # at once be held one class at a time (``class_major_blocks``).
     by_class: Callable[[torch.Tensor, int], Any] | None = None
     n_classes: int = 0
+    # Estimated bytes that ``represent`` holds per sample while it works (every class), beyond what it returns:
+    # x (b, ...) -> bytes a sample. None: negligible next to the representation.
+    working_bytes: Callable[[torch.Tensor], int] | None = None
 
 
 # -- representations are tensors, lists of factor dataclasses, or lists of tensors --
@@ -216,26 +219,34 @@ def plan_assembly(
       accumulated (trace kernels only; ``class_major_blocks``);
     - "recompute": a training chunk's representation recomputed for every query chunk (two chunks in memory).
 
-    When even the chosen plan's estimate passes the budget, a ``KernelMemoryWarning`` says what it needs."""
+    Each plan's peak counts what it holds and the working set of featurizing one micro-batch (every class, or one
+    class when class-major). The first that fits the budget in that order is taken; when none does, the smallest,
+    with a ``KernelMemoryWarning`` saying what it needs."""
     budget = memory_budget_mb * 2**20
     (per_sample, per_class), n_train = sample_bytes(spec, x_train), len(x_train)
-    if per_sample * n_train <= budget:
-        return "hold"
-    class_major = None if per_class is None else per_class * n_train + 8 * n_query * n_train
-    if class_major is not None and class_major <= budget:
-        return "class_major"
-    needed = 2 * per_sample * min(chunk_size, max(n_train, n_query))
-    if needed > budget:
-        one_class = "" if class_major is None else f", one class at a time {class_major / 2**20:,.1f} MB"
-        projected = " or a projected kind (proj_trntk)" if class_major is not None else ""
-        warnings.warn(
-            f"{spec.kind} kernel: no assembly plan fits kernel.memory_budget_mb = {memory_budget_mb:g}: recomputing "
-            f"training chunks needs about {needed / 2**20:,.1f} MB ({per_sample / 2**20:,.3f} MB a sample, chunks of "
-            f"{chunk_size}){one_class}. Raise kernel.memory_budget_mb, or lower kernel.chunk_size{projected}.",
-            KernelMemoryWarning,
-            stacklevel=3,
-        )
-    return "recompute"
+    working = 0 if spec.working_bytes is None else spec.working_bytes(x_train[:1])
+    micro_batch = MICRO_BATCH * (per_sample + working)  # one featurization call, every class
+    peaks = {
+        "hold": per_sample * n_train + micro_batch,
+        "recompute": 2 * per_sample * min(chunk_size, max(n_train, n_query)) + micro_batch,
+    }
+    if per_class is not None:
+        one_class = MICRO_BATCH * (per_class + working / spec.n_classes)
+        peaks["class_major"] = per_class * n_train + 8 * n_query * n_train + one_class
+    for plan in ("hold", "class_major", "recompute"):
+        if plan in peaks and peaks[plan] <= budget:
+            return plan
+    plan = min(peaks, key=peaks.get)
+    others = ", ".join(f"{name} {peak / 2**20:,.1f} MB" for name, peak in peaks.items() if name != plan)
+    warnings.warn(
+        f"{spec.kind} kernel: no assembly plan fits kernel.memory_budget_mb = {memory_budget_mb:g}; the smallest, "
+        f"{plan}, needs about {peaks[plan] / 2**20:,.1f} MB ({others}; {per_sample / 2**20:,.3f} MB a sample and "
+        f"{working / 2**20:,.1f} MB to form it). Raise kernel.memory_budget_mb, or lower kernel.chunk_size"
+        + (", or use proj_pntk (one backward pass a sample)." if per_class is not None else "."),
+        KernelMemoryWarning,
+        stacklevel=3,
+    )
+    return plan
 
 
 def class_major_blocks(

@@ -17,7 +17,7 @@ from kernelscope.core.errors import KernelscopeError
 from kernelscope.kernels import embeddings, exact
 from kernelscope.kernels.assembly import KernelSpec
 from kernelscope.kernels.jacobians import jacobian_rows
-from kernelscope.kernels.layers import layer_factors
+from kernelscope.kernels.layers import factor_working_bytes, layer_factors
 from kernelscope.kernels.projection import PROJECTIONS, Projector
 from kernelscope.kernels.registry import KernelKind, register_kernel
 
@@ -73,6 +73,7 @@ def _trace_ntk(kind: str, norm: str) -> Any:
             exact.trace_diag,
             by_class=by_class,
             n_classes=n_outputs(model),
+            working_bytes=lambda x: factor_working_bytes(model, x, n_outputs(model)),
         )
 
     return build
@@ -117,7 +118,8 @@ def _proj_trntk(model: nn.Module, options: dict[str, Any], memory_budget_mb: int
     def rep(x: torch.Tensor) -> torch.Tensor:
         return flat(projector.project(layer_factors(model, x)[0]))  # (b, C·K)
 
-    return KernelSpec("proj_trntk", "cosine", rep, dot, sqnorm)
+    working = lambda x: factor_working_bytes(model, x, n_outputs(model))  # noqa: E731
+    return KernelSpec("proj_trntk", "cosine", rep, dot, sqnorm, working_bytes=working)
 
 
 def _proj_pntk(model: nn.Module, options: dict[str, Any], memory_budget_mb: int, method: str) -> KernelSpec:
