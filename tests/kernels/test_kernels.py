@@ -245,7 +245,7 @@ def _class_major_mb(spec, xt: torch.Tensor, n_query: int) -> float:
     return peak * 1.01 / 2**20
 
 
-@pytest.mark.parametrize("kind", ["trntk", "trntk0"])
+@pytest.mark.parametrize("kind", ["trntk", "trntk0", "proj_trntk"])
 def test_class_major_plan_when_only_one_class_fits_the_budget(kind, monkeypatch):
     from kernelscope.kernels import assembly
 
@@ -263,7 +263,11 @@ def test_class_major_plan_when_only_one_class_fits_the_budget(kind, monkeypatch)
         budget_mb = _class_major_mb(spec, xt, len(xq))
         assert assembly.plan_assembly(spec, xt, len(xq), 3, budget_mb) == "class_major"
         assert assembly.plan_assembly(spec, xt, len(xq), 3, 10 * budget_mb) == "hold"  # all classes fit there
-        want = ref.trntk0(model, xq, xt) if kind == "trntk0" else ref.cosine(ref.trntk0, model, xq, xt)
+        want = {
+            "trntk0": lambda: ref.trntk0(model, xq, xt),
+            "trntk": lambda: ref.cosine(ref.trntk0, model, xq, xt),
+            "proj_trntk": lambda: compute_kernel(model, xq, xt, kind=kind),  # all classes' features held
+        }[kind]()
         got = compute_kernel(model, xq, xt, kind=kind, chunk_size=3, memory_budget_mb=budget_mb)
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=0, err_msg=f"{name} {kind}")
         np.testing.assert_allclose(got, compute_kernel(model, xq, xt, kind=kind, chunk_size=3), rtol=1e-12)

@@ -118,8 +118,20 @@ def _proj_trntk(model: nn.Module, options: dict[str, Any], memory_budget_mb: int
     def rep(x: torch.Tensor) -> torch.Tensor:
         return flat(projector.project(layer_factors(model, x)[0]))  # (b, C·K)
 
-    working = lambda x: factor_working_bytes(model, x, n_outputs(model))  # noqa: E731
-    return KernelSpec("proj_trntk", "cosine", rep, dot, sqnorm, working_bytes=working)
+    def by_class(x: torch.Tensor, c: int) -> torch.Tensor:  # (b, K): class c's block of rep, P g_c
+        return projector.project(layer_factors(model, x, weights=lambda logits: one_hot_outputs(logits, c))[0])[:, 0]
+
+    n_classes = n_outputs(model)
+    return KernelSpec(
+        "proj_trntk",
+        "cosine",
+        rep,
+        dot,
+        sqnorm,
+        by_class=by_class,
+        n_classes=n_classes,
+        working_bytes=lambda x: factor_working_bytes(model, x, n_classes),
+    )
 
 
 def _proj_pntk(model: nn.Module, options: dict[str, Any], memory_budget_mb: int, method: str) -> KernelSpec:
