@@ -310,3 +310,14 @@ def test_plan_is_sized_on_one_sample_before_any_all_class_micro_batch(monkeypatc
     # Without by_class, a budget below every plan warns and names what it would take.
     with pytest.warns(KernelMemoryWarning, match=r"Raise kernel.memory_budget_mb, or lower kernel.chunk_size\."):
         assembly.plan_assembly(kernel_spec(model, "proj_pntk"), xt, len(xq), 4, 1e-6)
+
+
+def test_factor_working_set_counts_layer_outputs_per_output_direction():
+    from kernelscope.kernels.layers import WORKING_SET_PER_OUTPUT_BYTE, factor_working_bytes
+
+    model = build_mlp(5, [7, 3], 4, "ntk").double().eval()
+    x = torch.randn(6, 5, dtype=torch.float64)
+    outputs = (7 + 3 + 4) * 8  # bytes a sample of the three linear layers' outputs (float64)
+    assert factor_working_bytes(model, x, 4) == WORKING_SET_PER_OUTPUT_BYTE * 4 * outputs
+    assert factor_working_bytes(model, x, 1) == WORKING_SET_PER_OUTPUT_BYTE * outputs  # one weighted direction
+    assert kernel_spec(model, "trntk").working_bytes(x) == factor_working_bytes(model, x, 4)

@@ -73,7 +73,10 @@ class KernelParams(Section):
         256, ge=1, le=65536, description="Rows per Gram block (query and training side), at most 65536."
     )
     memory_budget_mb: Int = Field(
-        2048, ge=16, description="Largest training-side representation or projection kept in memory (MiB)."
+        2048,
+        ge=16,
+        description="Peak memory of a kernel's assembly (MiB): the first plan whose held representations and "
+        "featurization working set fit (every class held, one class at a time, chunks recomputed).",
     )
     projection_dim: Int = Field(
         2048,
