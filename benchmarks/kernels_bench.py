@@ -28,7 +28,8 @@ from torch.func import functional_call, grad, vmap
 from kernelscope.core.param_sections import TrainParams
 from kernelscope.data.datasets import make_digits
 from kernelscope.kernels import compute_kernel, kernel_spec
-from kernelscope.kernels.assembly import KernelSpec, kernel_row_blocks, represent
+from kernelscope.kernels.assembly import kernel_row_blocks
+from kernelscope.kernels.representation import KernelSpec, represent
 from kernelscope.kernels.store import write_kernel_blocks
 from kernelscope.models.train import train_classifier
 from kernelscope.models.zoo import build_mlp

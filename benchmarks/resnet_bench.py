@@ -34,7 +34,8 @@ from kernels_bench import machine  # the script's folder is on sys.path
 from traker_featurize import traker_features
 
 from kernelscope.kernels import kernel_spec
-from kernelscope.kernels.assembly import cosine_normalize, kernel_row_blocks, represent
+from kernelscope.kernels.assembly import cosine_normalize, kernel_row_blocks
+from kernelscope.kernels.representation import represent
 from kernelscope.models.zoo import build_resnet
 
 RESULTS = Path(__file__).resolve().parent / "results"

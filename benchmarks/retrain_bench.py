@@ -19,9 +19,9 @@ import numpy as np
 from kernels_bench import machine  # the script's folder is on sys.path
 
 from kernelscope.core.param_sections import TrainParams
-from kernelscope.counterfactual.retrain import train_on_subsets
-from kernelscope.counterfactual.subsets import draw_subsets, restricted
-from kernelscope.data.datasets import make_digits
+from kernelscope.counterfactual.subsets import draw_subsets
+from kernelscope.data.datasets import make_digits, restricted
+from kernelscope.models.stacked_training import train_on_subsets
 from kernelscope.models.train import train_classifier
 
 RESULTS = Path(__file__).resolve().parent / "results"

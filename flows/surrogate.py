@@ -32,6 +32,7 @@ from tasks.surrogate import (
     seed_run,
     train_kglm,
     train_model,
+    train_seed_models,
     write_report,
 )
 
@@ -194,7 +195,7 @@ def faithfulness_table(params: Params, outputs: str | None = None, track: bool =
     root = Path(outputs or params.outputs) / "table"
     tp = params.table
     with Fanout(params.scale) as fan:
-        jobs = []
+        jobs, job_datasets = [], []
         for dataset in params.datasets:
             data = fan.run(
                 prepare_data,
@@ -203,21 +204,31 @@ def faithfulness_table(params: Params, outputs: str | None = None, track: bool =
                 root=str(root / dataset),
                 source_hash=source_hash(params, dataset),
             ).summary
+            seeds = list(range(params.seed + 1, params.seed + 1 + tp.n_models))
+            shared = dict(data_dir=str(root / dataset / "data"), data_seed=params.seed)
             for arch in tp.archs:
-                for seed in range(params.seed + 1, params.seed + 1 + tp.n_models):
-                    jobs.append(
-                        dict(
-                            sections=stage_sections(params, "seed_run", dataset),
-                            arch=arch,
-                            seed=seed,
-                            kind=tp.kind,
-                            root=str(root / dataset / f"{arch}-seed{seed}"),
-                            data_dir=str(root / dataset / "data"),
-                            dataset_hash=data["dataset_hash"],
-                            data_seed=params.seed,
-                        )
-                    )
-        rows = [row.summary for row in fan.map(seed_run, jobs)]
+                roots = [str(root / dataset / f"{arch}-seed{seed}") for seed in seeds]
+                sections = stage_sections(params, "seed_models", dataset)
+                job = dict(sections=sections, arch=arch, seeds=seeds, roots=roots, dataset_hash=data["dataset_hash"])
+                jobs.append({**job, **shared})
+                job_datasets.append(dataset)
+        # Every row's models first (each row's seeds in one stack where that is exact), then the seeds' kernels
+        trained = [result.summary["trained"] for result in fan.map(train_seed_models, jobs)]
+        runs = [
+            dict(
+                sections=stage_sections(params, "seed_run", dataset),
+                arch=job["arch"],
+                seed=seed,
+                kind=tp.kind,
+                root=root_k,
+                data_dir=job["data_dir"],
+                data_seed=job["data_seed"],
+                trained=summary,
+            )
+            for dataset, job, summaries in zip(job_datasets, jobs, trained)
+            for seed, root_k, summary in zip(job["seeds"], job["roots"], summaries)
+        ]
+        rows = [row.summary for row in fan.map(seed_run, runs)]
     logger.info("%d seed runs, %d from cache", len(rows), fan.ledger.hits)
     table = seed_table(rows)
     artifacts = write_table(table, root)

@@ -26,9 +26,9 @@ from kernelscope.kernels.stages import (
     stored_blocks,
 )
 from kernelscope.kernels.topk import TopkRows
-from kernelscope.models.stages import checkpoint_files, train_stage
+from kernelscope.models.stages import checkpoint_files, train_seeds_stage, train_stage
 from kernelscope.surrogate.explain import Query, explain
-from kernelscope.surrogate.stages import compare_stage, evaluate_stage, fit_kglm_stage
+from kernelscope.surrogate.stages import compare_stage, evaluate_stage, fit_kglm_stage, with_arch
 from kernelscope.surrogate.stages import seed_run as _seed_run
 from tasks.caching import CACHED_TASK, cached_except
 from tasks.fanout import Fanout, torch_threads
@@ -115,6 +115,24 @@ def compare_kernels(sections: dict[str, Any], root: str, summaries: list[dict[st
     return compare_stage(params_for(sections, "compare_kernels"), RunLayout(root), summaries)
 
 
+@task(name="train-seed-models", task_run_name="train-seed-models-{arch}", **CACHED_TASK)
+def train_seed_models(
+    sections: dict[str, Any],
+    arch: str,
+    seeds: list[int],
+    roots: list[str],
+    data_dir: str,
+    dataset_hash: str,
+    data_seed: int,
+) -> StageResult:
+    """Train the models of a multi-seed table's row, one per seed, each into its root (stacked where that gives each
+    model its single training's bytes). Summary: {"trained": [each seed's train summary]}."""
+    params = with_arch(params_for(sections, "seed_models"), arch)
+    layouts = [RunLayout(root, shared_data=data_dir, data_seed=data_seed) for root in roots]
+    results = train_seeds_stage(params, seeds, layouts)
+    return StageResult.of({"trained": [r.summary for r in results]}, [], *results)
+
+
 @task(name="seed-run", task_run_name="seed-run-{arch}-seed{seed}", **CACHED_TASK)
 def seed_run(
     sections: dict[str, Any],
@@ -123,13 +141,13 @@ def seed_run(
     kind: str,
     root: str,
     data_dir: str,
-    dataset_hash: str,
     data_seed: int,
+    trained: dict[str, Any],
 ) -> StageResult:
-    """Train one seeded model and measure its surrogate's faithfulness
-    (one row of the multi-seed table on one split)."""
+    """Measure the faithfulness of one seeded model's surrogate (one row of the multi-seed table on one split);
+    ``trained``: its train summary (its checkpoint hash keys the cache)."""
     params = params_for({**sections, "seed": seed}, "seed_run")
-    return _seed_run(params, RunLayout(root, shared_data=data_dir, data_seed=data_seed), arch, kind)
+    return _seed_run(params, RunLayout(root, shared_data=data_dir, data_seed=data_seed), arch, kind, trained)
 
 
 @task(name="write-report")

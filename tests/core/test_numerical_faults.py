@@ -209,7 +209,8 @@ def test_zero_self_kernel_gives_a_zero_row_and_a_counting_warning(kind):
 
 def test_zero_self_kernel_warns_alike_when_the_kernel_is_taken_one_class_at_a_time(monkeypatch):
     from kernelscope.kernels import assembly, compute_kernel, kernel_spec
-    from kernelscope.kernels.assembly import ZeroSelfKernelWarning, represent
+    from kernelscope.kernels.assembly import ZeroSelfKernelWarning
+    from tests.support.plans import class_major_mb
 
     taken = []
     real = assembly.class_major_blocks
@@ -217,8 +218,7 @@ def test_zero_self_kernel_warns_alike_when_the_kernel_is_taken_one_class_at_a_ti
     model = _bias_free_relu().eval()
     x = torch.randn(7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     x[[2, 5]] = 0.0
-    per_sample = assembly._nbytes(represent(kernel_spec(model, "trntk"), x[:1]))  # every class
-    budget = (per_sample / 3 * 7 + 8 * 7 * 7) * 1.01 / 2**20  # one class and the output fit, not all classes
+    budget = class_major_mb(kernel_spec(model, "trntk"), x, 7)  # one class and the output fit, not all classes
     with pytest.warns(ZeroSelfKernelWarning, match="trntk kernel: 2 of 7 training samples have a zero self-kernel"):
         k = compute_kernel(model, x, kind="trntk", chunk_size=3, memory_budget_mb=budget)
     assert np.all(k[[2, 5]] == 0) and np.all(k[:, [2, 5]] == 0) and np.all(np.isfinite(k))

@@ -10,8 +10,7 @@ from kernelscope.counterfactual.brittleness import (
     kept_rows,
     removal_orders,
 )
-from kernelscope.counterfactual.subsets import restricted
-from kernelscope.data.datasets import make_digits
+from kernelscope.data.datasets import make_digits, restricted
 from kernelscope.models.heads import predictions
 from kernelscope.models.train import predict_logits, train_classifier
 

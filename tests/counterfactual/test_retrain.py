@@ -7,10 +7,10 @@ import torch
 
 from kernelscope.core.errors import ParamsError
 from kernelscope.core.param_sections import TrainParams
-from kernelscope.counterfactual.retrain import train_on_subsets
-from kernelscope.counterfactual.subsets import draw_subsets, restricted
-from kernelscope.data.datasets import make_digits
+from kernelscope.counterfactual.subsets import draw_subsets
+from kernelscope.data.datasets import make_digits, restricted
 from kernelscope.models.heads import correct_class_logit
+from kernelscope.models.stacked_training import train_on_subsets
 from kernelscope.models.train import predict_logits, train_classifier
 
 

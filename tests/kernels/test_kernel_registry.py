@@ -14,8 +14,8 @@ from kernelscope.core.errors import KernelscopeError, ParamsError
 from kernelscope.core.params import params_from_dict
 from kernelscope.core.provenance import kernel_expect, kernel_options, run_checkpoint, run_data
 from kernelscope.data.datasets import read_dataset
-from kernelscope.kernels.assembly import KernelSpec
 from kernelscope.kernels.registry import KERNELS, KernelKind, register_kernel
+from kernelscope.kernels.representation import KernelSpec
 from kernelscope.kernels.stages import kernel_stage
 from kernelscope.kernels.store import read_kernel
 from kernelscope.surrogate.stages import compare_stage, evaluate_stage, fit_kglm_stage

@@ -9,9 +9,11 @@ from torch import nn
 
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.kernels import compute_kernel, kernel_spec
-from kernelscope.kernels.assembly import KernelMemoryWarning, represent
+from kernelscope.kernels.assembly import KernelMemoryWarning
+from kernelscope.kernels.representation import nbytes, represent
 from kernelscope.models.zoo import build_cnn, build_mlp
 from tests.support import kernel_reference as ref
+from tests.support.plans import class_major_mb
 
 
 def _cnn(n_out: int) -> nn.Module:
@@ -234,17 +236,6 @@ def test_weighted_factors_are_the_weighted_sum_of_per_class_gradients():
             torch.testing.assert_close(g_one[:, 0], torch.einsum("bcp,bc->bp", g_all, w), msg=f"{name} {f_all.name}")
 
 
-def _class_major_mb(spec, xt: torch.Tensor, n_query: int) -> float:
-    """1% above what the class-major plan holds at its peak: one class of the training side, the float64 output,
-    one micro-batch of one class and its working set (every term computed here, from the spec)."""
-    from kernelscope.kernels import assembly
-
-    per_class = assembly._nbytes(represent(spec, xt[:1], 0))
-    working = spec.working_bytes(xt[:1]) / spec.n_classes
-    peak = per_class * len(xt) + 8 * n_query * len(xt) + assembly.MICRO_BATCH * (per_class + working)
-    return peak * 1.01 / 2**20
-
-
 @pytest.mark.parametrize("kind", ["trntk", "trntk0", "proj_trntk"])
 def test_class_major_plan_when_only_one_class_fits_the_budget(kind, monkeypatch):
     from kernelscope.kernels import assembly
@@ -256,11 +247,11 @@ def test_class_major_plan_when_only_one_class_fits_the_budget(kind, monkeypatch)
         xq, xt = _inputs(d)
         model.eval()
         spec = kernel_spec(model, kind)
-        per_sample = assembly._nbytes(represent(spec, xt[:1]))  # every class
-        per_class = assembly._nbytes(represent(spec, xt[:1], 0))  # one class
+        per_sample = nbytes(represent(spec, xt[:1]))  # every class
+        per_class = nbytes(represent(spec, xt[:1], 0))  # one class
         assert assembly.sample_bytes(spec, xt) == (per_sample, per_class)  # sized on one unpadded sample
         # One class of the training side and the (5, 7) output fit; all classes of the training side do not.
-        budget_mb = _class_major_mb(spec, xt, len(xq))
+        budget_mb = class_major_mb(spec, xt, len(xq))
         assert assembly.plan_assembly(spec, xt, len(xq), 3, budget_mb) == "class_major"
         assert assembly.plan_assembly(spec, xt, len(xq), 3, 10 * budget_mb) == "hold"  # all classes fit there
         want = {
@@ -272,7 +263,7 @@ def test_class_major_plan_when_only_one_class_fits_the_budget(kind, monkeypatch)
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=0, err_msg=f"{name} {kind}")
         np.testing.assert_allclose(got, compute_kernel(model, xq, xt, kind=kind, chunk_size=3), rtol=1e-12)
         # train x train, and a row-range task (as Dask runs them) gives the full pass's bytes for its rows
-        budget_mb = _class_major_mb(spec, xt, len(xt))
+        budget_mb = class_major_mb(spec, xt, len(xt))
         full = dict(
             (s.start, b)
             for s, b in assembly.kernel_row_blocks(spec, xt, None, chunk_size=2, memory_budget_mb=budget_mb)
@@ -296,7 +287,7 @@ def test_plan_is_sized_on_one_sample_before_any_all_class_micro_batch(monkeypatc
     xq, xt = torch.randn(6, 5, dtype=torch.float64), torch.randn(9, 5, dtype=torch.float64)
     spec = kernel_spec(model, "trntk")
     per_sample, _ = assembly.sample_bytes(spec, xt)
-    budget_mb = _class_major_mb(spec, xt, len(xq))
+    budget_mb = class_major_mb(spec, xt, len(xq))
     all_classes = assembly.MICRO_BATCH * (per_sample + spec.working_bytes(xt[:1]))
     assert all_classes > budget_mb * 2**20  # featurizing one all-class micro-batch would pass it
     batches = []

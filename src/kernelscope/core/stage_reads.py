@@ -176,6 +176,7 @@ STAGES: dict[str, StageReads] = {
     "train_kglm": StageReads(SURROGATE, ("seed", "kglm"), (*KGLM_CHECKS, KERNEL_SECTIONS), TASK_SURROGATE, dvc=False),
     "evaluate": StageReads(SURROGATE, ("seed", "kglm"), (*KGLM_CHECKS, KERNEL_SECTIONS), TASK_SURROGATE, dvc=False),
     "compare_kernels": StageReads(SURROGATE, (), ("seed", KERNEL_OPTIONS), TASK_SURROGATE, dvc=False),
+    "seed_models": StageReads("kernelscope.models.stages", CHECKPOINT, ("data",), _code(cli=False), dvc=False),
     "seed_run": StageReads(SURROGATE, ("data", *CHECKPOINT, *KERNEL, "kglm"), (), TASK_SURROGATE, dvc=False),
     "forensic_kglm": StageReads(
         FORENSICS, ("seed", *KGLM_FIT, "poison.kglm_alpha"), KGLM_CHECKS, TASK_FORENSICS, dvc=False

@@ -22,10 +22,10 @@ from kernelscope.core.provenance import kglm_provenance, training_section
 from kernelscope.counterfactual import scores
 from kernelscope.counterfactual.cost import measured
 from kernelscope.counterfactual.gradients import MarginGradients, margin_gradients
-from kernelscope.counterfactual.retrain import train_on_subsets
 from kernelscope.data.datasets import Dataset
 from kernelscope.kernels.projection import Projector
 from kernelscope.models.checkpoint import Checkpoint
+from kernelscope.models.stacked_training import train_on_subsets
 from kernelscope.models.train import train_classifier
 from kernelscope.surrogate.kglm import KGLM
 

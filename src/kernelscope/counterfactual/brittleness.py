@@ -3,7 +3,7 @@ retrain, and count how often the prediction flips, against removing k random poi
 
 For each query x (a seeded sample of correctly classified test points) and each k, the kept rows are every
 training point but the k with the largest τ(x, ·) (or k drawn at random). All models of one k train on
-N − k points, so they are trained together in stacks (kernelscope.counterfactual.retrain), one task each in the
+N − k points, so they are trained together in stacks (kernelscope.models.stacked_training), one task each in the
 counterfactual flow.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from kernelscope.core.fileio import sha256_bytes
-from kernelscope.counterfactual.retrain import train_on_subsets
 from kernelscope.data.datasets import Dataset
 from kernelscope.models.heads import predictions
+from kernelscope.models.stacked_training import train_on_subsets
 
 RANDOM = "random"
 

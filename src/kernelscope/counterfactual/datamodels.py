@@ -20,9 +20,9 @@ from kernelscope.core.params import Params
 from kernelscope.core.progress import Progress
 from kernelscope.core.provenance import training_section
 from kernelscope.core.tensor_artifacts import read_safetensors, write_safetensors
-from kernelscope.counterfactual.retrain import train_on_subsets
 from kernelscope.counterfactual.subsets import subset_rows, subset_size
 from kernelscope.data.datasets import Dataset
+from kernelscope.models.stacked_training import train_on_subsets
 
 ARTIFACT = "retrained-outputs"
 SEED_OFFSET = 1000  # model k of the datamodel retrainings has seed (seed + 1000 + k); TRAK's extra models seed + 1..

@@ -15,10 +15,10 @@ import torch
 from scipy.special import expit
 from torch import nn
 
-from kernelscope.kernels.assembly import MICRO_BATCH
 from kernelscope.kernels.jacobians import jacobian_rows
 from kernelscope.kernels.layers import layer_factors
 from kernelscope.kernels.projection import Projector
+from kernelscope.kernels.representation import MICRO_BATCH
 from kernelscope.models.heads import correct_class_logit, is_binary
 
 

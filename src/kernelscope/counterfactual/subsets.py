@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from kernelscope.core.errors import ParamsError
-from kernelscope.data.datasets import Dataset, Split
 
 
 def subset_size(n_train: int, alpha: float) -> int:
@@ -41,10 +38,3 @@ def subset_rows(n_train: int, size: int, seed: int, k: int) -> np.ndarray:
     """The sorted training rows of subset k: (size,) int64."""
     rng = np.random.default_rng([seed, 0x5EB5E7, k])
     return np.sort(rng.choice(n_train, size=size, replace=False)).astype(np.int64)
-
-
-def restricted(dataset: Dataset, mask: np.ndarray) -> Dataset:
-    """The dataset with only the training points in ``mask`` (their order kept); the test split unchanged."""
-    train = dataset.train
-    keep = np.flatnonzero(mask)
-    return replace(dataset, train=Split(train.x[keep], train.y[keep], train.ids[keep]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +209,10 @@ def read_dataset_with_meta(data_dir: str | Path) -> tuple[Dataset, dict[str, Any
 def read_dataset(data_dir: str | Path) -> Dataset:
     """Both verified splits (provenance checks against params: kernelscope.core.provenance.run_data)."""
     return read_dataset_with_meta(data_dir)[0]
+
+
+def restricted(dataset: Dataset, mask: np.ndarray) -> Dataset:
+    """The dataset with only the training points in ``mask`` (their order kept); the test split unchanged."""
+    train = dataset.train
+    keep = np.flatnonzero(mask)
+    return replace(dataset, train=Split(train.x[keep], train.y[keep], train.ids[keep]))

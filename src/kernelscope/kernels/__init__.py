@@ -16,8 +16,9 @@ from torch import nn
 
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.kernels import builtin  # noqa: F401  (registers the built-in kinds)
-from kernelscope.kernels.assembly import KernelSpec, kernel_row_blocks
+from kernelscope.kernels.assembly import kernel_row_blocks
 from kernelscope.kernels.registry import KERNELS, model_kinds, option_names
+from kernelscope.kernels.representation import KernelSpec
 
 METHODS = ("factored", "jacobian")
 

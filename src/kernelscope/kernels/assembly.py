@@ -11,16 +11,14 @@ sample's features independent of the batch it arrives in.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields, is_dataclass, replace
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
 from kernelscope.core.progress import Progress
-
-MICRO_BATCH = 64  # rows per featurization call; fixed so a sample's features never depend on its batch
+from kernelscope.kernels.representation import MICRO_BATCH, KernelSpec, cat_reps, map_tensors, represent, sample_bytes
 
 
 class ZeroSelfKernelWarning(UserWarning):
@@ -35,81 +33,6 @@ def _warn_zero_self_kernel(kind: str, side: str, n_zero: int, n: int) -> None:
         ZeroSelfKernelWarning,
         stacklevel=3,
     )
-
-
-@dataclass(frozen=True)
-class KernelSpec:
-    kind: str
-    normalization: str  # "cosine" or "none"
-    represent: Callable[[torch.Tensor], Any]  # (b, ...) inputs -> representation of b samples
-    gram: Callable[[Any, Any], torch.Tensor]  # -> (n_q, n_t) float64
-    diag: Callable[[Any], torch.Tensor]  # -> (n,) float64
-    # Trace kernels over C classes: the representation of class c alone, (x (b, ...), c) -> rep, whose grams and
-    # diags summed over the C classes are the kernel's. Lets a training side too large to hold for all classes
-    # at once be held one class at a time (``class_major_blocks``).
-    by_class: Callable[[torch.Tensor, int], Any] | None = None
-    n_classes: int = 0
-    # Estimated bytes that ``represent`` holds per sample while it works (every class), beyond what it returns:
-    # x (b, ...) -> bytes a sample. None: negligible next to the representation.
-    working_bytes: Callable[[torch.Tensor], int] | None = None
-
-
-# -- representations are tensors, lists of factor dataclasses, or lists of tensors --
-def _map(rep: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    if isinstance(rep, torch.Tensor):
-        return fn(rep)
-    if isinstance(rep, list):
-        return [_map(r, fn) for r in rep]
-    if is_dataclass(rep):
-        return replace(
-            rep,
-            **{
-                f.name: _map(getattr(rep, f.name), fn)
-                for f in fields(rep)
-                if isinstance(getattr(rep, f.name), torch.Tensor)
-            },
-        )
-    return rep
-
-
-def _cat(reps: list[Any]) -> Any:
-    first = reps[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat(reps)
-    if isinstance(first, list):
-        return [_cat([r[i] for r in reps]) for i in range(len(first))]
-    tensors = {
-        f.name: torch.cat([getattr(r, f.name) for r in reps])
-        for f in fields(first)
-        if isinstance(getattr(first, f.name), torch.Tensor)
-    }
-    return replace(first, **tensors)
-
-
-def _nbytes(rep: Any) -> int:
-    total = 0
-
-    def count(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    _map(rep, count)
-    return total
-
-
-def represent(spec: KernelSpec, x: torch.Tensor, cls: int | None = None) -> Any:
-    """Representation of a chunk (of class ``cls`` alone when given: ``spec.by_class``), computed in zero-padded
-    micro-batches of MICRO_BATCH rows."""
-    parts = []
-    for start in range(0, len(x), MICRO_BATCH):
-        piece = x[start : start + MICRO_BATCH]
-        n = len(piece)
-        if n < MICRO_BATCH:
-            piece = torch.cat([piece, piece.new_zeros(MICRO_BATCH - n, *piece.shape[1:])])
-        rep = spec.represent(piece) if cls is None else spec.by_class(piece, cls)
-        parts.append(_map(rep, lambda t, n=n: t[:n]))
-    return _cat(parts)
 
 
 def _slices(n: int, size: int) -> list[slice]:
@@ -167,7 +90,7 @@ def kernel_row_blocks(
         if cached is not None:
             cached.append(rep)
     # With the training side in memory, one Gram call per query chunk: (rows, all training points).
-    train_all = _cat(cached) if cached is not None else None
+    train_all = cat_reps(cached) if cached is not None else None
     del cached  # the concatenated copy replaces the per-chunk pieces
     cosine = spec.normalization == "cosine"
     if cosine and (n_zero := int(np.count_nonzero(diag_t == 0))):
@@ -176,7 +99,7 @@ def kernel_row_blocks(
     bar = Progress(len(q_slices), f"{spec.kind} kernel rows", "block", bar=progress)
     for qs in q_slices:
         if same and train_all is not None:
-            rq = _map(train_all, lambda t, qs=qs: t[qs])  # a view, no recomputation
+            rq = map_tensors(train_all, lambda t, qs=qs: t[qs])  # a view, no recomputation
         else:
             rq = represent(spec, x_query[qs])
         diag_q = diag_t[qs] if same else spec.diag(rq).cpu().numpy()
@@ -199,14 +122,6 @@ def kernel_row_blocks(
 
 class KernelMemoryWarning(UserWarning):
     """No assembly plan fits ``kernel.memory_budget_mb``; the kernel is assembled with the smallest one."""
-
-
-def sample_bytes(spec: KernelSpec, x_train: torch.Tensor) -> tuple[int, int | None]:
-    """Bytes of one training sample's representation: (every class, one class alone or None without ``by_class``).
-    Measured on a batch of one sample, not a padded micro-batch: a micro-batch of a ResNet18-width network's exact
-    trNTK factors, all ten classes, is 15.7 GB, and the plan must be chosen before anything that size is formed."""
-    every = _nbytes(spec.represent(x_train[:1]))
-    return every, None if spec.by_class is None else _nbytes(spec.by_class(x_train[:1], 0))
 
 
 def plan_assembly(
@@ -272,11 +187,11 @@ def class_major_blocks(
     diag_t, diag_q = np.zeros(n_train), np.zeros(len(x_query))
     bar = Progress(spec.n_classes, f"{spec.kind} kernel, one class at a time", "class", bar=progress)
     for c in range(spec.n_classes):
-        train_c = _cat([represent(spec, x_train[s], c) for s in t_slices])  # one class, every training point
+        train_c = cat_reps([represent(spec, x_train[s], c) for s in t_slices])  # one class, every training point
         diag_t += spec.diag(train_c).cpu().numpy()
         for qs in q_slices:
             if same:
-                rq = _map(train_c, lambda t, qs=qs: t[qs])
+                rq = map_tensors(train_c, lambda t, qs=qs: t[qs])
             else:
                 rq = represent(spec, x_query[qs], c)
                 diag_q[qs] += spec.diag(rq).cpu().numpy()

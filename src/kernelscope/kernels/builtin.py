@@ -15,11 +15,11 @@ from torch import nn
 
 from kernelscope.core.errors import KernelscopeError
 from kernelscope.kernels import embeddings, exact
-from kernelscope.kernels.assembly import KernelSpec
 from kernelscope.kernels.jacobians import jacobian_rows
 from kernelscope.kernels.layers import factor_working_bytes, layer_factors
 from kernelscope.kernels.projection import PROJECTIONS, Projector
 from kernelscope.kernels.registry import KernelKind, register_kernel
+from kernelscope.kernels.representation import KernelSpec
 
 DEFAULT_PROJECTION_DIM = 2048  # the paper uses 10240; see the README for the error at each K on this machine
 

@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from kernelscope.core.errors import KernelscopeError
-from kernelscope.kernels.assembly import KernelSpec
+from kernelscope.kernels.representation import KernelSpec
 
 # (model, options, memory_budget_mb, method) -> the kind's recipe; options as kernel_options records them.
 # The recipe's representations must carry no autograd graph (detach them, or compute them under torch.no_grad).

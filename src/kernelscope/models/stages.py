@@ -6,12 +6,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from kernelscope.core.layout import RunLayout
 from kernelscope.core.params import Params
 from kernelscope.core.provenance import model_spec, run_data, training_section
 from kernelscope.core.results import StageResult
+from kernelscope.data.datasets import Dataset
 from kernelscope.models.checkpoint import SIDECAR_NAME, WEIGHTS_NAME, save_checkpoint
-from kernelscope.models.train import train_classifier
+from kernelscope.models.stacked_training import train_on_subsets
+from kernelscope.models.train import TrainResult, accuracy, train_classifier
+from kernelscope.models.zoo import architecture
 
 
 def checkpoint_files(model_dir: str | Path) -> list[Path]:
@@ -25,17 +30,21 @@ def train_stage(params: Params, layout: RunLayout, progress: bool = True) -> Sta
     """
     ds = run_data(params, layout, check_params=True)
     source = params.source(ds.name)
-    spec = model_spec(params, ds)
     if source is not None and source.model.factory:
         from kernelscope.models.train import imported_classifier
 
         result = imported_classifier(ds, source.model)
     else:
         result = train_classifier(ds, training_section(params, ds.name)[1], params.seed, progress=progress)
+    return _written(result, params, ds, layout)
+
+
+def _written(result: TrainResult, params: Params, ds: Dataset, layout: RunLayout) -> StageResult:
+    """Write one trained model's checkpoint into the run's model folder; the train stage's result."""
     meta = save_checkpoint(
         result.model,
         layout.model_dir,
-        spec,
+        model_spec(params, ds),
         dataset_name=ds.name,
         metrics={
             "train_accuracy": result.train_accuracy,
@@ -45,3 +54,34 @@ def train_stage(params: Params, layout: RunLayout, progress: bool = True) -> Sta
     )
     summary = {"checkpoint_hash": meta["weights_sha256"], "dataset_hash": ds.dataset_hash, **meta["metrics"]}
     return StageResult.of(summary, checkpoint_files(layout.model_dir))
+
+
+def train_seeds_stage(params: Params, seeds: list[int], layouts: list[RunLayout]) -> list[StageResult]:
+    """The train stage for several seeds of the registry architecture on one dataset (the multi-seed table):
+    seed k's checkpoint in layouts[k], params.seed replaced by seeds[k]. The seeds are trained as one stack
+    (models.stacked_training: one batched step for all, each model its single training to float32 rounding;
+    models with BatchNorm one after another, byte for byte); a user's imported model goes through the train
+    stage seed by seed."""
+    runs = [params.model_copy(update={"seed": seed}) for seed in seeds]
+    ds = run_data(runs[0], layouts[0], check_params=True)
+    section = training_section(params, ds.name)[1]
+    source = params.source(ds.name)
+    if source is not None and source.model.factory:
+        return [train_stage(run, layout, progress=False) for run, layout in zip(runs, layouts)]
+    everything = np.tile(np.arange(len(ds.train.y)), (len(seeds), 1))  # (m, N): every model sees every point
+    stack = train_on_subsets(ds, section, everything, np.array(seeds))
+    results = []
+    for k, (run, layout) in enumerate(zip(runs, layouts)):
+        seed_ds = ds if k == 0 else run_data(run, layout, check_params=True)  # each run's own data check
+        if seed_ds.dataset_hash != ds.dataset_hash:
+            raise ValueError(f"{layout.root}: the seeds of one stack must share their data (the table's data folder)")
+        model = stack.model(k)
+        trained = TrainResult(
+            model=model,
+            arch=architecture(ds, section),
+            train_accuracy=accuracy(model, ds.train.x, ds.train.y),
+            test_accuracy=accuracy(model, ds.test.x, ds.test.y),
+            final_loss=float(stack.final_losses[k]),
+        )
+        results.append(_written(trained, run, seed_ds, layout))
+    return results

@@ -24,7 +24,6 @@ from kernelscope.kernels.registry import kernel_kind
 from kernelscope.kernels.stages import kernel_stage
 from kernelscope.kernels.store import read_kernel, read_kernel_meta
 from kernelscope.kernels.topk import kernel_artifact, read_kernel_matrix, row_blocks, row_slices
-from kernelscope.models.stages import train_stage
 from kernelscope.models.train import predict_logits
 from kernelscope.surrogate.attribution import class_summary, write_attributions, write_topk_attributions
 from kernelscope.surrogate.faithfulness import faithfulness, predictions
@@ -184,10 +183,15 @@ def write_metrics(layout: RunLayout, summaries: list[dict[str, Any]]) -> Path:
     return write_dvc_metrics(layout.metrics_path, {s["kind"]: {k: s[k] for k in keys} for s in summaries})
 
 
-def seed_run(params: Params, layout: RunLayout, arch: str, kind: str) -> StageResult:
-    """One row of a multi-seed table: train with params.seed, then kernel, kGLM and metrics for one kind."""
-    params = params.model_copy(update={"train": params.train.model_copy(update={"arch": arch})})
-    trained = train_stage(params, layout, progress=False)
+def with_arch(params: Params, arch: str) -> Params:
+    """params with train.arch set: the multi-seed table's architecture (mlp, or cnn for the cnn section)."""
+    return params.model_copy(update={"train": params.train.model_copy(update={"arch": arch})})
+
+
+def seed_run(params: Params, layout: RunLayout, arch: str, kind: str, trained: dict[str, Any]) -> StageResult:
+    """One row of a multi-seed table on the model trained with params.seed (models.stages.train_seeds_stage;
+    ``trained``: its train summary): kernel, kGLM and metrics for one kind."""
+    params = with_arch(params, arch)
     kernels = kernel_stage(params, layout, kind, progress=False)
     fitted = fit_kglm_stage(params, layout, kind)
     evaluated = evaluate_stage(params, layout, kind)
@@ -195,9 +199,9 @@ def seed_run(params: Params, layout: RunLayout, arch: str, kind: str) -> StageRe
         **evaluated.summary,
         "arch": arch,
         "seed": params.seed,
-        "train_accuracy": trained.summary["train_accuracy"],
+        "train_accuracy": trained["train_accuracy"],
     }
-    return StageResult.of(summary, [], trained, kernels, fitted, evaluated)
+    return StageResult.of(summary, [], kernels, fitted, evaluated)
 
 
 def track_attribution(

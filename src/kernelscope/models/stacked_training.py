@@ -1,4 +1,5 @@
-"""The retraining engine: many small models trained at once, one per training subset and seed.
+"""The stacked trainer: many small models trained at once, one per training subset and seed (the
+counterfactual retraining engine, and the multi-seed table's seeds).
 
 Parameters of m models are stacked along a leading axis (torch.func.stack_module_state) and one
 ``vmap(functional_call)`` runs every model's minibatch step together. Each model k follows exactly
@@ -7,14 +8,16 @@ subset: initialization seeded by seeds[k], minibatch order from a generator seed
 the subset in training order, the same loss and optimizer. The optimizers of torch update every
 element on its own, so one optimizer over the stacked tensors is m independent optimizers. The
 registry MLP under SGD (the retraining recipe) takes stacked_mlp.StackedSGD's step instead: the same
-update with its backward pass written out, about twice as fast. Models with buffers (BatchNorm in
-training mode) are trained one after another.
+update with its backward pass written out, about twice as fast (the single-model trainer takes it too, as a
+stack of one; a batched matmul of m models need not round as m single ones, so a stacked model equals its
+single training to float32 rounding, not byte for byte). Models with buffers (BatchNorm in training mode)
+are trained one after another, each the single training's bytes.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,11 +27,10 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from kernelscope.core.errors import ParamsError
 from kernelscope.core.progress import Progress
-from kernelscope.counterfactual.subsets import restricted
-from kernelscope.data.datasets import Dataset
+from kernelscope.data.datasets import Dataset, restricted
 from kernelscope.models import stacked_mlp
 from kernelscope.models.heads import correct_class_logit, mean_loss, per_sample_loss
-from kernelscope.models.train import _INIT_LOCK, make_optimizer, train_classifier
+from kernelscope.models.train import _INIT_LOCK, TrainResult, make_optimizer, train_classifier
 from kernelscope.models.zoo import architecture, build_model, entry_for_section
 
 
@@ -39,6 +41,7 @@ class StackedModels:
     base: nn.Module  # the architecture on the meta device, in eval mode (holds no weights)
     params: dict[str, torch.Tensor]  # name -> (m, *shape)
     buffers: dict[str, torch.Tensor]
+    final_losses: np.ndarray | None = None  # (m,) each model's mean loss on its last minibatch, before that step
 
     @property
     def count(self) -> int:
@@ -90,14 +93,16 @@ def train_on_subsets(
             torch.manual_seed(seed)
             models.append(build_model(arch))
     if any(True for _ in models[0].buffers()):  # BatchNorm statistics: no stacked training step, train in turn
-        return _stacked([_single(dataset, section, r, s) for r, s in zip(rows, seeds)])
+        singles = [_single(dataset, section, r, s) for r, s in zip(rows, seeds)]
+        stack = _stacked([result.model for result in singles])
+        return replace(stack, final_losses=np.array([result.final_loss for result in singles]))
     return _train_stacked(dataset, section, arch["name"], _stacked(models), rows, seeds, progress)
 
 
-def _single(dataset: Dataset, section: Any, rows: np.ndarray, seed: int) -> nn.Module:
+def _single(dataset: Dataset, section: Any, rows: np.ndarray, seed: int) -> TrainResult:
     mask = np.zeros(len(dataset.train.y), dtype=bool)
     mask[rows] = True
-    return train_classifier(restricted(dataset, mask), section, seed, progress=False).model
+    return train_classifier(restricted(dataset, mask), section, seed, progress=False)
 
 
 def _train_stacked(
@@ -144,9 +149,8 @@ def _train_stacked(
     shufflers = [torch.Generator().manual_seed(seed + 1) for seed in seeds]
     size = rows.shape[1]
     starts = range(0, size, section.batch_size)
-    with Progress(
-        section.epochs, f"train {len(seeds)} {name}s on {dataset.name} subsets", "epoch", bar=progress
-    ) as bar:
+    what = f"train {len(seeds)} {name}s on {dataset.name}" + (" subsets" if size < len(y) else "")
+    with Progress(section.epochs, what, "epoch", bar=progress) as bar:
         for epoch in range(section.epochs):
             order = torch.stack([torch.randperm(size, generator=g) for g in shufflers])  # (m, size)
             picked = torch.gather(rows_t, 1, order)  # (m, size) training rows in each model's minibatch order
@@ -156,7 +160,8 @@ def _train_stacked(
             assert losses is not None  # the last minibatch returns them
             _require_finite(losses, seeds, section, epoch)
             bar.update()
-    return StackedModels(stack.base, {k: v.detach() for k, v in params.items()}, stack.buffers)
+    final = losses.detach().double().numpy()
+    return StackedModels(stack.base, {k: v.detach() for k, v in params.items()}, stack.buffers, final)
 
 
 def _require_finite(losses: torch.Tensor, seeds: list[int], section: Any, epoch: int) -> None:
