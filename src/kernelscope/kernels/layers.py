@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernelscope.kernels.embeddings import capture
 from kernelscope.kernels.jacobians import jacobian_rows
 from kernelscope.models.zoo import ScaledLinear
 
@@ -119,18 +120,8 @@ def factor_working_bytes(model: nn.Module, x: torch.Tensor, n_out: int, exclude:
     """Estimated bytes ``layer_factors`` holds at its peak per sample of x with ``n_out`` output directions (C for
     every class, 1 for a weighted sum): from the sizes of the supported modules' outputs on x (one forward pass,
     no gradients)."""
-    sizes: list[int] = []
-    handles = [
-        module.register_forward_hook(lambda module, args, out: sizes.append(out.numel() * out.element_size()))
-        for module in supported_modules(model, exclude).values()
-    ]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return WORKING_SET_PER_OUTPUT_BYTE * n_out * sum(sizes) // max(len(x), 1)
+    outputs = capture(model, x, list(supported_modules(model, exclude)))  # (b, d_l) per module
+    return WORKING_SET_PER_OUTPUT_BYTE * n_out * sum(o.numel() * o.element_size() for o in outputs) // max(len(x), 1)
 
 
 def layer_factors(

@@ -63,8 +63,10 @@ def train_seeds_stage(params: Params, seeds: list[int], layouts: list[RunLayout]
     models with BatchNorm one after another, byte for byte); a user's imported model goes through the train
     stage seed by seed."""
     runs = [params.model_copy(update={"seed": seed}) for seed in seeds]
-    ds = run_data(runs[0], layouts[0], check_params=True)
-    section = training_section(params, ds.name)[1]
+    datasets = [run_data(run, layout, check_params=True) for run, layout in zip(runs, layouts)]  # each run's check
+    ds, section = datasets[0], training_section(params, datasets[0].name)[1]
+    if any(d.dataset_hash != ds.dataset_hash for d in datasets):
+        raise ValueError(f"{layouts[0].root}: the seeds of one stack must share their data (the table's data folder)")
     source = params.source(ds.name)
     if source is not None and source.model.factory:
         return [train_stage(run, layout, progress=False) for run, layout in zip(runs, layouts)]
@@ -72,9 +74,6 @@ def train_seeds_stage(params: Params, seeds: list[int], layouts: list[RunLayout]
     stack = train_on_subsets(ds, section, everything, np.array(seeds))
     results = []
     for k, (run, layout) in enumerate(zip(runs, layouts)):
-        seed_ds = ds if k == 0 else run_data(run, layout, check_params=True)  # each run's own data check
-        if seed_ds.dataset_hash != ds.dataset_hash:
-            raise ValueError(f"{layout.root}: the seeds of one stack must share their data (the table's data folder)")
         model = stack.model(k)
         trained = TrainResult(
             model=model,
@@ -83,5 +82,5 @@ def train_seeds_stage(params: Params, seeds: list[int], layouts: list[RunLayout]
             test_accuracy=accuracy(model, ds.test.x, ds.test.y),
             final_loss=float(stack.final_losses[k]),
         )
-        results.append(_written(trained, run, seed_ds, layout))
+        results.append(_written(trained, run, ds, layout))
     return results
