@@ -179,3 +179,28 @@ def test_batch_norm_checkpoint_round_trips(tmp_path):
     loaded = load_checkpoint(tmp_path, spec(arch)).model
     for name, tensor in model.state_dict().items():
         assert loaded.state_dict()[name].shape == tensor.shape and torch.equal(loaded.state_dict()[name], tensor), name
+
+
+def test_loading_waits_for_a_seeded_construction_and_leaves_the_global_rng_alone(saved):
+    """A checkpoint's model is built (then overwritten) from torch's global RNG: loading must neither move that RNG
+    nor draw from it while another thread constructs a seeded model (the counterfactual flow loads checkpoints
+    beside retraining), or that model's initialization would depend on timing."""
+    import threading
+
+    from kernelscope.models.zoo import model_construction
+
+    _, _, path = saved
+    before = torch.random.get_rng_state()
+    load_checkpoint(path, spec())
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+    with model_construction(seed=7):  # another thread's seeded construction is in progress ...
+        first = torch.rand(3)
+        loader = threading.Thread(target=load_checkpoint, args=(path, spec()))
+        loader.start()
+        loader.join(timeout=0.5)
+        assert loader.is_alive()  # ... so the load waits for it
+        second = torch.rand(3)
+    loader.join(timeout=30)
+    torch.manual_seed(7)
+    assert torch.equal(torch.cat([first, second]), torch.rand(6))  # the seeded stream was not interleaved

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernelscope.core.progress import Progress
+from kernelscope.models.zoo import model_construction
 
 ADD, DIV = 0, 1
 
@@ -197,8 +198,7 @@ def train_multitask(
     if settle_steps and not eval_every:
         raise ValueError("settle_steps needs eval_every > 0: grokking is seen only at an evaluation")
     gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with model_construction(seed):
         model = build_multitask_model(arch, data.p, embed, hidden, heads)
     parameters = list(model.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))

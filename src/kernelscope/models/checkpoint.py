@@ -22,6 +22,7 @@ from kernelscope.core.errors import ArtifactError, CheckpointError
 from kernelscope.core.fileio import sha256_file
 from kernelscope.core.json_artifacts import read_json_artifact, write_json_artifact
 from kernelscope.core.tensor_artifacts import read_safetensors, write_safetensors
+from kernelscope.models.zoo import model_construction
 
 FORMAT = "kernelscope-checkpoint/2"
 WEIGHTS_NAME = "model.safetensors"
@@ -129,7 +130,8 @@ def build_bounded(spec: ModelSpec, where: str) -> nn.Module:
                 f"{where}: the architecture asks for {count:,} parameters, more than the limit of {MAX_PARAMETERS:,}; "
                 "use smaller widths in params.yaml."
             )
-    return spec.build()
+    with model_construction():  # its initial weights are overwritten, but drawing them must not race a seeded init
+        return spec.build()
 
 
 def load_checkpoint(ckpt_dir: str | Path, spec: ModelSpec) -> Checkpoint:

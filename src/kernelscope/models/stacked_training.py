@@ -30,8 +30,8 @@ from kernelscope.core.progress import Progress
 from kernelscope.data.datasets import Dataset, restricted
 from kernelscope.models import stacked_mlp
 from kernelscope.models.heads import correct_class_logit, mean_loss, per_sample_loss
-from kernelscope.models.train import _INIT_LOCK, TrainResult, make_optimizer, train_classifier
-from kernelscope.models.zoo import architecture, build_model, entry_for_section
+from kernelscope.models.train import TrainResult, make_optimizer, train_classifier
+from kernelscope.models.zoo import architecture, build_model, entry_for_section, model_construction
 
 
 @dataclass
@@ -87,10 +87,9 @@ def train_on_subsets(
     if rows.ndim != 2 or rows.shape[0] != len(seeds):
         raise ValueError(f"rows {rows.shape} and {len(seeds)} seeds do not describe the same models")
     arch = architecture(dataset, section)
-    with _INIT_LOCK, torch.random.fork_rng():
-        models = []
-        for seed in seeds:
-            torch.manual_seed(seed)
+    models = []
+    for seed in seeds:
+        with model_construction(seed):
             models.append(build_model(arch))
     if any(True for _ in models[0].buffers()):  # BatchNorm statistics: no stacked training step, train in turn
         singles = [_single(dataset, section, r, s) for r, s in zip(rows, seeds)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -18,7 +17,7 @@ from kernelscope.core.progress import Progress
 from kernelscope.data.datasets import Dataset
 from kernelscope.models import stacked_mlp
 from kernelscope.models.heads import accepted_outputs, mean_loss, predictions
-from kernelscope.models.zoo import architecture, build_model, entry_for_section
+from kernelscope.models.zoo import architecture, build_model, entry_for_section, model_construction
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,6 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 
 # Layer initialization draws from torch's global generator; seeds trained in parallel threads
 # (the multi-seed table) must not interleave their draws, or the same seed gives another model.
-_INIT_LOCK = threading.Lock()
 
 
 def imported_classifier(dataset: Dataset, spec: ModelSourceParams) -> TrainResult:
@@ -132,8 +130,7 @@ def train_classifier(
 
     ``after_epoch(epoch, model)`` is called after every epoch (TracIn keeps checkpoints with it)."""
     arch = architecture(dataset, params)
-    with _INIT_LOCK, torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with model_construction(seed):
         model = build_model(arch)
     step = _step_function(model, params)
     x = torch.from_numpy(dataset.train.x)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -224,6 +227,21 @@ def architecture(dataset: Dataset, params: Any) -> dict[str, Any]:
     """The architecture record (stored in the checkpoint sidecar) of the section ``params`` trained on this data."""
     name, entry = entry_for_section(params)
     return {"name": name, **entry.record(dataset, params, n_outputs_for(dataset.n_classes))}
+
+
+# Constructing a model draws its initial weights from torch's global RNG, shared by every thread of the process.
+_CONSTRUCTION_LOCK = threading.Lock()
+
+
+@contextmanager
+def model_construction(seed: int | None = None) -> Iterator[None]:
+    """Construct models inside this: one thread at a time, on a forked global RNG (seeded when ``seed`` is
+    given), so a seeded initialization never interleaves with another thread's construction (a checkpoint
+    being loaded, another seed) and no construction moves the RNG state others see."""
+    with _CONSTRUCTION_LOCK, torch.random.fork_rng():
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
 
 
 def build_model(arch: dict[str, Any]) -> nn.Module:
